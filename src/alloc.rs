@@ -1,0 +1,242 @@
+//! The allocation entry points: malloc, free, realloc, aligned and zeroed
+//! variants, usable_size. Their fast paths are here; everything slower is
+//! in `heap`.
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use crate::constants::{LARGE_OBJ_MAX, MAX_ALLOC, MIN_ALIGN, SMALL_SIZE_MAX};
+use crate::heap::{self, malloc_generic};
+use crate::page::{self, Block, Page};
+use crate::segment::{self, Kind, Segment};
+use crate::size_class::{natural_size_for_align, wsize_of};
+use crate::{error, huge, segment_map, thread};
+
+/// Allocates `size` bytes aligned to at least a word. Null on failure.
+#[inline]
+pub fn malloc(size: usize) -> *mut u8 {
+    let heap = thread::heap();
+    if size <= SMALL_SIZE_MAX {
+        // SAFETY: the heap is this thread's (or the static empty heap, whose
+        // pages have no free blocks); `wsize_of(size) <= SMALL_WSIZE_MAX`
+        // keeps the direct-table index in bounds; a non-null `free` is a
+        // valid free block of a page this thread owns.
+        unsafe {
+            let page = *(*heap).direct.get_unchecked(wsize_of(size));
+            if !(*page).free.is_null() {
+                return heap::pop_block(page);
+            }
+        }
+    }
+    if size > MAX_ALLOC {
+        return ptr::null_mut();
+    }
+    malloc_generic(heap, size)
+}
+
+/// Allocates `size` zeroed bytes. Null on failure.
+pub fn zalloc(size: usize) -> *mut u8 {
+    if size > LARGE_OBJ_MAX {
+        return huge_alloc(size, 0, true);
+    }
+    let p = malloc(size);
+    if !p.is_null() {
+        // SAFETY: `p` is a fresh block of at least `size` bytes.
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    p
+}
+
+/// Huge allocations go through the heap's slow path first, so the thread's
+/// deferred work (and heap setup) happens for them too.
+fn huge_alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if size > MAX_ALLOC {
+        return ptr::null_mut();
+    }
+    if thread::heap() == heap::EMPTY_HEAP_PTR && thread::heap_init().is_null() {
+        return ptr::null_mut();
+    }
+    huge::alloc(size, align, zero)
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two; anything else
+/// gives null). Alignments up to 2 MiB come from ordinary pages whose block
+/// size is a multiple of `align`, so the result is a block start like any
+/// other; larger ones get a huge segment.
+pub fn malloc_aligned(size: usize, align: usize) -> *mut u8 {
+    aligned(size, align, false)
+}
+
+/// [`malloc_aligned`], zeroed.
+pub fn zalloc_aligned(size: usize, align: usize) -> *mut u8 {
+    aligned(size, align, true)
+}
+
+fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !align.is_power_of_two() || size > MAX_ALLOC || align > MAX_ALLOC {
+        return ptr::null_mut();
+    }
+    if align <= MIN_ALIGN {
+        return if zero { zalloc(size) } else { malloc(size) };
+    }
+    let p = match natural_size_for_align(size, align) {
+        Some(s) => {
+            if zero {
+                zalloc(s)
+            } else {
+                malloc(s)
+            }
+        }
+        None => huge_alloc(size, align, zero),
+    };
+    debug_assert!((p as usize).is_multiple_of(align));
+    p
+}
+
+/// Finds and checks the page of a pointer the caller claims is a live
+/// block; reports `what` and aborts if it is not one.
+///
+/// # Safety
+/// `p` must be non-null. If fortalloc owns its segment, the segment must not
+/// be concurrently unmapped (true for any pointer that was live).
+#[inline(always)]
+unsafe fn checked_page(p: *mut u8, what: &str) -> (*mut Segment, *mut Page) {
+    let Some(seg) = segment_map::segment_of(p) else {
+        error::fatal(what, p as usize, "not allocated by fortalloc", 0);
+    };
+    // SAFETY: the segment map says a live segment covers `p - 1`, so its
+    // header and page descriptors are readable.
+    unsafe {
+        let page = segment::page_of(seg, p);
+        let off = (p as usize).wrapping_sub((*page).page_start as usize);
+        if !page::is_block_start(page, off) {
+            bad_pointer(page, off, p, what);
+        }
+        (seg, page)
+    }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn bad_pointer(page: *mut Page, off: usize, p: *mut u8, what: &str) -> ! {
+    // SAFETY: `page` is a readable descriptor per `checked_page`.
+    let (bsize, cap) = unsafe { ((*page).block_size, (*page).capacity_bytes) };
+    if bsize == 0 {
+        error::fatal(what, p as usize, "no live block there", 0)
+    } else if off < cap {
+        error::fatal(what, p as usize, "interior pointer into", bsize)
+    } else {
+        error::fatal(what, p as usize, "never-allocated slot of", bsize)
+    }
+}
+
+/// Frees a block. Null is a no-op; anything that is not the start of a
+/// fortalloc block aborts with a message.
+///
+/// # Safety
+/// `p` must be null or a pointer fortalloc returned and that is not freed
+/// yet (violations of the latter are only detected by the hardened build).
+#[inline]
+pub unsafe fn free(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: `p` is non-null; the caller promises it was live.
+    unsafe {
+        let (seg, page) = checked_page(p, "invalid free");
+        let heap = thread::heap();
+        if (*seg).owner.load(Ordering::Relaxed) == heap as usize {
+            heap::free_local(heap, page, p as *mut Block);
+        } else {
+            free_other(seg, page, p as *mut Block);
+        }
+    }
+}
+
+/// Frees a block this thread does not own: huge, or another thread's.
+///
+/// # Safety
+/// `block` must be a checked, live block of `page` in `seg`.
+#[inline(never)]
+unsafe fn free_other(seg: *mut Segment, page: *mut Page, block: *mut Block) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if (*seg).kind == Kind::Huge {
+            huge::free(seg);
+        } else {
+            page::free_remote(page, block);
+        }
+    }
+}
+
+/// Bytes usable in the block at `p` (at least what was asked for).
+///
+/// # Safety
+/// `p` must be null or a live pointer returned by fortalloc.
+pub unsafe fn usable_size(p: *const u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    // SAFETY: non-null, live per the caller.
+    unsafe {
+        let (_, page) = checked_page(p as *mut u8, "invalid pointer to usable_size");
+        (*page).block_size
+    }
+}
+
+/// Resizes the block at `p` to `new_size`, in place when it already fits
+/// (and would not waste more than half of it), else by moving. On failure
+/// returns null and leaves `p` untouched.
+///
+/// # Safety
+/// `p` must be null or a live pointer returned by fortalloc.
+pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
+    // SAFETY: forwarded from the caller.
+    unsafe { realloc_aligned(p, new_size, MIN_ALIGN) }
+}
+
+/// [`realloc`] keeping an alignment of `align` (a power of two).
+///
+/// # Safety
+/// `p` must be null or a live pointer returned by fortalloc with at least
+/// that alignment.
+pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
+    if p.is_null() {
+        return malloc_aligned(new_size, align);
+    }
+    // SAFETY: `p` is live per the caller.
+    unsafe {
+        let (_, page) = checked_page(p, "invalid pointer to realloc");
+        let usable = (*page).block_size;
+        if new_size <= usable && new_size >= usable / 2 && (p as usize).is_multiple_of(align) {
+            return p;
+        }
+        let q = malloc_aligned(new_size, align);
+        if q.is_null() {
+            return q;
+        }
+        ptr::copy_nonoverlapping(p, q, usable.min(new_size));
+        free(p);
+        q
+    }
+}
+
+/// Returns memory the calling thread's heap caches but does not need; with
+/// `force`, everything possible, including segments abandoned by exited
+/// threads.
+pub fn collect(force: bool) {
+    let heap = thread::heap();
+    if heap != heap::EMPTY_HEAP_PTR {
+        // SAFETY: `heap` is this thread's initialised heap.
+        unsafe {
+            if force {
+                thread::reclaim_all(heap);
+            }
+            heap::collect(heap, force);
+            if force {
+                segment::release_cache(heap);
+            }
+        }
+    }
+    huge::purge_cache(force);
+}

@@ -1,0 +1,433 @@
+//! The per-thread heap: direct table, page queues, and the malloc/free
+//! paths that run on them.
+//!
+//! Fast path of malloc: TLS heap -> `direct[wsize]` -> pop `page.free`.
+//! A thread's heap pointer starts at the static [`EMPTY_HEAP`], whose direct
+//! table points at a page with no free blocks, so a thread's first malloc
+//! lands in [`malloc_generic`], which creates its real heap.
+
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, RETIRE_CYCLES, SMALL_OBJ_MAX, SMALL_WSIZE_MAX};
+use crate::page::{self, Block, Page, NEVER_DELAYED_FREE, NO_DELAYED_FREE, USE_DELAYED_FREE};
+use crate::page_queue::{self, PageQueue};
+use crate::segment::{self, Segments};
+use crate::size_class::{bin_of, BIN_COUNT};
+use crate::{harden, huge, os, thread};
+
+/// Index of the queue of full pages.
+pub const FULL_QUEUE: usize = BIN_COUNT;
+
+#[repr(C)]
+pub struct Heap {
+    pub direct: [*mut Page; SMALL_WSIZE_MAX + 1],
+    pub queues: [PageQueue; BIN_COUNT + 1],
+    /// Blocks freed by other threads into this heap's full pages.
+    pub delayed: AtomicUsize,
+    pub segs: Segments,
+    /// Bins that may hold a retired (empty, kept) page.
+    pub retired_min: usize,
+    pub retired_max: usize,
+    /// Link in the pool of unused heaps.
+    pub pool_next: *mut Heap,
+}
+
+struct SyncPage(Page);
+// SAFETY: the empty page is never written: it has no free blocks, so the
+// fast path only reads it and the slow path never receives it as a page.
+unsafe impl Sync for SyncPage {}
+
+struct SyncHeap(Heap);
+// SAFETY: the empty heap is never written; the slow path swaps it for a
+// real heap before touching anything.
+unsafe impl Sync for SyncHeap {}
+
+static EMPTY_PAGE: SyncPage = SyncPage(Page::empty());
+pub const EMPTY_PAGE_PTR: *mut Page = ptr::addr_of!(EMPTY_PAGE.0) as *mut Page;
+static EMPTY_HEAP: SyncHeap = SyncHeap(Heap::new());
+pub const EMPTY_HEAP_PTR: *mut Heap = ptr::addr_of!(EMPTY_HEAP.0) as *mut Heap;
+
+impl Heap {
+    pub const fn new() -> Heap {
+        Heap {
+            direct: [EMPTY_PAGE_PTR; SMALL_WSIZE_MAX + 1],
+            queues: [PageQueue::new(); BIN_COUNT + 1],
+            delayed: AtomicUsize::new(0),
+            segs: Segments::new(),
+            retired_min: BIN_COUNT,
+            retired_max: 0,
+            pool_next: ptr::null_mut(),
+        }
+    }
+}
+
+/// Pops a block off a page known to have one.
+///
+/// # Safety
+/// `page` must be owned by the calling thread with a non-empty `free`.
+#[inline(always)]
+pub unsafe fn pop_block(page: *mut Page) -> *mut u8 {
+    // SAFETY: per the caller, `free` is a valid free block of the page.
+    unsafe {
+        let block = (*page).free;
+        (*page).free = harden::decode_next(page, (*block).next, block);
+        (*page).used += 1;
+        block.cast()
+    }
+}
+
+/// Everything malloc's fast path does not: thread setup, deferred work,
+/// huge objects, and finding or making a page with room.
+#[inline(never)]
+pub fn malloc_generic(mut heap: *mut Heap, size: usize) -> *mut u8 {
+    if heap == EMPTY_HEAP_PTR {
+        heap = thread::heap_init();
+        if heap.is_null() {
+            return ptr::null_mut();
+        }
+    }
+    // SAFETY: `heap` is this thread's initialised heap.
+    unsafe {
+        deferred_work(heap);
+        if size > LARGE_OBJ_MAX {
+            return huge::alloc(size, 0, false);
+        }
+        let page = find_page(heap, size);
+        if page.is_null() {
+            return ptr::null_mut();
+        }
+        pop_block(page)
+    }
+}
+
+/// Work that piles up between slow paths: delayed frees from other
+/// threads, expiry of retired pages, due purges.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+unsafe fn deferred_work(heap: *mut Heap) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        drain_delayed(heap);
+        if (*heap).retired_min <= (*heap).retired_max {
+            collect_retired(heap, false);
+        }
+        let due = (*heap).segs.purge_due;
+        if due != 0 {
+            let now = os::now_ms();
+            if now >= due {
+                segment::purge_expired(heap, now, false);
+            }
+        }
+        huge::maybe_purge_cache();
+    }
+}
+
+/// Finds a page of the bin for `size` with a free block, extending pages,
+/// moving full ones aside, reclaiming abandoned segments or taking a fresh
+/// page as needed. Null when out of memory.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+unsafe fn find_page(heap: *mut Heap, size: usize) -> *mut Page {
+    let bin = bin_of(size);
+    // SAFETY: every page reached is on this heap's queues, i.e. ours.
+    unsafe {
+        let mut reclaimed = false;
+        loop {
+            let mut page = (*heap).queues[bin].first;
+            while !page.is_null() {
+                let next = (*page).next;
+                page::collect(page, false);
+                if !(*page).free.is_null() {
+                    page_queue::move_to_front(heap, page);
+                    return page;
+                }
+                if (*page).capacity < (*page).reserved {
+                    page::extend(page);
+                    page_queue::move_to_front(heap, page);
+                    return page;
+                }
+                to_full(heap, page);
+                page = next;
+            }
+            if reclaimed || !thread::reclaim_one(heap) {
+                break;
+            }
+            reclaimed = true;
+        }
+        let page = segment::page_alloc(heap, bin);
+        if page.is_null() {
+            return page;
+        }
+        page_queue::push_front(heap, bin, page);
+        page::extend(page);
+        page
+    }
+}
+
+/// Moves a page with no free block to the full queue; from now on the first
+/// remote free into it goes through the heap's delayed list.
+///
+/// # Safety
+/// `page` must be on its bin queue of `heap`.
+unsafe fn to_full(heap: *mut Heap, page: *mut Page) {
+    // SAFETY: owner access to the page and the heap's queues.
+    unsafe {
+        page::set_delayed(page, USE_DELAYED_FREE, false);
+        page_queue::remove(heap, (*page).bin as usize, page);
+        (*page).in_full = true;
+        page_queue::push_back(heap, FULL_QUEUE, page);
+        // A remote free may have slipped in before USE_DELAYED_FREE took
+        // effect; collect it now rather than never.
+        page::collect(page, false);
+    }
+}
+
+/// Moves a full page back to its bin queue once it has room.
+///
+/// # Safety
+/// `page` must be on the full queue of `heap`.
+unsafe fn unfull(heap: *mut Heap, page: *mut Page) {
+    // SAFETY: owner access to the page and the heap's queues.
+    unsafe {
+        page_queue::remove(heap, FULL_QUEUE, page);
+        (*page).in_full = false;
+        page::set_delayed(page, NO_DELAYED_FREE, false);
+        page_queue::push_back(heap, (*page).bin as usize, page);
+    }
+}
+
+/// Frees a block of a page owned by the calling thread.
+///
+/// # Safety
+/// `page` must be owned by `heap`, the calling thread's heap, and `block` a
+/// block of it that is in use.
+#[inline(always)]
+pub unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
+    // SAFETY: owner access per the caller.
+    unsafe {
+        (*block).next = harden::encode_next(page, (*page).local_free, block);
+        (*page).local_free = block;
+        (*page).used -= 1;
+        if (*page).used == 0 {
+            retire(heap, page);
+        } else if (*page).in_full {
+            unfull(heap, page);
+        }
+    }
+}
+
+/// A page just became empty: keep it a little if it is the only page of its
+/// bin (so alloc/free of one object does not thrash), else release it.
+///
+/// # Safety
+/// `page` must be an empty page on a queue of `heap`.
+#[inline(never)]
+unsafe fn retire(heap: *mut Heap, page: *mut Page) {
+    // SAFETY: owner access per the caller.
+    unsafe {
+        let bsize = (*page).block_size;
+        let bin = (*page).bin as usize;
+        if !(*page).in_full && bsize <= MEDIUM_OBJ_MAX {
+            let q = &(*heap).queues[bin];
+            if q.first == page && q.last == page {
+                (*page).retire_expire = if bsize <= SMALL_OBJ_MAX {
+                    RETIRE_CYCLES
+                } else {
+                    RETIRE_CYCLES / 4
+                };
+                (*heap).retired_min = (*heap).retired_min.min(bin);
+                (*heap).retired_max = (*heap).retired_max.max(bin);
+                return;
+            }
+        }
+        release_page(heap, page);
+    }
+}
+
+/// Takes an empty page off its queue and gives it back to its segment.
+///
+/// # Safety
+/// `page` must be an empty page on a queue of `heap`.
+unsafe fn release_page(heap: *mut Heap, page: *mut Page) {
+    // SAFETY: owner access per the caller.
+    unsafe {
+        page_queue::remove(heap, page_queue::queue_index(page), page);
+        segment::page_free(heap, page);
+    }
+}
+
+/// Counts down retired pages and releases those that stayed empty (all of
+/// them with `force`).
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+unsafe fn collect_retired(heap: *mut Heap, force: bool) {
+    // SAFETY: owner access to the heap's queues.
+    unsafe {
+        let (lo, hi) = ((*heap).retired_min, (*heap).retired_max);
+        let mut new_lo = BIN_COUNT;
+        let mut new_hi = 0;
+        for bin in lo..=hi.min(BIN_COUNT - 1) {
+            let page = (*heap).queues[bin].first;
+            if page.is_null() || (*page).retire_expire == 0 {
+                continue;
+            }
+            if (*page).used != 0 {
+                (*page).retire_expire = 0;
+                continue;
+            }
+            (*page).retire_expire -= 1;
+            if force || (*page).retire_expire == 0 {
+                (*page).retire_expire = 0;
+                release_page(heap, page);
+            } else {
+                new_lo = new_lo.min(bin);
+                new_hi = new_hi.max(bin);
+            }
+        }
+        (*heap).retired_min = new_lo;
+        (*heap).retired_max = new_hi;
+    }
+}
+
+/// Called by a remote thread: hands `block` (of a full page) to the page's
+/// heap, which frees it at its next slow path.
+///
+/// # Safety
+/// `heap` must stay valid for the call (guaranteed by the page's
+/// DELAYED_FREEING state), `block` a block of `page` being freed.
+pub unsafe fn push_delayed(heap: *mut Heap, page: *mut Page, block: *mut Block) {
+    // SAFETY: the block is ours to link; the list head is atomic.
+    unsafe {
+        let head = &(*heap).delayed;
+        let mut cur = head.load(Ordering::Relaxed);
+        loop {
+            (*block).next = harden::encode_next(page, cur as *mut Block, block);
+            match head.compare_exchange_weak(cur, block as usize, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(seen) => cur = seen,
+            }
+        }
+    }
+}
+
+/// Frees every block that other threads handed over through `delayed`.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn drain_delayed(heap: *mut Heap) {
+    // SAFETY: once swapped out the list is ours; each block belongs to one
+    // of this heap's pages (only its pages are ever USE_DELAYED_FREE).
+    unsafe {
+        if (*heap).delayed.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut block = (*heap).delayed.swap(0, Ordering::Acquire) as *mut Block;
+        while !block.is_null() {
+            let seg = segment::of_block(block as *const u8);
+            let page = segment::page_of(seg, block as *const u8);
+            let next = harden::decode_next(page, (*block).next, block);
+            free_local(heap, page, block);
+            block = next;
+        }
+    }
+}
+
+/// Returns what `heap` holds but does not need: empty pages, due (or, with
+/// `force`, all) purges.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn collect(heap: *mut Heap, force: bool) {
+    // SAFETY: owner access to the heap and its pages.
+    unsafe {
+        drain_delayed(heap);
+        for qi in 0..=FULL_QUEUE {
+            let mut page = (*heap).queues[qi].first;
+            while !page.is_null() {
+                let next = (*page).next;
+                page::collect(page, force);
+                if (*page).used == 0 {
+                    (*page).retire_expire = 0;
+                    release_page(heap, page);
+                } else if (*page).in_full && !(*page).free.is_null() {
+                    unfull(heap, page);
+                }
+                page = next;
+            }
+        }
+        (*heap).retired_min = BIN_COUNT;
+        (*heap).retired_max = 0;
+        segment::purge_expired(heap, os::now_ms(), force);
+    }
+}
+
+/// Prepares `heap` to be abandoned by its exiting thread: stops remote
+/// threads from using its delayed list, frees what is already free, and
+/// returns every remaining segment detached from the heap.
+///
+/// # Safety
+/// `heap` must be the calling (exiting) thread's heap.
+pub unsafe fn abandon_pages(heap: *mut Heap) {
+    // SAFETY: owner access; NEVER_DELAYED_FREE makes remote threads stop
+    // touching the heap before it is drained for the last time.
+    unsafe {
+        for qi in 0..=FULL_QUEUE {
+            let mut page = (*heap).queues[qi].first;
+            while !page.is_null() {
+                page::set_delayed(page, NEVER_DELAYED_FREE, false);
+                page = (*page).next;
+            }
+        }
+        drain_delayed(heap);
+        collect(heap, true);
+        for qi in 0..=FULL_QUEUE {
+            let mut page = (*heap).queues[qi].first;
+            while !page.is_null() {
+                let next = (*page).next;
+                (*page).heap.store(ptr::null_mut(), Ordering::Release);
+                (*page).next = ptr::null_mut();
+                (*page).prev = ptr::null_mut();
+                page = next;
+            }
+            (*heap).queues[qi] = PageQueue::new();
+        }
+        segment::release_cache(heap);
+    }
+}
+
+/// Adds a page of a reclaimed segment to `heap`'s queues; returns false,
+/// leaving it off every queue, if all its blocks turned out to be free.
+///
+/// # Safety
+/// `page` must be an in-use page of a segment just adopted by `heap`.
+pub unsafe fn adopt_page(heap: *mut Heap, page: *mut Page) -> bool {
+    // SAFETY: the segment was adopted by this thread's heap.
+    unsafe {
+        (*page).heap.store(heap, Ordering::Release);
+        (*page).in_full = false;
+        (*page).retire_expire = 0;
+        page::set_delayed(page, NO_DELAYED_FREE, true);
+        page::collect(page, true);
+        if (*page).used == 0 {
+            return false;
+        }
+        page_queue::push_back(heap, (*page).bin as usize, page);
+        if (*page).free.is_null() && (*page).capacity == (*page).reserved {
+            to_full(heap, page);
+        }
+        true
+    }
+}
+
+/// Marks every queue empty and points the direct table at the empty page.
+///
+/// # Safety
+/// `heap` must be exclusively owned by the caller.
+pub unsafe fn reset(heap: *mut Heap) {
+    // SAFETY: exclusive access per the caller.
+    unsafe { ptr::write(heap, Heap::new()) };
+}

@@ -1,0 +1,80 @@
+//! fortalloc: a general-purpose allocator following mimalloc's design
+//! (thread-local heaps, free-list sharding, segments of pages).
+//!
+//! ```
+//! use fortalloc::FortAlloc;
+//! #[global_allocator]
+//! static GLOBAL: FortAlloc = FortAlloc;
+//! ```
+//!
+//! The core is `no_std`; std supplies only the thread-local slot of the
+//! heap pointer (a const-initialised `thread_local!`, which neither
+//! allocates nor registers a destructor).
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::std_instead_of_core, clippy::undocumented_unsafe_blocks)]
+
+extern crate std;
+
+mod alloc;
+mod constants;
+mod error;
+mod harden;
+mod heap;
+mod huge;
+mod lock;
+mod options;
+mod os;
+mod page;
+mod page_queue;
+mod segment;
+mod segment_map;
+mod size_class;
+mod thread;
+
+use core::alloc::{GlobalAlloc, Layout};
+
+pub use alloc::{
+    collect, free, malloc, malloc_aligned, realloc, realloc_aligned, usable_size, zalloc, zalloc_aligned,
+};
+pub use options::set_purge_delay_ms;
+
+/// The allocator, for `#[global_allocator]`.
+pub struct FortAlloc;
+
+// SAFETY: every method forwards to fortalloc's entry points, which return
+// blocks of at least `layout.size()` bytes aligned to `layout.align()` (or
+// null), and accept back exactly the pointers they returned.
+unsafe impl GlobalAlloc for FortAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= constants::MIN_ALIGN {
+            malloc(layout.size())
+        } else {
+            malloc_aligned(layout.size(), layout.align())
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: GlobalAlloc's contract: `ptr` came from this allocator.
+        unsafe { free(ptr) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= constants::MIN_ALIGN {
+            zalloc(layout.size())
+        } else {
+            zalloc_aligned(layout.size(), layout.align())
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: GlobalAlloc's contract: `ptr` is live, from this allocator,
+        // allocated with `layout`.
+        unsafe { realloc_aligned(ptr, new_size, layout.align()) }
+    }
+}

@@ -1,0 +1,133 @@
+//! Virtual memory: reserve+commit (mmap), release (munmap), purge (madvise).
+
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The OS page size, read once at run time (never assumed to be 4 KiB).
+#[inline]
+pub fn page_size() -> usize {
+    let cached = PAGE_SIZE.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = if raw > 0 && (raw as usize).is_power_of_two() {
+        raw as usize
+    } else {
+        4096
+    };
+    PAGE_SIZE.store(size, Ordering::Relaxed);
+    size
+}
+
+/// Maps `size` bytes of fresh, zeroed, read-write memory anywhere.
+/// Returns null on failure.
+pub fn map(size: usize) -> *mut u8 {
+    if size == 0 {
+        return ptr::null_mut();
+    }
+    // SAFETY: an anonymous private mapping with a null hint cannot alias any
+    // existing Rust object; the kernel picks a fresh range.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+/// Maps `size` bytes whose start is a multiple of `align` (a power of two at
+/// least the page size). Over-reserves and trims the excess at both ends so
+/// no address space is left behind. Returns null on failure.
+pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two());
+    let Some(total) = size.checked_add(align) else {
+        return ptr::null_mut();
+    };
+    let raw = map(total);
+    if raw.is_null() {
+        return raw;
+    }
+    let start = raw as usize;
+    let aligned = (start + align - 1) & !(align - 1);
+    let head = aligned - start;
+    let tail = total - head - size;
+    // SAFETY: both trimmed ranges lie inside the mapping made just above and
+    // outside the range handed back, so nothing refers to them.
+    unsafe {
+        if head > 0 {
+            unmap(raw, head);
+        }
+        if tail > 0 {
+            unmap((aligned + size) as *mut u8, tail);
+        }
+    }
+    aligned as *mut u8
+}
+
+/// Returns a mapping (or the part of one) to the OS.
+///
+/// # Safety
+/// - `[p, p+size)` must be memory this process mapped and nothing may use it
+///   afterwards.
+pub unsafe fn unmap(p: *mut u8, size: usize) {
+    // SAFETY: the caller guarantees the range is ours and dead.
+    unsafe {
+        libc::munmap(p.cast(), size);
+    }
+}
+
+/// Gives the physical pages of `[p, p+size)` back to the OS while keeping the
+/// range mapped; it reads as zeros afterwards. Used for delayed purging.
+///
+/// # Safety
+/// - `[p, p+size)` must be page-aligned memory this process mapped read-write
+///   whose contents nobody needs any more.
+pub unsafe fn purge(p: *mut u8, size: usize) {
+    // SAFETY: the caller guarantees the range is ours and its contents dead;
+    // MADV_DONTNEED on a private anonymous mapping only drops pages.
+    unsafe {
+        libc::madvise(p.cast(), size, libc::MADV_DONTNEED);
+    }
+}
+
+/// Maps `size` bytes at an address `p` such that `p + offset` is a multiple
+/// of `align` (a power of two at least the page size), trimming the excess.
+pub fn map_aligned_offset(size: usize, align: usize, offset: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two() && offset <= size);
+    let Some(total) = size.checked_add(align) else {
+        return ptr::null_mut();
+    };
+    let raw = map(total);
+    if raw.is_null() {
+        return raw;
+    }
+    let start = raw as usize;
+    let target = (start + offset + align - 1) & !(align - 1);
+    let p = target - offset;
+    let head = p - start;
+    let tail = total - head - size;
+    // SAFETY: both trimmed ranges lie inside the fresh mapping and outside
+    // the range handed back.
+    unsafe {
+        if head > 0 {
+            unmap(raw, head);
+        }
+        if tail > 0 {
+            unmap((p + size) as *mut u8, tail);
+        }
+    }
+    p as *mut u8
+}

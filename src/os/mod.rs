@@ -1,0 +1,15 @@
+//! The only part of fortalloc that talks to the kernel (or to libc on its
+//! behalf). Everything above this module is memory arithmetic.
+//!
+//! Each function here is a thin, allocation-free wrapper: failures are
+//! reported as null pointers or `false`, never as panics.
+
+mod memory;
+mod process;
+mod thread_key;
+mod time;
+
+pub use memory::{map, map_aligned, map_aligned_offset, page_size, purge, unmap};
+pub use process::{abort, write_stderr, yield_now};
+pub use thread_key::{thread_key_create, thread_key_set};
+pub use time::now_ms;

@@ -1,0 +1,443 @@
+//! A page: a run of equal-sized blocks and its three free lists.
+//!
+//! ```text
+//! page_start                                  page_start + capacity_bytes
+//! |<- block ->|<- block ->|<- block ->| ... |   (blocks past `capacity`
+//! +-----------+-----------+-----------+-----+    are not carved yet)
+//! ```
+//!
+//! `free` is where malloc pops; the owning thread pushes onto `local_free`;
+//! other threads push onto the atomic `thread_free`, whose low two bits hold
+//! the delayed-free state. The two push lists are folded into `free` only
+//! when `free` runs dry, so neither fast path touches shared cache lines.
+//! Every link is stored through `harden::encode_next`/`decode_next`.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::constants::EXTEND_BYTES;
+use crate::harden;
+use crate::heap::Heap;
+
+/// A free block: only its first word is ours, and it holds the encoded link.
+#[repr(C)]
+pub struct Block {
+    pub next: usize,
+}
+
+/// Delayed-free states kept in the low bits of `thread_free`.
+///
+/// A page in its heap's full queue is `USE_DELAYED_FREE`: the first remote
+/// free then goes to the heap's delayed list instead, so the owner learns the
+/// page has room again. `DELAYED_FREEING` marks a remote thread in the middle
+/// of that hand-off (the heap must not go away meanwhile); `NEVER` is set on
+/// abandoned pages, which have no heap to notify.
+pub const USE_DELAYED_FREE: usize = 0;
+pub const DELAYED_FREEING: usize = 1;
+pub const NO_DELAYED_FREE: usize = 2;
+pub const NEVER_DELAYED_FREE: usize = 3;
+const STATE_MASK: usize = 3;
+
+#[repr(C)]
+pub struct Page {
+    // Hot fields first: the malloc fast path reads `free` and bumps `used`.
+    pub free: *mut Block,
+    /// Blocks handed out and not yet collected back (remote frees count
+    /// until the owner collects them).
+    pub used: u32,
+    /// Blocks carved so far.
+    pub capacity: u32,
+    /// Blocks that fit in the page.
+    pub reserved: u32,
+    /// Bin of the page's queue.
+    pub bin: u8,
+    pub in_full: bool,
+    pub in_use: bool,
+    pub retire_expire: u8,
+    pub local_free: *mut Block,
+    pub thread_free: AtomicUsize,
+    pub heap: AtomicPtr<Heap>,
+    pub block_size: usize,
+    pub page_start: *mut u8,
+    /// `capacity * block_size`: offsets at or past it were never handed out,
+    /// and a page not in use has 0 here, so every pointer into it fails the
+    /// free check.
+    pub capacity_bytes: usize,
+    /// Exact divisibility test of an offset by `block_size` without a divide:
+    /// `block_size = odd << shift`; `off` is a multiple iff
+    /// `off & div_mask == 0` and `(off >> shift) * div_inv mod 2^32 <= div_limit`.
+    pub div_mask: usize,
+    pub div_shift: u32,
+    pub div_inv: u32,
+    pub div_limit: u32,
+    /// Monotonic ms at which this free page's memory goes back to the OS.
+    pub purge_at: u64,
+    pub next: *mut Page,
+    pub prev: *mut Page,
+    /// Per-page secrets of the hardened build (unused in the plain build).
+    pub keys: [usize; 2],
+}
+
+impl Page {
+    pub const fn empty() -> Page {
+        Page {
+            free: ptr::null_mut(),
+            used: 0,
+            capacity: 0,
+            reserved: 0,
+            bin: 0,
+            in_full: false,
+            in_use: false,
+            retire_expire: 0,
+            local_free: ptr::null_mut(),
+            thread_free: AtomicUsize::new(NEVER_DELAYED_FREE),
+            heap: AtomicPtr::new(ptr::null_mut()),
+            block_size: 0,
+            page_start: ptr::null_mut(),
+            capacity_bytes: 0,
+            div_mask: usize::MAX,
+            div_shift: 0,
+            div_inv: 0,
+            div_limit: 0,
+            purge_at: 0,
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+            keys: [0; 2],
+        }
+    }
+}
+
+/// Modular inverse of an odd `d` modulo 2^32 (Newton's iteration doubles the
+/// correct low bits each step: 3 -> 6 -> 12 -> 24 -> 48).
+const fn inverse_u32(d: u32) -> u32 {
+    let mut x = d; // correct to 3 bits for any odd d
+    let mut i = 0;
+    while i < 4 {
+        x = x.wrapping_mul(2u32.wrapping_sub(d.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+/// Sets up `page` to hand out blocks of `block_size` from `start`, holding
+/// `reserved` of them, owned by `heap`.
+///
+/// # Safety
+/// - `page` must be a valid page descriptor not in use by anyone.
+/// - `[start, start + reserved * block_size)` must be usable memory of its
+///   segment.
+pub unsafe fn init(
+    page: *mut Page,
+    heap: *mut Heap,
+    bin: u8,
+    block_size: usize,
+    start: *mut u8,
+    reserved: usize,
+) {
+    // SAFETY: the caller gives exclusive access to `page`.
+    unsafe {
+        let p = &mut *page;
+        p.free = ptr::null_mut();
+        p.local_free = ptr::null_mut();
+        p.used = 0;
+        p.capacity = 0;
+        p.reserved = reserved as u32;
+        p.bin = bin;
+        p.in_full = false;
+        p.in_use = true;
+        p.retire_expire = 0;
+        p.block_size = block_size;
+        p.page_start = start;
+        p.capacity_bytes = 0;
+        p.purge_at = 0;
+        p.next = ptr::null_mut();
+        p.prev = ptr::null_mut();
+        let shift = block_size.trailing_zeros();
+        let odd = (block_size >> shift) as u32;
+        p.div_mask = (1usize << shift) - 1;
+        p.div_shift = shift;
+        p.div_inv = inverse_u32(odd);
+        p.div_limit = u32::MAX / odd;
+        p.thread_free.store(NO_DELAYED_FREE, Ordering::Relaxed);
+        p.heap.store(heap, Ordering::Relaxed);
+        harden::page_keys_init(page);
+    }
+}
+
+/// Sets up `page` as the single block of a huge segment: only an offset of
+/// exactly zero passes the free check.
+///
+/// # Safety
+/// Same as [`init`], with `reserved == 1`.
+pub unsafe fn init_single(page: *mut Page, block_size: usize, start: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        init(page, ptr::null_mut(), 0, block_size, start, 1);
+        let p = &mut *page;
+        p.div_mask = usize::MAX >> 1;
+        p.div_shift = 0;
+        p.div_inv = 1;
+        p.div_limit = u32::MAX;
+        p.capacity = 1;
+        p.capacity_bytes = block_size;
+        p.used = 1;
+        p.thread_free.store(NEVER_DELAYED_FREE, Ordering::Relaxed);
+    }
+}
+
+/// Marks a page as no longer in use, so pointers into it fail the free check.
+///
+/// # Safety
+/// `page` must be valid and owned exclusively by the caller.
+pub unsafe fn reset(page: *mut Page) {
+    // SAFETY: exclusive access per the caller.
+    unsafe {
+        let p = &mut *page;
+        p.in_use = false;
+        p.capacity_bytes = 0;
+        p.block_size = 0;
+        p.free = ptr::null_mut();
+        p.local_free = ptr::null_mut();
+        p.used = 0;
+        p.capacity = 0;
+        p.in_full = false;
+        p.retire_expire = 0;
+        p.next = ptr::null_mut();
+        p.prev = ptr::null_mut();
+        p.heap.store(ptr::null_mut(), Ordering::Relaxed);
+        p.thread_free.store(NEVER_DELAYED_FREE, Ordering::Relaxed);
+    }
+}
+
+/// True if `off` (bytes from `page_start`) is a block boundary of a block
+/// that has been handed out at some point.
+///
+/// # Safety
+/// `page` must point to a page descriptor inside a live segment.
+#[inline(always)]
+pub unsafe fn is_block_start(page: *const Page, off: usize) -> bool {
+    // SAFETY: the caller guarantees the descriptor is readable; only plain
+    // fields the owner writes before publishing the page are read.
+    unsafe {
+        off < (*page).capacity_bytes
+            && off & (*page).div_mask == 0
+            && ((off >> (*page).div_shift) as u32).wrapping_mul((*page).div_inv) <= (*page).div_limit
+    }
+}
+
+/// Carves more blocks into the free list (which must be empty): about
+/// [`EXTEND_BYTES`] worth, at least one, so fresh memory is touched gradually.
+///
+/// # Safety
+/// `page` must be in use, owned by the calling thread, with `free` empty and
+/// `capacity < reserved`.
+pub unsafe fn extend(page: *mut Page) {
+    // SAFETY: exclusive owner access per the caller; the carved range lies
+    // inside the page's reserved area.
+    unsafe {
+        let p = &mut *page;
+        let bsize = p.block_size;
+        let mut count = EXTEND_BYTES / bsize;
+        if count < 4 {
+            count = 4;
+        }
+        let left = (p.reserved - p.capacity) as usize;
+        if count > left {
+            count = left;
+        }
+        let first = p.page_start.add(p.capacity as usize * bsize);
+        p.free = harden::build_free_list(page, first, bsize, count);
+        p.capacity += count as u32;
+        p.capacity_bytes = p.capacity as usize * bsize;
+    }
+}
+
+/// Length and tail of a free list.
+///
+/// # Safety
+/// `head` must start a well-formed list of blocks of `page`.
+unsafe fn list_tail(page: *const Page, head: *mut Block) -> (*mut Block, u32) {
+    let mut count = 1;
+    let mut tail = head;
+    // SAFETY: each link of a well-formed list points to a free block.
+    unsafe {
+        loop {
+            let next = harden::decode_next(page, (*tail).next, tail);
+            if next.is_null() {
+                return (tail, count);
+            }
+            tail = next;
+            count += 1;
+        }
+    }
+}
+
+/// Moves blocks freed by other threads into `local_free`.
+///
+/// # Safety
+/// `page` must be in use and owned by the calling thread.
+unsafe fn collect_thread_free(page: *mut Page) {
+    // SAFETY: `thread_free` is only ever changed atomically; once swapped out,
+    // the list is ours alone.
+    unsafe {
+        let tf = &(*page).thread_free;
+        let mut cur = tf.load(Ordering::Relaxed);
+        let head = loop {
+            let head = (cur & !STATE_MASK) as *mut Block;
+            if head.is_null() {
+                return;
+            }
+            match tf.compare_exchange_weak(cur, cur & STATE_MASK, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => break head,
+                Err(seen) => cur = seen,
+            }
+        };
+        let (tail, count) = list_tail(page, head);
+        (*tail).next = harden::encode_next(page, (*page).local_free, tail);
+        (*page).local_free = head;
+        (*page).used -= count;
+    }
+}
+
+/// Folds `thread_free` and `local_free` back into `free` when `free` is empty
+/// (or always, with `force`).
+///
+/// # Safety
+/// `page` must be in use and owned by the calling thread.
+pub unsafe fn collect(page: *mut Page, force: bool) {
+    // SAFETY: owner access per the caller.
+    unsafe {
+        if force || (*page).thread_free.load(Ordering::Relaxed) & !STATE_MASK != 0 {
+            collect_thread_free(page);
+        }
+        let local = (*page).local_free;
+        if local.is_null() {
+            return;
+        }
+        if (*page).free.is_null() {
+            (*page).free = local;
+            (*page).local_free = ptr::null_mut();
+        } else if force {
+            let (tail, _) = list_tail(page, local);
+            (*tail).next = harden::encode_next(page, (*page).free, tail);
+            (*page).free = local;
+            (*page).local_free = ptr::null_mut();
+        }
+    }
+}
+
+/// Switches the delayed-free state, waiting out a remote thread caught in
+/// the middle of a delayed free. A page marked `NEVER_DELAYED_FREE` keeps
+/// that state unless `override_never`.
+///
+/// # Safety
+/// `page` must be valid; the caller must own it.
+pub unsafe fn set_delayed(page: *mut Page, state: usize, override_never: bool) {
+    // SAFETY: only atomic operations on `thread_free`.
+    let tf = unsafe { &(*page).thread_free };
+    let mut cur = tf.load(Ordering::Acquire);
+    loop {
+        let old_state = cur & STATE_MASK;
+        if old_state == DELAYED_FREEING {
+            crate::os::yield_now();
+            cur = tf.load(Ordering::Acquire);
+            continue;
+        }
+        if old_state == state || (old_state == NEVER_DELAYED_FREE && !override_never) {
+            return;
+        }
+        match tf.compare_exchange_weak(
+            cur,
+            (cur & !STATE_MASK) | state,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return,
+            Err(seen) => cur = seen,
+        }
+    }
+}
+
+/// Frees `block` from a thread that does not own its page: pushes it onto
+/// `thread_free`, or, for a page in its heap's full queue, onto the heap's
+/// delayed list so the owner notices the page has room.
+///
+/// # Safety
+/// `block` must be a live block of the in-use `page`, freed exactly once.
+pub unsafe fn free_remote(page: *mut Page, block: *mut Block) {
+    // SAFETY: the block is ours to link; all shared state is atomic.
+    unsafe {
+        let tf = &(*page).thread_free;
+        let mut cur = tf.load(Ordering::Relaxed);
+        let use_delayed = loop {
+            let state = cur & STATE_MASK;
+            let (new, delayed) = if state == USE_DELAYED_FREE {
+                ((cur & !STATE_MASK) | DELAYED_FREEING, true)
+            } else {
+                (*block).next = harden::encode_next(page, (cur & !STATE_MASK) as *mut Block, block);
+                (block as usize | state, false)
+            };
+            match tf.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => break delayed,
+                Err(seen) => cur = seen,
+            }
+        };
+        if use_delayed {
+            // While DELAYED_FREEING is set, the owner waits before abandoning
+            // its heap, so the heap pointer stays valid for this push.
+            let heap = (*page).heap.load(Ordering::Acquire);
+            crate::heap::push_delayed(heap, page, block);
+            let mut cur = tf.load(Ordering::Relaxed);
+            loop {
+                let new = (cur & !STATE_MASK) | NO_DELAYED_FREE;
+                match tf.compare_exchange_weak(cur, new, Ordering::Release, Ordering::Relaxed) {
+                    Ok(_) => break,
+                    Err(seen) => cur = seen,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn divisibility_test_matches_division_for_every_block_size() {
+        for &bsize in crate::size_class::BLOCK_SIZE.iter().skip(1) {
+            let mut page = Page::empty();
+            // SAFETY: `init` only writes the descriptor; no memory is carved.
+            unsafe { init(&mut page, ptr::null_mut(), 1, bsize, ptr::null_mut(), 0) };
+            page.capacity_bytes = usize::MAX;
+            let span = (4 << 20) / bsize * bsize;
+            let mut off = 0;
+            while off < span {
+                for probe in [off, off + 1, off + 8, off + bsize / 2, off + bsize - 8] {
+                    let expect = probe % bsize == 0;
+                    assert_eq!(
+                        // SAFETY: `page` is a valid local descriptor.
+                        unsafe { is_block_start(&page, probe) },
+                        expect,
+                        "bsize {bsize} off {probe}"
+                    );
+                }
+                off += bsize * 7 + bsize;
+            }
+        }
+    }
+
+    #[test]
+    fn single_block_pages_accept_only_offset_zero() {
+        let mut page = Page::empty();
+        // SAFETY: only the descriptor is written.
+        unsafe { init_single(&mut page, 3 << 30, ptr::null_mut()) };
+        // SAFETY: `page` is a valid local descriptor.
+        unsafe {
+            assert!(is_block_start(&page, 0));
+            assert!(!is_block_start(&page, 8));
+            assert!(!is_block_start(&page, 1 << 32));
+            assert!(!is_block_start(&page, 3 << 30));
+        }
+    }
+}

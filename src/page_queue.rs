@@ -1,0 +1,155 @@
+//! Per-heap queues of pages, one per bin plus one for full pages, and the
+//! direct table that the malloc fast path indexes by word size.
+
+use core::ptr;
+
+use crate::constants::{SMALL_SIZE_MAX, WORD};
+use crate::heap::{Heap, EMPTY_PAGE_PTR, FULL_QUEUE};
+use crate::page::Page;
+use crate::size_class::BLOCK_SIZE;
+
+#[derive(Clone, Copy)]
+pub struct PageQueue {
+    pub first: *mut Page,
+    pub last: *mut Page,
+}
+
+impl PageQueue {
+    pub const fn new() -> PageQueue {
+        PageQueue {
+            first: ptr::null_mut(),
+            last: ptr::null_mut(),
+        }
+    }
+}
+
+/// Queue index a page sits on.
+///
+/// # Safety
+/// `page` must be valid.
+#[inline]
+pub unsafe fn queue_index(page: *const Page) -> usize {
+    // SAFETY: plain reads of owner fields.
+    unsafe {
+        if (*page).in_full {
+            FULL_QUEUE
+        } else {
+            (*page).bin as usize
+        }
+    }
+}
+
+/// Points the direct-table entries of `bin` at its queue's first page.
+///
+/// # Safety
+/// `heap` must be the calling thread's heap.
+#[inline]
+unsafe fn update_direct(heap: *mut Heap, bin: usize) {
+    if bin == FULL_QUEUE {
+        return;
+    }
+    let bsize = BLOCK_SIZE[bin];
+    if bsize > SMALL_SIZE_MAX {
+        return;
+    }
+    // SAFETY: the heap is ours; word sizes up to bsize/WORD <= SMALL_WSIZE_MAX
+    // index the direct table in bounds.
+    unsafe {
+        let first = (*heap).queues[bin].first;
+        let page = if first.is_null() { EMPTY_PAGE_PTR } else { first };
+        let start = if bin == 1 {
+            0
+        } else {
+            BLOCK_SIZE[bin - 1] / WORD + 1
+        };
+        for w in start..=bsize / WORD {
+            (*heap).direct[w] = page;
+        }
+    }
+}
+
+/// Puts `page` at the front of queue `qi`.
+///
+/// # Safety
+/// `page` must belong to `heap` and be on no queue.
+pub unsafe fn push_front(heap: *mut Heap, qi: usize, page: *mut Page) {
+    // SAFETY: queue nodes are pages of this heap.
+    unsafe {
+        let q = &mut (*heap).queues[qi];
+        (*page).prev = ptr::null_mut();
+        (*page).next = q.first;
+        if q.first.is_null() {
+            q.last = page;
+        } else {
+            (*q.first).prev = page;
+        }
+        q.first = page;
+        update_direct(heap, qi);
+    }
+}
+
+/// Appends `page` to the end of queue `qi`.
+///
+/// # Safety
+/// `page` must belong to `heap` and be on no queue.
+pub unsafe fn push_back(heap: *mut Heap, qi: usize, page: *mut Page) {
+    // SAFETY: queue nodes are pages of this heap.
+    unsafe {
+        let q = &mut (*heap).queues[qi];
+        (*page).next = ptr::null_mut();
+        (*page).prev = q.last;
+        if q.last.is_null() {
+            q.first = page;
+            q.last = page;
+            update_direct(heap, qi);
+        } else {
+            (*q.last).next = page;
+            q.last = page;
+        }
+    }
+}
+
+/// Takes `page` off queue `qi`.
+///
+/// # Safety
+/// `page` must be on queue `qi` of `heap`.
+pub unsafe fn remove(heap: *mut Heap, qi: usize, page: *mut Page) {
+    // SAFETY: queue nodes are pages of this heap.
+    unsafe {
+        let q = &mut (*heap).queues[qi];
+        if !(*page).prev.is_null() {
+            (*(*page).prev).next = (*page).next;
+        }
+        if !(*page).next.is_null() {
+            (*(*page).next).prev = (*page).prev;
+        }
+        if q.last == page {
+            q.last = (*page).prev;
+        }
+        let was_first = q.first == page;
+        if was_first {
+            q.first = (*page).next;
+        }
+        (*page).next = ptr::null_mut();
+        (*page).prev = ptr::null_mut();
+        if was_first {
+            update_direct(heap, qi);
+        }
+    }
+}
+
+/// Moves `page` to the front of its queue, so the fast path finds it.
+///
+/// # Safety
+/// `page` must be on its queue in `heap`.
+pub unsafe fn move_to_front(heap: *mut Heap, page: *mut Page) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let qi = queue_index(page);
+        if (*heap).queues[qi].first == page {
+            return;
+        }
+        remove(heap, qi, page);
+        push_front(heap, qi, page);
+    }
+}

@@ -1,0 +1,599 @@
+//! Segments: 4 MiB-aligned regions whose header holds the page descriptors.
+//!
+//! ```text
+//! seg (4 MiB aligned)
+//! +--------------------------------+-----------------+---------+-----
+//! | Segment header                 | page 0 blocks   | page 1  | ...
+//! | kind, owner, lists, pages[65]  | (start aligned  | blocks  |
+//! | (info_size, OS-page multiple)  |  for its block) |         |
+//! +--------------------------------+-----------------+---------+-----
+//! ```
+//!
+//! A page descriptor lives in the header, so `page_of(seg, p)` is a shift.
+//! `pages[page_count]` is never used: a pointer exactly one segment past the
+//! header lands there and fails the free check.
+//!
+//! Segments belong to one heap (`owner`); a heap keeps its segments on lists
+//! (all / with a free small page / with a free medium page / cached empty).
+
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::constants::{
+    MEDIUM_OBJ_MAX, MEDIUM_PAGE_SHIFT, SEGMENT_MASK, SEGMENT_SHIFT, SEGMENT_SIZE, SMALL_OBJ_MAX,
+    SMALL_PAGES_PER_SEGMENT, SMALL_PAGE_SHIFT,
+};
+use crate::heap::Heap;
+use crate::page::{self, Page};
+use crate::{options, os, segment_map, size_class};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Kind {
+    Small = 0,
+    Medium = 1,
+    Large = 2,
+    Huge = 3,
+}
+
+/// Most empty segments a heap keeps cached for reuse.
+const CACHE_MAX: usize = 8;
+
+#[repr(C)]
+pub struct Segment {
+    /// Address of the owning heap; 0 when abandoned, and always for huge.
+    pub owner: AtomicUsize,
+    pub kind: Kind,
+    pub page_shift: u8,
+    pub purge_pending: bool,
+    pub purged: bool,
+    pub page_count: u32,
+    /// Pages in use, counting an unusable page 0 when the header fills it.
+    pub used_pages: u32,
+    pub first_page: u32,
+    /// Bytes mapped from the segment start.
+    pub size: usize,
+    /// Header bytes, a multiple of the OS page size.
+    pub info_size: usize,
+    /// Huge blocks: the block starts this many bytes past the segment.
+    pub block_offset: usize,
+    pub cache_expire: u64,
+    /// Links on the heap's list of all its segments, the cache, or the
+    /// abandoned list.
+    pub next: *mut Segment,
+    pub prev: *mut Segment,
+    /// Links on the heap's list of segments with a free page.
+    pub free_next: *mut Segment,
+    pub free_prev: *mut Segment,
+    pub in_free_list: bool,
+    pub pages: [Page; SMALL_PAGES_PER_SEGMENT + 1],
+}
+
+/// Header size rounded to whole OS pages.
+pub fn info_size() -> usize {
+    let ps = os::page_size();
+    (core::mem::size_of::<Segment>() + ps - 1) & !(ps - 1)
+}
+
+/// The segment whose header holds `page`.
+#[inline(always)]
+pub fn of_page(page: *const Page) -> *mut Segment {
+    (page as usize & !SEGMENT_MASK) as *mut Segment
+}
+
+/// The segment of a block pointer the allocator handed out (see
+/// `segment_map` for the `- 1`).
+#[inline(always)]
+pub fn of_block(p: *const u8) -> *mut Segment {
+    ((p as usize).wrapping_sub(1) & !SEGMENT_MASK) as *mut Segment
+}
+
+/// The page descriptor of block pointer `p` in `seg`.
+///
+/// # Safety
+/// `seg` must be a live segment and `p` a pointer in `(seg, seg + SEGMENT_SIZE]`.
+#[inline(always)]
+pub unsafe fn page_of(seg: *mut Segment, p: *const u8) -> *mut Page {
+    // SAFETY: the offset is at most SEGMENT_SIZE, so the index is at most
+    // `SEGMENT_SIZE >> page_shift <= SMALL_PAGES_PER_SEGMENT`, in bounds.
+    unsafe {
+        let idx = (p as usize - seg as usize) >> (*seg).page_shift;
+        ptr::addr_of_mut!((*seg).pages).cast::<Page>().add(idx)
+    }
+}
+
+/// Which kind of segment serves blocks of `bsize`.
+#[inline]
+pub fn kind_for(bsize: usize) -> Kind {
+    if bsize <= SMALL_OBJ_MAX {
+        Kind::Small
+    } else if bsize <= MEDIUM_OBJ_MAX {
+        Kind::Medium
+    } else {
+        Kind::Large
+    }
+}
+
+fn shape(kind: Kind) -> (u8, u32) {
+    match kind {
+        Kind::Small => (SMALL_PAGE_SHIFT as u8, (SEGMENT_SIZE >> SMALL_PAGE_SHIFT) as u32),
+        Kind::Medium => (
+            MEDIUM_PAGE_SHIFT as u8,
+            (SEGMENT_SIZE >> MEDIUM_PAGE_SHIFT) as u32,
+        ),
+        Kind::Large | Kind::Huge => (SEGMENT_SHIFT as u8 + 1, 1),
+    }
+}
+
+/// Heap-side bookkeeping of segments.
+pub struct Segments {
+    pub all: *mut Segment,
+    pub small_free: *mut Segment,
+    pub medium_free: *mut Segment,
+    pub cache: *mut Segment,
+    pub cache_count: usize,
+    pub count: usize,
+    /// Earliest pending purge (monotonic ms), 0 if none.
+    pub purge_due: u64,
+}
+
+impl Segments {
+    pub const fn new() -> Segments {
+        Segments {
+            all: ptr::null_mut(),
+            small_free: ptr::null_mut(),
+            medium_free: ptr::null_mut(),
+            cache: ptr::null_mut(),
+            cache_count: 0,
+            count: 0,
+            purge_due: 0,
+        }
+    }
+}
+
+/// Writes the header of a segment (fresh or recycled) for `kind`.
+///
+/// # Safety
+/// `seg` must be a mapped segment that nobody else uses; its page
+/// descriptors must all be reset (or zero).
+unsafe fn init_header(seg: *mut Segment, heap: *mut Heap, kind: Kind) {
+    let (shift, count) = shape(kind);
+    let info = info_size();
+    // SAFETY: exclusive access to the header per the caller.
+    unsafe {
+        (*seg).owner.store(heap as usize, Ordering::Relaxed);
+        (*seg).kind = kind;
+        (*seg).page_shift = shift;
+        (*seg).page_count = count;
+        (*seg).purge_pending = false;
+        (*seg).purged = false;
+        (*seg).size = SEGMENT_SIZE;
+        (*seg).info_size = info;
+        (*seg).block_offset = 0;
+        (*seg).cache_expire = 0;
+        (*seg).next = ptr::null_mut();
+        (*seg).prev = ptr::null_mut();
+        (*seg).free_next = ptr::null_mut();
+        (*seg).free_prev = ptr::null_mut();
+        (*seg).in_free_list = false;
+        // With very large OS pages the header can swallow page 0 whole.
+        let page0_unusable = count > 1 && info >= (1usize << shift);
+        (*seg).first_page = page0_unusable as u32;
+        (*seg).used_pages = page0_unusable as u32;
+    }
+}
+
+/// Maps a fresh 4 MiB segment and records it in the segment map.
+pub fn os_alloc() -> *mut Segment {
+    let seg = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE) as *mut Segment;
+    if !seg.is_null() {
+        segment_map::insert(seg);
+    }
+    seg
+}
+
+/// Forgets and unmaps a segment.
+///
+/// # Safety
+/// Nothing may refer to the segment or its blocks any more.
+pub unsafe fn os_free(seg: *mut Segment) {
+    segment_map::remove(seg);
+    // SAFETY: the caller guarantees the segment is dead; `size` covers the
+    // whole mapping starting at the segment.
+    unsafe { os::unmap(seg as *mut u8, (*seg).size) };
+}
+
+// ---- intrusive lists ------------------------------------------------------
+
+/// # Safety
+/// `seg` must be valid and not on the list.
+unsafe fn all_push(segs: &mut Segments, seg: *mut Segment) {
+    // SAFETY: list nodes are live segments owned by this heap.
+    unsafe {
+        (*seg).prev = ptr::null_mut();
+        (*seg).next = segs.all;
+        if !segs.all.is_null() {
+            (*segs.all).prev = seg;
+        }
+    }
+    segs.all = seg;
+    segs.count += 1;
+}
+
+/// # Safety
+/// `seg` must be on the `all` list.
+unsafe fn all_remove(segs: &mut Segments, seg: *mut Segment) {
+    // SAFETY: list nodes are live segments owned by this heap.
+    unsafe {
+        if !(*seg).prev.is_null() {
+            (*(*seg).prev).next = (*seg).next;
+        } else {
+            segs.all = (*seg).next;
+        }
+        if !(*seg).next.is_null() {
+            (*(*seg).next).prev = (*seg).prev;
+        }
+        (*seg).next = ptr::null_mut();
+        (*seg).prev = ptr::null_mut();
+    }
+    segs.count -= 1;
+}
+
+fn free_list_head(segs: &mut Segments, kind: Kind) -> &mut *mut Segment {
+    if kind == Kind::Small {
+        &mut segs.small_free
+    } else {
+        &mut segs.medium_free
+    }
+}
+
+/// # Safety
+/// `seg` must be a small or medium segment of this heap.
+unsafe fn free_push(segs: &mut Segments, seg: *mut Segment) {
+    // SAFETY: list nodes are live segments owned by this heap.
+    unsafe {
+        if (*seg).in_free_list {
+            return;
+        }
+        let head = free_list_head(segs, (*seg).kind);
+        (*seg).free_prev = ptr::null_mut();
+        (*seg).free_next = *head;
+        if !head.is_null() {
+            (**head).free_prev = seg;
+        }
+        *head = seg;
+        (*seg).in_free_list = true;
+    }
+}
+
+/// # Safety
+/// `seg` must be a segment of this heap.
+unsafe fn free_remove(segs: &mut Segments, seg: *mut Segment) {
+    // SAFETY: list nodes are live segments owned by this heap.
+    unsafe {
+        if !(*seg).in_free_list {
+            return;
+        }
+        let head = free_list_head(segs, (*seg).kind);
+        if !(*seg).free_prev.is_null() {
+            (*(*seg).free_prev).free_next = (*seg).free_next;
+        } else {
+            *head = (*seg).free_next;
+        }
+        if !(*seg).free_next.is_null() {
+            (*(*seg).free_next).free_prev = (*seg).free_prev;
+        }
+        (*seg).free_next = ptr::null_mut();
+        (*seg).free_prev = ptr::null_mut();
+        (*seg).in_free_list = false;
+    }
+}
+
+// ---- segments of a heap ---------------------------------------------------
+
+/// Gets an empty segment for `heap` (cached or fresh) set up for `kind`.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
+    // SAFETY: the heap is ours; cached segments are ours and fully reset.
+    unsafe {
+        let segs = &mut (*heap).segs;
+        let mut seg = segs.cache;
+        if !seg.is_null() {
+            segs.cache = (*seg).next;
+            segs.cache_count -= 1;
+        } else {
+            seg = os_alloc();
+            if seg.is_null() {
+                return seg;
+            }
+        }
+        init_header(seg, heap, kind);
+        all_push(segs, seg);
+        if kind == Kind::Small || kind == Kind::Medium {
+            free_push(segs, seg);
+        }
+        seg
+    }
+}
+
+/// Adopts a segment (reclaimed from another thread) into `heap`'s lists.
+///
+/// # Safety
+/// `seg` must be an abandoned segment now exclusively taken by the caller.
+pub unsafe fn adopt(heap: *mut Heap, seg: *mut Segment) {
+    // SAFETY: exclusive access per the caller.
+    unsafe {
+        (*seg).owner.store(heap as usize, Ordering::Release);
+        let segs = &mut (*heap).segs;
+        (*seg).in_free_list = false;
+        all_push(segs, seg);
+        if ((*seg).kind == Kind::Small || (*seg).kind == Kind::Medium)
+            && (*seg).used_pages < (*seg).page_count
+        {
+            free_push(segs, seg);
+        }
+        if (*seg).purge_pending {
+            let due = segs.purge_due;
+            segs.purge_due = if due == 0 { 1 } else { due.min(1) };
+        }
+    }
+}
+
+/// Detaches `seg` from `heap`'s lists before it is abandoned.
+///
+/// # Safety
+/// `seg` must be a segment of `heap`.
+pub unsafe fn detach(heap: *mut Heap, seg: *mut Segment) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        let segs = &mut (*heap).segs;
+        free_remove(segs, seg);
+        all_remove(segs, seg);
+        (*seg).owner.store(0, Ordering::Release);
+    }
+}
+
+/// Area `[start, end)` of page `idx` of `seg`.
+///
+/// # Safety
+/// `seg` must be a live segment and `idx < page_count`.
+unsafe fn page_area(seg: *mut Segment, idx: usize) -> (usize, usize) {
+    // SAFETY: header fields of a live segment.
+    unsafe {
+        let base = seg as usize;
+        let span = if (*seg).page_count == 1 {
+            SEGMENT_SIZE
+        } else {
+            1usize << (*seg).page_shift
+        };
+        let start = base + idx * span;
+        let start = if idx == 0 { base + (*seg).info_size } else { start };
+        (start, base + (idx + 1) * span)
+    }
+}
+
+/// Takes a fresh page for blocks of bin `bin` and sets it up for `heap`.
+/// Returns null when out of memory.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
+    let bsize = size_class::BLOCK_SIZE[bin];
+    let kind = kind_for(bsize);
+    // SAFETY: all segments reached are owned by `heap`, i.e. by this thread.
+    unsafe {
+        let mut seg = match kind {
+            Kind::Small => (*heap).segs.small_free,
+            Kind::Medium => (*heap).segs.medium_free,
+            _ => ptr::null_mut(),
+        };
+        if seg.is_null() {
+            seg = alloc(heap, kind);
+            if seg.is_null() {
+                return ptr::null_mut();
+            }
+        }
+        let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+        let mut idx = (*seg).first_page as usize;
+        while idx < (*seg).page_count as usize && (*pages.add(idx)).in_use {
+            idx += 1;
+        }
+        debug_assert!(idx < (*seg).page_count as usize);
+        (*seg).used_pages += 1;
+        if (*seg).used_pages == (*seg).page_count {
+            free_remove(&mut (*heap).segs, seg);
+        }
+        let (area_start, area_end) = page_area(seg, idx);
+        // Blocks sit at start + k * bsize: aligning the start to the largest
+        // power of two dividing bsize makes every block naturally aligned.
+        let natural = 1usize << bsize.trailing_zeros();
+        let align = natural.min(area_end - seg as usize);
+        let start = (area_start + align - 1) & !(align - 1);
+        let reserved = if start < area_end {
+            (area_end - start) / bsize
+        } else {
+            0
+        };
+        let page = pages.add(idx);
+        page::init(page, heap, bin as u8, bsize, start as *mut u8, reserved);
+        if reserved == 0 {
+            // Only possible for a huge OS page size; leave the page marked
+            // used with no blocks so it is never picked again.
+            return page_alloc(heap, bin);
+        }
+        page
+    }
+}
+
+/// Gives a page whose blocks are all free back to its segment, scheduling
+/// its memory to return to the OS after the purge delay.
+///
+/// # Safety
+/// `page` must be an in-use page of `heap` with `used == 0`, on no queue.
+pub unsafe fn page_free(heap: *mut Heap, page: *mut Page) {
+    let seg = of_page(page);
+    // SAFETY: the segment and page belong to `heap`, i.e. to this thread.
+    unsafe {
+        page::reset(page);
+        let was_full = (*seg).used_pages == (*seg).page_count;
+        (*seg).used_pages -= 1;
+        if (*seg).used_pages == (*seg).first_page {
+            free_segment(heap, seg);
+            return;
+        }
+        let idx = (page as usize - ptr::addr_of!((*seg).pages) as usize) / core::mem::size_of::<Page>();
+        let delay = options::purge_delay_ms();
+        if delay == 0 {
+            let (s, e) = page_area(seg, idx);
+            os::purge(s as *mut u8, e - s);
+        } else {
+            let due = os::now_ms() + delay;
+            (*page).purge_at = due;
+            (*seg).purge_pending = true;
+            let segs = &mut (*heap).segs;
+            if segs.purge_due == 0 || due < segs.purge_due {
+                segs.purge_due = due;
+            }
+        }
+        if was_full && (*seg).kind != Kind::Large {
+            free_push(&mut (*heap).segs, seg);
+        }
+    }
+}
+
+/// Retires an empty segment into the heap's cache, or unmaps it.
+///
+/// # Safety
+/// `seg` must be a segment of `heap` with no page in use.
+unsafe fn free_segment(heap: *mut Heap, seg: *mut Segment) {
+    // SAFETY: the segment belongs to `heap`, i.e. to this thread.
+    unsafe {
+        let segs = &mut (*heap).segs;
+        free_remove(segs, seg);
+        all_remove(segs, seg);
+        if segs.cache_count >= CACHE_MAX {
+            os_free(seg);
+            return;
+        }
+        let delay = options::purge_delay_ms();
+        (*seg).purged = false;
+        if delay == 0 {
+            purge_segment(seg);
+        } else {
+            let due = os::now_ms() + delay;
+            (*seg).cache_expire = due;
+            if segs.purge_due == 0 || due < segs.purge_due {
+                segs.purge_due = due;
+            }
+        }
+        (*seg).next = segs.cache;
+        segs.cache = seg;
+        segs.cache_count += 1;
+    }
+}
+
+/// Returns all of a cached segment's block memory to the OS.
+///
+/// # Safety
+/// `seg` must be an empty segment nobody uses.
+unsafe fn purge_segment(seg: *mut Segment) {
+    // SAFETY: everything past the header is free memory of the segment.
+    unsafe {
+        let start = seg as usize + (*seg).info_size;
+        os::purge(start as *mut u8, seg as usize + SEGMENT_SIZE - start);
+        (*seg).purged = true;
+        (*seg).purge_pending = false;
+    }
+}
+
+/// Purges every free page and cached segment whose delay has passed (all of
+/// them with `force`), and records when the next one falls due.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn purge_expired(heap: *mut Heap, now: u64, force: bool) {
+    let mut next_due = 0u64;
+    let mut note = |due: u64| {
+        if next_due == 0 || due < next_due {
+            next_due = due;
+        }
+    };
+    // SAFETY: all segments reached are owned by `heap`.
+    unsafe {
+        let mut seg = (*heap).segs.all;
+        while !seg.is_null() {
+            if (*seg).purge_pending {
+                (*seg).purge_pending = false;
+                let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+                for idx in (*seg).first_page as usize..(*seg).page_count as usize {
+                    let page = pages.add(idx);
+                    let due = (*page).purge_at;
+                    if (*page).in_use || due == 0 {
+                        continue;
+                    }
+                    if force || due <= now {
+                        let (s, e) = page_area(seg, idx);
+                        os::purge(s as *mut u8, e - s);
+                        (*page).purge_at = 0;
+                    } else {
+                        (*seg).purge_pending = true;
+                        note(due);
+                    }
+                }
+            }
+            seg = (*seg).next;
+        }
+        let mut seg = (*heap).segs.cache;
+        while !seg.is_null() {
+            if !(*seg).purged {
+                if force || (*seg).cache_expire <= now {
+                    purge_segment(seg);
+                } else {
+                    note((*seg).cache_expire);
+                }
+            }
+            seg = (*seg).next;
+        }
+    }
+    // SAFETY: the heap is ours.
+    unsafe { (*heap).segs.purge_due = next_due };
+}
+
+/// Unmaps every cached segment of `heap`.
+///
+/// # Safety
+/// `heap` must be the calling thread's heap (or one being torn down).
+pub unsafe fn release_cache(heap: *mut Heap) {
+    // SAFETY: cached segments are empty and owned by `heap`.
+    unsafe {
+        let segs = &mut (*heap).segs;
+        let mut seg = segs.cache;
+        while !seg.is_null() {
+            let next = (*seg).next;
+            os_free(seg);
+            seg = next;
+        }
+        segs.cache = ptr::null_mut();
+        segs.cache_count = 0;
+    }
+}
+
+/// Writes the header of a huge segment of `size` mapped bytes whose single
+/// block starts `offset` bytes in.
+///
+/// # Safety
+/// `seg` must be a mapped huge segment nobody else uses, with at least
+/// `offset` + one OS page mapped.
+pub unsafe fn init_huge(seg: *mut Segment, size: usize, offset: usize) {
+    // SAFETY: exclusive access per the caller.
+    unsafe {
+        init_header(seg, ptr::null_mut(), Kind::Huge);
+        (*seg).size = size;
+        (*seg).block_offset = offset;
+        (*seg).used_pages = 1;
+        let page = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+        page::init_single(page, size - offset, (seg as *mut u8).add(offset));
+    }
+}

@@ -1,0 +1,66 @@
+//! Which 4 MiB granules of the address space hold a fortalloc segment.
+//!
+//! One bit per granule of the 47-bit user address space (4 MiB of `.bss`,
+//! touched only where segments live). A pointer is looked up here before any
+//! header is read, so a wild pointer is reported instead of dereferenced.
+//!
+//! A block's segment is `(p - 1) & !SEGMENT_MASK`: no block starts at a
+//! segment's first byte (the header lives there), and the `- 1` lets a huge
+//! block aligned to more than a segment sit exactly one segment past its
+//! header (mimalloc's trick).
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::constants::{SEGMENT_MASK, SEGMENT_SHIFT};
+use crate::segment::Segment;
+
+const ADDRESS_BITS: usize = 47;
+const GRANULES: usize = 1 << (ADDRESS_BITS - SEGMENT_SHIFT);
+const WORDS: usize = GRANULES / 64;
+
+struct Map(UnsafeCell<[u64; WORDS]>);
+// SAFETY: every access goes through `AtomicU64::from_ptr` on its words.
+unsafe impl Sync for Map {}
+
+static MAP: Map = Map(UnsafeCell::new([0; WORDS]));
+
+#[inline(always)]
+fn word(index: usize) -> &'static AtomicU64 {
+    debug_assert!(index < WORDS);
+    // SAFETY: `index < WORDS` (callers check the granule range); the array
+    // lives for the whole program and is only accessed atomically.
+    unsafe { AtomicU64::from_ptr((MAP.0.get() as *mut u64).add(index)) }
+}
+
+/// Records that a segment starts at `seg`.
+pub fn insert(seg: *mut Segment) {
+    let g = seg as usize >> SEGMENT_SHIFT;
+    if g < GRANULES {
+        word(g / 64).fetch_or(1 << (g % 64), Ordering::Release);
+    }
+}
+
+/// Forgets the segment at `seg` (before its memory is unmapped).
+pub fn remove(seg: *mut Segment) {
+    let g = seg as usize >> SEGMENT_SHIFT;
+    if g < GRANULES {
+        word(g / 64).fetch_and(!(1 << (g % 64)), Ordering::Release);
+    }
+}
+
+/// The segment holding block pointer `p`, if fortalloc owns one there.
+#[inline(always)]
+pub fn segment_of(p: *const u8) -> Option<*mut Segment> {
+    let seg = (p as usize).wrapping_sub(1) & !SEGMENT_MASK;
+    let g = seg >> SEGMENT_SHIFT;
+    if g >= GRANULES {
+        return None;
+    }
+    let bits = word(g / 64).load(Ordering::Relaxed);
+    if bits & (1 << (g % 64)) != 0 {
+        Some(seg as *mut Segment)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,161 @@
+//! Size classes: request size -> bin -> block size.
+//!
+//! Sizes up to 8 words get one bin per word count; above that there are
+//! eight bins per power of two. mimalloc uses four, which lets a request
+//! just past a power of two waste up to 20% of its block; eight keep every
+//! request above 8 words under 12.5% (at most 1/9 of the block), which our
+//! memory target asks for, at the cost of more (but emptier) page queues.
+//! Bins above [`MAX_BIN`] do not exist: such requests are huge and get
+//! their own segment.
+
+use crate::constants::{LARGE_OBJ_MAX, WORD};
+
+/// Index of the largest bin served from pages; its blocks are
+/// [`LARGE_OBJ_MAX`] bytes.
+pub const MAX_BIN: usize = bin_of_wsize(LARGE_OBJ_MAX / WORD);
+/// Number of bins including the unused bin 0.
+pub const BIN_COUNT: usize = MAX_BIN + 1;
+
+/// Words needed for `size` bytes (a zero size still needs a word).
+#[inline(always)]
+pub const fn wsize_of(size: usize) -> usize {
+    size.div_ceil(WORD)
+}
+
+/// The bin for a request of `wsize` words; `wsize` must be at most
+/// `LARGE_OBJ_MAX / WORD`.
+#[inline(always)]
+pub const fn bin_of_wsize(wsize: usize) -> usize {
+    if wsize <= 1 {
+        1
+    } else if wsize <= 8 {
+        wsize
+    } else {
+        // w >= 8, so b >= 3: the top bit picks the power of two, the next
+        // three bits one of its eight bins; -15 makes wsize 9 land on bin 9.
+        let w = wsize - 1;
+        let b = (usize::BITS - 1 - w.leading_zeros()) as usize;
+        (b << 3) + ((w >> (b - 3)) & 7) - 15
+    }
+}
+
+/// The bin for a request of `size` bytes, `size <= LARGE_OBJ_MAX`.
+#[inline(always)]
+pub const fn bin_of(size: usize) -> usize {
+    bin_of_wsize(wsize_of(size))
+}
+
+/// Block size in bytes of every bin (bin 0 is unused and reads as one word).
+pub static BLOCK_SIZE: [usize; BIN_COUNT] = block_sizes();
+
+const fn block_sizes() -> [usize; BIN_COUNT] {
+    let mut sizes = [WORD; BIN_COUNT];
+    // The block size of a bin is the largest word count mapping to it.
+    let mut w = 1;
+    while w <= LARGE_OBJ_MAX / WORD {
+        sizes[bin_of_wsize(w)] = w * WORD;
+        w += 1;
+    }
+    sizes
+}
+
+/// Block size for a request of `size` bytes (`size <= LARGE_OBJ_MAX`).
+#[inline]
+pub fn block_size_of(size: usize) -> usize {
+    // SAFETY-free: bin_of never exceeds MAX_BIN for sizes in range, and the
+    // caller guarantees the range; `get` keeps this panic-free regardless.
+    match BLOCK_SIZE.get(bin_of(size)) {
+        Some(&b) => b,
+        None => usize::MAX,
+    }
+}
+
+/// A size whose block is naturally aligned to `align`: blocks of a page sit
+/// at `start + k * block_size`, with `start` aligned to the largest power of
+/// two dividing `block_size`, so picking a block size that is a multiple of
+/// `align` gives aligned blocks without an interior pointer.
+/// Returns `None` when that needs more than `LARGE_OBJ_MAX`.
+#[inline]
+pub fn natural_size_for_align(size: usize, align: usize) -> Option<usize> {
+    let s = if size < align { align } else { size };
+    if s > LARGE_OBJ_MAX {
+        return None;
+    }
+    if block_size_of(s).is_multiple_of(align) {
+        Some(s)
+    } else {
+        // A power of two at least `s` is a multiple of `align` and is itself
+        // a block size, so the waste is bounded by 2x.
+        let p = s.next_power_of_two();
+        (p <= LARGE_OBJ_MAX).then_some(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_sizes_get_one_bin_per_word() {
+        for (w, &bsize) in BLOCK_SIZE.iter().enumerate().take(9).skip(1) {
+            assert_eq!(bin_of(w * 8), w);
+            assert_eq!(bsize, w * 8);
+        }
+        assert_eq!(bin_of(0), 1);
+        assert_eq!(bin_of(1), 1);
+        assert_eq!(bin_of(9), 2);
+    }
+
+    #[test]
+    fn bins_are_monotonic_and_cover_every_size() {
+        let mut last_bin = 1;
+        for size in 1..=LARGE_OBJ_MAX {
+            let bin = bin_of(size);
+            assert!(bin >= last_bin, "bin went down at {size}");
+            assert!(bin <= MAX_BIN);
+            let bsize = BLOCK_SIZE[bin];
+            assert!(bsize >= size, "block {bsize} too small for {size}");
+            if bin > 1 {
+                assert!(BLOCK_SIZE[bin - 1] < size, "{size} fits an earlier bin");
+            }
+            last_bin = bin;
+        }
+        assert_eq!(BLOCK_SIZE[MAX_BIN], LARGE_OBJ_MAX);
+    }
+
+    #[test]
+    fn waste_stays_under_one_eighth_above_eight_words() {
+        for size in 65..=LARGE_OBJ_MAX {
+            let bsize = block_size_of(size);
+            let waste = bsize - size;
+            // Strictly less than 12.5% of the block for every size.
+            assert!(waste * 8 < bsize, "size {size} block {bsize}");
+            assert!(waste * 9 <= bsize + 9 * 7, "size {size} block {bsize}");
+        }
+    }
+
+    #[test]
+    fn block_sizes_are_strictly_increasing_word_multiples() {
+        for bin in 2..BIN_COUNT {
+            assert!(BLOCK_SIZE[bin] > BLOCK_SIZE[bin - 1]);
+            assert_eq!(BLOCK_SIZE[bin] % WORD, 0);
+        }
+    }
+
+    #[test]
+    fn natural_alignment_sizes_are_multiples_of_the_alignment() {
+        let mut align = 16;
+        while align <= LARGE_OBJ_MAX {
+            for size in [1, align / 2, align - 1, align, align + 1, 3 * align] {
+                if let Some(s) = natural_size_for_align(size, align) {
+                    assert!(s >= size);
+                    assert_eq!(block_size_of(s) % align, 0, "size {size} align {align}");
+                    assert!(block_size_of(s) <= 2 * size.max(align));
+                } else {
+                    assert!(size.max(align).next_power_of_two() > LARGE_OBJ_MAX);
+                }
+            }
+            align *= 2;
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Thread-local heaps: the TLS pointer, heap creation at a thread's first
+//! malloc, abandonment at thread exit, and reclaiming abandoned segments.
+
+use core::cell::{Cell, UnsafeCell};
+use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use crate::heap::{self, Heap, EMPTY_HEAP_PTR};
+use crate::lock::SpinLock;
+use crate::os;
+use crate::page::Page;
+use crate::segment::{self, Segment};
+
+std::thread_local! {
+    // Const-initialised and without a destructor, so std stores it as a
+    // plain `#[thread_local]` static: reading it is one TLS load, and it
+    // never allocates or registers anything.
+    static HEAP: Cell<*mut Heap> = const { Cell::new(EMPTY_HEAP_PTR) };
+}
+
+/// The calling thread's heap ([`EMPTY_HEAP_PTR`] until its first malloc).
+#[inline(always)]
+pub fn heap() -> *mut Heap {
+    HEAP.with(|h| h.get())
+}
+
+// ---- the pthread key whose destructor abandons the heap -----------------
+
+const KEY_NONE: u32 = 0;
+const KEY_CREATING: u32 = 1;
+const KEY_READY: u32 = 2;
+const KEY_FAILED: u32 = 3;
+static KEY_STATE: AtomicU32 = AtomicU32::new(KEY_NONE);
+static KEY: AtomicU32 = AtomicU32::new(0);
+
+fn key() -> Option<libc::pthread_key_t> {
+    loop {
+        match KEY_STATE.load(Ordering::Acquire) {
+            KEY_READY => return Some(KEY.load(Ordering::Relaxed)),
+            KEY_FAILED => return None,
+            KEY_NONE => {
+                if KEY_STATE
+                    .compare_exchange(KEY_NONE, KEY_CREATING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    let state = match os::thread_key_create(thread_done) {
+                        Some(k) => {
+                            KEY.store(k, Ordering::Relaxed);
+                            KEY_READY
+                        }
+                        None => KEY_FAILED,
+                    };
+                    KEY_STATE.store(state, Ordering::Release);
+                }
+            }
+            _ => os::yield_now(),
+        }
+    }
+}
+
+/// Runs at thread exit (pthread key destructor) with the thread's heap.
+unsafe extern "C" fn thread_done(value: *mut libc::c_void) {
+    let heap = value as *mut Heap;
+    if heap.is_null() || heap != self::heap() {
+        return;
+    }
+    // SAFETY: `heap` is this exiting thread's heap; after this call nothing
+    // refers to it, and later mallocs on this thread build a new one.
+    unsafe { abandon(heap) };
+}
+
+// ---- the pool of heap structures ------------------------------------------
+
+struct Pool(UnsafeCell<*mut Heap>);
+// SAFETY: the list head is only touched under POOL_LOCK.
+unsafe impl Sync for Pool {}
+static POOL: Pool = Pool(UnsafeCell::new(ptr::null_mut()));
+static POOL_LOCK: SpinLock = SpinLock::new();
+const POOL_CHUNK: usize = 256 * 1024;
+
+fn pool_take() -> *mut Heap {
+    let _g = POOL_LOCK.lock();
+    // SAFETY: POOL is guarded by POOL_LOCK; chunks are fresh mappings big
+    // enough for the heaps carved from them, suitably aligned (page start,
+    // heap sizes are multiples of the word size).
+    unsafe {
+        let head = *POOL.0.get();
+        if !head.is_null() {
+            *POOL.0.get() = (*head).pool_next;
+            return head;
+        }
+        let chunk = os::map(POOL_CHUNK);
+        if chunk.is_null() {
+            return ptr::null_mut();
+        }
+        let size = core::mem::size_of::<Heap>().next_multiple_of(64);
+        let count = POOL_CHUNK / size;
+        for i in 1..count {
+            let h = chunk.add(i * size) as *mut Heap;
+            (*h).pool_next = *POOL.0.get();
+            *POOL.0.get() = h;
+        }
+        chunk as *mut Heap
+    }
+}
+
+fn pool_put(heap: *mut Heap) {
+    let _g = POOL_LOCK.lock();
+    // SAFETY: POOL is guarded by POOL_LOCK; `heap` is no longer used.
+    unsafe {
+        (*heap).pool_next = *POOL.0.get();
+        *POOL.0.get() = heap;
+    }
+}
+
+/// Gives the calling thread a real heap. Null when out of memory.
+pub fn heap_init() -> *mut Heap {
+    let heap = pool_take();
+    if heap.is_null() {
+        return heap;
+    }
+    // SAFETY: the pool hands out heaps nobody uses.
+    unsafe { heap::reset(heap) };
+    HEAP.with(|h| h.set(heap));
+    // Set after the TLS pointer: with a high key number glibc may calloc
+    // here, which must find the heap already in place.
+    if let Some(k) = key() {
+        os::thread_key_set(k, heap.cast());
+    }
+    heap
+}
+
+// ---- abandoned segments ---------------------------------------------------
+
+struct Abandoned(UnsafeCell<*mut Segment>);
+// SAFETY: the list head is only touched under ABANDONED_LOCK.
+unsafe impl Sync for Abandoned {}
+static ABANDONED: Abandoned = Abandoned(UnsafeCell::new(ptr::null_mut()));
+static ABANDONED_LOCK: SpinLock = SpinLock::new();
+static ABANDONED_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Number of segments waiting for a new owner.
+pub fn abandoned_count() -> usize {
+    ABANDONED_COUNT.load(Ordering::Relaxed)
+}
+
+/// Abandons `heap`: segments that still hold live blocks go to the global
+/// abandoned list for other threads to reclaim; the rest is released.
+///
+/// # Safety
+/// `heap` must be the calling thread's heap, not used afterwards.
+pub unsafe fn abandon(heap: *mut Heap) {
+    // SAFETY: owner access to the heap and its segments.
+    unsafe {
+        heap::abandon_pages(heap);
+        loop {
+            let seg = (*heap).segs.all;
+            if seg.is_null() {
+                break;
+            }
+            segment::detach(heap, seg);
+            let _g = ABANDONED_LOCK.lock();
+            (*seg).next = *ABANDONED.0.get();
+            *ABANDONED.0.get() = seg;
+            ABANDONED_COUNT.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    HEAP.with(|h| h.set(EMPTY_HEAP_PTR));
+    pool_put(heap);
+}
+
+/// Takes one abandoned segment into `heap`. Returns false if there was none.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn reclaim_one(heap: *mut Heap) -> bool {
+    if abandoned_count() == 0 {
+        return false;
+    }
+    let seg = {
+        let _g = ABANDONED_LOCK.lock();
+        // SAFETY: the list head is guarded by the lock.
+        unsafe {
+            let seg = *ABANDONED.0.get();
+            if !seg.is_null() {
+                *ABANDONED.0.get() = (*seg).next;
+                ABANDONED_COUNT.fetch_sub(1, Ordering::Relaxed);
+            }
+            seg
+        }
+    };
+    if seg.is_null() {
+        return false;
+    }
+    // SAFETY: the segment was popped off the abandoned list, so it is ours
+    // alone; remote threads only push onto its pages' atomic lists.
+    unsafe {
+        segment::adopt(heap, seg);
+        let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+        for idx in (*seg).first_page as usize..(*seg).page_count as usize {
+            let page = pages.add(idx);
+            if !(*page).in_use || heap::adopt_page(heap, page) {
+                continue;
+            }
+            // All its blocks were freed while abandoned. Freeing the last
+            // used page frees the segment itself, so stop right after it.
+            let last = (*seg).used_pages == (*seg).first_page + 1;
+            segment::page_free(heap, page);
+            if last {
+                break;
+            }
+        }
+    }
+    true
+}
+
+/// Reclaims every abandoned segment into `heap` (used by a forced collect,
+/// so memory freed after its owner exited goes back to the OS).
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn reclaim_all(heap: *mut Heap) {
+    // SAFETY: forwarded from the caller.
+    while unsafe { reclaim_one(heap) } {}
+}
