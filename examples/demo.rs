@@ -9,7 +9,11 @@ static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 
 fn rss_mib() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
     pages * page / (1024.0 * 1024.0)
@@ -30,7 +34,10 @@ fn main() {
         live.push(b);
     }
     drop(live);
-    println!("  5M small allocations:          {:7.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "  5M small allocations:          {:7.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
 
     // 2. Objects allocated on one thread and freed on another.
     let t = Instant::now();
@@ -41,7 +48,10 @@ fn main() {
     }
     drop(tx);
     let total = consumer.join().unwrap();
-    println!("  1M cross-thread frees:         {:7.1} ms ({total} words)", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "  1M cross-thread frees:         {:7.1} ms ({total} words)",
+        t.elapsed().as_secs_f64() * 1e3
+    );
 
     // 3. A burst of 512 MiB, then memory goes back to the OS.
     let mut burst: Vec<Vec<u8>> = (0..8192).map(|i| vec![i as u8; 64 * 1024]).collect();
