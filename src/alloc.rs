@@ -10,7 +10,7 @@ use crate::heap::{self, malloc_generic};
 use crate::page::{self, Block, Page};
 use crate::segment::{self, Kind, Segment};
 use crate::size_class::{natural_size_for_align, wsize_of};
-use crate::{error, huge, segment_map, thread};
+use crate::{arena, error, huge, segment_map, thread};
 
 /// Allocates `size` bytes aligned to at least a word. Null on failure.
 #[inline]
@@ -233,10 +233,7 @@ pub fn collect(force: bool) {
                 thread::reclaim_all(heap);
             }
             heap::collect(heap, force);
-            if force {
-                segment::release_cache(heap);
-            }
         }
     }
-    huge::purge_cache(force);
+    arena::purge(force);
 }

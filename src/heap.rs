@@ -14,7 +14,7 @@ use crate::page::{self, Block, Page, NEVER_DELAYED_FREE, NO_DELAYED_FREE, USE_DE
 use crate::page_queue::{self, PageQueue};
 use crate::segment::{self, Segments};
 use crate::size_class::{bin_of, BIN_COUNT};
-use crate::{harden, huge, os, thread};
+use crate::{arena, harden, huge, os, thread};
 
 /// Index of the queue of full pages.
 pub const FULL_QUEUE: usize = BIN_COUNT;
@@ -120,7 +120,7 @@ unsafe fn deferred_work(heap: *mut Heap) {
                 segment::purge_expired(heap, now, false);
             }
         }
-        huge::maybe_purge_cache();
+        arena::maybe_purge();
     }
 }
 
@@ -395,7 +395,6 @@ pub unsafe fn abandon_pages(heap: *mut Heap) {
             }
             (*heap).queues[qi] = PageQueue::new();
         }
-        segment::release_cache(heap);
     }
 }
 

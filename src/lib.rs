@@ -18,6 +18,7 @@
 extern crate std;
 
 mod alloc;
+mod arena;
 mod constants;
 mod error;
 mod harden;

@@ -14,7 +14,7 @@
 //! header lands there and fails the free check.
 //!
 //! Segments belong to one heap (`owner`); a heap keeps its segments on lists
-//! (all / with a free small page / with a free medium page / cached empty).
+//! (all / with a free small page / with a free medium page).
 
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +25,7 @@ use crate::constants::{
 };
 use crate::heap::Heap;
 use crate::page::{self, Page};
-use crate::{options, os, segment_map, size_class};
+use crate::{arena, options, os, segment_map, size_class};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -36,9 +36,6 @@ pub enum Kind {
     Huge = 3,
 }
 
-/// Most empty segments a heap keeps cached for reuse.
-const CACHE_MAX: usize = 8;
-
 #[repr(C)]
 pub struct Segment {
     /// Address of the owning heap; 0 when abandoned, and always for huge.
@@ -46,20 +43,19 @@ pub struct Segment {
     pub kind: Kind,
     pub page_shift: u8,
     pub purge_pending: bool,
-    pub purged: bool,
     pub page_count: u32,
     /// Pages in use, counting an unusable page 0 when the header fills it.
     pub used_pages: u32,
     pub first_page: u32,
+    /// Taken from an arena (else mapped on its own).
+    pub in_arena: bool,
     /// Bytes mapped from the segment start.
     pub size: usize,
     /// Header bytes, a multiple of the OS page size.
     pub info_size: usize,
     /// Huge blocks: the block starts this many bytes past the segment.
     pub block_offset: usize,
-    pub cache_expire: u64,
-    /// Links on the heap's list of all its segments, the cache, or the
-    /// abandoned list.
+    /// Links on the heap's list of all its segments or the abandoned list.
     pub next: *mut Segment,
     pub prev: *mut Segment,
     /// Links on the heap's list of segments with a free page.
@@ -130,8 +126,6 @@ pub struct Segments {
     pub all: *mut Segment,
     pub small_free: *mut Segment,
     pub medium_free: *mut Segment,
-    pub cache: *mut Segment,
-    pub cache_count: usize,
     pub count: usize,
     /// Earliest pending purge (monotonic ms), 0 if none.
     pub purge_due: u64,
@@ -143,8 +137,6 @@ impl Segments {
             all: ptr::null_mut(),
             small_free: ptr::null_mut(),
             medium_free: ptr::null_mut(),
-            cache: ptr::null_mut(),
-            cache_count: 0,
             count: 0,
             purge_due: 0,
         }
@@ -166,11 +158,9 @@ unsafe fn init_header(seg: *mut Segment, heap: *mut Heap, kind: Kind) {
         (*seg).page_shift = shift;
         (*seg).page_count = count;
         (*seg).purge_pending = false;
-        (*seg).purged = false;
         (*seg).size = SEGMENT_SIZE;
         (*seg).info_size = info;
         (*seg).block_offset = 0;
-        (*seg).cache_expire = 0;
         (*seg).next = ptr::null_mut();
         (*seg).prev = ptr::null_mut();
         (*seg).free_next = ptr::null_mut();
@@ -183,24 +173,57 @@ unsafe fn init_header(seg: *mut Segment, heap: *mut Heap, kind: Kind) {
     }
 }
 
-/// Maps a fresh 4 MiB segment and records it in the segment map.
-pub fn os_alloc() -> *mut Segment {
-    let seg = os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE) as *mut Segment;
-    if !seg.is_null() {
-        segment_map::insert(seg);
-    }
-    seg
+/// Memory for a segment of `size` bytes (a multiple of the segment size),
+/// segment-aligned, from an arena or else mapped on its own.
+pub struct Fresh {
+    pub seg: *mut Segment,
+    pub zero: bool,
+    pub in_arena: bool,
 }
 
-/// Forgets and unmaps a segment.
+/// Gets memory for a segment and records it in the segment map.
+pub fn os_alloc(size: usize) -> Option<Fresh> {
+    let fresh = match arena::alloc(size) {
+        Some(span) => Fresh {
+            seg: span.ptr.cast(),
+            zero: span.zero,
+            in_arena: true,
+        },
+        None => {
+            let p = os::map_aligned(size, SEGMENT_SIZE);
+            if p.is_null() {
+                return None;
+            }
+            // SAFETY: the mapping was just made.
+            unsafe { os::advise_huge_pages(p, size) };
+            Fresh {
+                seg: p.cast(),
+                zero: true,
+                in_arena: false,
+            }
+        }
+    };
+    segment_map::insert(fresh.seg);
+    Some(fresh)
+}
+
+/// Forgets a segment and gives its memory back (to its arena, whose pages
+/// are purged after the delay, or to the OS).
 ///
 /// # Safety
 /// Nothing may refer to the segment or its blocks any more.
 pub unsafe fn os_free(seg: *mut Segment) {
     segment_map::remove(seg);
     // SAFETY: the caller guarantees the segment is dead; `size` covers the
-    // whole mapping starting at the segment.
-    unsafe { os::unmap(seg as *mut u8, (*seg).size) };
+    // whole memory starting at the segment.
+    unsafe {
+        let size = (*seg).size;
+        if (*seg).in_arena {
+            arena::free(seg.cast(), size);
+        } else {
+            os::unmap(seg.cast(), size);
+        }
+    }
 }
 
 // ---- intrusive lists ------------------------------------------------------
@@ -291,31 +314,34 @@ unsafe fn free_remove(segs: &mut Segments, seg: *mut Segment) {
 
 // ---- segments of a heap ---------------------------------------------------
 
-/// Gets an empty segment for `heap` (cached or fresh) set up for `kind`.
+/// Gets an empty segment for `heap` set up for `kind`.
 ///
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
 unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
-    // SAFETY: the heap is ours; cached segments are ours and fully reset.
+    let Some(fresh) = os_alloc(SEGMENT_SIZE) else {
+        return ptr::null_mut();
+    };
+    let seg = fresh.seg;
+    // SAFETY: the segment is new and ours. Zeroed descriptors read as
+    // "not in use"; reused memory may hold anything (a huge block's data),
+    // so its descriptors are reset first.
     unsafe {
-        let segs = &mut (*heap).segs;
-        let mut seg = segs.cache;
-        if !seg.is_null() {
-            segs.cache = (*seg).next;
-            segs.cache_count -= 1;
-        } else {
-            seg = os_alloc();
-            if seg.is_null() {
-                return seg;
+        if !fresh.zero {
+            let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+            for i in 0..=SMALL_PAGES_PER_SEGMENT {
+                ptr::write(pages.add(i), Page::empty());
             }
         }
         init_header(seg, heap, kind);
+        (*seg).in_arena = fresh.in_arena;
+        let segs = &mut (*heap).segs;
         all_push(segs, seg);
         if kind == Kind::Small || kind == Kind::Medium {
             free_push(segs, seg);
         }
-        seg
     }
+    seg
 }
 
 /// Adopts a segment (reclaimed from another thread) into `heap`'s lists.
@@ -463,7 +489,7 @@ pub unsafe fn page_free(heap: *mut Heap, page: *mut Page) {
     }
 }
 
-/// Retires an empty segment into the heap's cache, or unmaps it.
+/// Releases an empty segment.
 ///
 /// # Safety
 /// `seg` must be a segment of `heap` with no page in use.
@@ -473,43 +499,12 @@ unsafe fn free_segment(heap: *mut Heap, seg: *mut Segment) {
         let segs = &mut (*heap).segs;
         free_remove(segs, seg);
         all_remove(segs, seg);
-        if segs.cache_count >= CACHE_MAX {
-            os_free(seg);
-            return;
-        }
-        let delay = options::purge_delay_ms();
-        (*seg).purged = false;
-        if delay == 0 {
-            purge_segment(seg);
-        } else {
-            let due = os::now_ms() + delay;
-            (*seg).cache_expire = due;
-            if segs.purge_due == 0 || due < segs.purge_due {
-                segs.purge_due = due;
-            }
-        }
-        (*seg).next = segs.cache;
-        segs.cache = seg;
-        segs.cache_count += 1;
+        os_free(seg);
     }
 }
 
-/// Returns all of a cached segment's block memory to the OS.
-///
-/// # Safety
-/// `seg` must be an empty segment nobody uses.
-unsafe fn purge_segment(seg: *mut Segment) {
-    // SAFETY: everything past the header is free memory of the segment.
-    unsafe {
-        let start = seg as usize + (*seg).info_size;
-        os::purge(start as *mut u8, seg as usize + SEGMENT_SIZE - start);
-        (*seg).purged = true;
-        (*seg).purge_pending = false;
-    }
-}
-
-/// Purges every free page and cached segment whose delay has passed (all of
-/// them with `force`), and records when the next one falls due.
+/// Purges every free page whose delay has passed (all of them with
+/// `force`), and records when the next one falls due.
 ///
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
@@ -545,39 +540,9 @@ pub unsafe fn purge_expired(heap: *mut Heap, now: u64, force: bool) {
             }
             seg = (*seg).next;
         }
-        let mut seg = (*heap).segs.cache;
-        while !seg.is_null() {
-            if !(*seg).purged {
-                if force || (*seg).cache_expire <= now {
-                    purge_segment(seg);
-                } else {
-                    note((*seg).cache_expire);
-                }
-            }
-            seg = (*seg).next;
-        }
     }
     // SAFETY: the heap is ours.
     unsafe { (*heap).segs.purge_due = next_due };
-}
-
-/// Unmaps every cached segment of `heap`.
-///
-/// # Safety
-/// `heap` must be the calling thread's heap (or one being torn down).
-pub unsafe fn release_cache(heap: *mut Heap) {
-    // SAFETY: cached segments are empty and owned by `heap`.
-    unsafe {
-        let segs = &mut (*heap).segs;
-        let mut seg = segs.cache;
-        while !seg.is_null() {
-            let next = (*seg).next;
-            os_free(seg);
-            seg = next;
-        }
-        segs.cache = ptr::null_mut();
-        segs.cache_count = 0;
-    }
 }
 
 /// Writes the header of a huge segment of `size` mapped bytes whose single

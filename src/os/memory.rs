@@ -77,6 +77,20 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     aligned as *mut u8
 }
 
+/// Asks for transparent huge pages on `[p, p+size)`: fewer TLB misses and
+/// page faults for big blocks (mimalloc v2 does the same for its arenas).
+/// Only a hint; with THP off it does nothing.
+///
+/// # Safety
+/// `[p, p+size)` must be memory this process mapped.
+pub unsafe fn advise_huge_pages(p: *mut u8, size: usize) {
+    // SAFETY: the caller guarantees the range is ours; the advice does not
+    // change its contents.
+    unsafe {
+        libc::madvise(p.cast(), size, libc::MADV_HUGEPAGE);
+    }
+}
+
 /// Returns a mapping (or the part of one) to the OS.
 ///
 /// # Safety
