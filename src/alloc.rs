@@ -120,7 +120,7 @@ unsafe fn checked_page(p: *mut u8, what: &str) -> (*mut Segment, *mut Page) {
 #[inline(never)]
 unsafe fn bad_pointer(page: *mut Page, off: usize, p: *mut u8, what: &str) -> ! {
     // SAFETY: `page` is a readable descriptor per `checked_page`.
-    let (bsize, cap) = unsafe { ((*page).block_size, (*page).capacity_bytes) };
+    let (bsize, cap) = unsafe { ((*page).block_size, (*page).capacity_bytes.load(Ordering::Relaxed)) };
     if bsize == 0 {
         error::fatal(what, p as usize, "no live block there", 0)
     } else if off < cap {

@@ -61,8 +61,9 @@ pub struct Page {
     pub page_start: *mut u8,
     /// `capacity * block_size`: offsets at or past it were never handed out,
     /// and a page not in use has 0 here, so every pointer into it fails the
-    /// free check.
-    pub capacity_bytes: usize,
+    /// free check. Atomic because other threads read it (when freeing a
+    /// block here) while the owner carves more blocks.
+    pub capacity_bytes: AtomicUsize,
     /// Exact divisibility test of an offset by `block_size` without a divide:
     /// `block_size = odd << shift`; `off` is a multiple iff
     /// `off & div_mask == 0` and `(off >> shift) * div_inv mod 2^32 <= div_limit`.
@@ -94,7 +95,7 @@ impl Page {
             heap: AtomicPtr::new(ptr::null_mut()),
             block_size: 0,
             page_start: ptr::null_mut(),
-            capacity_bytes: 0,
+            capacity_bytes: AtomicUsize::new(0),
             div_mask: usize::MAX,
             div_shift: 0,
             div_inv: 0,
@@ -148,7 +149,7 @@ pub unsafe fn init(
         p.retire_expire = 0;
         p.block_size = block_size;
         p.page_start = start;
-        p.capacity_bytes = 0;
+        p.capacity_bytes.store(0, Ordering::Relaxed);
         p.purge_at = 0;
         p.next = ptr::null_mut();
         p.prev = ptr::null_mut();
@@ -179,7 +180,7 @@ pub unsafe fn init_single(page: *mut Page, block_size: usize, start: *mut u8) {
         p.div_inv = 1;
         p.div_limit = u32::MAX;
         p.capacity = 1;
-        p.capacity_bytes = block_size;
+        p.capacity_bytes.store(block_size, Ordering::Relaxed);
         p.used = 1;
         p.thread_free.store(NEVER_DELAYED_FREE, Ordering::Relaxed);
     }
@@ -194,7 +195,7 @@ pub unsafe fn reset(page: *mut Page) {
     unsafe {
         let p = &mut *page;
         p.in_use = false;
-        p.capacity_bytes = 0;
+        p.capacity_bytes.store(0, Ordering::Relaxed);
         p.block_size = 0;
         p.free = ptr::null_mut();
         p.local_free = ptr::null_mut();
@@ -219,7 +220,7 @@ pub unsafe fn is_block_start(page: *const Page, off: usize) -> bool {
     // SAFETY: the caller guarantees the descriptor is readable; only plain
     // fields the owner writes before publishing the page are read.
     unsafe {
-        off < (*page).capacity_bytes
+        off < (*page).capacity_bytes.load(Ordering::Relaxed)
             && off & (*page).div_mask == 0
             && ((off >> (*page).div_shift) as u32).wrapping_mul((*page).div_inv) <= (*page).div_limit
     }
@@ -232,23 +233,18 @@ pub unsafe fn is_block_start(page: *const Page, off: usize) -> bool {
 /// `page` must be in use, owned by the calling thread, with `free` empty and
 /// `capacity < reserved`.
 pub unsafe fn extend(page: *mut Page) {
-    // SAFETY: exclusive owner access per the caller; the carved range lies
-    // inside the page's reserved area.
+    // SAFETY: owner access per the caller, through raw field places (no
+    // reference to the whole page: other threads may be reading
+    // `capacity_bytes`); the carved range lies inside the reserved area.
     unsafe {
-        let p = &mut *page;
-        let bsize = p.block_size;
-        let mut count = EXTEND_BYTES / bsize;
-        if count < 4 {
-            count = 4;
-        }
-        let left = (p.reserved - p.capacity) as usize;
-        if count > left {
-            count = left;
-        }
-        let first = p.page_start.add(p.capacity as usize * bsize);
-        p.free = harden::build_free_list(page, first, bsize, count);
-        p.capacity += count as u32;
-        p.capacity_bytes = p.capacity as usize * bsize;
+        let bsize = (*page).block_size;
+        let capacity = (*page).capacity as usize;
+        let left = (*page).reserved as usize - capacity;
+        let count = (EXTEND_BYTES / bsize).max(4).min(left);
+        let first = (*page).page_start.add(capacity * bsize);
+        (*page).free = harden::build_free_list(page, first, bsize, count);
+        (*page).capacity = (capacity + count) as u32;
+        (*page).capacity_bytes.store((capacity + count) * bsize, Ordering::Relaxed);
     }
 }
 
@@ -409,7 +405,7 @@ mod tests {
             let mut page = Page::empty();
             // SAFETY: `init` only writes the descriptor; no memory is carved.
             unsafe { init(&mut page, ptr::null_mut(), 1, bsize, ptr::null_mut(), 0) };
-            page.capacity_bytes = usize::MAX;
+            page.capacity_bytes.store(usize::MAX, Ordering::Relaxed);
             let span = (4 << 20) / bsize * bsize;
             let mut off = 0;
             while off < span {
