@@ -189,6 +189,8 @@ unsafe fn to_full(heap: *mut Heap, page: *mut Page) {
 ///
 /// # Safety
 /// `page` must be on the full queue of `heap`.
+#[cold]
+#[inline(never)]
 unsafe fn unfull(heap: *mut Heap, page: *mut Page) {
     // SAFETY: owner access to the page and the heap's queues.
     unsafe {

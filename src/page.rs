@@ -49,11 +49,12 @@ pub struct Page {
     pub capacity: u32,
     /// Blocks that fit in the page.
     pub reserved: u32,
+    // (A page is in use exactly when `block_size != 0`.)
     /// Bin of the page's queue.
     pub bin: u8,
     pub in_full: bool,
-    pub in_use: bool,
     pub retire_expire: u8,
+    pub div_shift: u8,
     pub local_free: *mut Block,
     pub thread_free: AtomicUsize,
     pub heap: AtomicPtr<Heap>,
@@ -68,7 +69,6 @@ pub struct Page {
     /// `block_size = odd << shift`; `off` is a multiple iff
     /// `off & div_mask == 0` and `(off >> shift) * div_inv mod 2^32 <= div_limit`.
     pub div_mask: usize,
-    pub div_shift: u32,
     pub div_inv: u32,
     pub div_limit: u32,
     /// Monotonic ms at which this free page's memory goes back to the OS.
@@ -79,7 +79,17 @@ pub struct Page {
     pub keys: [usize; 2],
 }
 
+// The descriptor is indexed on every free: a power-of-two size makes that
+// a shift.
+const _: () = assert!(core::mem::size_of::<Page>() == 128);
+
 impl Page {
+    /// True if the page hands out blocks.
+    #[inline(always)]
+    pub fn in_use(&self) -> bool {
+        self.block_size != 0
+    }
+
     pub const fn empty() -> Page {
         Page {
             free: ptr::null_mut(),
@@ -88,8 +98,8 @@ impl Page {
             reserved: 0,
             bin: 0,
             in_full: false,
-            in_use: false,
             retire_expire: 0,
+            div_shift: 0,
             local_free: ptr::null_mut(),
             thread_free: AtomicUsize::new(NEVER_DELAYED_FREE),
             heap: AtomicPtr::new(ptr::null_mut()),
@@ -97,7 +107,6 @@ impl Page {
             page_start: ptr::null_mut(),
             capacity_bytes: AtomicUsize::new(0),
             div_mask: usize::MAX,
-            div_shift: 0,
             div_inv: 0,
             div_limit: 0,
             purge_at: 0,
@@ -145,7 +154,6 @@ pub unsafe fn init(
         p.reserved = reserved as u32;
         p.bin = bin;
         p.in_full = false;
-        p.in_use = true;
         p.retire_expire = 0;
         p.block_size = block_size;
         p.page_start = start;
@@ -156,7 +164,7 @@ pub unsafe fn init(
         let shift = block_size.trailing_zeros();
         let odd = (block_size >> shift) as u32;
         p.div_mask = (1usize << shift) - 1;
-        p.div_shift = shift;
+        p.div_shift = shift as u8;
         p.div_inv = inverse_u32(odd);
         p.div_limit = u32::MAX / odd;
         p.thread_free.store(NO_DELAYED_FREE, Ordering::Relaxed);
@@ -194,7 +202,6 @@ pub unsafe fn reset(page: *mut Page) {
     // SAFETY: exclusive access per the caller.
     unsafe {
         let p = &mut *page;
-        p.in_use = false;
         p.capacity_bytes.store(0, Ordering::Relaxed);
         p.block_size = 0;
         p.free = ptr::null_mut();
@@ -244,7 +251,9 @@ pub unsafe fn extend(page: *mut Page) {
         let first = (*page).page_start.add(capacity * bsize);
         (*page).free = harden::build_free_list(page, first, bsize, count);
         (*page).capacity = (capacity + count) as u32;
-        (*page).capacity_bytes.store((capacity + count) * bsize, Ordering::Relaxed);
+        (*page)
+            .capacity_bytes
+            .store((capacity + count) * bsize, Ordering::Relaxed);
     }
 }
 

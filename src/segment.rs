@@ -423,7 +423,7 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
         }
         let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
         let mut idx = (*seg).first_page as usize;
-        while idx < (*seg).page_count as usize && (*pages.add(idx)).in_use {
+        while idx < (*seg).page_count as usize && (*pages.add(idx)).in_use() {
             idx += 1;
         }
         debug_assert!(idx < (*seg).page_count as usize);
@@ -525,7 +525,7 @@ pub unsafe fn purge_expired(heap: *mut Heap, now: u64, force: bool) {
                 for idx in (*seg).first_page as usize..(*seg).page_count as usize {
                     let page = pages.add(idx);
                     let due = (*page).purge_at;
-                    if (*page).in_use || due == 0 {
+                    if (*page).in_use() || due == 0 {
                         continue;
                     }
                     if force || due <= now {

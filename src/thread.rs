@@ -199,7 +199,7 @@ pub unsafe fn reclaim_one(heap: *mut Heap) -> bool {
         let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
         for idx in (*seg).first_page as usize..(*seg).page_count as usize {
             let page = pages.add(idx);
-            if !(*page).in_use || heap::adopt_page(heap, page) {
+            if !(*page).in_use() || heap::adopt_page(heap, page) {
                 continue;
             }
             // All its blocks were freed while abandoned. Freeing the last
