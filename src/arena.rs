@@ -232,3 +232,56 @@ pub fn maybe_purge() {
         purge(false);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The arenas are global: these tests only assert what holds whatever
+    // other tests allocate concurrently.
+
+    #[test]
+    fn spans_are_segment_aligned_and_freed_memory_is_reused() {
+        let a = alloc(3 * SEGMENT_SIZE).expect("arena span");
+        assert_eq!(a.ptr as usize % SEGMENT_SIZE, 0);
+        // SAFETY: the span is ours and 12 MiB long.
+        unsafe {
+            a.ptr.write(7);
+            a.ptr.add(3 * SEGMENT_SIZE - 1).write(9);
+        }
+        // SAFETY: the span came from `alloc` and is no longer used.
+        unsafe { free(a.ptr, 3 * SEGMENT_SIZE) };
+        // First fit: a smaller request fits in the hole just freed (unless a
+        // concurrent test took it first, in which case it lies elsewhere).
+        let b = alloc(SEGMENT_SIZE).expect("arena span");
+        assert_eq!(b.ptr as usize % SEGMENT_SIZE, 0);
+        // SAFETY: as above.
+        unsafe { free(b.ptr, SEGMENT_SIZE) };
+    }
+
+    #[test]
+    fn requests_beyond_an_arena_are_refused() {
+        assert!(alloc(ARENA_SIZE + 1).is_none());
+        assert!(alloc(0).is_none());
+    }
+
+    #[test]
+    fn purged_spans_read_as_zero_and_say_so() {
+        let a = alloc(SEGMENT_SIZE).expect("arena span");
+        // SAFETY: the span is ours.
+        unsafe { a.ptr.add(4096).write(0xab) };
+        // SAFETY: the span came from `alloc` and is no longer used.
+        unsafe { free(a.ptr, SEGMENT_SIZE) };
+        purge(true);
+        // Whatever span we get now is either fresh or purged, or dirty and
+        // reported as such.
+        let b = alloc(SEGMENT_SIZE).expect("arena span");
+        if b.zero {
+            // SAFETY: the span is ours and 4 MiB long.
+            let bytes = unsafe { core::slice::from_raw_parts(b.ptr, SEGMENT_SIZE) };
+            assert!(bytes.iter().all(|&x| x == 0));
+        }
+        // SAFETY: as above.
+        unsafe { free(b.ptr, SEGMENT_SIZE) };
+    }
+}

@@ -64,3 +64,37 @@ pub fn segment_of(p: *const u8) -> Option<*mut Segment> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::constants::SEGMENT_SIZE;
+
+    #[test]
+    fn lookup_finds_exactly_the_recorded_segments() {
+        // A granule far from anything mapped, so other tests cannot collide.
+        let seg = (0x5a5a_0000_0000usize & !SEGMENT_MASK) as *mut Segment;
+        let base = seg as usize;
+        assert_eq!(segment_of((base + 64) as *const u8), None);
+        insert(seg);
+        assert_eq!(segment_of((base + 64) as *const u8), Some(seg));
+        assert_eq!(segment_of((base + SEGMENT_SIZE - 1) as *const u8), Some(seg));
+        // One segment past the header still maps back (huge aligned blocks).
+        assert_eq!(segment_of((base + SEGMENT_SIZE) as *const u8), Some(seg));
+        // The header's first byte is never a block.
+        assert_eq!(segment_of(base as *const u8), None);
+        assert_eq!(segment_of((base + SEGMENT_SIZE + 1) as *const u8), None);
+        remove(seg);
+        assert_eq!(segment_of((base + 64) as *const u8), None);
+    }
+
+    #[test]
+    fn addresses_outside_the_user_space_are_never_owned() {
+        assert_eq!(segment_of(usize::MAX as *const u8), None);
+        assert_eq!(
+            segment_of((1usize << 47) as *const u8 as *const u8).map(|_| ()),
+            None
+        );
+        assert_eq!(segment_of(1 as *const u8), None);
+    }
+}
