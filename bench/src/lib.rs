@@ -1,0 +1,12 @@
+//! fortalloc's benchmark harness.
+//!
+//! - `worker` (src/bin/worker.rs) runs one workload under the global allocator picked by its
+//!   `alloc-*` feature and prints `time_ns=<n> peak_rss_kb=<n>`.
+//! - `fortalloc-bench` (src/main.rs, the driver) builds one worker per allocator, runs them
+//!   round-robin and prints a markdown table. `cargo run --release -p fortalloc-bench -- --help`.
+
+pub mod block;
+pub mod driver;
+pub mod rss;
+pub mod verify;
+pub mod workloads;
