@@ -57,7 +57,7 @@ static ARENAS: ArenasCell = ArenasCell(UnsafeCell::new(Arenas {
     list: [EMPTY_ARENA; MAX_ARENAS],
     count: 0,
 }));
-static LOCK: SpinLock = SpinLock::new();
+pub(crate) static LOCK: SpinLock = SpinLock::new();
 /// Earliest pending purge (monotonic ms), 0 if none.
 static PURGE_DUE: AtomicU64 = AtomicU64::new(0);
 

@@ -21,6 +21,7 @@ mod alloc;
 mod arena;
 mod constants;
 mod error;
+mod fork;
 mod harden;
 mod heap;
 mod huge;
@@ -39,6 +40,7 @@ use core::alloc::{GlobalAlloc, Layout};
 pub use alloc::{
     collect, free, malloc, malloc_aligned, realloc, realloc_aligned, usable_size, zalloc, zalloc_aligned,
 };
+pub use fork::{fork_child, fork_parent, fork_prepare};
 pub use options::set_purge_delay_ms;
 
 /// The allocator, for `#[global_allocator]`.

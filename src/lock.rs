@@ -37,6 +37,17 @@ impl SpinLock {
         }
         Guard { lock: self }
     }
+
+    /// Takes the lock with no guard, for `fork` handlers that take it in one
+    /// call and release it in another.
+    pub fn acquire(&self) {
+        core::mem::forget(self.lock());
+    }
+
+    /// Releases a lock taken with [`SpinLock::acquire`].
+    pub fn release(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
 }
 
 impl Drop for Guard<'_> {

@@ -75,7 +75,7 @@ struct Pool(UnsafeCell<*mut Heap>);
 // SAFETY: the list head is only touched under POOL_LOCK.
 unsafe impl Sync for Pool {}
 static POOL: Pool = Pool(UnsafeCell::new(ptr::null_mut()));
-static POOL_LOCK: SpinLock = SpinLock::new();
+pub(crate) static POOL_LOCK: SpinLock = SpinLock::new();
 const POOL_CHUNK: usize = 256 * 1024;
 
 fn pool_take() -> *mut Heap {
@@ -136,7 +136,7 @@ struct Abandoned(UnsafeCell<*mut Segment>);
 // SAFETY: the list head is only touched under ABANDONED_LOCK.
 unsafe impl Sync for Abandoned {}
 static ABANDONED: Abandoned = Abandoned(UnsafeCell::new(ptr::null_mut()));
-static ABANDONED_LOCK: SpinLock = SpinLock::new();
+pub(crate) static ABANDONED_LOCK: SpinLock = SpinLock::new();
 static ABANDONED_COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// Number of segments waiting for a new owner.
