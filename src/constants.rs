@@ -39,6 +39,12 @@ pub const MAX_ALLOC: usize = isize::MAX as usize / 2;
 /// Alignment guaranteed without asking: blocks are word multiples.
 pub const MIN_ALIGN: usize = WORD;
 
+/// Largest alignment met by rounding the size up to a multiple of it: every
+/// block size that is a multiple of 16 is 16-aligned (pages start aligned to
+/// their block size's power-of-two factor, and above 8 words the bins step
+/// by whole multiples of 16 bytes).
+pub const SIZE_ALIGN_MAX: usize = 16;
+
 /// Bytes of blocks a page makes ready at once, so a fresh page touches its
 /// memory gradually instead of all at once.
 pub const EXTEND_BYTES: usize = 4 * 1024;

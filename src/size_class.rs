@@ -81,8 +81,9 @@ pub fn natural_size_for_align(size: usize, align: usize) -> Option<usize> {
     if s > LARGE_OBJ_MAX {
         return None;
     }
-    if block_size_of(s).is_multiple_of(align) {
-        Some(s)
+    let rounded = s.next_multiple_of(align);
+    if rounded <= LARGE_OBJ_MAX && block_size_of(rounded).is_multiple_of(align) {
+        Some(rounded)
     } else {
         // A power of two at least `s` is a multiple of `align` and is itself
         // a block size, so the waste is bounded by 2x.
@@ -94,6 +95,7 @@ pub fn natural_size_for_align(size: usize, align: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::constants::SIZE_ALIGN_MAX;
 
     #[test]
     fn small_sizes_get_one_bin_per_word() {
@@ -139,6 +141,15 @@ mod tests {
         for bin in 2..BIN_COUNT {
             assert!(BLOCK_SIZE[bin] > BLOCK_SIZE[bin - 1]);
             assert_eq!(BLOCK_SIZE[bin] % WORD, 0);
+        }
+    }
+
+    #[test]
+    fn sizes_rounded_to_sixteen_get_blocks_that_are_multiples_of_sixteen() {
+        // What `SIZE_ALIGN_MAX` (and GlobalAlloc's fast path for align 16)
+        // relies on.
+        for size in (16..=LARGE_OBJ_MAX).step_by(16) {
+            assert_eq!(block_size_of(size) % SIZE_ALIGN_MAX, 0, "size {size}");
         }
     }
 

@@ -1,6 +1,9 @@
 //! A monotonic clock in milliseconds, for purge delays.
 
-/// Milliseconds on the monotonic clock (vDSO, no syscall on Linux).
+/// Milliseconds on the coarse monotonic clock: a vDSO read of the last tick
+/// (about 5 ns here, against 23 ns for `CLOCK_MONOTONIC`, which showed up as
+/// 11% of a slow-path-heavy benchmark). Its resolution is one kernel tick
+/// (4 ms at HZ=250), ample for purge delays of 10 ms.
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -8,7 +11,7 @@ pub fn now_ms() -> u64 {
     };
     // SAFETY: `ts` is a valid, writable timespec.
     unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
     }
     (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
 }
