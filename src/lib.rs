@@ -42,6 +42,7 @@ pub use alloc::{
 };
 pub use fork::{fork_child, fork_parent, fork_prepare};
 pub use options::set_purge_delay_ms;
+pub use os::set_huge_pages;
 
 /// The size rounded up to a multiple of the alignment: for alignments up to
 /// [`constants::SIZE_ALIGN_MAX`] every block of such a size is aligned (see

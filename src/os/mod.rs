@@ -9,7 +9,9 @@ mod process;
 mod thread_key;
 mod time;
 
-pub use memory::{advise_huge_pages, map, map_aligned, map_aligned_offset, page_size, purge, unmap};
+pub use memory::{
+    advise_huge_pages, map, map_aligned, map_aligned_offset, page_size, purge, set_huge_pages, unmap,
+};
 pub use process::{abort, write_stderr, yield_now};
 pub use thread_key::{thread_key_create, thread_key_set};
 pub use time::now_ms;
