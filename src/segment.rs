@@ -42,7 +42,6 @@ pub struct Segment {
     pub owner: AtomicUsize,
     pub kind: Kind,
     pub page_shift: u8,
-    pub purge_pending: bool,
     pub page_count: u32,
     /// Pages in use, counting an unusable page 0 when the header fills it.
     pub used_pages: u32,
@@ -55,6 +54,11 @@ pub struct Segment {
     pub info_size: usize,
     /// Huge blocks: the block starts this many bytes past the segment.
     pub block_offset: usize,
+    /// When the free pages marked for purging go back to the OS (ms on the
+    /// coarse clock), 0 if none is marked. Every page free pushes it to
+    /// now + delay, so a segment in active use is not purged piecemeal while
+    /// its pages cycle.
+    pub purge_at: u64,
     /// Links on the heap's list of all its segments or the abandoned list.
     pub next: *mut Segment,
     pub prev: *mut Segment,
@@ -157,7 +161,7 @@ unsafe fn init_header(seg: *mut Segment, heap: *mut Heap, kind: Kind) {
         (*seg).kind = kind;
         (*seg).page_shift = shift;
         (*seg).page_count = count;
-        (*seg).purge_pending = false;
+        (*seg).purge_at = 0;
         (*seg).size = SEGMENT_SIZE;
         (*seg).info_size = info;
         (*seg).block_offset = 0;
@@ -360,9 +364,9 @@ pub unsafe fn adopt(heap: *mut Heap, seg: *mut Segment) {
         {
             free_push(segs, seg);
         }
-        if (*seg).purge_pending {
-            let due = segs.purge_due;
-            segs.purge_due = if due == 0 { 1 } else { due.min(1) };
+        let due = (*seg).purge_at;
+        if due != 0 && (segs.purge_due == 0 || due < segs.purge_due) {
+            segs.purge_due = due;
         }
     }
 }
@@ -422,9 +426,18 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
             }
         }
         let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
-        let mut idx = (*seg).first_page as usize;
-        while idx < (*seg).page_count as usize && (*pages.add(idx)).in_use() {
-            idx += 1;
+        // Prefer a page still awaiting its purge: its memory is resident,
+        // so reusing it saves both the purge and the page faults after.
+        let mut idx = usize::MAX;
+        for i in (*seg).first_page as usize..(*seg).page_count as usize {
+            let p = &*pages.add(i);
+            if !p.in_use() {
+                if p.purge_at != 0 {
+                    idx = i;
+                    break;
+                }
+                idx = idx.min(i);
+            }
         }
         debug_assert!(idx < (*seg).page_count as usize);
         (*seg).used_pages += 1;
@@ -477,7 +490,7 @@ pub unsafe fn page_free(heap: *mut Heap, page: *mut Page) {
         } else {
             let due = os::now_ms() + delay;
             (*page).purge_at = due;
-            (*seg).purge_pending = true;
+            (*seg).purge_at = due;
             let segs = &mut (*heap).segs;
             if segs.purge_due == 0 || due < segs.purge_due {
                 segs.purge_due = due;
@@ -503,46 +516,62 @@ unsafe fn free_segment(heap: *mut Heap, seg: *mut Segment) {
     }
 }
 
-/// Purges every free page whose delay has passed (all of them with
-/// `force`), and records when the next one falls due.
+/// Purges the marked free pages of every segment whose delay has passed
+/// (of all segments with `force`), and records when the next one falls due.
 ///
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
 pub unsafe fn purge_expired(heap: *mut Heap, now: u64, force: bool) {
     let mut next_due = 0u64;
-    let mut note = |due: u64| {
-        if next_due == 0 || due < next_due {
-            next_due = due;
-        }
-    };
     // SAFETY: all segments reached are owned by `heap`.
     unsafe {
         let mut seg = (*heap).segs.all;
         while !seg.is_null() {
-            if (*seg).purge_pending {
-                (*seg).purge_pending = false;
-                let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
-                for idx in (*seg).first_page as usize..(*seg).page_count as usize {
-                    let page = pages.add(idx);
-                    let due = (*page).purge_at;
-                    if (*page).in_use() || due == 0 {
-                        continue;
-                    }
-                    if force || due <= now {
-                        let (s, e) = page_area(seg, idx);
-                        os::purge(s as *mut u8, e - s);
-                        (*page).purge_at = 0;
-                    } else {
-                        (*seg).purge_pending = true;
-                        note(due);
-                    }
+            let due = (*seg).purge_at;
+            if due != 0 {
+                if force || due <= now {
+                    purge_marked_pages(seg);
+                } else if next_due == 0 || due < next_due {
+                    next_due = due;
                 }
             }
             seg = (*seg).next;
         }
+        (*heap).segs.purge_due = next_due;
     }
-    // SAFETY: the heap is ours.
-    unsafe { (*heap).segs.purge_due = next_due };
+}
+
+/// Returns the memory of every free page of `seg` marked for purging,
+/// one `madvise` per run of adjacent pages.
+///
+/// # Safety
+/// `seg` must be a live segment owned by the calling thread.
+unsafe fn purge_marked_pages(seg: *mut Segment) {
+    // SAFETY: owner access to the segment's descriptors; the areas purged
+    // belong to free pages, so no block lives there.
+    unsafe {
+        let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+        let mut run: Option<(usize, usize)> = None;
+        for idx in (*seg).first_page as usize..(*seg).page_count as usize {
+            let page = &mut *pages.add(idx);
+            if !page.in_use() && page.purge_at != 0 {
+                page.purge_at = 0;
+                let (s, e) = page_area(seg, idx);
+                run = match run {
+                    Some((rs, re)) if re == s => Some((rs, e)),
+                    Some((rs, re)) => {
+                        os::purge(rs as *mut u8, re - rs);
+                        Some((s, e))
+                    }
+                    None => Some((s, e)),
+                };
+            }
+        }
+        if let Some((rs, re)) = run {
+            os::purge(rs as *mut u8, re - rs);
+        }
+        (*seg).purge_at = 0;
+    }
 }
 
 /// Writes the header of a huge segment of `size` mapped bytes whose single
