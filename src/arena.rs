@@ -73,8 +73,18 @@ fn set_bit(map: &mut [u64; WORDS], i: usize, on: bool) {
     }
 }
 
-/// First run of `n` free slices, lowest address first.
+/// First run of `n` free slices, lowest address first; a single slice is
+/// taken from the dirty free ones first, since its memory is still resident
+/// and reusing it saves a purge now and page faults after.
 fn find_run(a: &Arena, n: usize) -> Option<usize> {
+    if n == 1 {
+        for (w, (&used, &dirty)) in a.used.iter().zip(a.dirty.iter()).enumerate() {
+            let warm = !used & dirty;
+            if warm != 0 {
+                return Some(w * 64 + warm.trailing_zeros() as usize);
+            }
+        }
+    }
     let mut run = 0;
     for i in 0..SLICES {
         if bit(&a.used, i) {
@@ -228,7 +238,14 @@ pub fn purge(force: bool) {
 #[inline]
 pub fn maybe_purge() {
     let due = PURGE_DUE.load(Ordering::Relaxed);
-    if due != 0 && os::now_ms() >= due {
+    // One thread claims the due purge; the others carry on instead of
+    // queueing on the arena lock behind its madvise calls.
+    if due != 0
+        && os::now_ms() >= due
+        && PURGE_DUE
+            .compare_exchange(due, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
         purge(false);
     }
 }
