@@ -10,7 +10,7 @@ use crate::heap::{self, malloc_generic};
 use crate::page::{self, Block, Page};
 use crate::segment::{self, Kind, Segment};
 use crate::size_class::{natural_size_for_align, wsize_of};
-use crate::{arena, error, huge, segment_map, thread};
+use crate::{arena, error, huge, segment_map, stats, thread};
 
 /// Allocates `size` bytes aligned to at least a word. Null on failure.
 #[inline]
@@ -24,6 +24,7 @@ pub fn malloc(size: usize) -> *mut u8 {
         unsafe {
             let page = *(*heap).direct.get_unchecked(wsize_of(size));
             if !(*page).free.is_null() {
+                stats::bump(&(*heap).counters.mallocs);
                 return heap::pop_block(page);
             }
         }
@@ -53,10 +54,19 @@ fn huge_alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     if size > MAX_ALLOC {
         return ptr::null_mut();
     }
-    if thread::heap() == heap::EMPTY_HEAP_PTR && thread::heap_init().is_null() {
-        return ptr::null_mut();
+    let mut heap = thread::heap();
+    if heap == heap::EMPTY_HEAP_PTR {
+        heap = thread::heap_init();
+        if heap.is_null() {
+            return ptr::null_mut();
+        }
     }
-    huge::alloc(size, align, zero)
+    let p = huge::alloc(size, align, zero);
+    if !p.is_null() {
+        // SAFETY: `heap` is this thread's initialised heap.
+        unsafe { stats::bump(&(*heap).counters.mallocs) };
+    }
+    p
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two; anything else
@@ -159,9 +169,20 @@ pub unsafe fn free(p: *mut u8) {
 /// `block` must be a checked, live block of `page` in `seg`.
 #[inline(never)]
 unsafe fn free_other(seg: *mut Segment, page: *mut Page, block: *mut Block) {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: forwarded from the caller; a heap other than the empty one
+    // is this thread's own.
     unsafe {
-        if (*seg).kind == Kind::Huge {
+        let heap = thread::heap();
+        let huge = (*seg).kind == Kind::Huge;
+        if heap != heap::EMPTY_HEAP_PTR {
+            stats::bump(&(*heap).counters.frees);
+            if !huge {
+                stats::bump(&(*heap).counters.remote_frees);
+            }
+        } else {
+            stats::heapless_free(!huge);
+        }
+        if huge {
             huge::free(seg);
         } else {
             page::free_remote(page, block);

@@ -134,6 +134,7 @@ pub fn alloc(size: usize) -> Option<Span> {
             if base.is_null() {
                 return None;
             }
+            crate::stats::RESERVED.increase(ARENA_SIZE);
             // SAFETY: the reservation was just made.
             unsafe { os::advise_huge_pages(base, ARENA_SIZE) };
             let ai = arenas.count;

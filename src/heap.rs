@@ -14,6 +14,7 @@ use crate::page::{self, Block, Page, NEVER_DELAYED_FREE, NO_DELAYED_FREE, USE_DE
 use crate::page_queue::{self, PageQueue};
 use crate::segment::{self, Segments};
 use crate::size_class::{bin_of, BIN_COUNT};
+use crate::stats::{self, HeapCounters};
 use crate::{arena, harden, huge, os, thread};
 
 /// Index of the queue of full pages.
@@ -21,6 +22,8 @@ pub const FULL_QUEUE: usize = BIN_COUNT;
 
 #[repr(C)]
 pub struct Heap {
+    /// First, next to the start of the direct table the fast path reads.
+    pub counters: HeapCounters,
     pub direct: [*mut Page; SMALL_WSIZE_MAX + 1],
     pub queues: [PageQueue; BIN_COUNT + 1],
     /// Blocks freed by other threads into this heap's full pages.
@@ -51,6 +54,7 @@ pub const EMPTY_HEAP_PTR: *mut Heap = ptr::addr_of!(EMPTY_HEAP.0) as *mut Heap;
 impl Heap {
     pub const fn new() -> Heap {
         Heap {
+            counters: HeapCounters::new(),
             direct: [EMPTY_PAGE_PTR; SMALL_WSIZE_MAX + 1],
             queues: [PageQueue::new(); BIN_COUNT + 1],
             delayed: AtomicUsize::new(0),
@@ -91,12 +95,17 @@ pub fn malloc_generic(mut heap: *mut Heap, size: usize) -> *mut u8 {
     unsafe {
         deferred_work(heap);
         if size > LARGE_OBJ_MAX {
-            return huge::alloc(size, 0, false);
+            let p = huge::alloc(size, 0, false);
+            if !p.is_null() {
+                stats::bump(&(*heap).counters.mallocs);
+            }
+            return p;
         }
         let page = find_page(heap, size);
         if page.is_null() {
             return ptr::null_mut();
         }
+        stats::bump(&(*heap).counters.mallocs);
         pop_block(page)
     }
 }
@@ -213,6 +222,7 @@ unsafe fn unfull(heap: *mut Heap, page: *mut Page) {
 pub unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
     // SAFETY: owner access per the caller.
     unsafe {
+        stats::bump(&(*heap).counters.frees);
         (*block).next = harden::encode_next(page, (*page).local_free, block);
         (*page).local_free = block;
         (*page).used -= 1;

@@ -14,7 +14,7 @@ use core::ptr;
 
 use crate::constants::{MAX_ALLOC, SEGMENT_SIZE, WORD};
 use crate::segment::{self, Segment};
-use crate::{os, segment_map};
+use crate::{os, segment_map, stats};
 
 fn round_up(x: usize, to: usize) -> usize {
     (x + to - 1) & !(to - 1)
@@ -43,6 +43,8 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         if raw.is_null() {
             return raw;
         }
+        stats::RESERVED.increase(total);
+        stats::SEGMENTS.increase(1);
         // SAFETY: the mapping was just made.
         unsafe { os::advise_huge_pages(raw, total) };
         let seg = raw as *mut Segment;
@@ -54,6 +56,9 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         segment::init_huge(seg, total, offset);
         (*seg).in_arena = in_arena;
         let block = (seg as *mut u8).add(offset);
+        stats::HUGE.increase(1);
+        stats::HUGE_BYTES.increase(total - offset);
+        stats::IN_USE.increase(total - offset);
         if zero && !is_zero {
             ptr::write_bytes(block, 0, size);
         }
@@ -70,6 +75,10 @@ pub unsafe fn free(seg: *mut Segment) {
     // page first makes any later free of the block fail its check while the
     // memory sits in an arena.
     unsafe {
+        let bytes = (*seg).size - (*seg).block_offset;
+        stats::HUGE.decrease(1);
+        stats::HUGE_BYTES.decrease(bytes);
+        stats::IN_USE.decrease(bytes);
         crate::page::reset(core::ptr::addr_of_mut!((*seg).pages).cast());
         segment::os_free(seg);
     }

@@ -33,6 +33,7 @@ mod page_queue;
 mod segment;
 mod segment_map;
 mod size_class;
+mod stats;
 mod thread;
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -43,6 +44,7 @@ pub use alloc::{
 pub use fork::{fork_child, fork_parent, fork_prepare};
 pub use options::set_purge_delay_ms;
 pub use os::set_huge_pages;
+pub use stats::{print_stats, stats, GaugeValue, Stats};
 
 /// The size rounded up to a multiple of the alignment: for alignments up to
 /// [`constants::SIZE_ALIGN_MAX`] every block of such a size is aligned (see

@@ -25,7 +25,7 @@ use crate::constants::{
 };
 use crate::heap::Heap;
 use crate::page::{self, Page};
-use crate::{arena, options, os, segment_map, size_class};
+use crate::{arena, options, os, segment_map, size_class, stats};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -198,6 +198,7 @@ pub fn os_alloc(size: usize) -> Option<Fresh> {
             if p.is_null() {
                 return None;
             }
+            stats::RESERVED.increase(size);
             // SAFETY: the mapping was just made.
             unsafe { os::advise_huge_pages(p, size) };
             Fresh {
@@ -208,6 +209,7 @@ pub fn os_alloc(size: usize) -> Option<Fresh> {
         }
     };
     segment_map::insert(fresh.seg);
+    stats::SEGMENTS.increase(1);
     Some(fresh)
 }
 
@@ -218,6 +220,7 @@ pub fn os_alloc(size: usize) -> Option<Fresh> {
 /// Nothing may refer to the segment or its blocks any more.
 pub unsafe fn os_free(seg: *mut Segment) {
     segment_map::remove(seg);
+    stats::SEGMENTS.decrease(1);
     // SAFETY: the caller guarantees the segment is dead; `size` covers the
     // whole memory starting at the segment.
     unsafe {
@@ -226,6 +229,7 @@ pub unsafe fn os_free(seg: *mut Segment) {
             arena::free(seg.cast(), size);
         } else {
             os::unmap(seg.cast(), size);
+            stats::RESERVED.decrease(size);
         }
     }
 }
@@ -457,6 +461,8 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
         };
         let page = pages.add(idx);
         page::init(page, heap, bin as u8, bsize, start as *mut u8, reserved);
+        stats::PAGES.increase(1);
+        stats::IN_USE.increase(reserved * bsize);
         if reserved == 0 {
             // Only possible for a huge OS page size; leave the page marked
             // used with no blocks so it is never picked again.
@@ -475,6 +481,8 @@ pub unsafe fn page_free(heap: *mut Heap, page: *mut Page) {
     let seg = of_page(page);
     // SAFETY: the segment and page belong to `heap`, i.e. to this thread.
     unsafe {
+        stats::PAGES.decrease(1);
+        stats::IN_USE.decrease((*page).reserved as usize * (*page).block_size);
         page::reset(page);
         let was_full = (*seg).used_pages == (*seg).page_count;
         (*seg).used_pages -= 1;

@@ -10,6 +10,7 @@ use crate::lock::SpinLock;
 use crate::os;
 use crate::page::Page;
 use crate::segment::{self, Segment};
+use crate::stats::{self, HeapCounters};
 
 std::thread_local! {
     // Const-initialised and without a destructor, so std stores it as a
@@ -75,32 +76,62 @@ struct Pool(UnsafeCell<*mut Heap>);
 // SAFETY: the list head is only touched under POOL_LOCK.
 unsafe impl Sync for Pool {}
 static POOL: Pool = Pool(UnsafeCell::new(ptr::null_mut()));
+/// Every chunk ever mapped for heaps, linked through each chunk's first
+/// word, so statistics can visit every heap. Guarded by POOL_LOCK.
+static CHUNKS: Pool = Pool(UnsafeCell::new(ptr::null_mut()));
 pub(crate) static POOL_LOCK: SpinLock = SpinLock::new();
 const POOL_CHUNK: usize = 256 * 1024;
+/// Bytes at the start of a chunk holding its link; heaps follow.
+const CHUNK_HEADER: usize = 64;
+
+fn heap_stride() -> usize {
+    core::mem::size_of::<Heap>().next_multiple_of(64)
+}
 
 fn pool_take() -> *mut Heap {
     let _g = POOL_LOCK.lock();
-    // SAFETY: POOL is guarded by POOL_LOCK; chunks are fresh mappings big
-    // enough for the heaps carved from them, suitably aligned (page start,
-    // heap sizes are multiples of the word size).
+    // SAFETY: POOL and CHUNKS are guarded by POOL_LOCK; chunks are fresh
+    // mappings big enough for their header and the heaps carved from them,
+    // suitably aligned (page start, 64-byte strides).
     unsafe {
-        let head = *POOL.0.get();
-        if !head.is_null() {
-            *POOL.0.get() = (*head).pool_next;
-            return head;
+        let mut head = *POOL.0.get();
+        if head.is_null() {
+            let chunk = os::map(POOL_CHUNK);
+            if chunk.is_null() {
+                return ptr::null_mut();
+            }
+            *(chunk as *mut *mut Heap) = *CHUNKS.0.get();
+            *CHUNKS.0.get() = chunk.cast();
+            for i in 0..(POOL_CHUNK - CHUNK_HEADER) / heap_stride() {
+                let h = chunk.add(CHUNK_HEADER + i * heap_stride()) as *mut Heap;
+                (*h).pool_next = *POOL.0.get();
+                *POOL.0.get() = h;
+            }
+            head = *POOL.0.get();
         }
-        let chunk = os::map(POOL_CHUNK);
-        if chunk.is_null() {
-            return ptr::null_mut();
+        *POOL.0.get() = (*head).pool_next;
+        // Reset under the lock: statistics read the counters under it.
+        heap::reset(head);
+        head
+    }
+}
+
+/// Calls `f` with the counters of every heap, live or pooled (pooled ones
+/// hold zeros: their counts were folded into the totals at thread exit).
+pub fn for_each_heap(mut f: impl FnMut(&HeapCounters)) {
+    let _g = POOL_LOCK.lock();
+    // SAFETY: CHUNKS is guarded by POOL_LOCK; chunks are never unmapped;
+    // heap slots were zero (a fresh mapping) or written by `reset` under
+    // this lock before any use, and counters are only accessed atomically.
+    unsafe {
+        let mut chunk = *CHUNKS.0.get() as *mut u8;
+        while !chunk.is_null() {
+            for i in 0..(POOL_CHUNK - CHUNK_HEADER) / heap_stride() {
+                let h = chunk.add(CHUNK_HEADER + i * heap_stride()) as *const Heap;
+                f(&(*h).counters);
+            }
+            chunk = *(chunk as *mut *mut u8);
         }
-        let size = core::mem::size_of::<Heap>().next_multiple_of(64);
-        let count = POOL_CHUNK / size;
-        for i in 1..count {
-            let h = chunk.add(i * size) as *mut Heap;
-            (*h).pool_next = *POOL.0.get();
-            *POOL.0.get() = h;
-        }
-        chunk as *mut Heap
     }
 }
 
@@ -119,8 +150,7 @@ pub fn heap_init() -> *mut Heap {
     if heap.is_null() {
         return heap;
     }
-    // SAFETY: the pool hands out heaps nobody uses.
-    unsafe { heap::reset(heap) };
+    stats::THREADS.fetch_add(1, Ordering::Relaxed);
     HEAP.with(|h| h.set(heap));
     // Set after the TLS pointer: with a high key number glibc may calloc
     // here, which must find the heap already in place.
@@ -163,7 +193,9 @@ pub unsafe fn abandon(heap: *mut Heap) {
             (*seg).next = *ABANDONED.0.get();
             *ABANDONED.0.get() = seg;
             ABANDONED_COUNT.fetch_add(1, Ordering::Relaxed);
+            stats::ABANDONED.fetch_add(1, Ordering::Relaxed);
         }
+        (*heap).counters.fold();
     }
     HEAP.with(|h| h.set(EMPTY_HEAP_PTR));
     pool_put(heap);
@@ -195,6 +227,7 @@ pub unsafe fn reclaim_one(heap: *mut Heap) -> bool {
     // SAFETY: the segment was popped off the abandoned list, so it is ours
     // alone; remote threads only push onto its pages' atomic lists.
     unsafe {
+        stats::RECLAIMED.fetch_add(1, Ordering::Relaxed);
         segment::adopt(heap, seg);
         let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
         for idx in (*seg).first_page as usize..(*seg).page_count as usize {

@@ -130,6 +130,8 @@ pub unsafe fn purge(p: *mut u8, size: usize) {
     unsafe {
         libc::madvise(p.cast(), size, libc::MADV_DONTNEED);
     }
+    crate::stats::PURGES.fetch_add(1, Ordering::Relaxed);
+    crate::stats::PURGED_BYTES.fetch_add(size as u64, Ordering::Relaxed);
 }
 
 /// Maps `size` bytes at an address `p` such that `p + offset` is a multiple

@@ -1,0 +1,238 @@
+//! Statistics: what `FORTALLOC_SHOW_STATS` prints and `mallinfo2` reports.
+//!
+//! Two kinds of counters, so that the hot paths stay cheap:
+//! - per-heap counts of mallocs and frees, written only by the heap's owner
+//!   with a plain load and store (no locked instruction), summed over every
+//!   heap when read, and folded into globals when a thread exits;
+//! - global gauges for the slow paths (segments, pages, huge objects, OS
+//!   calls), updated with relaxed atomic adds.
+//!
+//! Readers see each counter atomically but not all of them at one instant;
+//! figures read while other threads run are approximate, as in mimalloc and
+//! jemalloc.
+
+use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::error::Line;
+use crate::os;
+
+/// A level with its high-water mark and the sum of all increases.
+pub struct Gauge {
+    cur: AtomicI64,
+    peak: AtomicI64,
+    total: AtomicU64,
+}
+
+impl Gauge {
+    pub const fn new() -> Gauge {
+        Gauge {
+            cur: AtomicI64::new(0),
+            peak: AtomicI64::new(0),
+            total: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn increase(&self, n: usize) {
+        let now = self.cur.fetch_add(n as i64, Relaxed) + n as i64;
+        self.total.fetch_add(n as u64, Relaxed);
+        self.peak.fetch_max(now, Relaxed);
+    }
+
+    #[inline]
+    pub fn decrease(&self, n: usize) {
+        self.cur.fetch_sub(n as i64, Relaxed);
+    }
+
+    fn read(&self) -> GaugeValue {
+        GaugeValue {
+            current: self.cur.load(Relaxed).max(0) as u64,
+            peak: self.peak.load(Relaxed).max(0) as u64,
+            total: self.total.load(Relaxed),
+        }
+    }
+}
+
+/// Segments (small, medium, large and huge) currently held.
+pub static SEGMENTS: Gauge = Gauge::new();
+/// Pages in use.
+pub static PAGES: Gauge = Gauge::new();
+/// Bytes of the block areas of pages in use, plus huge objects: memory in
+/// use at page granularity.
+pub static IN_USE: Gauge = Gauge::new();
+/// Huge objects and their bytes.
+pub static HUGE: Gauge = Gauge::new();
+pub static HUGE_BYTES: Gauge = Gauge::new();
+/// Bytes reserved from the OS (arenas, segments mapped on their own).
+pub static RESERVED: Gauge = Gauge::new();
+/// Purge calls (`madvise`) and the bytes they returned.
+pub static PURGES: AtomicU64 = AtomicU64::new(0);
+pub static PURGED_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Thread heaps created, and segments abandoned at thread exit / reclaimed.
+pub static THREADS: AtomicU64 = AtomicU64::new(0);
+pub static ABANDONED: AtomicU64 = AtomicU64::new(0);
+pub static RECLAIMED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts of heaps whose threads exited.
+static EXITED_MALLOCS: AtomicU64 = AtomicU64::new(0);
+static EXITED_FREES: AtomicU64 = AtomicU64::new(0);
+static EXITED_REMOTE_FREES: AtomicU64 = AtomicU64::new(0);
+
+/// Per-heap counters. Only the owning thread writes them.
+#[repr(C)]
+pub struct HeapCounters {
+    pub mallocs: AtomicU64,
+    pub frees: AtomicU64,
+    /// Frees this thread made of blocks other threads own (huge included).
+    pub remote_frees: AtomicU64,
+}
+
+impl HeapCounters {
+    pub const fn new() -> HeapCounters {
+        HeapCounters {
+            mallocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            remote_frees: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds this heap's counts to the exited-thread totals and zeroes them,
+    /// so a pooled heap contributes nothing twice.
+    pub fn fold(&self) {
+        EXITED_MALLOCS.fetch_add(self.mallocs.swap(0, Relaxed), Relaxed);
+        EXITED_FREES.fetch_add(self.frees.swap(0, Relaxed), Relaxed);
+        EXITED_REMOTE_FREES.fetch_add(self.remote_frees.swap(0, Relaxed), Relaxed);
+    }
+}
+
+/// Counts a free by a thread without a heap (it never allocated, or is
+/// past its exit): rare, so a shared atomic is fine.
+pub fn heapless_free(cross_thread: bool) {
+    EXITED_FREES.fetch_add(1, Relaxed);
+    if cross_thread {
+        EXITED_REMOTE_FREES.fetch_add(1, Relaxed);
+    }
+}
+
+/// One owner-only increment: a plain load and store, not a locked add.
+#[inline(always)]
+pub fn bump(c: &AtomicU64) {
+    c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
+}
+
+/// A gauge as read: its level, high-water mark and total increase.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GaugeValue {
+    pub current: u64,
+    pub peak: u64,
+    pub total: u64,
+}
+
+/// A snapshot of the allocator's counters (see [`stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Successful allocations (every entry point, huge objects included).
+    pub allocations: u64,
+    /// Frees of fortalloc blocks (null frees excluded).
+    pub frees: u64,
+    /// Frees made by a thread other than the block's owner.
+    pub cross_thread_frees: u64,
+    /// Bytes of the block areas of pages that hold blocks, plus huge
+    /// objects: memory in use at page granularity.
+    pub bytes_in_use: GaugeValue,
+    /// Pages that hold blocks.
+    pub pages: GaugeValue,
+    /// Huge objects (over 2 MiB): count and bytes.
+    pub huge: GaugeValue,
+    pub huge_bytes: GaugeValue,
+    /// Segments held (4 MiB each, or a huge object's size).
+    pub segments: GaugeValue,
+    /// Address space reserved from the OS.
+    pub reserved_bytes: GaugeValue,
+    /// `madvise` purges and the bytes they returned to the OS.
+    pub purges: u64,
+    pub purged_bytes: u64,
+    /// Thread heaps created; segments abandoned by exiting threads and
+    /// reclaimed by others.
+    pub threads: u64,
+    pub abandoned_segments: u64,
+    pub reclaimed_segments: u64,
+}
+
+impl Stats {
+    /// Blocks allocated and not yet freed.
+    pub fn live_blocks(&self) -> u64 {
+        self.allocations.saturating_sub(self.frees)
+    }
+}
+
+/// Reads every counter. Never allocates; safe to call from any thread.
+pub fn stats() -> Stats {
+    let (mut mallocs, mut frees, mut remote) = (
+        EXITED_MALLOCS.load(Relaxed),
+        EXITED_FREES.load(Relaxed),
+        EXITED_REMOTE_FREES.load(Relaxed),
+    );
+    crate::thread::for_each_heap(|c| {
+        mallocs += c.mallocs.load(Relaxed);
+        frees += c.frees.load(Relaxed);
+        remote += c.remote_frees.load(Relaxed);
+    });
+    Stats {
+        allocations: mallocs,
+        frees,
+        cross_thread_frees: remote,
+        bytes_in_use: IN_USE.read(),
+        pages: PAGES.read(),
+        huge: HUGE.read(),
+        huge_bytes: HUGE_BYTES.read(),
+        segments: SEGMENTS.read(),
+        reserved_bytes: RESERVED.read(),
+        purges: PURGES.load(Relaxed),
+        purged_bytes: PURGED_BYTES.load(Relaxed),
+        threads: THREADS.load(Relaxed),
+        abandoned_segments: ABANDONED.load(Relaxed),
+        reclaimed_segments: RECLAIMED.load(Relaxed),
+    }
+}
+
+/// Writes the statistics as a table to stderr, one `write` per line,
+/// without allocating.
+pub fn print_stats() {
+    let s = stats();
+    let row = |name: &str, v: &[(&str, u64)]| {
+        let mut line = Line::new();
+        line.str("fortalloc: ").str(name);
+        for _ in name.len()..20 {
+            line.str(" ");
+        }
+        for (label, value) in v {
+            if !label.is_empty() {
+                line.str(" ").str(label);
+            }
+            line.str(" ").dec(*value as usize);
+        }
+        line.str("\n");
+        os::write_stderr(line.as_bytes());
+    };
+    let gauge = |name: &str, g: GaugeValue| {
+        row(
+            name,
+            &[("current", g.current), ("peak", g.peak), ("total", g.total)],
+        );
+    };
+    row("allocations", &[("", s.allocations)]);
+    row("frees", &[("", s.frees), ("cross-thread", s.cross_thread_frees)]);
+    row("live blocks", &[("", s.live_blocks())]);
+    gauge("bytes in use", s.bytes_in_use);
+    gauge("pages", s.pages);
+    gauge("huge objects", s.huge);
+    gauge("segments", s.segments);
+    gauge("reserved bytes", s.reserved_bytes);
+    row("purges", &[("", s.purges), ("bytes", s.purged_bytes)]);
+    row("threads", &[("", s.threads)]);
+    row(
+        "abandoned segments",
+        &[("", s.abandoned_segments), ("reclaimed", s.reclaimed_segments)],
+    );
+}

@@ -1,0 +1,85 @@
+//! The statistics count what the program did: allocations, frees (and
+//! which were cross-thread), pages, huge objects, purges, threads.
+//! One test per binary: the counters are process-wide.
+
+#[global_allocator]
+static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
+
+#[test]
+fn counters_follow_the_program() {
+    let before = fortalloc::stats();
+
+    // 10_000 small blocks, freed by this thread.
+    let blocks: Vec<usize> = (0..10_000)
+        .map(|i| fortalloc::malloc(16 + i % 200) as usize)
+        .collect();
+    assert!(blocks.iter().all(|&p| p != 0));
+    let mid = fortalloc::stats();
+    assert!(
+        mid.allocations >= before.allocations + 10_000,
+        "{before:?} -> {mid:?}"
+    );
+    assert!(mid.pages.current > 0 && mid.segments.current > 0, "{mid:?}");
+    for &p in &blocks {
+        // SAFETY: each block came from fortalloc::malloc and is freed once.
+        unsafe { fortalloc::free(p as *mut u8) };
+    }
+    let after_local = fortalloc::stats();
+    assert!(
+        after_local.frees >= mid.frees + 10_000,
+        "{mid:?} -> {after_local:?}"
+    );
+
+    // 5_000 blocks allocated here and freed by another thread.
+    let blocks: Vec<usize> = (0..5_000).map(|_| fortalloc::malloc(64) as usize).collect();
+    std::thread::spawn(move || {
+        let own = std::hint::black_box(vec![1u8; 100]);
+        for p in blocks {
+            // SAFETY: each block is live and freed exactly once, here.
+            unsafe { fortalloc::free(p as *mut u8) };
+        }
+        drop(own);
+    })
+    .join()
+    .expect("freeing thread");
+    let after_remote = fortalloc::stats();
+    assert!(
+        after_remote.cross_thread_frees >= after_local.cross_thread_frees + 5_000,
+        "{after_local:?} -> {after_remote:?}"
+    );
+    assert!(
+        after_remote.threads > after_local.threads,
+        "the thread got a heap of its own"
+    );
+
+    // A huge object shows up as one, with its bytes in use, and goes away.
+    let huge = fortalloc::malloc(64 << 20);
+    assert!(!huge.is_null());
+    let with_huge = fortalloc::stats();
+    assert!(with_huge.huge.current >= 1);
+    assert!(with_huge.huge_bytes.current >= 64 << 20);
+    assert!(with_huge.bytes_in_use.current >= 64 << 20);
+    // SAFETY: `huge` is live and freed once.
+    unsafe { fortalloc::free(huge) };
+    let without = fortalloc::stats();
+    assert!(without.huge_bytes.current + (64 << 20) <= with_huge.huge_bytes.current);
+    assert!(without.bytes_in_use.peak >= 64 << 20);
+
+    // Touched memory that was freed is purged by a forced collect.
+    let big: Vec<usize> = (0..64)
+        .map(|_| {
+            let p = fortalloc::malloc(100_000);
+            // SAFETY: a fresh 100 kB block.
+            unsafe { std::ptr::write_bytes(p, 1, 100_000) };
+            p as usize
+        })
+        .collect();
+    for p in big {
+        // SAFETY: live, freed once.
+        unsafe { fortalloc::free(p as *mut u8) };
+    }
+    fortalloc::collect(true);
+    let purged = fortalloc::stats();
+    assert!(purged.purges > without.purges, "{without:?} -> {purged:?}");
+    assert!(purged.purged_bytes >= without.purged_bytes + (6 << 20));
+}
