@@ -5,39 +5,49 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use crate::constants::{LARGE_OBJ_MAX, MAX_ALLOC, MIN_ALIGN, SMALL_SIZE_MAX};
+use crate::constants::{LARGE_OBJ_MAX, MAX_ALLOC, MIN_ALIGN, SIZE_ALIGN_MAX, SMALL_SIZE_MAX};
 use crate::heap::{self, malloc_generic};
 use crate::page::{self, Block, Page};
 use crate::segment::{self, Kind, Segment};
 use crate::size_class::{natural_size_for_align, wsize_of};
-use crate::{arena, error, huge, segment_map, stats, thread};
+use crate::{arena, error, harden, huge, segment_map, stats, thread};
 
 /// Allocates `size` bytes aligned to at least a word. Null on failure.
 #[inline]
 pub fn malloc(size: usize) -> *mut u8 {
+    malloc_block(harden::padded(size), size)
+}
+
+/// Allocates a block of at least `req` bytes for a request of `size` bytes
+/// (`req >= harden::padded(size)`; more when rounded up for alignment).
+#[inline(always)]
+fn malloc_block(req: usize, size: usize) -> *mut u8 {
     let heap = thread::heap();
-    if size <= SMALL_SIZE_MAX {
+    if req <= SMALL_SIZE_MAX {
         // SAFETY: the heap is this thread's (or the static empty heap, whose
-        // pages have no free blocks); `wsize_of(size) <= SMALL_WSIZE_MAX`
+        // pages have no free blocks); `wsize_of(req) <= SMALL_WSIZE_MAX`
         // keeps the direct-table index in bounds; a non-null `free` is a
         // valid free block of a page this thread owns.
         unsafe {
-            let page = *(*heap).direct.get_unchecked(wsize_of(size));
+            let page = *(*heap).direct.get_unchecked(wsize_of(req));
             if !(*page).free.is_null() {
-                stats::bump(&(*heap).counters.mallocs);
-                return heap::pop_block(page);
+                let p = heap::pop_block(page);
+                if harden::on_alloc(page, p, size) {
+                    stats::bump(&(*heap).counters.mallocs);
+                    return p;
+                }
             }
         }
     }
-    if size > MAX_ALLOC {
+    if req > MAX_ALLOC {
         return ptr::null_mut();
     }
-    malloc_generic(heap, size)
+    malloc_generic(heap, req, size)
 }
 
 /// Allocates `size` zeroed bytes. Null on failure.
 pub fn zalloc(size: usize) -> *mut u8 {
-    if size > LARGE_OBJ_MAX {
+    if harden::padded(size) > LARGE_OBJ_MAX {
         return huge_alloc(size, 0, true);
     }
     let p = malloc(size);
@@ -82,20 +92,42 @@ pub fn zalloc_aligned(size: usize, align: usize) -> *mut u8 {
     aligned(size, align, true)
 }
 
-fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
-    if !align.is_power_of_two() || size > MAX_ALLOC || align > MAX_ALLOC {
-        return ptr::null_mut();
-    }
+/// Alignments up to [`SIZE_ALIGN_MAX`] are met by rounding the block size
+/// up to a multiple of the alignment (see `size_class`), which keeps
+/// malloc's fast path; `GlobalAlloc` comes here for every `Layout` with an
+/// alignment over a word.
+#[inline]
+pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     if align <= MIN_ALIGN {
         return if zero { zalloc(size) } else { malloc(size) };
     }
-    let p = match natural_size_for_align(size, align) {
-        Some(s) => {
-            if zero {
-                zalloc(s)
-            } else {
-                malloc(s)
+    if align <= SIZE_ALIGN_MAX && size <= SMALL_SIZE_MAX && align.is_power_of_two() {
+        // A mask, not `next_multiple_of`: the compiler cannot see `align`
+        // is a power of two and would divide.
+        let req = (harden::padded(size) + align - 1) & !(align - 1);
+        let p = malloc_block(req, size);
+        if zero && !p.is_null() {
+            // SAFETY: `p` is a fresh block of at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        return p;
+    }
+    aligned_slow(size, align, zero)
+}
+
+#[inline(never)]
+fn aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !align.is_power_of_two() || size > MAX_ALLOC || align > MAX_ALLOC {
+        return ptr::null_mut();
+    }
+    let p = match natural_size_for_align(harden::padded(size), align) {
+        Some(req) => {
+            let p = malloc_block(req, size);
+            if zero && !p.is_null() {
+                // SAFETY: `p` is a fresh block of at least `size` bytes.
+                unsafe { ptr::write_bytes(p, 0, size) };
             }
+            p
         }
         None => huge_alloc(size, align, zero),
     };
@@ -154,6 +186,9 @@ pub unsafe fn free(p: *mut u8) {
     // SAFETY: `p` is non-null; the caller promises it was live.
     unsafe {
         let (seg, page) = checked_page(p, "invalid free");
+        if !harden::on_free(page, p) {
+            return;
+        }
         let heap = thread::heap();
         if (*seg).owner.load(Ordering::Relaxed) == heap as usize {
             heap::free_local(heap, page, p as *mut Block);
@@ -201,7 +236,7 @@ pub unsafe fn usable_size(p: *const u8) -> usize {
     // SAFETY: non-null, live per the caller.
     unsafe {
         let (_, page) = checked_page(p as *mut u8, "invalid pointer to usable_size");
-        (*page).block_size
+        harden::usable(page, p as *mut u8).unwrap_or(0)
     }
 }
 
@@ -228,8 +263,13 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
     // SAFETY: `p` is live per the caller.
     unsafe {
         let (_, page) = checked_page(p, "invalid pointer to realloc");
-        let usable = (*page).block_size;
-        if new_size <= usable && new_size >= usable / 2 && (p as usize).is_multiple_of(align) {
+        let Some(usable) = harden::usable(page, p) else {
+            return ptr::null_mut();
+        };
+        let bsize = (*page).block_size;
+        let req = harden::padded(new_size);
+        if req <= bsize && req >= bsize / 2 && (p as usize).is_multiple_of(align) {
+            harden::resized(page, p, new_size);
             return p;
         }
         let q = malloc_aligned(new_size, align);

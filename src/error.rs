@@ -1,6 +1,8 @@
 //! Reporting misuse: one line on stderr, then abort. Nothing here allocates:
 //! messages are assembled in a fixed stack buffer.
 
+use core::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::os;
 
 /// A fixed-capacity line buffer; text past its end is dropped.
@@ -86,6 +88,95 @@ pub fn fatal(what: &str, addr: usize, detail: &str, block_size: usize) -> ! {
     } else {
         line.str(detail).str(")\n");
     }
+    os::write_stderr(line.as_bytes());
+    os::abort()
+}
+
+/// What a hardened-build check found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A block freed a second time.
+    DoubleFree,
+    /// A free-list link that does not lead to a block of its page: the
+    /// freed block was written to (use after free) or forged.
+    CorruptedFreeList,
+    /// The bytes past the requested size were changed: a heap overflow.
+    BufferOverflow,
+    /// A freed block was written to before it was handed out again.
+    WriteAfterFree,
+    /// `realloc` or `usable_size` of a block that is not live.
+    InvalidPointer,
+    /// A sized free (C++ sized delete, `free_sized`) whose size does not
+    /// belong to the block.
+    SizeMismatch,
+}
+
+impl ErrorKind {
+    /// The words the one-line message starts with.
+    pub fn message(self) -> &'static str {
+        match self {
+            ErrorKind::DoubleFree => "double free",
+            ErrorKind::CorruptedFreeList => "corrupted free list",
+            ErrorKind::BufferOverflow => "heap buffer overflow",
+            ErrorKind::WriteAfterFree => "write after free",
+            ErrorKind::InvalidPointer => "invalid pointer (not a live block)",
+            ErrorKind::SizeMismatch => "sized free with the wrong size",
+        }
+    }
+}
+
+/// A detection, as given to an error handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorInfo {
+    pub kind: ErrorKind,
+    /// The block (or link) concerned.
+    pub address: usize,
+    /// Size of the block's size class, 0 if unknown.
+    pub block_size: usize,
+}
+
+/// Called instead of aborting. It must not allocate through fortalloc's
+/// heap of the calling thread in a way that re-enters the failing path, and
+/// when it returns fortalloc carries on safely: the bad free is ignored, a
+/// corrupted list is dropped (its blocks leak), a damaged block is not
+/// handed out.
+pub type ErrorHandler = fn(&ErrorInfo);
+
+static HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs (or with `None` removes) a handler for the hardened build's
+/// detections; without one they print a line and abort.
+pub fn set_error_handler(handler: Option<ErrorHandler>) {
+    HANDLER.store(handler.map_or(0, |h| h as usize), Ordering::Release);
+}
+
+/// Reports a detection: to the handler if one is installed (and returns),
+/// else prints `fortalloc: <what> at <address> (<n>-byte block)` and aborts.
+#[cold]
+#[inline(never)]
+pub fn report(kind: ErrorKind, address: usize, block_size: usize) {
+    let h = HANDLER.load(Ordering::Acquire);
+    if h != 0 {
+        // SAFETY: only `set_error_handler` stores here, and it stores a
+        // valid `ErrorHandler` function pointer.
+        let handler: ErrorHandler = unsafe { core::mem::transmute::<usize, ErrorHandler>(h) };
+        handler(&ErrorInfo {
+            kind,
+            address,
+            block_size,
+        });
+        return;
+    }
+    let mut line = Line::new();
+    line.str("fortalloc: ")
+        .str(kind.message())
+        .str(" at ")
+        .hex(address);
+    if block_size != 0 {
+        line.str(" (").dec(block_size).str("-byte block)");
+    }
+    line.str("\n");
     os::write_stderr(line.as_bytes());
     os::abort()
 }

@@ -34,6 +34,8 @@ pub struct Heap {
     pub retired_max: usize,
     /// Link in the pool of unused heaps.
     pub pool_next: *mut Heap,
+    /// State of the hardened build's random generator.
+    pub rng: u64,
 }
 
 struct SyncPage(Page);
@@ -62,6 +64,7 @@ impl Heap {
             retired_min: BIN_COUNT,
             retired_max: 0,
             pool_next: ptr::null_mut(),
+            rng: 0,
         }
     }
 }
@@ -82,9 +85,10 @@ pub unsafe fn pop_block(page: *mut Page) -> *mut u8 {
 }
 
 /// Everything malloc's fast path does not: thread setup, deferred work,
-/// huge objects, and finding or making a page with room.
+/// huge objects, and finding or making a page with room. `req` is the block
+/// size to ask for (`size` padded by the hardened build).
 #[inline(never)]
-pub fn malloc_generic(mut heap: *mut Heap, size: usize) -> *mut u8 {
+pub fn malloc_generic(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
     if heap == EMPTY_HEAP_PTR {
         heap = thread::heap_init();
         if heap.is_null() {
@@ -94,19 +98,26 @@ pub fn malloc_generic(mut heap: *mut Heap, size: usize) -> *mut u8 {
     // SAFETY: `heap` is this thread's initialised heap.
     unsafe {
         deferred_work(heap);
-        if size > LARGE_OBJ_MAX {
-            let p = huge::alloc(size, 0, false);
+        if req > LARGE_OBJ_MAX {
+            let p = huge::alloc(req, 0, false);
             if !p.is_null() {
                 stats::bump(&(*heap).counters.mallocs);
             }
             return p;
         }
-        let page = find_page(heap, size);
-        if page.is_null() {
-            return ptr::null_mut();
+        // A block the hardened checks refuse (only possible with an error
+        // handler installed) is dropped, and the next one tried.
+        loop {
+            let page = find_page(heap, req);
+            if page.is_null() {
+                return ptr::null_mut();
+            }
+            let p = pop_block(page);
+            if harden::on_alloc(page, p, size) {
+                stats::bump(&(*heap).counters.mallocs);
+                return p;
+            }
         }
-        stats::bump(&(*heap).counters.mallocs);
-        pop_block(page)
     }
 }
 
@@ -146,11 +157,15 @@ unsafe fn find_page(heap: *mut Heap, size: usize) -> *mut Page {
             while !page.is_null() {
                 let next = (*page).next;
                 page::collect(page, false);
-                if !(*page).free.is_null() {
+                let can_grow = (*page).capacity < (*page).reserved;
+                // The hardened build sometimes grows a page that could reuse
+                // freed blocks, so reuse cannot be predicted.
+                let grow = can_grow && ((*page).free.is_null() || harden::prefer_growth(&mut (*heap).rng));
+                if !(*page).free.is_null() && !grow {
                     page_queue::move_to_front(heap, page);
                     return page;
                 }
-                if (*page).capacity < (*page).reserved {
+                if can_grow {
                     page::extend(page);
                     page_queue::move_to_front(heap, page);
                     return page;
@@ -344,7 +359,7 @@ pub unsafe fn drain_delayed(heap: *mut Heap) {
         while !block.is_null() {
             let seg = segment::of_block(block as *const u8);
             let page = segment::page_of(seg, block as *const u8);
-            let next = harden::decode_next(page, (*block).next, block);
+            let next = harden::decode_delayed(page, (*block).next, block);
             free_local(heap, page, block);
             block = next;
         }
@@ -460,5 +475,10 @@ pub unsafe fn adopt_page(heap: *mut Heap, page: *mut Page) -> bool {
 /// `heap` must be exclusively owned by the caller.
 pub unsafe fn reset(heap: *mut Heap) {
     // SAFETY: exclusive access per the caller.
-    unsafe { ptr::write(heap, Heap::new()) };
+    unsafe {
+        ptr::write(heap, Heap::new());
+        if harden::RANDOM {
+            (*heap).rng = harden::random::seed();
+        }
+    }
 }

@@ -41,22 +41,11 @@ use core::alloc::{GlobalAlloc, Layout};
 pub use alloc::{
     collect, free, malloc, malloc_aligned, realloc, realloc_aligned, usable_size, zalloc, zalloc_aligned,
 };
+pub use error::{set_error_handler, ErrorHandler, ErrorInfo, ErrorKind};
 pub use fork::{fork_child, fork_parent, fork_prepare};
 pub use options::set_purge_delay_ms;
 pub use os::set_huge_pages;
 pub use stats::{print_stats, stats, GaugeValue, Stats};
-
-/// The size rounded up to a multiple of the alignment: for alignments up to
-/// [`constants::SIZE_ALIGN_MAX`] every block of such a size is aligned (see
-/// `size_class::natural_size_for_align`), so these take malloc's fast path.
-/// Rust asks for 16-byte alignment often (`u128`, SIMD types, `Layout`s
-/// copied from C's `max_align_t`).
-#[inline(always)]
-fn round_to_align(layout: Layout) -> usize {
-    // Cannot overflow: a Layout's size rounded up to its alignment is at
-    // most isize::MAX.
-    (layout.size() + layout.align() - 1) & !(layout.align() - 1)
-}
 
 /// The allocator, for `#[global_allocator]`.
 pub struct FortAlloc;
@@ -69,10 +58,10 @@ unsafe impl GlobalAlloc for FortAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.align() <= constants::MIN_ALIGN {
             malloc(layout.size())
-        } else if layout.align() <= constants::SIZE_ALIGN_MAX {
-            malloc(round_to_align(layout))
         } else {
-            malloc_aligned(layout.size(), layout.align())
+            // Alignments up to 16 stay on malloc's fast path (see
+            // `alloc::aligned`): Rust asks for them often (`u128`, SIMD).
+            alloc::aligned(layout.size(), layout.align(), false)
         }
     }
 
@@ -86,10 +75,8 @@ unsafe impl GlobalAlloc for FortAlloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if layout.align() <= constants::MIN_ALIGN {
             zalloc(layout.size())
-        } else if layout.align() <= constants::SIZE_ALIGN_MAX {
-            zalloc(round_to_align(layout))
         } else {
-            zalloc_aligned(layout.size(), layout.align())
+            alloc::aligned(layout.size(), layout.align(), true)
         }
     }
 

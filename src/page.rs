@@ -15,7 +15,6 @@
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use crate::constants::EXTEND_BYTES;
 use crate::harden;
 use crate::heap::Heap;
 
@@ -233,12 +232,12 @@ pub unsafe fn is_block_start(page: *const Page, off: usize) -> bool {
     }
 }
 
-/// Carves more blocks into the free list (which must be empty): about
-/// [`EXTEND_BYTES`] worth, at least one, so fresh memory is touched gradually.
+/// Carves a batch of fresh blocks (see `harden::batch`) onto the front of
+/// the free list, so fresh memory is touched gradually.
 ///
 /// # Safety
-/// `page` must be in use, owned by the calling thread, with `free` empty and
-/// `capacity < reserved`.
+/// `page` must be in use, owned by the calling thread, whose heap is the
+/// page's, with `capacity < reserved`.
 pub unsafe fn extend(page: *mut Page) {
     // SAFETY: owner access per the caller, through raw field places (no
     // reference to the whole page: other threads may be reading
@@ -247,9 +246,15 @@ pub unsafe fn extend(page: *mut Page) {
         let bsize = (*page).block_size;
         let capacity = (*page).capacity as usize;
         let left = (*page).reserved as usize - capacity;
-        let count = (EXTEND_BYTES / bsize).max(4).min(left);
+        let count = harden::batch(bsize, left);
         let first = (*page).page_start.add(capacity * bsize);
-        (*page).free = harden::build_free_list(page, first, bsize, count);
+        if harden::ZERO_FRESH {
+            // Reused segment memory may hold an old owner's bytes.
+            ptr::write_bytes(first, 0, count * bsize);
+        }
+        let heap = (*page).heap.load(Ordering::Relaxed);
+        let rng = &mut (*heap).rng;
+        (*page).free = harden::build_free_list(page, first, bsize, count, (*page).free, rng);
         (*page).capacity = (capacity + count) as u32;
         (*page)
             .capacity_bytes

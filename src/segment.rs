@@ -25,7 +25,7 @@ use crate::constants::{
 };
 use crate::heap::Heap;
 use crate::page::{self, Page};
-use crate::{arena, options, os, segment_map, size_class, stats};
+use crate::{arena, harden, options, os, segment_map, size_class, stats};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -72,7 +72,9 @@ pub struct Segment {
 /// Header size rounded to whole OS pages.
 pub fn info_size() -> usize {
     let ps = os::page_size();
-    (core::mem::size_of::<Segment>() + ps - 1) & !(ps - 1)
+    // The hardened build's live-block bitmap follows the descriptors.
+    let bytes = core::mem::size_of::<Segment>().next_multiple_of(64) + harden::BITMAP_BYTES;
+    (bytes + ps - 1) & !(ps - 1)
 }
 
 /// The segment whose header holds `page`.
@@ -402,8 +404,9 @@ unsafe fn page_area(seg: *mut Segment, idx: usize) -> (usize, usize) {
         } else {
             1usize << (*seg).page_shift
         };
-        let start = base + idx * span;
-        let start = if idx == 0 { base + (*seg).info_size } else { start };
+        // The header may reach past page 0 (the hardened build's bitmap
+        // makes it 76 KiB): no page area may overlap it.
+        let start = (base + idx * span).max(base + (*seg).info_size);
         (start, base + (idx + 1) * span)
     }
 }
@@ -460,6 +463,7 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
             0
         };
         let page = pages.add(idx);
+        harden::clear_live_bits(start, start + reserved * bsize);
         page::init(page, heap, bin as u8, bsize, start as *mut u8, reserved);
         stats::PAGES.increase(1);
         stats::IN_USE.increase(reserved * bsize);

@@ -1,53 +1,159 @@
-//! Hooks where the hardened build's defences slot into the core.
+//! The hardened build's defences, one file each, and the hooks through
+//! which the core calls them.
 //!
-//! Each hook is `#[inline(always)]` and, in the plain build, compiles to the
-//! plain operation: links stored as raw addresses, blocks carved in address
-//! order, no per-page secrets.
+//! Every defence is a Cargo feature (`secure` turns on all of them). Each
+//! file exports `ON`, and every hook is `#[inline(always)]` and tests `ON`
+//! first, so with a feature off its code folds away and the plain build
+//! runs the plain operation: links stored as raw addresses, blocks carved
+//! in address order, nothing checked beyond the free-pointer check every
+//! build does.
 
-use crate::page::{Block, Page};
+mod canary;
+mod double_free;
+mod encode;
+mod order;
+pub mod random;
+mod zero;
 
-/// Initialises the per-page secrets (none in the plain build).
+use crate::constants::LARGE_OBJ_MAX;
+use crate::error::{self, ErrorKind};
+use crate::page::Page;
+
+pub use double_free::{clear_range as clear_live_bits, BITMAP_BYTES};
+pub use encode::{decode_delayed, decode_next, encode_next};
+pub use order::{batch, build_free_list, prefer_growth};
+
+/// Some defence that checks blocks on malloc or free is on.
+const CHECKS: bool = canary::ON || double_free::ON || zero::ON;
+/// Pages need secret keys.
+const KEYS: bool = encode::ON || canary::ON;
+/// Heaps need a random generator.
+pub const RANDOM: bool = order::ON;
+/// Fresh blocks must be zero (for the write-after-free check on reuse).
+pub const ZERO_FRESH: bool = zero::ON;
+
+/// Draws the per-page secrets.
 ///
 /// # Safety
 /// `page` must be valid and exclusively owned by the caller.
 #[inline(always)]
-pub unsafe fn page_keys_init(_page: *mut Page) {}
-
-/// Encodes the link stored in `_at` (a free block of `_page`) that points to
-/// `next`.
-#[inline(always)]
-pub fn encode_next(_page: *const Page, next: *mut Block, _at: *mut Block) -> usize {
-    next as usize
-}
-
-/// Decodes a link read from the free block `_at` of `_page`.
-///
-/// # Safety
-/// `raw` must have been produced by [`encode_next`] for the same page.
-#[inline(always)]
-pub unsafe fn decode_next(_page: *const Page, raw: usize, _at: *mut Block) -> *mut Block {
-    raw as *mut Block
-}
-
-/// Links `count` fresh blocks starting at `first` into a free list and
-/// returns its head; the plain build keeps address order, which is what
-/// makes consecutive allocations cache-friendly.
-///
-/// # Safety
-/// - `[first, first + count * bsize)` must be unused memory of `page`.
-/// - `count >= 1`.
-#[inline]
-pub unsafe fn build_free_list(page: *const Page, first: *mut u8, bsize: usize, count: usize) -> *mut Block {
-    // SAFETY: every address written lies inside the range the caller hands
-    // over, at a block boundary, and blocks are at least one word.
-    unsafe {
-        let mut block = first as *mut Block;
-        for _ in 1..count {
-            let next = (block as *mut u8).add(bsize) as *mut Block;
-            (*block).next = encode_next(page, next, block);
-            block = next;
+pub unsafe fn page_keys_init(page: *mut Page) {
+    if KEYS {
+        // SAFETY: exclusive access per the caller.
+        unsafe {
+            (*page).keys[0] = random::shared_next() as usize;
+            (*page).keys[1] = random::shared_next() as usize;
         }
-        (*block).next = encode_next(page, core::ptr::null_mut(), block);
     }
-    first as *mut Block
+}
+
+/// The block size to ask for, for a request of `size` bytes.
+#[inline(always)]
+pub const fn padded(size: usize) -> usize {
+    size.saturating_add(canary::EXTRA)
+}
+
+/// Vets a block just taken off a free list of `page` for a request of
+/// `size` bytes, and arms its canary. False (after reporting) means the
+/// block must not be handed out.
+///
+/// # Safety
+/// `p` must be a block of the in-use `page`, just popped, with
+/// `padded(size) <= block_size`.
+#[inline(always)]
+pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
+    if !CHECKS {
+        return true;
+    }
+    // SAFETY: per the caller.
+    unsafe {
+        let bsize = (*page).block_size;
+        if bsize > LARGE_OBJ_MAX {
+            return true;
+        }
+        if zero::ON && !zero::still_zero(p, bsize) {
+            error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
+            return false;
+        }
+        if double_free::ON && !double_free::mark_live(p) {
+            error::report(ErrorKind::CorruptedFreeList, p as usize, bsize);
+            return false;
+        }
+        if canary::applies(bsize) {
+            canary::write(page, p, size);
+        }
+        true
+    }
+}
+
+/// Checks a block about to be freed and wipes it. False (after reporting)
+/// means it must not be freed: it is not live.
+///
+/// # Safety
+/// `p` must be a block start of the in-use `page` (it passed the free check).
+#[inline(always)]
+pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
+    if !CHECKS {
+        return true;
+    }
+    // SAFETY: per the caller.
+    unsafe {
+        let bsize = (*page).block_size;
+        if bsize > LARGE_OBJ_MAX {
+            return true;
+        }
+        if double_free::ON && !double_free::mark_free(p) {
+            error::report(ErrorKind::DoubleFree, p as usize, bsize);
+            return false;
+        }
+        if canary::applies(bsize) && canary::check(page, p).is_none() {
+            error::report(ErrorKind::BufferOverflow, p as usize, bsize);
+        }
+        if zero::ON {
+            zero::wipe(p, bsize);
+        }
+        true
+    }
+}
+
+/// For `realloc` and `usable_size`: the bytes the caller may use in the
+/// live block `p` of `page`, or None (after reporting) if it is not live.
+///
+/// # Safety
+/// `p` must be a block start of the in-use `page`.
+#[inline(always)]
+pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
+    // SAFETY: per the caller.
+    unsafe {
+        let bsize = (*page).block_size;
+        if !CHECKS || bsize > LARGE_OBJ_MAX {
+            return Some(bsize);
+        }
+        if double_free::ON && !double_free::is_live(p) {
+            error::report(ErrorKind::InvalidPointer, p as usize, bsize);
+            return None;
+        }
+        if canary::applies(bsize) {
+            let size = canary::check(page, p);
+            if size.is_none() {
+                error::report(ErrorKind::BufferOverflow, p as usize, bsize);
+            }
+            return size;
+        }
+        Some(bsize)
+    }
+}
+
+/// Re-arms the canary of a live block resized in place to `size` bytes.
+///
+/// # Safety
+/// `p` must be a live block of `page` with `padded(size) <= block_size`.
+#[inline(always)]
+pub unsafe fn resized(page: *const Page, p: *mut u8, size: usize) {
+    // SAFETY: per the caller.
+    unsafe {
+        if canary::applies((*page).block_size) {
+            canary::write(page, p, size);
+        }
+    }
 }

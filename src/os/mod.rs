@@ -6,6 +6,7 @@
 
 mod memory;
 mod process;
+mod random;
 mod thread_key;
 mod time;
 
@@ -13,5 +14,6 @@ pub use memory::{
     advise_huge_pages, map, map_aligned, map_aligned_offset, page_size, purge, set_huge_pages, unmap,
 };
 pub use process::{abort, write_stderr, yield_now};
+pub use random::random_u64;
 pub use thread_key::{thread_key_create, thread_key_set};
 pub use time::now_ms;

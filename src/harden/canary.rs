@@ -1,0 +1,77 @@
+//! `canary`: the bytes between the requested size and the block's end hold
+//! a per-page secret, checked on free and realloc, so even a one-byte
+//! overflow is caught.
+//!
+//! ```text
+//! block                size                      bsize - 4     bsize
+//! | caller's bytes ... | canary bytes (>= 1) ...  | tail: u32  |
+//! ```
+//! The tail holds `(bsize - size) ^ key`, so the requested size can be
+//! recovered (for `usable_size`) and an overflow that reaches the tail
+//! garbles it. Each canary byte is a byte of the page key chosen by its
+//! offset, so a run of equal bytes never matches.
+
+use crate::constants::LARGE_OBJ_MAX;
+use crate::page::Page;
+
+pub const ON: bool = cfg!(feature = "canary");
+
+/// Bytes a block needs beyond the request: one canary byte and the tail.
+pub const EXTRA: usize = if ON { 5 } else { 0 };
+
+/// Whether blocks of this size carry a canary (huge ones do not: they are
+/// guarded by their mapping instead).
+#[inline(always)]
+pub fn applies(bsize: usize) -> bool {
+    ON && bsize <= LARGE_OBJ_MAX
+}
+
+#[inline(always)]
+fn key(page: *const Page) -> usize {
+    // SAFETY: callers pass a valid page descriptor.
+    unsafe { (*page).keys[1] }
+}
+
+#[inline(always)]
+fn canary_byte(key: usize, p: *mut u8, i: usize) -> u8 {
+    (key.rotate_right((((p as usize + i) & 7) * 8) as u32) as u8) ^ 0x5a
+}
+
+/// Writes the canary of a block of `page` handed out for `size` bytes.
+///
+/// # Safety
+/// `p` must be a live block of `page`, with `size + EXTRA <= bsize`.
+pub unsafe fn write(page: *const Page, p: *mut u8, size: usize) {
+    // SAFETY: the bytes written lie in `[size, bsize)` of the caller's block.
+    unsafe {
+        let bsize = (*page).block_size;
+        let k = key(page);
+        for i in size..bsize - 4 {
+            *p.add(i) = canary_byte(k, p, i);
+        }
+        (p.add(bsize - 4) as *mut u32).write_unaligned(((bsize - size) ^ k) as u32);
+    }
+}
+
+/// The requested size of a block of `page`, if its canary is intact.
+///
+/// # Safety
+/// `p` must be a live block of `page`, written by [`write`].
+pub unsafe fn check(page: *const Page, p: *mut u8) -> Option<usize> {
+    // SAFETY: reads stay inside the block.
+    unsafe {
+        let bsize = (*page).block_size;
+        let k = key(page);
+        let delta = ((p.add(bsize - 4) as *const u32).read_unaligned() ^ k as u32) as usize;
+        if !(EXTRA..=bsize).contains(&delta) {
+            return None;
+        }
+        let size = bsize - delta;
+        for i in size..bsize - 4 {
+            if *p.add(i) != canary_byte(k, p, i) {
+                return None;
+            }
+        }
+        Some(size)
+    }
+}

@@ -1,0 +1,75 @@
+//! Randomness for the hardened build: wyrand, a 64-bit generator of one add
+//! and one 128-bit multiply per draw, seeded from `getrandom`. It is not a
+//! cryptographic generator; its outputs choose free-list orders and page
+//! keys, and an attacker who can read heap metadata has already won more
+//! than these hide.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::os;
+
+const INCREMENT: u64 = 0xa076_1d64_78bd_642f;
+const MIX: u64 = 0xe703_7ed1_a0b4_28db;
+
+#[inline(always)]
+fn mix(state: u64) -> u64 {
+    let t = (state as u128).wrapping_mul((state ^ MIX) as u128);
+    ((t >> 64) as u64) ^ (t as u64)
+}
+
+/// Next draw of a generator whose state the caller owns (a heap's).
+#[inline(always)]
+pub fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(INCREMENT);
+    mix(*state)
+}
+
+/// A uniform draw below `n` (n >= 1), by multiply-shift: bias at most n/2^64.
+#[inline(always)]
+pub fn below(state: &mut u64, n: usize) -> usize {
+    ((next(state) as u128 * n as u128) >> 64) as usize
+}
+
+/// A fresh seed from the kernel.
+pub fn seed() -> u64 {
+    os::random_u64()
+}
+
+/// Process-wide generator for callers without a heap at hand (page keys).
+/// wyrand's state only ever adds a constant, so an atomic add makes it
+/// safe to share.
+static SHARED: AtomicU64 = AtomicU64::new(0);
+
+/// A draw from the shared generator, seeding it on first use.
+pub fn shared_next() -> u64 {
+    if SHARED.load(Ordering::Relaxed) == 0 {
+        // Racing seeders: one wins, the others' seeds are dropped.
+        let _ = SHARED.compare_exchange(0, seed() | 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    mix(SHARED
+        .fetch_add(INCREMENT, Ordering::Relaxed)
+        .wrapping_add(INCREMENT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_below_n_cover_the_range_evenly() {
+        let mut s = 12345;
+        let mut counts = [0u32; 10];
+        for _ in 0..100_000 {
+            counts[below(&mut s, 10)] += 1;
+        }
+        for c in counts {
+            assert!((9_000..11_000).contains(&c), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn seeds_differ() {
+        assert_ne!(seed(), seed());
+        assert_ne!(shared_next(), shared_next());
+    }
+}
