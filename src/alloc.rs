@@ -136,13 +136,14 @@ fn aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
 }
 
 /// Finds and checks the page of a pointer the caller claims is a live
-/// block; reports `what` and aborts if it is not one.
+/// block; reports `what` and aborts if it is not one. None only when the
+/// hardened build found a double free and an error handler took it.
 ///
 /// # Safety
 /// `p` must be non-null. If fortalloc owns its segment, the segment must not
 /// be concurrently unmapped (true for any pointer that was live).
 #[inline(always)]
-unsafe fn checked_page(p: *mut u8, what: &str) -> (*mut Segment, *mut Page) {
+unsafe fn checked_page(p: *mut u8, what: &str) -> Option<(*mut Segment, *mut Page)> {
     let Some(seg) = segment_map::segment_of(p) else {
         error::fatal(what, p as usize, "not allocated by fortalloc", 0);
     };
@@ -153,16 +154,35 @@ unsafe fn checked_page(p: *mut u8, what: &str) -> (*mut Segment, *mut Page) {
         let off = (p as usize).wrapping_sub((*page).page_start as usize);
         if !page::is_block_start(page, off) {
             bad_pointer(page, off, p, what);
+            return None;
         }
-        (seg, page)
+        Some((seg, page))
     }
 }
 
+/// Reports a pointer that is no live block's start. Returns only for a
+/// double free taken by an error handler.
 #[cold]
 #[inline(never)]
-unsafe fn bad_pointer(page: *mut Page, off: usize, p: *mut u8, what: &str) -> ! {
+unsafe fn bad_pointer(page: *mut Page, off: usize, p: *mut u8, what: &str) {
     // SAFETY: `page` is a readable descriptor per `checked_page`.
     let (bsize, cap) = unsafe { ((*page).block_size, (*page).capacity_bytes.load(Ordering::Relaxed)) };
+    if harden::STALE_SEGMENTS {
+        // A block of a page (or segment) freed since, or where a block was
+        // freed before its page was reused: a second free.
+        // SAFETY: as above; `p` lies in the segment past its first byte.
+        let old = unsafe { page::freed_block_size(page, off) }
+            .or_else(|| (unsafe { harden::was_freed(p) }).then_some(bsize));
+        if let Some(old) = old {
+            let kind = if what == "invalid free" {
+                error::ErrorKind::DoubleFree
+            } else {
+                error::ErrorKind::InvalidPointer
+            };
+            error::report(kind, p as usize, old);
+            return;
+        }
+    }
     if bsize == 0 {
         error::fatal(what, p as usize, "no live block there", 0)
     } else if off < cap {
@@ -185,7 +205,9 @@ pub unsafe fn free(p: *mut u8) {
     }
     // SAFETY: `p` is non-null; the caller promises it was live.
     unsafe {
-        let (seg, page) = checked_page(p, "invalid free");
+        let Some((seg, page)) = checked_page(p, "invalid free") else {
+            return;
+        };
         if !harden::on_free(page, p) {
             return;
         }
@@ -235,7 +257,9 @@ pub unsafe fn usable_size(p: *const u8) -> usize {
     }
     // SAFETY: non-null, live per the caller.
     unsafe {
-        let (_, page) = checked_page(p as *mut u8, "invalid pointer to usable_size");
+        let Some((_, page)) = checked_page(p as *mut u8, "invalid pointer to usable_size") else {
+            return 0;
+        };
         harden::usable(page, p as *mut u8).unwrap_or(0)
     }
 }
@@ -262,7 +286,9 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
     }
     // SAFETY: `p` is live per the caller.
     unsafe {
-        let (_, page) = checked_page(p, "invalid pointer to realloc");
+        let Some((_, page)) = checked_page(p, "invalid pointer to realloc") else {
+            return ptr::null_mut();
+        };
         let Some(usable) = harden::usable(page, p) else {
             return ptr::null_mut();
         };

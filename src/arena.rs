@@ -185,6 +185,7 @@ pub unsafe fn free(p: *mut u8, size: usize) {
         a.purge_at[i] = due;
     }
     if delay == 0 {
+        crate::segment_map::remove_range(p as usize, n << SEGMENT_SHIFT);
         // SAFETY: the span is free and its contents dead.
         unsafe { os::purge(p, n << SEGMENT_SHIFT) };
         for i in start..(start + n).min(SLICES) {
@@ -223,13 +224,12 @@ pub fn purge(force: bool) {
                 set_bit(&mut a.dirty, i, false);
                 i += 1;
             }
+            let (p, len) = (a.base + (start << SEGMENT_SHIFT), (i - start) << SEGMENT_SHIFT);
+            // Stale segment-map entries (hardened build) go before their
+            // headers read as zero.
+            crate::segment_map::remove_range(p, len);
             // SAFETY: these slices are free, in our reservation, and dead.
-            unsafe {
-                os::purge(
-                    (a.base + (start << SEGMENT_SHIFT)) as *mut u8,
-                    (i - start) << SEGMENT_SHIFT,
-                )
-            };
+            unsafe { os::purge(p as *mut u8, len) };
         }
     }
     PURGE_DUE.store(next_due, Ordering::Relaxed);

@@ -175,6 +175,9 @@ pub fn report(kind: ErrorKind, address: usize, block_size: usize) {
         .hex(address);
     if block_size != 0 {
         line.str(" (").dec(block_size).str("-byte block)");
+    } else {
+        // The block's page was freed and reused since: its size is gone.
+        line.str(" (block of a freed page)");
     }
     line.str("\n");
     os::write_stderr(line.as_bytes());

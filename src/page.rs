@@ -70,8 +70,12 @@ pub struct Page {
     pub div_mask: usize,
     pub div_inv: u32,
     pub div_limit: u32,
-    /// Monotonic ms at which this free page's memory goes back to the OS.
-    pub purge_at: u64,
+    /// A free page whose memory is still resident, due to be purged.
+    pub purge_pending: bool,
+    /// `capacity_bytes` of the page's last use, kept after it is freed (with
+    /// its geometry: `page_start`, `div_*`) so the hardened build can tell a
+    /// late second free of one of its blocks from a wild pointer.
+    pub freed_bytes: u32,
     pub next: *mut Page,
     pub prev: *mut Page,
     /// Per-page secrets of the hardened build (unused in the plain build).
@@ -108,7 +112,8 @@ impl Page {
             div_mask: usize::MAX,
             div_inv: 0,
             div_limit: 0,
-            purge_at: 0,
+            purge_pending: false,
+            freed_bytes: 0,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
             keys: [0; 2],
@@ -157,7 +162,8 @@ pub unsafe fn init(
         p.block_size = block_size;
         p.page_start = start;
         p.capacity_bytes.store(0, Ordering::Relaxed);
-        p.purge_at = 0;
+        p.purge_pending = false;
+        p.freed_bytes = 0;
         p.next = ptr::null_mut();
         p.prev = ptr::null_mut();
         let shift = block_size.trailing_zeros();
@@ -201,6 +207,7 @@ pub unsafe fn reset(page: *mut Page) {
     // SAFETY: exclusive access per the caller.
     unsafe {
         let p = &mut *page;
+        p.freed_bytes = p.capacity_bytes.load(Ordering::Relaxed).min(u32::MAX as usize) as u32;
         p.capacity_bytes.store(0, Ordering::Relaxed);
         p.block_size = 0;
         p.free = ptr::null_mut();
@@ -229,6 +236,25 @@ pub unsafe fn is_block_start(page: *const Page, off: usize) -> bool {
         off < (*page).capacity_bytes.load(Ordering::Relaxed)
             && off & (*page).div_mask == 0
             && ((off >> (*page).div_shift) as u32).wrapping_mul((*page).div_inv) <= (*page).div_limit
+    }
+}
+
+/// If `off` is a block boundary of the blocks `page` held before it was
+/// freed, their size.
+///
+/// # Safety
+/// `page` must point to a page descriptor inside a live segment.
+pub unsafe fn freed_block_size(page: *const Page, off: usize) -> Option<usize> {
+    // SAFETY: the descriptor is readable per the caller.
+    unsafe {
+        let p = &*page;
+        if p.in_use() || off >= p.freed_bytes as usize || p.div_inv == 0 {
+            return None;
+        }
+        let aligned = off & p.div_mask == 0;
+        let divides = ((off >> p.div_shift) as u32).wrapping_mul(p.div_inv) <= p.div_limit;
+        // The inverse of the inverse is the odd factor of the block size.
+        (aligned && divides).then(|| (inverse_u32(p.div_inv) as usize) << p.div_shift)
     }
 }
 

@@ -99,7 +99,12 @@ pub unsafe fn page_of(seg: *mut Segment, p: *const u8) -> *mut Page {
     // SAFETY: the offset is at most SEGMENT_SIZE, so the index is at most
     // `SEGMENT_SIZE >> page_shift <= SMALL_PAGES_PER_SEGMENT`, in bounds.
     unsafe {
-        let idx = (p as usize - seg as usize) >> (*seg).page_shift;
+        let mut idx = (p as usize - seg as usize) >> (*seg).page_shift;
+        if harden::STALE_SEGMENTS {
+            // A stale header (see `harden::STALE_SEGMENTS`) being purged
+            // may read as zero: land on the sentinel, never in use.
+            idx = idx.min(SMALL_PAGES_PER_SEGMENT);
+        }
         ptr::addr_of_mut!((*seg).pages).cast::<Page>().add(idx)
     }
 }
@@ -172,10 +177,11 @@ unsafe fn init_header(seg: *mut Segment, heap: *mut Heap, kind: Kind) {
         (*seg).free_next = ptr::null_mut();
         (*seg).free_prev = ptr::null_mut();
         (*seg).in_free_list = false;
-        // With very large OS pages the header can swallow page 0 whole.
-        let page0_unusable = count > 1 && info >= (1usize << shift);
-        (*seg).first_page = page0_unusable as u32;
-        (*seg).used_pages = page0_unusable as u32;
+        // Pages the header swallows whole (with very large OS pages, or the
+        // hardened build's bitmaps) are never used.
+        let swallowed = if count > 1 { (info >> shift) as u32 } else { 0 };
+        (*seg).first_page = swallowed;
+        (*seg).used_pages = swallowed;
     }
 }
 
@@ -210,6 +216,10 @@ pub fn os_alloc(size: usize) -> Option<Fresh> {
             }
         }
     };
+    if harden::STALE_SEGMENTS {
+        // Stale entries of segments that used this memory before.
+        segment_map::remove_range(fresh.seg as usize, size);
+    }
     segment_map::insert(fresh.seg);
     stats::SEGMENTS.increase(1);
     Some(fresh)
@@ -221,12 +231,14 @@ pub fn os_alloc(size: usize) -> Option<Fresh> {
 /// # Safety
 /// Nothing may refer to the segment or its blocks any more.
 pub unsafe fn os_free(seg: *mut Segment) {
-    segment_map::remove(seg);
     stats::SEGMENTS.decrease(1);
     // SAFETY: the caller guarantees the segment is dead; `size` covers the
     // whole memory starting at the segment.
     unsafe {
         let size = (*seg).size;
+        if !((*seg).in_arena && harden::STALE_SEGMENTS) {
+            segment_map::remove(seg);
+        }
         if (*seg).in_arena {
             arena::free(seg.cast(), size);
         } else {
@@ -439,7 +451,7 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
         for i in (*seg).first_page as usize..(*seg).page_count as usize {
             let p = &*pages.add(i);
             if !p.in_use() {
-                if p.purge_at != 0 {
+                if p.purge_pending {
                     idx = i;
                     break;
                 }
@@ -501,7 +513,7 @@ pub unsafe fn page_free(heap: *mut Heap, page: *mut Page) {
             os::purge(s as *mut u8, e - s);
         } else {
             let due = os::now_ms() + delay;
-            (*page).purge_at = due;
+            (*page).purge_pending = true;
             (*seg).purge_at = due;
             let segs = &mut (*heap).segs;
             if segs.purge_due == 0 || due < segs.purge_due {
@@ -566,8 +578,8 @@ unsafe fn purge_marked_pages(seg: *mut Segment) {
         let mut run: Option<(usize, usize)> = None;
         for idx in (*seg).first_page as usize..(*seg).page_count as usize {
             let page = &mut *pages.add(idx);
-            if !page.in_use() && page.purge_at != 0 {
-                page.purge_at = 0;
+            if !page.in_use() && page.purge_pending {
+                page.purge_pending = false;
                 let (s, e) = page_area(seg, idx);
                 run = match run {
                     Some((rs, re)) if re == s => Some((rs, e)),

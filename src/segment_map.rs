@@ -49,6 +49,16 @@ pub fn remove(seg: *mut Segment) {
     }
 }
 
+/// Forgets every segment starting in `[start, start + len)`.
+pub fn remove_range(start: usize, len: usize) {
+    let mut g = start >> SEGMENT_SHIFT;
+    let end = (start + len) >> SEGMENT_SHIFT;
+    while g < end.min(GRANULES) {
+        word(g / 64).fetch_and(!(1 << (g % 64)), Ordering::Release);
+        g += 1;
+    }
+}
+
 /// The segment holding block pointer `p`, if fortalloc owns one there.
 #[inline(always)]
 pub fn segment_of(p: *const u8) -> Option<*mut Segment> {

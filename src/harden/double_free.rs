@@ -6,6 +6,12 @@
 //! the segment header (64 KiB per 4 MiB segment), so overwriting a freed
 //! block cannot reach it.
 //!
+//! A second bitmap remembers where a block was ever freed, and is never
+//! cleared by page reuse: a pointer that is no live block's start now but
+//! was freed before is a double free too, even after its page was freed or
+//! reused for another size (where the live bits alone would only say
+//! "invalid pointer").
+//!
 //! Bits change with atomic read-modify-writes: a remote free clears a bit
 //! in a word whose other bits the owner may be setting.
 
@@ -16,8 +22,10 @@ use crate::constants::{SEGMENT_MASK, SEGMENT_SIZE};
 pub const ON: bool = cfg!(feature = "double-free");
 
 const GRANULE_SHIFT: usize = 3;
-/// Bytes of bitmap per segment (0 when the defence is off).
-pub const BITMAP_BYTES: usize = if ON { SEGMENT_SIZE >> GRANULE_SHIFT >> 3 } else { 0 };
+/// Bytes of one bitmap (one bit per granule of a segment).
+const ONE_MAP: usize = SEGMENT_SIZE >> GRANULE_SHIFT >> 3;
+/// Bytes of bitmaps per segment, live then freed (0 when the defence is off).
+pub const BITMAP_BYTES: usize = if ON { 2 * ONE_MAP } else { 0 };
 
 /// Offset of the bitmap in the segment header: right after the descriptor
 /// array, set by `segment::info_size`'s layout.
@@ -59,8 +67,25 @@ pub unsafe fn mark_free(p: *mut u8) -> bool {
         return true;
     }
     let (word, bit) = word_and_bit(p as usize);
-    // SAFETY: per the caller, the word is inside the segment's bitmap.
-    unsafe { (*word).fetch_and(!bit, Ordering::Relaxed) & bit != 0 }
+    // SAFETY: per the caller, the words are inside the segment's bitmaps.
+    unsafe {
+        (*word.byte_add(ONE_MAP)).fetch_or(bit, Ordering::Relaxed);
+        (*word).fetch_and(!bit, Ordering::Relaxed) & bit != 0
+    }
+}
+
+/// True if a block that started at `p` was freed at some time (false when
+/// the defence is off).
+///
+/// # Safety
+/// `p` must lie in a segment with the bitmaps, past its first byte.
+pub unsafe fn was_freed(p: *const u8) -> bool {
+    if !ON {
+        return false;
+    }
+    let (word, bit) = word_and_bit(p as usize);
+    // SAFETY: per the caller, the word is inside the segment's bitmaps.
+    unsafe { (*word.byte_add(ONE_MAP)).load(Ordering::Relaxed) & bit != 0 }
 }
 
 /// True if the block at `p` is live (always true when the defence is off).

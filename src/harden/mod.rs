@@ -19,7 +19,7 @@ use crate::constants::LARGE_OBJ_MAX;
 use crate::error::{self, ErrorKind};
 use crate::page::Page;
 
-pub use double_free::{clear_range as clear_live_bits, BITMAP_BYTES};
+pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, decode_next, encode_next};
 pub use order::{batch, build_free_list, prefer_growth};
 
@@ -29,6 +29,11 @@ const CHECKS: bool = canary::ON || double_free::ON || zero::ON;
 const KEYS: bool = encode::ON || canary::ON;
 /// Heaps need a random generator.
 pub const RANDOM: bool = order::ON;
+/// Segments returned to an arena stay in the segment map until their memory
+/// is purged or reused, so a late second free of one of their blocks reads
+/// the stale header and is reported as a double free rather than as a
+/// foreign pointer.
+pub const STALE_SEGMENTS: bool = double_free::ON;
 /// Fresh blocks must be zero (for the write-after-free check on reuse).
 pub const ZERO_FRESH: bool = zero::ON;
 

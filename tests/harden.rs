@@ -1,0 +1,455 @@
+//! The hardened build's detections, each violation performed in a child
+//! process (this test binary re-run with `FORTALLOC_CASE` set), and the
+//! outcome asserted exactly: the signal and the one-line message, or that
+//! the attack failed. Run with `--features secure` (CI does); in the plain
+//! build only the cases that show what the plain build does not promise run.
+
+// Which helpers are used depends on the hardening features the test is
+// built with; in the plain build only a few run.
+#![allow(dead_code)]
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+#[global_allocator]
+static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
+
+/// What a child did.
+struct Outcome {
+    signal: Option<i32>,
+    code: Option<i32>,
+    stderr: String,
+    stdout: String,
+}
+
+/// Runs `case` in a child process.
+fn run_case(case: &str) -> Outcome {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new(exe)
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env("FORTALLOC_CASE", case)
+        .output()
+        .expect("spawn child");
+    Outcome {
+        signal: out.status.signal(),
+        code: out.status.code(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
+}
+
+/// The address a child printed as `addr=0x...` before its violation.
+fn printed_addr(o: &Outcome) -> String {
+    o.stdout
+        .lines()
+        .find_map(|l| l.split_once("addr=").map(|(_, a)| a.trim()))
+        .unwrap_or_else(|| panic!("child printed no address; stdout: {}", o.stdout))
+        .to_string()
+}
+
+/// Asserts the child aborted with `fortalloc: <what> at <the address it printed>`.
+fn assert_detected(case: &str, what: &str) {
+    let o = run_case(case);
+    assert_eq!(
+        o.signal,
+        Some(libc::SIGABRT),
+        "{case}: {} / {}",
+        o.stderr,
+        o.stdout
+    );
+    let addr = printed_addr(&o);
+    let expect = format!("fortalloc: {what} at {addr}");
+    assert!(
+        o.stderr.contains(&expect),
+        "{case}: wanted `{expect}` in stderr: {}",
+        o.stderr
+    );
+    let line = o
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("fortalloc:"))
+        .expect("message line");
+    assert!(
+        line.ends_with("-byte block)") || line.ends_with("(block of a freed page)"),
+        "{case}: one line naming the block size: {line}"
+    );
+}
+
+fn say_addr(p: *const u8) {
+    use std::io::Write;
+    println!("addr={:#x}", p as usize);
+    std::io::stdout().flush().expect("flush");
+}
+
+fn malloc(n: usize) -> *mut u8 {
+    let p = fortalloc::malloc(n);
+    assert!(!p.is_null());
+    p
+}
+
+/// # Safety
+/// `p` must come from fortalloc (the cases free pointers twice on purpose,
+/// in a child process that is expected to abort).
+unsafe fn free(p: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe { fortalloc::free(p) }
+}
+
+/// The dispatcher the children run; a no-op in the parent.
+#[test]
+fn child() {
+    let Ok(case) = std::env::var("FORTALLOC_CASE") else {
+        return;
+    };
+    // SAFETY: every case below deliberately breaks the allocator's contract
+    // (double frees, overflows, writes after free) in this child process,
+    // whose outcome the parent asserts; the pointers come from fortalloc.
+    unsafe {
+        match case.as_str() {
+            "double-free-immediate" => {
+                let p = malloc(48);
+                free(p);
+                say_addr(p);
+                free(p);
+            }
+            "double-free-aba" => {
+                let a = malloc(48);
+                let b = malloc(48);
+                free(a);
+                free(b);
+                say_addr(a);
+                free(a);
+            }
+            "double-free-later" => {
+                let a = malloc(200);
+                free(a);
+                // Much happens in between, in other size classes.
+                let keep: Vec<*mut u8> = (0..10_000).map(|i| malloc(16 + (i % 7) * 300)).collect();
+                for p in keep {
+                    free(p);
+                }
+                say_addr(a);
+                free(a);
+            }
+            "double-free-cross-thread" => {
+                let a = malloc(64) as usize;
+                std::thread::spawn(move || free(a as *mut u8))
+                    .join()
+                    .expect("thread");
+                say_addr(a as *const u8);
+                free(a as *mut u8);
+            }
+            "double-free-after-realloc" => {
+                let a = malloc(32);
+                let b = fortalloc::realloc(a, 4000);
+                assert_ne!(a, b, "grew out of its block");
+                say_addr(a);
+                free(a);
+            }
+            "double-free-large" => {
+                let a = malloc(300_000);
+                free(a);
+                say_addr(a);
+                free(a);
+            }
+            "overflow-1-small" => {
+                let p = malloc(20);
+                say_addr(p);
+                *p.add(20) = 0;
+                free(p);
+            }
+            "overflow-8-small" => {
+                let p = malloc(24);
+                say_addr(p);
+                (p.add(24) as *mut u64).write_unaligned(0);
+                free(p);
+            }
+            "overflow-1-large" => {
+                let p = malloc(100_000);
+                say_addr(p);
+                *p.add(100_000) ^= 0xff;
+                free(p);
+            }
+            "overflow-8-large" => {
+                let p = malloc(100_000);
+                say_addr(p);
+                (p.add(100_000) as *mut u64).write_unaligned(u64::MAX);
+                free(p);
+            }
+            "overflow-on-realloc" => {
+                let p = malloc(40);
+                say_addr(p);
+                *p.add(40) = 1;
+                let _ = fortalloc::realloc(p, 80);
+            }
+            "write-after-free" => {
+                let p = malloc(64);
+                free(p);
+                say_addr(p);
+                // Past the first word (the free-list link).
+                *p.add(16) = 0x41;
+                for _ in 0..100_000 {
+                    let _ = std::hint::black_box(malloc(64));
+                }
+            }
+            "realloc-of-freed" => {
+                let p = malloc(64);
+                let _keep = malloc(64);
+                free(p);
+                say_addr(p);
+                let _ = fortalloc::realloc(p, 100);
+            }
+            "usable-size-of-freed" => {
+                let p = malloc(64);
+                let _keep = malloc(64);
+                free(p);
+                say_addr(p);
+                let _ = fortalloc::usable_size(p);
+            }
+            "poison-raw" | "poison-safe-linking" => {
+                static TARGET: [u64; 16] = [0; 16];
+                let target = TARGET.as_ptr() as usize;
+                let a = malloc(64);
+                let _b = malloc(64);
+                free(a);
+                let forged = if case == "poison-raw" {
+                    target
+                } else {
+                    // glibc's safe-linking: (slot address >> 12) ^ target.
+                    (a as usize >> 12) ^ target
+                };
+                (a as *mut usize).write(forged);
+                say_addr(a);
+                for _ in 0..10_000 {
+                    let p = malloc(64);
+                    if p as usize == target {
+                        println!("TARGET RETURNED");
+                        std::process::exit(7);
+                    }
+                }
+                println!("attack failed");
+            }
+            "handler" => {
+                static SEEN: std::sync::Mutex<Vec<(fortalloc::ErrorKind, usize)>> =
+                    std::sync::Mutex::new(Vec::new());
+                fn record(e: &fortalloc::ErrorInfo) {
+                    // try_lock: the handler must not block inside the allocator.
+                    if let Ok(mut v) = SEEN.try_lock() {
+                        if v.capacity() > v.len() {
+                            v.push((e.kind, e.address));
+                        }
+                    }
+                }
+                SEEN.lock().expect("lock").reserve(8);
+                fortalloc::set_error_handler(Some(record));
+                let p = malloc(48);
+                free(p);
+                free(p);
+                let q = malloc(48);
+                free(q);
+                fortalloc::set_error_handler(None);
+                let seen = SEEN.lock().expect("lock");
+                println!("seen={:?}", *seen);
+                assert_eq!(seen.len(), 1, "{seen:?}");
+                assert_eq!(seen[0], (fortalloc::ErrorKind::DoubleFree, p as usize));
+                println!("carried on");
+            }
+            other => panic!("unknown case {other}"),
+        }
+    }
+}
+
+#[cfg(feature = "double-free")]
+mod double_free {
+    use super::*;
+
+    #[test]
+    fn immediate() {
+        assert_detected("double-free-immediate", "double free");
+    }
+
+    #[test]
+    fn a_b_a() {
+        assert_detected("double-free-aba", "double free");
+    }
+
+    #[test]
+    fn after_other_allocations_and_frees() {
+        assert_detected("double-free-later", "double free");
+    }
+
+    #[test]
+    fn first_free_on_another_thread() {
+        assert_detected("double-free-cross-thread", "double free");
+    }
+
+    #[test]
+    fn of_a_block_realloc_moved() {
+        assert_detected("double-free-after-realloc", "double free");
+    }
+
+    #[test]
+    fn of_a_large_block() {
+        assert_detected("double-free-large", "double free");
+    }
+
+    #[test]
+    fn realloc_of_a_freed_block() {
+        assert_detected("realloc-of-freed", "invalid pointer (not a live block)");
+    }
+
+    #[test]
+    fn usable_size_of_a_freed_block() {
+        assert_detected("usable-size-of-freed", "invalid pointer (not a live block)");
+    }
+
+    #[test]
+    fn a_handler_sees_the_detection_and_the_program_carries_on() {
+        let o = run_case("handler");
+        assert_eq!(o.code, Some(0), "{} / {}", o.stderr, o.stdout);
+        assert!(o.stdout.contains("carried on"), "{}", o.stdout);
+        assert!(
+            !o.stderr.contains("fortalloc:"),
+            "no message with a handler: {}",
+            o.stderr
+        );
+    }
+}
+
+#[cfg(feature = "canary")]
+mod canary {
+    use super::*;
+
+    #[test]
+    fn one_byte_overflow_of_a_small_block() {
+        assert_detected("overflow-1-small", "heap buffer overflow");
+    }
+
+    #[test]
+    fn eight_byte_overflow_of_a_small_block() {
+        assert_detected("overflow-8-small", "heap buffer overflow");
+    }
+
+    #[test]
+    fn one_byte_overflow_of_a_large_block() {
+        assert_detected("overflow-1-large", "heap buffer overflow");
+    }
+
+    #[test]
+    fn eight_byte_overflow_of_a_large_block() {
+        assert_detected("overflow-8-large", "heap buffer overflow");
+    }
+
+    #[test]
+    fn overflow_caught_by_realloc() {
+        assert_detected("overflow-on-realloc", "heap buffer overflow");
+    }
+}
+
+#[cfg(feature = "zero-on-free")]
+mod zero_on_free {
+    use super::*;
+
+    #[test]
+    fn write_after_free_is_caught_when_the_block_is_reused() {
+        assert_detected("write-after-free", "write after free");
+    }
+
+    #[test]
+    fn a_dangling_reader_sees_zeros() {
+        let p = malloc(256);
+        // SAFETY: `p` is a live 256-byte block; reading it after the free is
+        // what a dangling pointer does, and the memory stays mapped (its
+        // page holds other live blocks).
+        unsafe {
+            let _keep = malloc(256);
+            std::ptr::write_bytes(p, 0xab, 256);
+            free(p);
+            for i in 8..256 {
+                assert_eq!(std::ptr::read_volatile(p.add(i)), 0, "byte {i} after free");
+            }
+        }
+    }
+}
+
+#[cfg(feature = "encoded-freelist")]
+mod encoded_freelist {
+    use super::*;
+
+    #[test]
+    fn forged_link_raw_is_refused() {
+        assert_detected("poison-raw", "corrupted free list");
+    }
+
+    #[test]
+    fn forged_link_in_safe_linking_form_is_refused() {
+        assert_detected("poison-safe-linking", "corrupted free list");
+    }
+
+    #[test]
+    fn freed_blocks_hold_no_plain_heap_address() {
+        // SAFETY: `a` and `b` are fortalloc blocks; the first word of `a` is
+        // read after its free, as a use-after-free reader would.
+        unsafe {
+            let a = malloc(32);
+            let b = malloc(32);
+            let _keep = malloc(32);
+            free(b);
+            free(a);
+            let link = std::ptr::read_volatile(a as *const usize);
+            assert_ne!(link, b as usize, "the link to b is encoded");
+            let seg = |x: usize| x & !((4 << 20) - 1);
+            assert_ne!(
+                seg(link),
+                seg(a as usize),
+                "the link does not point into the heap"
+            );
+        }
+    }
+}
+
+/// The plain build promises none of the above: a forged free-list link is
+/// followed, which is why the hardened build exists.
+#[cfg(not(feature = "encoded-freelist"))]
+#[test]
+fn plain_build_follows_a_forged_link() {
+    let o = run_case("poison-raw");
+    assert_eq!(o.code, Some(7), "{} / {}", o.stderr, o.stdout);
+    assert!(o.stdout.contains("TARGET RETURNED"));
+}
+
+/// Consecutive allocations of one size: the fraction whose address is the
+/// next block up from the previous one. The plain build hands out fresh
+/// blocks in address order; `random-order` must not. The threshold is fixed
+/// and the plain build fails it.
+#[test]
+fn allocation_order_randomness() {
+    let blocks: Vec<usize> = (0..2000).map(|_| malloc(48) as usize).collect();
+    // SAFETY: a live block.
+    let stride = unsafe { fortalloc::usable_size(blocks[0] as *const u8) };
+    let stride = if stride == 48 {
+        48
+    } else {
+        stride.next_multiple_of(8).max(56)
+    };
+    let neighbours = blocks
+        .windows(2)
+        .filter(|w| w[1] > w[0] && w[1] - w[0] <= stride.max(64))
+        .count();
+    for &p in &blocks {
+        // SAFETY: each block is live and freed once.
+        unsafe { free(p as *mut u8) };
+    }
+    let f = neighbours as f64 / (blocks.len() - 1) as f64;
+    if cfg!(feature = "random-order") {
+        assert!(
+            f < 0.25,
+            "random order: {f:.3} of consecutive blocks are neighbours"
+        );
+    } else {
+        assert!(
+            f > 0.9,
+            "plain order is address order, failing the threshold: {f:.3}"
+        );
+    }
+}
