@@ -77,6 +77,23 @@ fn set_bit(map: &mut [u64; WORDS], i: usize, on: bool) {
 /// taken from the dirty free ones first, since its memory is still resident
 /// and reusing it saves a purge now and page faults after.
 fn find_run(a: &Arena, n: usize) -> Option<usize> {
+    if n == 1 && crate::harden::guard::ON {
+        // The hardened build takes a random free slice, so segment
+        // addresses do not repeat from run to run.
+        let free: u32 = a.used.iter().map(|w| (!w).count_ones()).sum();
+        if free == 0 {
+            return None;
+        }
+        let mut k = crate::harden::guard::pick(free as usize);
+        for i in 0..SLICES {
+            if !bit(&a.used, i) {
+                if k == 0 {
+                    return Some(i);
+                }
+                k -= 1;
+            }
+        }
+    }
     if n == 1 {
         for (w, (&used, &dirty)) in a.used.iter().zip(a.dirty.iter()).enumerate() {
             let warm = !used & dirty;
@@ -130,7 +147,8 @@ pub fn alloc(size: usize) -> Option<Span> {
             if arenas.count == MAX_ARENAS {
                 return None;
             }
-            let base = os::map_aligned(ARENA_SIZE, SEGMENT_SIZE);
+            let hint = crate::harden::guard::arena_hint(ARENA_SIZE);
+            let base = os::map_aligned_at_hint(ARENA_SIZE, SEGMENT_SIZE, hint);
             if base.is_null() {
                 return None;
             }

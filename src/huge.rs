@@ -14,7 +14,7 @@ use core::ptr;
 
 use crate::constants::{MAX_ALLOC, SEGMENT_SIZE, WORD};
 use crate::segment::{self, Segment};
-use crate::{os, segment_map, stats};
+use crate::{harden, os, segment_map, stats};
 
 fn round_up(x: usize, to: usize) -> usize {
     (x + to - 1) & !(to - 1)
@@ -27,9 +27,12 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         return ptr::null_mut();
     }
     let info = segment::info_size();
+    // The hardened build keeps at least one OS page after the block, as a
+    // guard.
+    let tail = harden::guard::header_guard();
     let (seg, total, offset, is_zero, in_arena) = if align <= SEGMENT_SIZE {
         let offset = round_up(info, align.max(WORD));
-        let total = round_up(offset + size.max(1), SEGMENT_SIZE);
+        let total = round_up(offset + size.max(1) + tail, SEGMENT_SIZE);
         let Some(fresh) = segment::os_alloc(total) else {
             return ptr::null_mut();
         };
@@ -38,13 +41,15 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         // The block must be `align`-aligned and its segment segment-aligned:
         // put the block exactly one segment past the header.
         let offset = SEGMENT_SIZE;
-        let total = round_up(offset + size.max(1), os::page_size());
+        let total = round_up(offset + size.max(1) + tail, os::page_size());
         let raw = os::map_aligned_offset(total, align, offset);
         if raw.is_null() {
             return raw;
         }
         stats::RESERVED.increase(total);
         stats::SEGMENTS.increase(1);
+        // SAFETY: the mapping was just made and is ours alone.
+        unsafe { harden::guard::segment_taken(raw, total, info, false) };
         // SAFETY: the mapping was just made.
         unsafe { os::advise_huge_pages(raw, total) };
         let seg = raw as *mut Segment;
@@ -53,9 +58,22 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     };
     // SAFETY: the segment is mapped, ours alone, and larger than its header.
     unsafe {
-        segment::init_huge(seg, total, offset);
+        // Usable up to the end of the block's last OS page; past it, in the
+        // hardened build, the guard.
+        let block_size = if harden::guard::ON {
+            round_up(offset + size.max(1), os::page_size()) - offset
+        } else {
+            total - offset
+        };
+        segment::init_huge(seg, total, offset, block_size);
         (*seg).in_arena = in_arena;
         let block = (seg as *mut u8).add(offset);
+        harden::guard::around_block(
+            seg as usize + info,
+            block as usize,
+            block as usize + size.max(1),
+            seg as usize + total,
+        );
         stats::HUGE.increase(1);
         stats::HUGE_BYTES.increase(total - offset);
         stats::IN_USE.increase(total - offset);

@@ -72,6 +72,9 @@ pub struct Page {
     pub div_limit: u32,
     /// A free page whose memory is still resident, due to be purged.
     pub purge_pending: bool,
+    /// The guard page at the end of this slot's area is in place (hardened
+    /// build; kept across uses of the slot while the segment lives).
+    pub guarded: bool,
     /// `capacity_bytes` of the page's last use, kept after it is freed (with
     /// its geometry: `page_start`, `div_*`) so the hardened build can tell a
     /// late second free of one of its blocks from a wild pointer.
@@ -113,6 +116,7 @@ impl Page {
             div_inv: 0,
             div_limit: 0,
             purge_pending: false,
+            guarded: false,
             freed_bytes: 0,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),

@@ -72,9 +72,10 @@ pub struct Segment {
 /// Header size rounded to whole OS pages.
 pub fn info_size() -> usize {
     let ps = os::page_size();
-    // The hardened build's live-block bitmap follows the descriptors.
+    // The hardened build's live-block bitmaps follow the descriptors, and a
+    // guard page follows them.
     let bytes = core::mem::size_of::<Segment>().next_multiple_of(64) + harden::BITMAP_BYTES;
-    (bytes + ps - 1) & !(ps - 1)
+    ((bytes + ps - 1) & !(ps - 1)) + harden::guard::header_guard()
 }
 
 /// The segment whose header holds `page`.
@@ -220,6 +221,8 @@ pub fn os_alloc(size: usize) -> Option<Fresh> {
         // Stale entries of segments that used this memory before.
         segment_map::remove_range(fresh.seg as usize, size);
     }
+    // SAFETY: the memory was just taken and is ours alone.
+    unsafe { harden::guard::segment_taken(fresh.seg.cast(), size, info_size(), fresh.in_arena) };
     segment_map::insert(fresh.seg);
     stats::SEGMENTS.increase(1);
     Some(fresh)
@@ -240,6 +243,7 @@ pub unsafe fn os_free(seg: *mut Segment) {
             segment_map::remove(seg);
         }
         if (*seg).in_arena {
+            harden::guard::segment_released(seg.cast(), size, info_size());
             arena::free(seg.cast(), size);
         } else {
             os::unmap(seg.cast(), size);
@@ -469,12 +473,27 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
         let natural = 1usize << bsize.trailing_zeros();
         let align = natural.min(area_end - seg as usize);
         let start = (area_start + align - 1) & !(align - 1);
-        let reserved = if start < area_end {
-            (area_end - start) / bsize
+        let page = pages.add(idx);
+        // The hardened build keeps the area's last OS page as a guard, and
+        // gives each large block a segment of its own, guarded around.
+        let guarded = kind != Kind::Large && harden::guard::ON;
+        let blocks_end = if guarded {
+            area_end - harden::guard::page_guard()
+        } else {
+            area_end
+        };
+        let mut reserved = if start < blocks_end {
+            (blocks_end - start) / bsize
         } else {
             0
         };
-        let page = pages.add(idx);
+        if guarded && reserved > 0 {
+            harden::guard::page_slot(page, area_end);
+        }
+        if kind == Kind::Large && harden::guard::ON && reserved > 0 {
+            reserved = 1;
+            harden::guard::around_block(area_start, start, start + bsize, area_end);
+        }
         harden::clear_live_bits(start, start + reserved * bsize);
         page::init(page, heap, bin as u8, bsize, start as *mut u8, reserved);
         stats::PAGES.increase(1);
@@ -604,7 +623,7 @@ unsafe fn purge_marked_pages(seg: *mut Segment) {
 /// # Safety
 /// `seg` must be a mapped huge segment nobody else uses, with at least
 /// `offset` + one OS page mapped.
-pub unsafe fn init_huge(seg: *mut Segment, size: usize, offset: usize) {
+pub unsafe fn init_huge(seg: *mut Segment, size: usize, offset: usize, block_size: usize) {
     // SAFETY: exclusive access per the caller.
     unsafe {
         init_header(seg, ptr::null_mut(), Kind::Huge);
@@ -612,6 +631,6 @@ pub unsafe fn init_huge(seg: *mut Segment, size: usize, offset: usize) {
         (*seg).block_offset = offset;
         (*seg).used_pages = 1;
         let page = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
-        page::init_single(page, size - offset, (seg as *mut u8).add(offset));
+        page::init_single(page, block_size, (seg as *mut u8).add(offset));
     }
 }

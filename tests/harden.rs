@@ -254,6 +254,56 @@ fn child() {
                 assert_eq!(seen[0], (fortalloc::ErrorKind::DoubleFree, p as usize));
                 println!("carried on");
             }
+            "overflow-large-linear" => {
+                let p = malloc(100_000);
+                println!("writing");
+                for i in 100_000..100_000 + 8192 {
+                    std::ptr::write_volatile(p.add(i), 0x41);
+                }
+                println!("no fault");
+            }
+            "underflow-large" => {
+                let p = malloc(100_000);
+                println!("writing");
+                std::ptr::write_volatile(p.sub(1), 0x41);
+                println!("no fault");
+            }
+            "overflow-small-linear" => {
+                // A fresh size class: its page holds this one block first.
+                let p = malloc(7000);
+                println!("writing");
+                for i in 7000..(64 << 10) + 8192 {
+                    std::ptr::write_volatile(p.add(i), 0x41);
+                }
+                println!("no fault");
+            }
+            "overflow-huge-linear" => {
+                let p = malloc(5 << 20);
+                println!("writing");
+                for i in (5 << 20)..(5 << 20) + 8192 {
+                    std::ptr::write_volatile(p.add(i), 0x41);
+                }
+                println!("no fault");
+            }
+            "read-after-free-large" | "read-after-free-huge" => {
+                let n = if case == "read-after-free-large" {
+                    300_000
+                } else {
+                    8 << 20
+                };
+                let p = malloc(n);
+                std::ptr::write_bytes(p, 1, n);
+                free(p);
+                println!("reading");
+                let v = std::ptr::read_volatile(p.add(n / 2));
+                println!("no fault {v}");
+            }
+            "layout" => {
+                let small = malloc(64) as usize;
+                let large = malloc(300_000) as usize;
+                let huge = malloc(8 << 20) as usize;
+                println!("layout={:#x},{:#x},{:#x}", small, large, huge);
+            }
             other => panic!("unknown case {other}"),
         }
     }
@@ -451,5 +501,87 @@ fn allocation_order_randomness() {
             f > 0.9,
             "plain order is address order, failing the threshold: {f:.3}"
         );
+    }
+}
+
+/// A child that must die of SIGSEGV after it started the violation (it
+/// prints "writing"/"reading" first), never reaching "no fault".
+fn assert_faults(case: &str) {
+    let o = run_case(case);
+    assert_eq!(
+        o.signal,
+        Some(libc::SIGSEGV),
+        "{case}: {} / {}",
+        o.stderr,
+        o.stdout
+    );
+    assert!(!o.stdout.contains("no fault"), "{case}: {}", o.stdout);
+}
+
+#[cfg(feature = "guard-pages")]
+mod guard_pages {
+    use super::*;
+
+    #[test]
+    fn linear_overflow_off_a_large_block_faults_within_a_page() {
+        assert_faults("overflow-large-linear");
+    }
+
+    #[test]
+    fn underflow_before_a_large_block_faults() {
+        assert_faults("underflow-large");
+    }
+
+    #[test]
+    fn linear_overflow_off_a_small_page_faults() {
+        assert_faults("overflow-small-linear");
+    }
+
+    #[test]
+    fn linear_overflow_off_a_huge_block_faults_within_a_page() {
+        assert_faults("overflow-huge-linear");
+    }
+
+    #[test]
+    fn freed_large_blocks_are_inaccessible_at_once() {
+        assert_faults("read-after-free-large");
+    }
+
+    #[test]
+    fn freed_huge_blocks_are_inaccessible_at_once() {
+        assert_faults("read-after-free-huge");
+    }
+}
+
+/// With ASLR off, a plain build lays the heap out the same way every run;
+/// the guard-pages build must not.
+#[test]
+fn layouts_with_aslr_off() {
+    use std::os::unix::process::CommandExt;
+    let run = || {
+        let exe = std::env::current_exe().expect("test binary");
+        let mut cmd = Command::new(exe);
+        cmd.args(["--exact", "child", "--nocapture", "--test-threads=1"])
+            .env("FORTALLOC_CASE", "layout");
+        // SAFETY: personality(2) only changes how the exec'd image is laid
+        // out; it allocates nothing and is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong);
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("spawn child");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        stdout
+            .split_once("layout=")
+            .map(|(_, l)| l.lines().next().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no layout printed: {stdout}"))
+    };
+    let (a, b) = (run(), run());
+    if cfg!(feature = "guard-pages") {
+        assert_ne!(a, b, "randomized segment bases");
+    } else {
+        assert_eq!(a, b, "the plain build is deterministic without ASLR");
     }
 }

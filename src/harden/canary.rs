@@ -1,15 +1,17 @@
-//! `canary`: the bytes between the requested size and the block's end hold
-//! a per-page secret, checked on free and realloc, so even a one-byte
-//! overflow is caught.
+//! `canary`: the bytes right after the requested size hold a per-page
+//! secret, checked on free and realloc, so even a one-byte overflow is
+//! caught.
 //!
 //! ```text
-//! block                size                      bsize - 4     bsize
-//! | caller's bytes ... | canary bytes (>= 1) ...  | tail: u32  |
+//! block                size          size + n            bsize - 4    bsize
+//! | caller's bytes ... | canary bytes | (slack, unchecked) | tail: u32 |
 //! ```
-//! The tail holds `(bsize - size) ^ key`, so the requested size can be
-//! recovered (for `usable_size`) and an overflow that reaches the tail
-//! garbles it. Each canary byte is a byte of the page key chosen by its
-//! offset, so a run of equal bytes never matches.
+//! `n` is up to 8 bytes (at least 1): a linear overflow passes through them
+//! first, so checking more would cost time in proportion to the slack and
+//! catch nothing more. The tail holds `(bsize - size) ^ key`, so the
+//! requested size can be recovered (for `usable_size`) and an overflow that
+//! reaches the tail garbles it. Each canary byte is a byte of the page key
+//! chosen by its address, so a run of equal bytes never matches.
 
 use crate::constants::LARGE_OBJ_MAX;
 use crate::page::Page;
@@ -37,6 +39,14 @@ fn canary_byte(key: usize, p: *mut u8, i: usize) -> u8 {
     (key.rotate_right((((p as usize + i) & 7) * 8) as u32) as u8) ^ 0x5a
 }
 
+/// Bytes checked after the request: up to 8, before the tail.
+const CANARY_BYTES: usize = 8;
+
+#[inline(always)]
+fn canary_end(size: usize, bsize: usize) -> usize {
+    (size + CANARY_BYTES).min(bsize - 4)
+}
+
 /// Writes the canary of a block of `page` handed out for `size` bytes.
 ///
 /// # Safety
@@ -46,7 +56,7 @@ pub unsafe fn write(page: *const Page, p: *mut u8, size: usize) {
     unsafe {
         let bsize = (*page).block_size;
         let k = key(page);
-        for i in size..bsize - 4 {
+        for i in size..canary_end(size, bsize) {
             *p.add(i) = canary_byte(k, p, i);
         }
         (p.add(bsize - 4) as *mut u32).write_unaligned(((bsize - size) ^ k) as u32);
@@ -67,7 +77,7 @@ pub unsafe fn check(page: *const Page, p: *mut u8) -> Option<usize> {
             return None;
         }
         let size = bsize - delta;
-        for i in size..bsize - 4 {
+        for i in size..canary_end(size, bsize) {
             if *p.add(i) != canary_byte(k, p, i) {
                 return None;
             }

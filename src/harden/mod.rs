@@ -11,6 +11,7 @@
 mod canary;
 mod double_free;
 mod encode;
+pub mod guard;
 mod order;
 pub mod random;
 mod zero;

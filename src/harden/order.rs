@@ -22,7 +22,9 @@ const MAX_BATCH: usize = 512;
 /// when randomizing, so a permutation has room to be random.
 #[inline]
 pub fn batch(bsize: usize, left: usize) -> usize {
-    let min = if ON { 16 } else { 4 };
+    // Randomizing small blocks needs a batch of some size to shuffle; big
+    // ones keep the plain minimum, so a batch never touches much memory.
+    let min = if ON && bsize <= 1024 { 16 } else { 4 };
     (EXTEND_BYTES / bsize).clamp(min, MAX_BATCH).min(left)
 }
 

@@ -26,14 +26,21 @@ pub fn page_size() -> usize {
 /// Maps `size` bytes of fresh, zeroed, read-write memory anywhere.
 /// Returns null on failure.
 pub fn map(size: usize) -> *mut u8 {
+    map_at_hint(size, 0)
+}
+
+/// Maps `size` fresh bytes, preferably at `hint` (a page-aligned address;
+/// 0 for none). The kernel uses the hint only if the range is free, and
+/// never replaces an existing mapping (no MAP_FIXED).
+pub fn map_at_hint(size: usize, hint: usize) -> *mut u8 {
     if size == 0 {
         return ptr::null_mut();
     }
-    // SAFETY: an anonymous private mapping with a null hint cannot alias any
-    // existing Rust object; the kernel picks a fresh range.
+    // SAFETY: an anonymous private mapping without MAP_FIXED cannot alias
+    // any existing Rust object; the kernel picks a fresh range.
     let p = unsafe {
         libc::mmap(
-            ptr::null_mut(),
+            hint as *mut libc::c_void,
             size,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
@@ -52,11 +59,16 @@ pub fn map(size: usize) -> *mut u8 {
 /// least the page size). Over-reserves and trims the excess at both ends so
 /// no address space is left behind. Returns null on failure.
 pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
+    map_aligned_at_hint(size, align, 0)
+}
+
+/// [`map_aligned`], preferably near `hint` (0 for none).
+pub fn map_aligned_at_hint(size: usize, align: usize, hint: usize) -> *mut u8 {
     debug_assert!(align.is_power_of_two());
     let Some(total) = size.checked_add(align) else {
         return ptr::null_mut();
     };
-    let raw = map(total);
+    let raw = map_at_hint(total, hint);
     if raw.is_null() {
         return raw;
     }
@@ -103,6 +115,27 @@ pub unsafe fn advise_huge_pages(p: *mut u8, size: usize) {
     // change its contents.
     unsafe {
         libc::madvise(p.cast(), size, libc::MADV_HUGEPAGE);
+    }
+}
+
+/// Makes `[p, p+size)` readable and writable, or inaccessible.
+///
+/// # Safety
+/// `[p, p+size)` must be page-aligned memory this process mapped, and with
+/// `accessible == false` nothing may access it until it is made accessible
+/// again.
+pub unsafe fn protect(p: *mut u8, size: usize, accessible: bool) {
+    let prot = if accessible {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_NONE
+    };
+    // SAFETY: the caller guarantees the range is ours and unused while
+    // inaccessible. A failure (ENOMEM when the process is out of mappings)
+    // leaves the range as it was: a guard that is missing, never memory
+    // that is missing.
+    unsafe {
+        libc::mprotect(p.cast(), size, prot);
     }
 }
 

@@ -11,7 +11,8 @@ mod thread_key;
 mod time;
 
 pub use memory::{
-    advise_huge_pages, map, map_aligned, map_aligned_offset, page_size, purge, set_huge_pages, unmap,
+    advise_huge_pages, map, map_aligned, map_aligned_at_hint, map_aligned_offset, page_size, protect, purge,
+    set_huge_pages, unmap,
 };
 pub use process::{abort, write_stderr, yield_now};
 pub use random::random_u64;

@@ -14,6 +14,7 @@ use fortalloc_bench::rss::peak_rss_kb;
 use fortalloc_bench::workloads;
 
 const SELECTED: usize = cfg!(feature = "alloc-fortalloc") as usize
+    + cfg!(feature = "alloc-fortalloc-secure") as usize
     + cfg!(feature = "alloc-system") as usize
     + cfg!(feature = "alloc-mimalloc") as usize
     + cfg!(feature = "alloc-mimalloc-v2") as usize
@@ -25,11 +26,13 @@ const _: () = assert!(
     "enable at most one alloc-* feature of fortalloc-bench"
 );
 
-#[cfg(feature = "alloc-fortalloc")]
+#[cfg(any(feature = "alloc-fortalloc", feature = "alloc-fortalloc-secure"))]
 #[global_allocator]
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 #[cfg(feature = "alloc-fortalloc")]
 const ALLOCATOR: &str = "fortalloc";
+#[cfg(feature = "alloc-fortalloc-secure")]
+const ALLOCATOR: &str = "fortalloc-secure";
 
 #[cfg(feature = "alloc-system")]
 #[global_allocator]
@@ -38,6 +41,7 @@ static GLOBAL: std::alloc::System = std::alloc::System;
     feature = "alloc-system",
     not(any(
         feature = "alloc-fortalloc",
+        feature = "alloc-fortalloc-secure",
         feature = "alloc-mimalloc",
         feature = "alloc-mimalloc-v2",
         feature = "alloc-mimalloc-secure",

@@ -23,6 +23,11 @@ pub static ALL: &[Allocator] = &[
         about: "this crate",
     },
     Allocator {
+        name: "fortalloc-secure",
+        feature: "alloc-fortalloc-secure",
+        about: "this crate, feature secure (every hardening defence)",
+    },
+    Allocator {
         name: "system",
         feature: "alloc-system",
         about: "std::alloc::System (glibc malloc)",
