@@ -34,9 +34,17 @@ fn key(page: *const Page) -> usize {
     unsafe { (*page).keys[1] }
 }
 
+/// The canary byte at address `p + i`: byte `(p + i) % 8` of the masked
+/// key, so the canary is the key word tiled over aligned addresses.
 #[inline(always)]
 fn canary_byte(key: usize, p: *mut u8, i: usize) -> u8 {
-    (key.rotate_right((((p as usize + i) & 7) * 8) as u32) as u8) ^ 0x5a
+    canary_word(key, p, i) as u8
+}
+
+/// The 8 canary bytes starting at address `p + i`, as a little-endian word.
+#[inline(always)]
+fn canary_word(key: usize, p: *mut u8, i: usize) -> u64 {
+    ((key as u64) ^ 0x5a5a_5a5a_5a5a_5a5a).rotate_right((((p as usize + i) & 7) * 8) as u32)
 }
 
 /// Bytes checked after the request: up to 8, before the tail.
@@ -56,8 +64,13 @@ pub unsafe fn write(page: *const Page, p: *mut u8, size: usize) {
     unsafe {
         let bsize = (*page).block_size;
         let k = key(page);
-        for i in size..canary_end(size, bsize) {
-            *p.add(i) = canary_byte(k, p, i);
+        let end = canary_end(size, bsize);
+        if end - size == CANARY_BYTES {
+            (p.add(size) as *mut u64).write_unaligned(canary_word(k, p, size));
+        } else {
+            for i in size..end {
+                *p.add(i) = canary_byte(k, p, i);
+            }
         }
         (p.add(bsize - 4) as *mut u32).write_unaligned(((bsize - size) ^ k) as u32);
     }
@@ -77,7 +90,11 @@ pub unsafe fn check(page: *const Page, p: *mut u8) -> Option<usize> {
             return None;
         }
         let size = bsize - delta;
-        for i in size..canary_end(size, bsize) {
+        let end = canary_end(size, bsize);
+        if end - size == CANARY_BYTES {
+            return ((p.add(size) as *const u64).read_unaligned() == canary_word(k, p, size)).then_some(size);
+        }
+        for i in size..end {
             if *p.add(i) != canary_byte(k, p, i) {
                 return None;
             }
