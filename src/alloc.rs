@@ -9,7 +9,7 @@ use crate::constants::{LARGE_OBJ_MAX, MAX_ALLOC, MIN_ALIGN, SIZE_ALIGN_MAX, SMAL
 use crate::heap::{self, malloc_generic};
 use crate::page::{self, Block, Page};
 use crate::segment::{self, Kind, Segment};
-use crate::size_class::{natural_size_for_align, wsize_of};
+use crate::size_class::{block_size_of, natural_size_for_align, wsize_of};
 use crate::{arena, error, harden, huge, segment_map, stats, thread};
 
 /// Allocates `size` bytes aligned to at least a word. Null on failure.
@@ -218,6 +218,63 @@ pub unsafe fn free(p: *mut u8) {
             free_other(seg, page, p as *mut Block);
         }
     }
+}
+
+/// Frees a block the caller says was allocated for `size` bytes with
+/// alignment `align` (C++ sized `delete`, C23 `free_sized`). The hardened
+/// build checks that the size belongs to the block and reports a mismatch
+/// instead of freeing; the plain build frees without looking.
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
+    if harden::HARDENED && !p.is_null() {
+        // SAFETY: `p` is non-null and, per the caller, was live.
+        unsafe {
+            let Some((_, page)) = checked_page(p, "invalid free") else {
+                return;
+            };
+            if !size_matches(page, p, size, align) {
+                error::report(error::ErrorKind::SizeMismatch, p as usize, (*page).block_size);
+                return;
+            }
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { free(p) }
+}
+
+/// Whether a request of `size` bytes aligned to `align` gets blocks like
+/// the one at `p`.
+///
+/// # Safety
+/// `p` must be a block start of the in-use `page`.
+unsafe fn size_matches(page: *mut Page, p: *mut u8, size: usize, align: usize) -> bool {
+    // SAFETY: per the caller.
+    unsafe {
+        let bsize = (*page).block_size;
+        if bsize > LARGE_OBJ_MAX {
+            // Huge: the block is the request rounded up to OS pages (plus
+            // the alignment's offset at most).
+            return size <= bsize && bsize - size < os_page_slack(align);
+        }
+        if let Some(requested) = harden::requested_size(page, p) {
+            return requested == size;
+        }
+        let req = if align <= MIN_ALIGN {
+            Some(harden::padded(size))
+        } else if align <= SIZE_ALIGN_MAX && size <= SMALL_SIZE_MAX {
+            Some((harden::padded(size) + align - 1) & !(align - 1))
+        } else {
+            natural_size_for_align(harden::padded(size), align)
+        };
+        req.is_some_and(|r| r <= LARGE_OBJ_MAX && block_size_of(r) == bsize)
+    }
+}
+
+/// Most bytes a huge block can exceed its request by.
+fn os_page_slack(align: usize) -> usize {
+    crate::constants::SEGMENT_SIZE + align.max(crate::os::page_size())
 }
 
 /// Frees a block this thread does not own: huge, or another thread's.

@@ -39,7 +39,8 @@ mod thread;
 use core::alloc::{GlobalAlloc, Layout};
 
 pub use alloc::{
-    collect, free, malloc, malloc_aligned, realloc, realloc_aligned, usable_size, zalloc, zalloc_aligned,
+    collect, free, free_sized, malloc, malloc_aligned, realloc, realloc_aligned, usable_size, zalloc,
+    zalloc_aligned,
 };
 pub use error::{set_error_handler, ErrorHandler, ErrorInfo, ErrorKind};
 pub use fork::{fork_child, fork_parent, fork_prepare};

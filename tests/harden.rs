@@ -304,6 +304,12 @@ fn child() {
                 let huge = malloc(8 << 20) as usize;
                 println!("layout={:#x},{:#x},{:#x}", small, large, huge);
             }
+            "sized-free-mismatch" => {
+                let p = malloc(100);
+                say_addr(p);
+                fortalloc::free_sized(p, 3000, 8);
+                println!("freed");
+            }
             other => panic!("unknown case {other}"),
         }
     }
@@ -597,4 +603,40 @@ fn layouts_with_aslr_off() {
     } else {
         assert_eq!(a, b, "the plain build is deterministic without ASLR");
     }
+}
+
+/// Sized frees with the right size (and alignment) free quietly in every
+/// build, for every kind of block.
+#[test]
+fn sized_frees_with_the_right_size() {
+    for (size, align) in [
+        (0, 8),
+        (1, 8),
+        (100, 8),
+        (100, 16),
+        (100, 64),
+        (5000, 8),
+        (40_000, 4096),
+        (300_000, 8),
+        (3 << 20, 8),
+        (9 << 20, 1 << 23),
+    ] {
+        let p = fortalloc::malloc_aligned(size, align);
+        assert!(!p.is_null());
+        // SAFETY: `p` is live, allocated with exactly this size and alignment.
+        unsafe { fortalloc::free_sized(p, size, align) };
+    }
+}
+
+#[cfg(any(
+    feature = "encoded-freelist",
+    feature = "double-free",
+    feature = "canary",
+    feature = "zero-on-free",
+    feature = "random-order",
+    feature = "guard-pages"
+))]
+#[test]
+fn sized_free_with_the_wrong_size_is_caught() {
+    assert_detected("sized-free-mismatch", "sized free with the wrong size");
 }

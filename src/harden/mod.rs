@@ -24,6 +24,10 @@ pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, decode_next, encode_next};
 pub use order::{batch, build_free_list, prefer_growth};
 
+/// Any defence is on: the checks every hardened build makes (sized frees)
+/// are on too.
+pub const HARDENED: bool = CHECKS || KEYS || RANDOM || guard::ON;
+
 /// Some defence that checks blocks on malloc or free is on.
 const CHECKS: bool = canary::ON || double_free::ON || zero::ON;
 /// Pages need secret keys.
@@ -147,6 +151,22 @@ pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
             return size;
         }
         Some(bsize)
+    }
+}
+
+/// The size a live block was requested with, when the canary records it.
+///
+/// # Safety
+/// `p` must be a live block start of the in-use `page`.
+#[inline]
+pub unsafe fn requested_size(page: *const Page, p: *mut u8) -> Option<usize> {
+    // SAFETY: per the caller.
+    unsafe {
+        if canary::applies((*page).block_size) {
+            canary::check(page, p)
+        } else {
+            None
+        }
     }
 }
 
