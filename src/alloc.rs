@@ -15,6 +15,9 @@ use crate::{arena, error, harden, huge, segment_map, stats, thread};
 /// Allocates `size` bytes aligned to at least a word. Null on failure.
 #[inline]
 pub fn malloc(size: usize) -> *mut u8 {
+    if harden::zero_size::ON && size == 0 {
+        return harden::zero_size::alloc();
+    }
     malloc_block(harden::padded(size), size)
 }
 
@@ -203,6 +206,9 @@ pub unsafe fn free(p: *mut u8) {
     if p.is_null() {
         return;
     }
+    if harden::zero_size::ON && harden::zero_size::owns(p) {
+        return free_zero_size(p);
+    }
     // SAFETY: `p` is non-null; the caller promises it was live.
     unsafe {
         let Some((seg, page)) = checked_page(p, "invalid free") else {
@@ -220,6 +226,13 @@ pub unsafe fn free(p: *mut u8) {
     }
 }
 
+#[cold]
+fn free_zero_size(p: *mut u8) {
+    if harden::zero_size::free(p).is_err() {
+        error::report(error::ErrorKind::DoubleFree, p as usize, 0);
+    }
+}
+
 /// Frees a block the caller says was allocated for `size` bytes with
 /// alignment `align` (C++ sized `delete`, C23 `free_sized`). The hardened
 /// build checks that the size belongs to the block and reports a mismatch
@@ -228,6 +241,13 @@ pub unsafe fn free(p: *mut u8) {
 /// # Safety
 /// As for [`free`].
 pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
+    if harden::zero_size::ON && harden::zero_size::owns(p) {
+        if size != 0 {
+            error::report(error::ErrorKind::SizeMismatch, p as usize, 0);
+            return;
+        }
+        return free_zero_size(p);
+    }
     if harden::HARDENED && !p.is_null() {
         // SAFETY: `p` is non-null and, per the caller, was live.
         unsafe {
@@ -309,7 +329,7 @@ unsafe fn free_other(seg: *mut Segment, page: *mut Page, block: *mut Block) {
 /// # Safety
 /// `p` must be null or a live pointer returned by fortalloc.
 pub unsafe fn usable_size(p: *const u8) -> usize {
-    if p.is_null() {
+    if p.is_null() || (harden::zero_size::ON && harden::zero_size::owns(p)) {
         return 0;
     }
     // SAFETY: non-null, live per the caller.
@@ -340,6 +360,13 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
 pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     if p.is_null() {
         return malloc_aligned(new_size, align);
+    }
+    if harden::zero_size::ON && harden::zero_size::owns(p) {
+        let q = malloc_aligned(new_size, align);
+        if !q.is_null() {
+            free_zero_size(p);
+        }
+        return q;
     }
     // SAFETY: `p` is live per the caller.
     unsafe {

@@ -310,6 +310,21 @@ fn child() {
                 fortalloc::free_sized(p, 3000, 8);
                 println!("freed");
             }
+            "zero-size-read" => {
+                let a = fortalloc::malloc(0);
+                let b = fortalloc::malloc(0);
+                assert!(!a.is_null() && !b.is_null() && a != b, "unique");
+                free(b);
+                println!("reading");
+                let v = std::ptr::read_volatile(a);
+                println!("no fault {v}");
+            }
+            "zero-size-double-free" => {
+                let a = fortalloc::malloc(0);
+                free(a);
+                say_addr(a);
+                free(a);
+            }
             other => panic!("unknown case {other}"),
         }
     }
@@ -553,6 +568,19 @@ mod guard_pages {
     #[test]
     fn linear_overflow_off_a_huge_block_faults_within_a_page() {
         assert_faults("overflow-huge-linear");
+    }
+
+    #[test]
+    fn zero_size_allocations_are_unique_and_inaccessible() {
+        assert_faults("zero-size-read");
+    }
+
+    #[test]
+    fn zero_size_double_free_is_caught() {
+        let o = run_case("zero-size-double-free");
+        assert_eq!(o.signal, Some(libc::SIGABRT), "{} / {}", o.stderr, o.stdout);
+        let expect = format!("fortalloc: double free at {}", printed_addr(&o));
+        assert!(o.stderr.contains(&expect), "{}", o.stderr);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod guard;
 mod order;
 pub mod random;
 mod zero;
+pub mod zero_size;
 
 use crate::constants::LARGE_OBJ_MAX;
 use crate::error::{self, ErrorKind};

@@ -1,0 +1,100 @@
+//! `guard-pages`, for `malloc(0)`: a unique pointer into memory that is
+//! never accessible, so any use of a zero-size allocation faults.
+//!
+//! One reservation of `REGION` bytes, never readable or writable, cut into
+//! 16-byte slots handed out round-robin; a bitmap (an ordinary mapping,
+//! touched only where used) says which slots are live, so a slot is not
+//! handed out twice while live and a second free of one is caught.
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::os;
+
+pub const ON: bool = super::guard::ON;
+
+const SLOT: usize = 16;
+const REGION: usize = 1 << 30;
+const SLOTS: usize = REGION / SLOT;
+
+static BASE: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static CURSOR: AtomicUsize = AtomicUsize::new(0);
+
+/// Maps the region and its bitmap on first use; 0 if out of memory.
+fn base() -> usize {
+    let b = BASE.load(Ordering::Acquire);
+    if b != 0 {
+        return b;
+    }
+    let region = os::map(REGION);
+    let bits = os::map(SLOTS / 8);
+    if region.is_null() || bits.is_null() {
+        return 0;
+    }
+    // SAFETY: the region was just mapped and nothing uses it.
+    unsafe { os::protect(region, REGION, false) };
+    match BASE.compare_exchange(0, region as usize, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            LIVE.store(bits as usize, Ordering::Release);
+            region as usize
+        }
+        Err(winner) => {
+            // SAFETY: our mappings lost the race and were never published.
+            unsafe {
+                os::unmap(region, REGION);
+                os::unmap(bits, SLOTS / 8);
+            }
+            // Wait for the winner to publish its bitmap.
+            while LIVE.load(Ordering::Acquire) == 0 {
+                core::hint::spin_loop();
+            }
+            winner
+        }
+    }
+}
+
+fn word(slot: usize) -> (&'static AtomicU64, u64) {
+    let bits = LIVE.load(Ordering::Acquire) as *const AtomicU64;
+    // SAFETY: the bitmap holds SLOTS bits and `slot < SLOTS`; it is never
+    // unmapped and only accessed atomically.
+    (unsafe { &*bits.add(slot / 64) }, 1 << (slot % 64))
+}
+
+/// A fresh zero-size allocation; null if out of memory or every slot is
+/// live.
+pub fn alloc() -> *mut u8 {
+    let b = base();
+    if b == 0 {
+        return core::ptr::null_mut();
+    }
+    for _ in 0..SLOTS {
+        let slot = CURSOR.fetch_add(1, Ordering::Relaxed) % SLOTS;
+        let (w, bit) = word(slot);
+        if w.fetch_or(bit, Ordering::AcqRel) & bit == 0 {
+            return (b + slot * SLOT) as *mut u8;
+        }
+    }
+    core::ptr::null_mut()
+}
+
+/// True if `p` lies in the zero-size region.
+#[inline]
+pub fn owns(p: *const u8) -> bool {
+    let b = BASE.load(Ordering::Relaxed);
+    b != 0 && (p as usize).wrapping_sub(b) < REGION
+}
+
+/// Frees the zero-size allocation `p` (which [`owns`] accepted): Err if it
+/// is not a live slot (a double free, or a pointer between slots).
+pub fn free(p: *const u8) -> Result<(), ()> {
+    let off = p as usize - BASE.load(Ordering::Relaxed);
+    if !off.is_multiple_of(SLOT) {
+        return Err(());
+    }
+    let (w, bit) = word(off / SLOT);
+    if w.fetch_and(!bit, Ordering::AcqRel) & bit != 0 {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
