@@ -79,14 +79,23 @@ fn set_bit(map: &mut [u64; WORDS], i: usize, on: bool) {
 fn find_run(a: &Arena, n: usize) -> Option<usize> {
     if n == 1 && crate::harden::guard::ON {
         // The hardened build takes a random free slice, so segment
-        // addresses do not repeat from run to run.
+        // addresses do not repeat from run to run: a random resident
+        // (dirty) one if any, as the plain build prefers those too (fresh
+        // ones cost a page fault per page touched).
+        let dirty: u32 = a
+            .used
+            .iter()
+            .zip(&a.dirty)
+            .map(|(u, d)| (!u & d).count_ones())
+            .sum();
         let free: u32 = a.used.iter().map(|w| (!w).count_ones()).sum();
-        if free == 0 {
+        let (want_dirty, n) = if dirty > 0 { (true, dirty) } else { (false, free) };
+        if n == 0 {
             return None;
         }
-        let mut k = crate::harden::guard::pick(free as usize);
+        let mut k = crate::harden::guard::pick(n as usize);
         for i in 0..SLICES {
-            if !bit(&a.used, i) {
+            if !bit(&a.used, i) && (!want_dirty || bit(&a.dirty, i)) {
                 if k == 0 {
                     return Some(i);
                 }
