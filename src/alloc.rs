@@ -101,13 +101,17 @@ pub fn zalloc_aligned(size: usize, align: usize) -> *mut u8 {
 /// alignment over a word.
 #[inline]
 pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !align.is_power_of_two() {
+        return ptr::null_mut();
+    }
     if align <= MIN_ALIGN {
         return if zero { zalloc(size) } else { malloc(size) };
     }
-    if align <= SIZE_ALIGN_MAX && size <= SMALL_SIZE_MAX && align.is_power_of_two() {
+    if align <= SIZE_ALIGN_MAX && size <= SMALL_SIZE_MAX {
         // A mask, not `next_multiple_of`: the compiler cannot see `align`
         // is a power of two and would divide.
-        let req = (harden::padded(size) + align - 1) & !(align - 1);
+        // At least `align`: a zero-size request must not get an 8-byte block.
+        let req = (harden::padded(size).max(1) + align - 1) & !(align - 1);
         let p = malloc_block(req, size);
         if zero && !p.is_null() {
             // SAFETY: `p` is a fresh block of at least `size` bytes.
@@ -273,7 +277,7 @@ unsafe fn size_matches(page: *mut Page, p: *mut u8, size: usize, align: usize) -
     // SAFETY: per the caller.
     unsafe {
         let bsize = (*page).block_size;
-        if bsize > LARGE_OBJ_MAX {
+        if harden::is_huge(page) {
             // Huge: the block is the request rounded up to OS pages (plus
             // the alignment's offset at most).
             return size <= bsize && bsize - size < os_page_slack(align);
@@ -284,7 +288,7 @@ unsafe fn size_matches(page: *mut Page, p: *mut u8, size: usize, align: usize) -
         let req = if align <= MIN_ALIGN {
             Some(harden::padded(size))
         } else if align <= SIZE_ALIGN_MAX && size <= SMALL_SIZE_MAX {
-            Some((harden::padded(size) + align - 1) & !(align - 1))
+            Some((harden::padded(size).max(1) + align - 1) & !(align - 1))
         } else {
             natural_size_for_align(harden::padded(size), align)
         };

@@ -13,7 +13,6 @@
 //! reaches the tail garbles it. Each canary byte is a byte of the page key
 //! chosen by its address, so a run of equal bytes never matches.
 
-use crate::constants::LARGE_OBJ_MAX;
 use crate::page::Page;
 
 pub const ON: bool = cfg!(feature = "canary");
@@ -24,8 +23,9 @@ pub const EXTRA: usize = if ON { 5 } else { 0 };
 /// Whether blocks of this size carry a canary (huge ones do not: they are
 /// guarded by their mapping instead).
 #[inline(always)]
-pub fn applies(bsize: usize) -> bool {
-    ON && bsize <= LARGE_OBJ_MAX
+pub fn applies(page: *const Page) -> bool {
+    // SAFETY: callers pass a valid page descriptor.
+    ON && !unsafe { super::is_huge(page) }
 }
 
 #[inline(always)]

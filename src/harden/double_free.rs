@@ -83,8 +83,14 @@ pub unsafe fn was_freed(p: *const u8) -> bool {
     if !ON {
         return false;
     }
+    let seg = (p as usize - 1) & !SEGMENT_MASK;
+    if p as usize - seg >= SEGMENT_SIZE {
+        // Past the first segment of a huge object: no bitmap covers it.
+        return false;
+    }
     let (word, bit) = word_and_bit(p as usize);
-    // SAFETY: per the caller, the word is inside the segment's bitmaps.
+    // SAFETY: per the caller and the check above, the word is inside the
+    // segment's bitmaps.
     unsafe { (*word.byte_add(ONE_MAP)).load(Ordering::Relaxed) & bit != 0 }
 }
 

@@ -17,7 +17,6 @@ pub mod random;
 mod zero;
 pub mod zero_size;
 
-use crate::constants::LARGE_OBJ_MAX;
 use crate::error::{self, ErrorKind};
 use crate::page::Page;
 
@@ -42,6 +41,18 @@ pub const RANDOM: bool = order::ON;
 pub const STALE_SEGMENTS: bool = double_free::ON;
 /// Fresh blocks must be zero (for the write-after-free check on reuse).
 pub const ZERO_FRESH: bool = zero::ON;
+
+/// A huge object's page (its own segment; `bin` 0, which no size class
+/// has). Its block size says nothing: a huge block aligned to more than a
+/// segment can be a single OS page.
+///
+/// # Safety
+/// `page` must be a valid descriptor.
+#[inline(always)]
+pub unsafe fn is_huge(page: *const Page) -> bool {
+    // SAFETY: per the caller.
+    unsafe { (*page).bin == 0 }
+}
 
 /// Draws the per-page secrets.
 ///
@@ -79,7 +90,7 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     // SAFETY: per the caller.
     unsafe {
         let bsize = (*page).block_size;
-        if bsize > LARGE_OBJ_MAX {
+        if is_huge(page) {
             return true;
         }
         if zero::ON && !zero::still_zero(p, bsize) {
@@ -90,7 +101,7 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
             error::report(ErrorKind::CorruptedFreeList, p as usize, bsize);
             return false;
         }
-        if canary::applies(bsize) {
+        if canary::applies(page) {
             canary::write(page, p, size);
         }
         true
@@ -110,14 +121,14 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
     // SAFETY: per the caller.
     unsafe {
         let bsize = (*page).block_size;
-        if bsize > LARGE_OBJ_MAX {
+        if is_huge(page) {
             return true;
         }
         if double_free::ON && !double_free::mark_free(p) {
             error::report(ErrorKind::DoubleFree, p as usize, bsize);
             return false;
         }
-        if canary::applies(bsize) && canary::check(page, p).is_none() {
+        if canary::applies(page) && canary::check(page, p).is_none() {
             error::report(ErrorKind::BufferOverflow, p as usize, bsize);
         }
         if zero::ON {
@@ -137,14 +148,14 @@ pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
     // SAFETY: per the caller.
     unsafe {
         let bsize = (*page).block_size;
-        if !CHECKS || bsize > LARGE_OBJ_MAX {
+        if !CHECKS || is_huge(page) {
             return Some(bsize);
         }
         if double_free::ON && !double_free::is_live(p) {
             error::report(ErrorKind::InvalidPointer, p as usize, bsize);
             return None;
         }
-        if canary::applies(bsize) {
+        if canary::applies(page) {
             let size = canary::check(page, p);
             if size.is_none() {
                 error::report(ErrorKind::BufferOverflow, p as usize, bsize);
@@ -163,7 +174,7 @@ pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
 pub unsafe fn requested_size(page: *const Page, p: *mut u8) -> Option<usize> {
     // SAFETY: per the caller.
     unsafe {
-        if canary::applies((*page).block_size) {
+        if canary::applies(page) {
             canary::check(page, p)
         } else {
             None
@@ -179,7 +190,7 @@ pub unsafe fn requested_size(page: *const Page, p: *mut u8) -> Option<usize> {
 pub unsafe fn resized(page: *const Page, p: *mut u8, size: usize) {
     // SAFETY: per the caller.
     unsafe {
-        if canary::applies((*page).block_size) {
+        if canary::applies(page) {
             canary::write(page, p, size);
         }
     }
