@@ -26,6 +26,16 @@ impl Line {
         }
     }
 
+    /// Appends a byte of untrusted text: printable ASCII as is, else `?`.
+    pub fn byte_lossy(&mut self, b: u8) -> &mut Line {
+        self.byte(if b.is_ascii_graphic() || b == b' ' {
+            b
+        } else {
+            b'?'
+        });
+        self
+    }
+
     pub fn str(&mut self, s: &str) -> &mut Line {
         for &b in s.as_bytes() {
             self.byte(b);

@@ -44,9 +44,9 @@ pub use alloc::{
 };
 pub use error::{set_error_handler, ErrorHandler, ErrorInfo, ErrorKind};
 pub use fork::{fork_child, fork_parent, fork_prepare};
-pub use options::set_purge_delay_ms;
+pub use options::{init_from_env, set_purge_delay_ms, show_stats_requested, verbose};
 pub use os::set_huge_pages;
-pub use stats::{print_stats, stats, GaugeValue, Stats};
+pub use stats::{print_stats, print_stats_to, stats, GaugeValue, Stats};
 
 /// The allocator, for `#[global_allocator]`.
 pub struct FortAlloc;

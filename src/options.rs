@@ -1,11 +1,30 @@
-//! Run-time options. Plain atomics, so reading one never allocates.
+//! Run-time options: plain atomics, so reading one never allocates, set by
+//! the program (`set_purge_delay_ms`, ...) or read once from the
+//! environment (`FORTALLOC_*`) before the first heap is made.
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `FORTALLOC_VERBOSE=1` | print what fortalloc does at start and exit (options in effect) |
+//! | `FORTALLOC_SHOW_STATS=1` | print the statistics table to stderr at exit (the C library) |
+//! | `FORTALLOC_PURGE_DELAY=<ms>` | delay before empty pages go back to the OS; 0 = at once |
+//! | `FORTALLOC_HUGE_PAGES=1` | advise transparent huge pages for fortalloc's memory |
+//!
+//! mimalloc users: these stand for `MIMALLOC_VERBOSE`, `MIMALLOC_SHOW_STATS`,
+//! `MIMALLOC_PURGE_DELAY` and `MIMALLOC_ALLOW_LARGE_OS_PAGES`. An unknown
+//! `FORTALLOC_*` name is reported on stderr, not ignored silently.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::ffi::CStr;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+
+use crate::error::Line;
+use crate::os;
 
 /// Default delay before empty pages go back to the OS (mimalloc v2: 10 ms).
 pub const DEFAULT_PURGE_DELAY_MS: u64 = 10;
 
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(DEFAULT_PURGE_DELAY_MS);
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+static SHOW_STATS: AtomicBool = AtomicBool::new(false);
 
 #[inline]
 pub fn purge_delay_ms() -> u64 {
@@ -16,4 +35,141 @@ pub fn purge_delay_ms() -> u64 {
 /// them at once.
 pub fn set_purge_delay_ms(ms: u64) {
     PURGE_DELAY_MS.store(ms, Ordering::Relaxed);
+}
+
+/// Whether `FORTALLOC_VERBOSE` asked for messages.
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
+
+/// Whether `FORTALLOC_SHOW_STATS` asked for the statistics at exit.
+pub fn show_stats_requested() -> bool {
+    SHOW_STATS.load(Ordering::Relaxed)
+}
+
+/// The options fortalloc knows, by their name after `FORTALLOC_`.
+const KNOWN: [&str; 4] = ["VERBOSE", "SHOW_STATS", "PURGE_DELAY", "HUGE_PAGES"];
+
+const NOT_READ: u8 = 0;
+const READING: u8 = 1;
+const READ: u8 = 2;
+static STATE: AtomicU8 = AtomicU8::new(NOT_READ);
+
+/// Reads the `FORTALLOC_*` variables, once per process (later calls return
+/// at once). Allocates nothing: it walks `environ` and parses by hand.
+pub fn init_from_env() {
+    if STATE.load(Ordering::Acquire) == READ {
+        return;
+    }
+    if STATE
+        .compare_exchange(NOT_READ, READING, Ordering::Acquire, Ordering::Acquire)
+        .is_err()
+    {
+        // Another thread is reading them; options are hints, do not wait.
+        return;
+    }
+    for_each_var(apply);
+    STATE.store(READ, Ordering::Release);
+    if verbose() {
+        let mut line = Line::new();
+        line.str("fortalloc: options: purge delay ")
+            .dec(purge_delay_ms() as usize)
+            .str(" ms, show stats ")
+            .dec(show_stats_requested() as usize)
+            .str(", hardened ")
+            .dec(crate::harden::HARDENED as usize)
+            .str("\n");
+        os::write_stderr(line.as_bytes());
+    }
+}
+
+/// Calls `f(name, value)` for every `FORTALLOC_<name>=<value>` variable.
+fn for_each_var(mut f: impl FnMut(&[u8], &[u8])) {
+    extern "C" {
+        static environ: *const *const core::ffi::c_char;
+    }
+    // SAFETY: `environ` is the C library's null-terminated array of
+    // null-terminated strings; it is read, never kept, and not modified
+    // while the program is starting (when this runs).
+    unsafe {
+        let mut p = environ;
+        if p.is_null() {
+            return;
+        }
+        while !(*p).is_null() {
+            let var = CStr::from_ptr(*p).to_bytes();
+            if let Some(rest) = var.strip_prefix(b"FORTALLOC_") {
+                let eq = rest.iter().position(|&b| b == b'=').unwrap_or(rest.len());
+                let value = rest.get(eq + 1..).unwrap_or(&[]);
+                f(&rest[..eq], value);
+            }
+            p = p.add(1);
+        }
+    }
+}
+
+fn apply(name: &[u8], value: &[u8]) {
+    match name {
+        b"VERBOSE" => VERBOSE.store(truthy(value), Ordering::Relaxed),
+        b"SHOW_STATS" => SHOW_STATS.store(truthy(value), Ordering::Relaxed),
+        b"HUGE_PAGES" => os::set_huge_pages(truthy(value)),
+        b"PURGE_DELAY" => match parse_u64(value) {
+            Some(ms) => set_purge_delay_ms(ms),
+            None => warn(
+                b"ignoring FORTALLOC_PURGE_DELAY: not a number of milliseconds: ",
+                value,
+            ),
+        },
+        _ => {
+            debug_assert!(!KNOWN.iter().any(|k| k.as_bytes() == name));
+            warn(b"unknown option FORTALLOC_", name);
+        }
+    }
+}
+
+fn truthy(value: &[u8]) -> bool {
+    matches!(value, b"1" | b"yes" | b"true" | b"on" | b"YES" | b"TRUE" | b"ON")
+}
+
+/// A decimal number, without sign or spaces.
+fn parse_u64(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |acc, &b| {
+        b.is_ascii_digit()
+            .then(|| acc.checked_mul(10)?.checked_add((b - b'0') as u64))
+            .flatten()
+    })
+}
+
+fn warn(what: &[u8], detail: &[u8]) {
+    let mut line = Line::new();
+    line.str("fortalloc: ");
+    for &b in what.iter().chain(detail) {
+        line.byte_lossy(b);
+    }
+    line.str("\n");
+    os::write_stderr(line.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_parse_strictly() {
+        assert_eq!(parse_u64(b"0"), Some(0));
+        assert_eq!(parse_u64(b"250"), Some(250));
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"10ms"), None);
+        assert_eq!(parse_u64(b"-1"), None);
+        assert_eq!(parse_u64(b"99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn truthy_values() {
+        assert!(truthy(b"1") && truthy(b"yes") && truthy(b"on"));
+        assert!(!truthy(b"0") && !truthy(b"") && !truthy(b"no"));
+    }
 }

@@ -199,6 +199,12 @@ pub fn stats() -> Stats {
 /// Writes the statistics as a table to stderr, one `write` per line,
 /// without allocating.
 pub fn print_stats() {
+    print_stats_to(2);
+}
+
+/// [`print_stats`] to file descriptor `fd` (for a copy of stderr kept
+/// past programs that close theirs at exit, as coreutils do).
+pub fn print_stats_to(fd: i32) {
     let s = stats();
     let row = |name: &str, v: &[(&str, u64)]| {
         let mut line = Line::new();
@@ -213,7 +219,7 @@ pub fn print_stats() {
             line.str(" ").dec(*value as usize);
         }
         line.str("\n");
-        os::write_stderr(line.as_bytes());
+        os::write_fd(fd, line.as_bytes());
     };
     let gauge = |name: &str, g: GaugeValue| {
         row(

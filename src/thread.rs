@@ -146,6 +146,7 @@ fn pool_put(heap: *mut Heap) {
 
 /// Gives the calling thread a real heap. Null when out of memory.
 pub fn heap_init() -> *mut Heap {
+    crate::options::init_from_env();
     let heap = pool_take();
     if heap.is_null() {
         return heap;

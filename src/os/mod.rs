@@ -14,7 +14,7 @@ pub use memory::{
     advise_huge_pages, map, map_aligned, map_aligned_at_hint, map_aligned_offset, page_size, protect, purge,
     set_huge_pages, unmap,
 };
-pub use process::{abort, write_stderr, yield_now};
+pub use process::{abort, write_fd, write_stderr, yield_now};
 pub use random::random_u64;
 pub use thread_key::{thread_key_create, thread_key_set};
 pub use time::now_ms;

@@ -2,10 +2,15 @@
 
 /// Writes all of `msg` to stderr with raw `write(2)` calls.
 pub fn write_stderr(msg: &[u8]) {
+    write_fd(2, msg);
+}
+
+/// Writes all of `msg` to file descriptor `fd` with raw `write(2)` calls.
+pub fn write_fd(fd: i32, msg: &[u8]) {
     let mut rest = msg;
     while !rest.is_empty() {
         // SAFETY: `rest` is a valid readable slice for its whole length.
-        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
         if n <= 0 {
             // EINTR is retried; anything else means stderr is gone and there
             // is nobody left to tell.
