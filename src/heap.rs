@@ -43,14 +43,17 @@ struct SyncPage(Page);
 // fast path only reads it and the slow path never receives it as a page.
 unsafe impl Sync for SyncPage {}
 
-struct SyncHeap(Heap);
+/// Transparent: the static's address is the heap's (the TLS slot's
+/// initial value in `tls` names the static).
+#[repr(transparent)]
+pub(crate) struct SyncHeap(Heap);
 // SAFETY: the empty heap is never written; the slow path swaps it for a
 // real heap before touching anything.
 unsafe impl Sync for SyncHeap {}
 
 static EMPTY_PAGE: SyncPage = SyncPage(Page::empty());
 pub const EMPTY_PAGE_PTR: *mut Page = ptr::addr_of!(EMPTY_PAGE.0) as *mut Page;
-static EMPTY_HEAP: SyncHeap = SyncHeap(Heap::new());
+pub(crate) static EMPTY_HEAP: SyncHeap = SyncHeap(Heap::new());
 pub const EMPTY_HEAP_PTR: *mut Heap = ptr::addr_of!(EMPTY_HEAP.0) as *mut Heap;
 
 impl Heap {

@@ -35,6 +35,7 @@ mod segment_map;
 mod size_class;
 mod stats;
 mod thread;
+mod tls;
 
 use core::alloc::{GlobalAlloc, Layout};
 

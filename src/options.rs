@@ -113,6 +113,8 @@ fn apply(name: &[u8], value: &[u8]) {
         b"VERBOSE" => VERBOSE.store(truthy(value), Ordering::Relaxed),
         b"SHOW_STATS" => SHOW_STATS.store(truthy(value), Ordering::Relaxed),
         b"HUGE_PAGES" => os::set_huge_pages(truthy(value)),
+        // The launcher's own variable (where the library is), not an option.
+        b"LIB" => {}
         b"PURGE_DELAY" => match parse_u64(value) {
             Some(ms) => set_purge_delay_ms(ms),
             None => warn(

@@ -1,7 +1,7 @@
 //! Thread-local heaps: the TLS pointer, heap creation at a thread's first
 //! malloc, abandonment at thread exit, and reclaiming abandoned segments.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
@@ -12,17 +12,10 @@ use crate::page::Page;
 use crate::segment::{self, Segment};
 use crate::stats::{self, HeapCounters};
 
-std::thread_local! {
-    // Const-initialised and without a destructor, so std stores it as a
-    // plain `#[thread_local]` static: reading it is one TLS load, and it
-    // never allocates or registers anything.
-    static HEAP: Cell<*mut Heap> = const { Cell::new(EMPTY_HEAP_PTR) };
-}
-
 /// The calling thread's heap ([`EMPTY_HEAP_PTR`] until its first malloc).
 #[inline(always)]
 pub fn heap() -> *mut Heap {
-    HEAP.with(|h| h.get())
+    crate::tls::get()
 }
 
 // ---- the pthread key whose destructor abandons the heap -----------------
@@ -152,7 +145,7 @@ pub fn heap_init() -> *mut Heap {
         return heap;
     }
     stats::THREADS.fetch_add(1, Ordering::Relaxed);
-    HEAP.with(|h| h.set(heap));
+    crate::tls::set(heap);
     // Set after the TLS pointer: with a high key number glibc may calloc
     // here, which must find the heap already in place.
     if let Some(k) = key() {
@@ -198,7 +191,7 @@ pub unsafe fn abandon(heap: *mut Heap) {
         }
         (*heap).counters.fold();
     }
-    HEAP.with(|h| h.set(EMPTY_HEAP_PTR));
+    crate::tls::set(EMPTY_HEAP_PTR);
     pool_put(heap);
 }
 

@@ -1,5 +1,5 @@
 //! The hardened build's detections, each violation performed in a child
-//! process (this test binary re-run with `FORTALLOC_CASE` set), and the
+//! process (this test binary re-run with `FA_TEST_CASE` set), and the
 //! outcome asserted exactly: the signal and the one-line message, or that
 //! the attack failed. Run with `--features secure` (CI does); in the plain
 //! build only the cases that show what the plain build does not promise run.
@@ -27,7 +27,7 @@ fn run_case(case: &str) -> Outcome {
     let exe = std::env::current_exe().expect("test binary");
     let out = Command::new(exe)
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env("FORTALLOC_CASE", case)
+        .env("FA_TEST_CASE", case)
         .output()
         .expect("spawn child");
     Outcome {
@@ -98,7 +98,7 @@ unsafe fn free(p: *mut u8) {
 /// The dispatcher the children run; a no-op in the parent.
 #[test]
 fn child() {
-    let Ok(case) = std::env::var("FORTALLOC_CASE") else {
+    let Ok(case) = std::env::var("FA_TEST_CASE") else {
         return;
     };
     // SAFETY: every case below deliberately breaks the allocator's contract
@@ -603,7 +603,7 @@ fn layouts_with_aslr_off() {
         let exe = std::env::current_exe().expect("test binary");
         let mut cmd = Command::new(exe);
         cmd.args(["--exact", "child", "--nocapture", "--test-threads=1"])
-            .env("FORTALLOC_CASE", "layout");
+            .env("FA_TEST_CASE", "layout");
         // SAFETY: personality(2) only changes how the exec'd image is laid
         // out; it allocates nothing and is async-signal-safe.
         unsafe {

@@ -1,7 +1,7 @@
 //! Every build rejects `free` of a pointer fortalloc does not own, and of a
 //! pointer into the middle of a block, with one line on stderr and abort().
 //! Each violation runs in a child process (this binary re-run with
-//! `FORTALLOC_CASE` set); the parent asserts the signal and the message,
+//! `FA_TEST_CASE` set); the parent asserts the signal and the message,
 //! down to the address.
 
 use std::os::unix::process::ExitStatusExt;
@@ -23,7 +23,7 @@ fn run_case(case: &str) -> Outcome {
     let exe = std::env::current_exe().expect("test binary");
     let out = Command::new(exe)
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env("FORTALLOC_CASE", case)
+        .env("FA_TEST_CASE", case)
         .output()
         .expect("spawn child");
     Outcome {
@@ -74,7 +74,7 @@ fn say(p: usize) {
 /// The dispatcher the children run; a no-op in the parent.
 #[test]
 fn child() {
-    let Ok(case) = std::env::var("FORTALLOC_CASE") else {
+    let Ok(case) = std::env::var("FA_TEST_CASE") else {
         return;
     };
     let bad: usize = match case.as_str() {

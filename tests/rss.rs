@@ -98,7 +98,7 @@ fn child_body() {
 
 #[test]
 fn child() {
-    if std::env::var("FORTALLOC_RSS_CHILD").is_ok() {
+    if std::env::var("FA_TEST_RSS_CHILD").is_ok() {
         child_body();
     }
 }
@@ -108,7 +108,7 @@ fn rss_falls_back_after_a_burst() {
     let exe = std::env::current_exe().expect("test binary");
     let out = Command::new(exe)
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env("FORTALLOC_RSS_CHILD", "1")
+        .env("FA_TEST_RSS_CHILD", "1")
         .output()
         .expect("spawn child");
     let stdout = String::from_utf8_lossy(&out.stdout);

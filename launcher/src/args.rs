@@ -1,0 +1,111 @@
+//! The launcher's command line.
+
+use std::ffi::OsString;
+
+pub const USAGE: &str = "\
+usage: fortalloc [options] [--] program [args...]
+
+Runs `program` with fortalloc as its malloc (LD_PRELOAD=libfortalloc.so,
+keeping any LD_PRELOAD entries already set) and exits with its status.
+
+options:
+  --secure            use the hardened library (guard pages, encoded free
+                      lists, random order, double-free detection, canaries,
+                      zero-on-free; see SECURITY.md)
+  --stats             print fortalloc's statistics to stderr at exit
+                      (FORTALLOC_SHOW_STATS=1)
+  --verbose           print the options in effect at start (FORTALLOC_VERBOSE=1)
+  --purge-delay MS    milliseconds before freed memory goes back to the OS
+                      (FORTALLOC_PURGE_DELAY)
+  -h, --help          this text
+
+The library is looked for in $FORTALLOC_LIB, next to this executable, in
+../lib from it, and in the fortalloc workspace it was built from (which it
+builds with cargo if the library is missing there).";
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Args {
+    pub secure: bool,
+    pub stats: bool,
+    pub verbose: bool,
+    pub help: bool,
+    pub purge_delay: Option<String>,
+    pub program: OsString,
+    pub rest: Vec<OsString>,
+}
+
+/// Parses the arguments after the launcher's own name.
+pub fn parse(mut it: impl Iterator<Item = OsString>) -> Result<Args, String> {
+    let mut args = Args::default();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--") => break,
+            Some("--secure") => args.secure = true,
+            Some("--stats") => args.stats = true,
+            Some("--verbose") => args.verbose = true,
+            Some("-h" | "--help") => {
+                args.help = true;
+                return Ok(args);
+            }
+            Some("--purge-delay") => {
+                let ms = it.next().and_then(|v| v.into_string().ok()).unwrap_or_default();
+                if ms.is_empty() || !ms.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(format!(
+                        "--purge-delay needs a number of milliseconds, not {ms:?}"
+                    ));
+                }
+                args.purge_delay = Some(ms);
+            }
+            Some(opt) if opt.starts_with('-') => return Err(format!("unknown option {opt}")),
+            _ => {
+                args.program = a;
+                args.rest = it.collect();
+                return Ok(args);
+            }
+        }
+    }
+    args.program = it.next().ok_or("no program to run")?;
+    args.rest = it.collect();
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[&str]) -> Result<Args, String> {
+        parse(v.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn options_then_program() {
+        let a = p(&["--secure", "--stats", "--", "ls", "-l", "--stats"]).expect("parse");
+        assert!(a.secure && a.stats && !a.verbose);
+        assert_eq!(a.program, "ls");
+        assert_eq!(a.rest, ["-l", "--stats"]);
+    }
+
+    #[test]
+    fn program_without_separator_takes_the_rest() {
+        let a = p(&["--verbose", "python3", "-c", "print(1)"]).expect("parse");
+        assert!(a.verbose);
+        assert_eq!(a.program, "python3");
+        assert_eq!(a.rest, ["-c", "print(1)"]);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(p(&[]).is_err());
+        assert!(p(&["--"]).is_err());
+        assert!(p(&["--bogus", "ls"]).is_err());
+        assert!(p(&["--purge-delay", "x", "ls"]).is_err());
+        assert_eq!(
+            p(&["--purge-delay", "50", "ls"])
+                .expect("ok")
+                .purge_delay
+                .as_deref(),
+            Some("50")
+        );
+        assert!(p(&["--help"]).expect("ok").help);
+    }
+}

@@ -1,0 +1,58 @@
+//! `fortalloc [options] -- program args...`: runs a program with fortalloc
+//! as its `malloc`, by putting libfortalloc.so first in `LD_PRELOAD` and
+//! `exec`ing it (so its exit status is the program's own).
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+mod args;
+mod library;
+
+use args::Args;
+
+fn main() -> ExitCode {
+    let args = match args::parse(std::env::args_os().skip(1)) {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("fortalloc: {msg}\n\n{}", args::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    if args.help {
+        println!("{}", args::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let lib = match library::find(args.secure) {
+        Ok(lib) => lib,
+        Err(msg) => {
+            eprintln!("fortalloc: {msg}");
+            return ExitCode::from(127);
+        }
+    };
+    let err = command(&args, lib).exec();
+    eprintln!("fortalloc: cannot run {:?}: {err}", args.program);
+    ExitCode::from(127)
+}
+
+/// The program's command, with the preload and the options set.
+fn command(args: &Args, lib: PathBuf) -> Command {
+    let mut preload = OsString::from(lib);
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(" ");
+        preload.push(old);
+    }
+    let mut cmd = Command::new(&args.program);
+    cmd.args(&args.rest).env("LD_PRELOAD", preload);
+    if args.stats {
+        cmd.env("FORTALLOC_SHOW_STATS", "1");
+    }
+    if args.verbose {
+        cmd.env("FORTALLOC_VERBOSE", "1");
+    }
+    if let Some(ms) = &args.purge_delay {
+        cmd.env("FORTALLOC_PURGE_DELAY", ms);
+    }
+    cmd
+}

@@ -1,0 +1,109 @@
+//! The thread's heap pointer in thread-local storage.
+//!
+//! By default a const-initialised `std::thread_local!`, which in an
+//! executable (Rust's `#[global_allocator]`) is one `fs:`-relative load. In
+//! a shared library the compiler must assume the library may be
+//! `dlopen`ed and uses the general-dynamic model: a call to
+//! `__tls_get_addr` on every malloc and free. The C library turns on the
+//! `tls-initial-exec` feature instead (x86_64 Linux): the slot is declared
+//! in assembly and reached with the initial-exec model, one load of its
+//! offset from the GOT plus one `fs:` load, as glibc does for its own
+//! malloc state. Measured through `LD_PRELOAD` on a malloc/free loop of
+//! 16-128 byte blocks: see the C library section of README.md.
+//!
+//! Initial-exec TLS is what a preloaded or linked library gets anyway; a
+//! library `dlopen`ed later takes it from glibc's reserve of static TLS
+//! (8 bytes here), which is what the option is for.
+
+use crate::heap::Heap;
+
+#[cfg(all(feature = "tls-initial-exec", target_arch = "x86_64", target_os = "linux"))]
+mod imp {
+    use super::*;
+
+    // The slot: 8 bytes of initialised TLS whose initial value is the
+    // static empty heap (relocated by the dynamic loader like any data).
+    core::arch::global_asm!(
+        ".pushsection .tdata,\"awT\",@progbits",
+        ".p2align 3",
+        // Global so code inlined into other crates' objects links to it;
+        // hidden so a shared library does not export it.
+        ".globl fortalloc_tls_heap",
+        ".hidden fortalloc_tls_heap",
+        ".type fortalloc_tls_heap, @object",
+        ".size fortalloc_tls_heap, 8",
+        "fortalloc_tls_heap:",
+        ".quad {empty}",
+        ".popsection",
+        empty = sym crate::heap::EMPTY_HEAP,
+    );
+
+    #[inline(always)]
+    fn slot() -> *mut *mut Heap {
+        let offset: usize;
+        let base: usize;
+        // SAFETY: reads the slot's thread-pointer offset from the GOT (set
+        // by the loader for an initial-exec TLS symbol of this object) and
+        // the thread pointer itself (`fs:0` holds its own address on
+        // x86_64 Linux); neither touches memory the program owns.
+        unsafe {
+            core::arch::asm!(
+                "mov {off}, qword ptr [rip + fortalloc_tls_heap@GOTTPOFF]",
+                "mov {base}, qword ptr fs:[0]",
+                off = out(reg) offset,
+                base = out(reg) base,
+                options(nostack, readonly, pure, preserves_flags),
+            );
+        }
+        (base.wrapping_add(offset)) as *mut *mut Heap
+    }
+
+    #[inline(always)]
+    pub fn get() -> *mut Heap {
+        // SAFETY: the slot is this thread's own 8 bytes of TLS.
+        unsafe { *slot() }
+    }
+
+    #[inline(always)]
+    pub fn set(heap: *mut Heap) {
+        // SAFETY: as above.
+        unsafe { *slot() = heap }
+    }
+}
+
+#[cfg(not(all(feature = "tls-initial-exec", target_arch = "x86_64", target_os = "linux")))]
+mod imp {
+    use super::*;
+    use crate::heap::EMPTY_HEAP_PTR;
+    use core::cell::Cell;
+
+    std::thread_local! {
+        // Const-initialised and without a destructor, so std stores it as a
+        // plain `#[thread_local]` static: it never allocates or registers
+        // anything.
+        static HEAP: Cell<*mut Heap> = const { Cell::new(EMPTY_HEAP_PTR) };
+    }
+
+    #[inline(always)]
+    pub fn get() -> *mut Heap {
+        HEAP.with(|h| h.get())
+    }
+
+    #[inline(always)]
+    pub fn set(heap: *mut Heap) {
+        HEAP.with(|h| h.set(heap));
+    }
+}
+
+pub use imp::{get, set};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_new_thread_starts_at_the_empty_heap() {
+        let seen = std::thread::spawn(|| super::get() as usize)
+            .join()
+            .expect("thread");
+        assert_eq!(seen, crate::heap::EMPTY_HEAP_PTR as usize);
+    }
+}
