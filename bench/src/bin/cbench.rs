@@ -1,0 +1,259 @@
+//! The C side of the benchmark: C workloads (bench/c/*.c) and real programs
+//! run under `LD_PRELOAD` with fortalloc's C library, Debian's libmimalloc
+//! (2.0) and libjemalloc, and with no preload (glibc), interleaved run by
+//! run. C workloads are compared with mimalloc, real programs with glibc.
+//!
+//! cargo run --release -p fortalloc-bench --bin cbench [-- --quick | --runs N]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use fortalloc_bench::cbench::{render, Cell, Job, Lib};
+
+const DEBIAN_LIBS: &str = "/usr/lib/x86_64-linux-gnu";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let runs: usize = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 3 } else { 5 });
+    let scale = if quick { "0.3" } else { "1" };
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out_dir = root.join("target/bench/c");
+    std::fs::create_dir_all(&out_dir).expect("target/bench/c");
+
+    let libs = libraries(&root);
+    let jobs = jobs(&root, &out_dir, scale);
+    let mut cells: Vec<Vec<Cell>> = vec![vec![Cell::default(); libs.len()]; jobs.len()];
+    let mut expected: Vec<Option<Vec<u8>>> = vec![None; jobs.len()];
+
+    for run in 0..runs {
+        for (j, job) in jobs.iter().enumerate() {
+            for k in 0..libs.len() {
+                let l = (k + run) % libs.len();
+                let lib = &libs[l];
+                if lib.path.is_none() && lib.name != "system" {
+                    continue;
+                }
+                let (secs, rss_kb, ok, stdout) = measure(job, lib);
+                let cell = &mut cells[j][l];
+                if !ok {
+                    cell.failed = true;
+                }
+                if job.compare_output {
+                    match &expected[j] {
+                        None => expected[j] = Some(stdout),
+                        Some(e) if *e != stdout => cell.failed = true,
+                        Some(_) => {}
+                    }
+                }
+                cell.secs.push(secs);
+                cell.rss_kb.push(rss_kb);
+            }
+            eprintln!("[run {}/{runs}] {}", run + 1, job.name);
+        }
+    }
+    let table = render(&jobs, &libs, &cells);
+    println!("{table}");
+    let _ = std::fs::write(root.join("target/bench/results-c.md"), &table);
+}
+
+/// The allocators: glibc (no preload), fortalloc's library (built here),
+/// Debian's mimalloc 2.0 and jemalloc (installed with apt if missing and
+/// we are root). Each preload is checked to really provide `malloc`.
+fn libraries(root: &Path) -> Vec<Lib> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-p", "fortalloc-capi"])
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("cbench: building libfortalloc.so failed");
+    }
+    let debian = |file: &str| PathBuf::from(DEBIAN_LIBS).join(file);
+    if !debian("libmimalloc.so.2").exists() || !debian("libjemalloc.so.2").exists() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            eprintln!("cbench: installing libmimalloc2.0 and libjemalloc2 with apt-get");
+            let _ = Command::new("apt-get")
+                .args(["install", "-y", "-qq", "libmimalloc2.0", "libjemalloc2"])
+                .stdout(Stdio::null())
+                .status();
+        } else {
+            eprintln!("cbench: missing Debian libs; run: apt-get install libmimalloc2.0 libjemalloc2");
+        }
+    }
+    let candidates = [
+        ("system", None, "libc.so"),
+        (
+            "fortalloc",
+            Some(root.join("target/release/libfortalloc.so")),
+            "libfortalloc",
+        ),
+        ("mimalloc", Some(debian("libmimalloc.so.2")), "libmimalloc"),
+        ("jemalloc", Some(debian("libjemalloc.so.2")), "libjemalloc"),
+    ];
+    let which = root.join("target/bench/c/which_malloc");
+    compile(&root.join("bench/c/which_malloc.c"), &which);
+    candidates
+        .into_iter()
+        .map(|(name, path, marker)| {
+            let path = path.filter(|p| p.exists());
+            let mut cmd = Command::new(&which);
+            if let Some(p) = &path {
+                cmd.env("LD_PRELOAD", p);
+            }
+            let owner = cmd
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let in_effect = owner.contains(marker);
+            if !in_effect {
+                eprintln!("cbench: {name}: malloc comes from {owner:?}, not {marker}: column left out");
+            }
+            Lib {
+                name,
+                path: if in_effect { path } else { None },
+                missing: !in_effect,
+            }
+        })
+        .collect()
+}
+
+fn compile(src: &Path, exe: &Path) {
+    let out = Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(exe)
+        .arg(src)
+        .arg("-ldl")
+        .output()
+        .expect("cc");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for (name, file, extra) in [
+        ("larson", "larson", None),
+        ("xmalloc", "xmalloc", None),
+        ("tree", "tree", None),
+        ("simple-1t", "simple", Some("1")),
+        ("simple-2t", "simple", Some("2")),
+        ("cache-scratch", "cache_scratch", None),
+        ("realloc", "realloc_grow", None),
+        ("mixed", "mixed", None),
+    ] {
+        let exe = out.join(file);
+        compile(&root.join("bench/c").join(format!("{file}.c")), &exe);
+        let mut argv = vec![exe.display().to_string(), scale.to_string()];
+        argv.extend(extra.map(String::from));
+        jobs.push(Job {
+            name,
+            program: false,
+            argv,
+            compare_output: false,
+            dir: out.to_path_buf(),
+        });
+    }
+    // Real programs, each on generated input; outputs must match glibc's.
+    let python = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "python3".into());
+    let lines: String = (0..200_000u64)
+        .map(|i| format!("{:x} {}\n", i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i % 977))
+        .collect();
+    std::fs::write(out.join("lines.txt"), lines).expect("lines");
+    let mut gen = String::from("#include <stdio.h>\n");
+    for i in 0..600 {
+        gen.push_str(&format!(
+            "int f{i}(int x) {{ int a[32]; for (int j = 0; j < 32; j++) a[j] = x * {i} + j * j; return a[x & 31] ^ {i}; }}\n"
+        ));
+    }
+    std::fs::write(out.join("gen.c"), gen).expect("gen.c");
+    let sql = "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, v REAL);\
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000)\
+        INSERT INTO t(name, v) SELECT printf('name-%06d', i), i * 0.5 FROM n;\
+        CREATE INDEX t_name ON t(name);\
+        SELECT count(*), sum(v), min(name), max(name) FROM t WHERE name LIKE 'name-1%';";
+    let programs: [(&'static str, Vec<String>); 5] = [
+        (
+            "python3 json",
+            vec![
+                python,
+                "-c".into(),
+                "import json\nd=[{'k':i,'s':str(i)*5,'l':list(range(i%20))} for i in range(300000)]\ns=json.dumps(d)\nprint(len(s), len(json.loads(s)))".into(),
+            ],
+        ),
+        ("sort", vec!["sort".into(), out.join("lines.txt").display().to_string()]),
+        (
+            "gcc -O2",
+            vec!["gcc".into(), "-O2".into(), "-c".into(), "-o".into(), "/dev/null".into(), out.join("gen.c").display().to_string()],
+        ),
+        ("sqlite3", vec!["sqlite3".into(), ":memory:".into(), sql.into()]),
+        (
+            "perl",
+            vec![
+                "perl".into(),
+                "-e".into(),
+                "my %h; for my $i (1..400000) { $h{\"k$i\"} = \"v\" x ($i % 40); } my $t = 0; $t += length($h{$_}) for keys %h; print scalar(keys %h), \" $t\\n\";".into(),
+            ],
+        ),
+    ];
+    for (name, argv) in programs {
+        jobs.push(Job {
+            name,
+            program: true,
+            argv,
+            compare_output: true,
+            dir: out.to_path_buf(),
+        });
+    }
+    jobs
+}
+
+/// Runs a job once under `lib`: wall seconds, peak RSS (KiB, from wait4),
+/// success, stdout.
+fn measure(job: &Job, lib: &Lib) -> (f64, u64, bool, Vec<u8>) {
+    let mut cmd = Command::new(&job.argv[0]);
+    // No current_dir or pre_exec: std then starts the child with
+    // posix_spawn (vfork), so wait4's peak RSS is the child's alone, not a
+    // fork of this harness.
+    cmd.args(&job.argv[1..])
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    match &lib.path {
+        Some(p) => cmd.env("LD_PRELOAD", p),
+        None => cmd.env_remove("LD_PRELOAD"),
+    };
+    let start = Instant::now();
+    let Ok(mut child) = cmd.spawn() else {
+        return (0.0, 0, false, Vec::new());
+    };
+    let mut stdout = Vec::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = std::io::Read::read_to_end(&mut s, &mut stdout);
+    }
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value to be overwritten.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing into locals we own.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let secs = start.elapsed().as_secs_f64();
+    let ok = pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (secs, usage.ru_maxrss as u64, ok, stdout)
+}
