@@ -1,0 +1,165 @@
+//! `corrupt`: use-after-free writes into freed blocks and overflows past
+//! the end of live blocks, then more allocation and freeing. With the
+//! hardened build (`--features secure`) and a non-aborting error handler:
+//! fortalloc must never hand out memory outside its own pages or
+//! overlapping a live block, and a block it hands out must still be zero
+//! past its link word (zero-on-free checks it, so a written freed block
+//! is either reported or never handed out).
+//!
+//! The plain build promises nothing once a freed block or a canary is
+//! written to (a forged free-list link is followed: see SECURITY.md), so
+//! there the writes are skipped and only the allocation sequence runs.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use crate::model::Model;
+
+/// The corrupting writes run only where fortalloc promises to cope.
+pub const CORRUPTS: bool = cfg!(feature = "secure");
+
+/// Detections reported to the handler.
+pub static DETECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+fn handler(_e: &fortalloc::ErrorInfo) {
+    DETECTIONS.fetch_add(1, Ordering::Relaxed);
+}
+
+#[derive(Arbitrary, Debug)]
+pub enum Op {
+    Alloc {
+        size: u16,
+    },
+    Free {
+        pick: u16,
+    },
+    /// Free a block and then write into it (keeping a neighbour of the same
+    /// size alive, so its page stays mapped).
+    WriteAfterFree {
+        size: u16,
+        offset: u16,
+        bytes: [u8; 8],
+        len: u8,
+    },
+    /// Write up to 5 bytes past a live block's requested size: every block
+    /// has at least that much slack in the hardened build (canary and
+    /// size tail), so the write stays in the block and hits its canary.
+    Overflow {
+        pick: u16,
+        len: u8,
+        byte: u8,
+    },
+}
+
+/// Small and medium sizes only: freed large and huge blocks are made
+/// inaccessible, so writing to them would fault by design.
+fn size_of(n: u16) -> usize {
+    n as usize % 60_000
+}
+
+pub fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
+    fortalloc::set_error_handler(Some(handler));
+    let mut model = Model::default();
+    let mut seed = 1u8;
+    let mut steps = 0;
+    while !u.is_empty() && steps < 400 {
+        steps += 1;
+        seed = seed.wrapping_add(1);
+        match Op::arbitrary(u)? {
+            Op::Alloc { size } => {
+                let n = size_of(size);
+                let p = fortalloc::malloc(n);
+                fresh_block_is_clean(p, n);
+                model.add_unchecked(p, n, 8, seed);
+            }
+            Op::Free { pick } => {
+                if let Some((p, _)) = model.pick(pick as usize) {
+                    model.forget(p);
+                    // SAFETY: a live block (its canary may have been hit).
+                    unsafe { fortalloc::free(p as *mut u8) };
+                }
+            }
+            Op::WriteAfterFree {
+                size,
+                offset,
+                bytes,
+                len,
+            } => {
+                let n = size_of(size).max(16);
+                let anchor = fortalloc::malloc(n);
+                let victim = fortalloc::malloc(n);
+                let anchor2 = fortalloc::malloc(n);
+                for p in [anchor, anchor2] {
+                    fresh_block_is_clean(p, n);
+                    model.add_unchecked(p, n, 8, seed);
+                }
+                fresh_block_is_clean(victim, n);
+                // SAFETY: a fresh block, freed once.
+                unsafe { fortalloc::free(victim) };
+                if CORRUPTS {
+                    let len = (len as usize % 8).min(n);
+                    let at = offset as usize % (n - len + 1);
+                    for (i, &b) in bytes.iter().take(len).enumerate() {
+                        // SAFETY: deliberately a use-after-free write, inside
+                        // the freed block, whose page stays mapped (its
+                        // neighbours are alive).
+                        unsafe { std::ptr::write_volatile(victim.add(at + i), b) };
+                    }
+                }
+            }
+            Op::Overflow { pick, len, byte } => {
+                if let Some((p, l)) = model.pick(pick as usize) {
+                    // A zero-size block points at never-accessible memory
+                    // in the hardened build: an overflow there faults, by
+                    // design.
+                    if CORRUPTS && l.size > 0 {
+                        for i in 0..1 + len as usize % 5 {
+                            // SAFETY: deliberately past the requested size,
+                            // within the block's slack (see the variant).
+                            unsafe { std::ptr::write_volatile((p as *mut u8).add(l.size + i), byte) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A block just handed out: in the hardened build it must be zero past its
+/// first word (the free-list link) up to its requested size.
+fn fresh_block_is_clean(p: *mut u8, n: usize) {
+    assert!(!p.is_null(), "malloc({n})");
+    if CORRUPTS {
+        for i in 8..n {
+            // SAFETY: a fresh block of `n` bytes.
+            let b = unsafe { *p.add(i) };
+            assert_eq!(
+                b, 0,
+                "block {p:?} handed out with byte {i} written after free, unreported"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn random_corruption_never_breaks_the_invariants() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(0xc0);
+        for _ in 0..if cfg!(feature = "secure") { 60 } else { 300 } {
+            let len = rng.gen_range(0..4000);
+            let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            let _ = super::run(&mut arbitrary::Unstructured::new(&data));
+        }
+        if super::CORRUPTS {
+            assert!(
+                super::DETECTIONS.load(std::sync::atomic::Ordering::Relaxed) > 0,
+                "corruption was seen"
+            );
+        }
+    }
+}
