@@ -133,6 +133,13 @@ unsafe fn deferred_work(heap: *mut Heap) {
     // SAFETY: forwarded from the caller.
     unsafe {
         drain_delayed(heap);
+        // Adopt one segment abandoned by an exited thread per slow path:
+        // waiting until a bin runs dry let the abandoned list (and the
+        // memory freed into it, which nobody purges) grow without bound
+        // when threads come and go faster than pages are needed.
+        if thread::abandoned_count() != 0 {
+            thread::reclaim_one(heap);
+        }
         let due = (*heap).segs.purge_due;
         if due != 0 {
             let now = os::now_ms();
