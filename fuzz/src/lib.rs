@@ -8,6 +8,7 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod capi;
 pub mod corrupt;
 mod model;
 pub mod ops;
