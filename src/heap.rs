@@ -120,6 +120,9 @@ pub fn malloc_generic(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
                 stats::bump(&(*heap).counters.mallocs);
                 return p;
             }
+            // The rest of this list is not to be trusted (it may even be a
+            // cycle through the refused block): drop it; its blocks leak.
+            (*page).free = ptr::null_mut();
         }
     }
 }

@@ -292,18 +292,28 @@ pub unsafe fn extend(page: *mut Page) {
     }
 }
 
-/// Length and tail of a free list.
+/// Length and tail of a free list. A list longer than the page's capacity
+/// has a cycle (links forged by a write after free that still decode to
+/// blocks of the page): the hardened build reports it and cuts the list
+/// there (its remaining blocks leak), so no walk runs forever.
 ///
 /// # Safety
-/// `head` must start a well-formed list of blocks of `page`.
-unsafe fn list_tail(page: *const Page, head: *mut Block) -> (*mut Block, u32) {
+/// `head` must start a list of blocks of `page`.
+unsafe fn list_tail(page: *mut Page, head: *mut Block) -> (*mut Block, u32) {
     let mut count = 1;
     let mut tail = head;
-    // SAFETY: each link of a well-formed list points to a free block.
+    // SAFETY: each link decodes (checked in the hardened build) to a block
+    // of the page; the count bounds the walk.
     unsafe {
+        let max = (*page).capacity;
         loop {
             let next = harden::decode_next(page, (*tail).next, tail);
             if next.is_null() {
+                return (tail, count);
+            }
+            if count >= max {
+                harden::cycle_found(page, tail);
+                (*tail).next = harden::encode_next(page, ptr::null_mut(), tail);
                 return (tail, count);
             }
             tail = next;

@@ -182,6 +182,18 @@ pub unsafe fn requested_size(page: *const Page, p: *mut u8) -> Option<usize> {
     }
 }
 
+/// A free list of `page` is longer than its capacity: a cycle. Reported as
+/// a corrupted free list (the caller cuts the list).
+///
+/// # Safety
+/// `page` must be a valid descriptor.
+#[cold]
+pub unsafe fn cycle_found(page: *const Page, at: *mut crate::page::Block) {
+    // SAFETY: per the caller.
+    let bsize = unsafe { (*page).block_size };
+    error::report(ErrorKind::CorruptedFreeList, at as usize, bsize);
+}
+
 /// Re-arms the canary of a live block resized in place to `size` bytes.
 ///
 /// # Safety
