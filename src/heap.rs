@@ -17,6 +17,9 @@ use crate::size_class::{bin_of, BIN_COUNT};
 use crate::stats::{self, HeapCounters};
 use crate::{arena, harden, huge, os, thread};
 
+/// Abandoned segments tolerated before every slow path adopts one.
+const ABANDONED_SLACK: usize = 16;
+
 /// Index of the queue of full pages.
 pub const FULL_QUEUE: usize = BIN_COUNT;
 
@@ -136,11 +139,12 @@ unsafe fn deferred_work(heap: *mut Heap) {
     // SAFETY: forwarded from the caller.
     unsafe {
         drain_delayed(heap);
-        // Adopt one segment abandoned by an exited thread per slow path:
-        // waiting until a bin runs dry let the abandoned list (and the
-        // memory freed into it, which nobody purges) grow without bound
-        // when threads come and go faster than pages are needed.
-        if thread::abandoned_count() != 0 {
+        // Adopt a segment abandoned by an exited thread once more than a
+        // few wait: reclaiming only when a bin ran dry let the abandoned
+        // list (and the memory freed into it, which nobody purges) grow
+        // without bound when threads come and go faster than pages are
+        // needed; reclaiming on every slow path cost larson 17%.
+        if thread::abandoned_count() > ABANDONED_SLACK {
             thread::reclaim_one(heap);
         }
         let due = (*heap).segs.purge_due;
