@@ -56,7 +56,7 @@ pub fn zalloc(size: usize) -> *mut u8 {
     let p = malloc(size);
     if !p.is_null() {
         // SAFETY: `p` is a fresh block of at least `size` bytes.
-        unsafe { ptr::write_bytes(p, 0, size) };
+        unsafe { harden::zero::clear_new(p, size) };
     }
     p
 }
@@ -118,7 +118,7 @@ pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
         let p = malloc_block(req, size);
         if zero && !p.is_null() {
             // SAFETY: `p` is a fresh block of at least `size` bytes.
-            unsafe { ptr::write_bytes(p, 0, size) };
+            unsafe { harden::zero::clear_new(p, size) };
         }
         return p;
     }
@@ -135,7 +135,7 @@ fn aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
             let p = malloc_block(req, size);
             if zero && !p.is_null() {
                 // SAFETY: `p` is a fresh block of at least `size` bytes.
-                unsafe { ptr::write_bytes(p, 0, size) };
+                unsafe { harden::zero::clear_new(p, size) };
             }
             p
         }
@@ -221,11 +221,12 @@ pub unsafe fn free(p: *mut u8) {
         let Some((seg, page)) = checked_page(p, "invalid free") else {
             return;
         };
-        if !harden::on_free(page, p) {
+        let heap = thread::heap();
+        let by_owner = (*seg).owner.load(Ordering::Relaxed) == heap as usize;
+        if !harden::on_free(page, p, by_owner) {
             return;
         }
-        let heap = thread::heap();
-        if (*seg).owner.load(Ordering::Relaxed) == heap as usize {
+        if by_owner {
             heap::free_local(heap, page, p as *mut Block);
         } else {
             free_other(seg, page, p as *mut Block);

@@ -8,6 +8,7 @@
 //! +-------+-------+-------+-------+-----+-------+
 //!   used bitmap: which slices belong to a live segment
 //!   dirty bitmap: free slices whose pages may still be resident
+//!   sealed bitmap: free slices the hardened build made inaccessible
 //! ```
 //!
 //! Freed slices stay mapped and are reused first-fit from the lowest
@@ -34,6 +35,9 @@ struct Arena {
     base: usize,
     used: [u64; WORDS],
     dirty: [u64; WORDS],
+    /// Free slices released inaccessible (`guard-pages`) past their first
+    /// `segment::info_size` bytes: the next user opens only what it needs.
+    sealed: [u64; WORDS],
     /// Monotonic ms after which a dirty free slice is purged.
     purge_at: [u64; SLICES],
 }
@@ -51,6 +55,7 @@ const EMPTY_ARENA: Arena = Arena {
     base: 0,
     used: [0; WORDS],
     dirty: [0; WORDS],
+    sealed: [0; WORDS],
     purge_at: [0; SLICES],
 };
 static ARENAS: ArenasCell = ArenasCell(UnsafeCell::new(Arenas {
@@ -130,6 +135,21 @@ pub struct Span {
     pub ptr: *mut u8,
     /// All of it reads as zero (fresh or purged).
     pub zero: bool,
+    /// How its slices were left by their last user.
+    pub prior: Prior,
+}
+
+/// The protection a span comes with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Prior {
+    /// Never sealed: readable and writable throughout.
+    Open,
+    /// Every slice sealed: inaccessible past the first `info_size` bytes
+    /// of each (and maybe within those too, for a slice that was not the
+    /// first of the span it was released with).
+    Sealed,
+    /// Some slices of each kind.
+    Mixed,
 }
 
 /// Takes `size` bytes (rounded up to whole slices), 4 MiB aligned. None
@@ -173,27 +193,39 @@ pub fn alloc(size: usize) -> Option<Span> {
     };
     let a = &mut arenas.list[ai];
     let mut zero = true;
+    let mut sealed = 0;
     for i in start..start + n {
         set_bit(&mut a.used, i, true);
         if bit(&a.dirty, i) {
             zero = false;
         }
+        if bit(&a.sealed, i) {
+            sealed += 1;
+            set_bit(&mut a.sealed, i, false);
+        }
         // Assume it will be written: dirty until purged after its next free.
         set_bit(&mut a.dirty, i, true);
         a.purge_at[i] = 0;
     }
+    let prior = match sealed {
+        0 => Prior::Open,
+        s if s == n => Prior::Sealed,
+        _ => Prior::Mixed,
+    };
     Some(Span {
         ptr: (a.base + (start << SEGMENT_SHIFT)) as *mut u8,
         zero,
+        prior,
     })
 }
 
 /// Returns `size` bytes at `p` (from [`alloc`]) to the arena; their pages go
-/// back to the OS after the purge delay.
+/// back to the OS after the purge delay. `sealed`: the caller made all of
+/// it past `segment::info_size` inaccessible (see [`Prior::Sealed`]).
 ///
 /// # Safety
 /// `[p, p+size)` must be a span from [`alloc`] that nothing uses any more.
-pub unsafe fn free(p: *mut u8, size: usize) {
+pub unsafe fn free(p: *mut u8, size: usize, sealed: bool) {
     let n = size.div_ceil(SEGMENT_SIZE);
     let delay = options::purge_delay_ms();
     let due = if delay == 0 { 0 } else { os::now_ms() + delay };
@@ -209,6 +241,7 @@ pub unsafe fn free(p: *mut u8, size: usize) {
     let start = (p as usize - a.base) >> SEGMENT_SHIFT;
     for i in start..(start + n).min(SLICES) {
         set_bit(&mut a.used, i, false);
+        set_bit(&mut a.sealed, i, sealed);
         a.purge_at[i] = due;
     }
     if delay == 0 {
@@ -295,13 +328,13 @@ mod tests {
             a.ptr.add(3 * SEGMENT_SIZE - 1).write(9);
         }
         // SAFETY: the span came from `alloc` and is no longer used.
-        unsafe { free(a.ptr, 3 * SEGMENT_SIZE) };
+        unsafe { free(a.ptr, 3 * SEGMENT_SIZE, false) };
         // First fit: a smaller request fits in the hole just freed (unless a
         // concurrent test took it first, in which case it lies elsewhere).
         let b = alloc(SEGMENT_SIZE).expect("arena span");
         assert_eq!(b.ptr as usize % SEGMENT_SIZE, 0);
         // SAFETY: as above.
-        unsafe { free(b.ptr, SEGMENT_SIZE) };
+        unsafe { free(b.ptr, SEGMENT_SIZE, false) };
     }
 
     #[test]
@@ -316,7 +349,7 @@ mod tests {
         // SAFETY: the span is ours.
         unsafe { a.ptr.add(4096).write(0xab) };
         // SAFETY: the span came from `alloc` and is no longer used.
-        unsafe { free(a.ptr, SEGMENT_SIZE) };
+        unsafe { free(a.ptr, SEGMENT_SIZE, false) };
         purge(true);
         // Whatever span we get now is either fresh or purged, or dirty and
         // reported as such.
@@ -327,6 +360,6 @@ mod tests {
             assert!(bytes.iter().all(|&x| x == 0));
         }
         // SAFETY: as above.
-        unsafe { free(b.ptr, SEGMENT_SIZE) };
+        unsafe { free(b.ptr, SEGMENT_SIZE, false) };
     }
 }

@@ -12,6 +12,7 @@
 
 use core::ptr;
 
+use crate::arena::Prior;
 use crate::constants::{MAX_ALLOC, SEGMENT_SIZE, WORD};
 use crate::segment::{self, Segment};
 use crate::{harden, os, segment_map, stats};
@@ -30,13 +31,13 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     // The hardened build keeps at least one OS page after the block, as a
     // guard.
     let tail = harden::guard::header_guard();
-    let (seg, total, offset, is_zero, in_arena) = if align <= SEGMENT_SIZE {
+    let (seg, total, offset, is_zero, in_arena, prior) = if align <= SEGMENT_SIZE {
         let offset = round_up(info, align.max(WORD));
         let total = round_up(offset + size.max(1) + tail, SEGMENT_SIZE);
-        let Some(fresh) = segment::os_alloc(total) else {
+        let Some(fresh) = segment::os_alloc(total, false) else {
             return ptr::null_mut();
         };
-        (fresh.seg, total, offset, fresh.zero, fresh.in_arena)
+        (fresh.seg, total, offset, fresh.zero, fresh.in_arena, fresh.prior)
     } else {
         // The block must be `align`-aligned and its segment segment-aligned:
         // put the block exactly one segment past the header.
@@ -49,12 +50,12 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         stats::RESERVED.increase(total);
         stats::SEGMENTS.increase(1);
         // SAFETY: the mapping was just made and is ours alone.
-        unsafe { harden::guard::segment_taken(raw, total, info, false) };
+        unsafe { harden::guard::segment_taken(raw, total, info, Prior::Open, false) };
         // SAFETY: the mapping was just made.
         unsafe { os::advise_huge_pages(raw, total) };
         let seg = raw as *mut Segment;
         segment_map::insert(seg);
-        (seg, total, offset, true, false)
+        (seg, total, offset, true, false, Prior::Open)
     };
     // SAFETY: the segment is mapped, ours alone, and larger than its header.
     unsafe {
@@ -68,17 +69,24 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         segment::init_huge(seg, total, offset, block_size);
         (*seg).in_arena = in_arena;
         let block = (seg as *mut u8).add(offset);
-        harden::guard::around_block(
+        harden::guard::open_block(
             seg as usize + info,
             block as usize,
             block as usize + size.max(1),
             seg as usize + total,
+            prior,
         );
         stats::HUGE.increase(1);
         stats::HUGE_BYTES.increase(total - offset);
         stats::IN_USE.increase(total - offset);
-        if zero && !is_zero {
-            ptr::write_bytes(block, 0, size);
+        if !is_zero {
+            if harden::ZERO_FRESH {
+                // Reused arena memory may hold an old owner's bytes, which
+                // the zero-on-free build never shows a new owner.
+                ptr::write_bytes(block, 0, block_size);
+            } else if zero {
+                ptr::write_bytes(block, 0, size);
+            }
         }
         block
     }

@@ -75,6 +75,12 @@ pub struct Page {
     /// The guard page at the end of this slot's area is in place (hardened
     /// build; kept across uses of the slot while the segment lives).
     pub guarded: bool,
+    /// The slot's area may hold bytes of an earlier use; false only while
+    /// it is known to read as zero (fresh or purged memory, not yet carved),
+    /// so the zero-on-free build need not zero fresh blocks itself. Kept
+    /// across uses of the slot: a zeroed descriptor (fresh segment memory)
+    /// says the area is zero too.
+    pub stale: bool,
     /// `capacity_bytes` of the page's last use, kept after it is freed (with
     /// its geometry: `page_start`, `div_*`) so the hardened build can tell a
     /// late second free of one of its blocks from a wild pointer.
@@ -117,6 +123,7 @@ impl Page {
             div_limit: 0,
             purge_pending: false,
             guarded: false,
+            stale: true,
             freed_bytes: 0,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
@@ -213,6 +220,7 @@ pub unsafe fn reset(page: *mut Page) {
         let p = &mut *page;
         p.freed_bytes = p.capacity_bytes.load(Ordering::Relaxed).min(u32::MAX as usize) as u32;
         p.capacity_bytes.store(0, Ordering::Relaxed);
+        p.stale = true;
         p.block_size = 0;
         p.free = ptr::null_mut();
         p.local_free = ptr::null_mut();
@@ -278,7 +286,7 @@ pub unsafe fn extend(page: *mut Page) {
         let left = (*page).reserved as usize - capacity;
         let count = harden::batch(bsize, left);
         let first = (*page).page_start.add(capacity * bsize);
-        if harden::ZERO_FRESH {
+        if harden::ZERO_FRESH && (*page).stale {
             // Reused segment memory may hold an old owner's bytes.
             ptr::write_bytes(first, 0, count * bsize);
         }

@@ -19,6 +19,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::arena::Prior;
 use crate::constants::{
     MEDIUM_OBJ_MAX, MEDIUM_PAGE_SHIFT, SEGMENT_MASK, SEGMENT_SHIFT, SEGMENT_SIZE, SMALL_OBJ_MAX,
     SMALL_PAGES_PER_SEGMENT, SMALL_PAGE_SHIFT,
@@ -48,6 +49,9 @@ pub struct Segment {
     pub first_page: u32,
     /// Taken from an arena (else mapped on its own).
     pub in_arena: bool,
+    /// How its memory was protected when taken (`guard-pages`): a large
+    /// page opens only its block's pages of a sealed segment.
+    pub prior: Prior,
     /// Bytes mapped from the segment start.
     pub size: usize,
     /// Header bytes, a multiple of the OS page size.
@@ -192,15 +196,19 @@ pub struct Fresh {
     pub seg: *mut Segment,
     pub zero: bool,
     pub in_arena: bool,
+    pub prior: Prior,
 }
 
-/// Gets memory for a segment and records it in the segment map.
-pub fn os_alloc(size: usize) -> Option<Fresh> {
+/// Gets memory for a segment and records it in the segment map. `whole`:
+/// all of it is used at once (small and medium segments), else only its
+/// header until the caller opens its block (see `harden::guard`).
+pub fn os_alloc(size: usize, whole: bool) -> Option<Fresh> {
     let fresh = match arena::alloc(size) {
         Some(span) => Fresh {
             seg: span.ptr.cast(),
             zero: span.zero,
             in_arena: true,
+            prior: span.prior,
         },
         None => {
             let p = os::map_aligned(size, SEGMENT_SIZE);
@@ -214,6 +222,7 @@ pub fn os_alloc(size: usize) -> Option<Fresh> {
                 seg: p.cast(),
                 zero: true,
                 in_arena: false,
+                prior: Prior::Open,
             }
         }
     };
@@ -222,7 +231,7 @@ pub fn os_alloc(size: usize) -> Option<Fresh> {
         segment_map::remove_range(fresh.seg as usize, size);
     }
     // SAFETY: the memory was just taken and is ours alone.
-    unsafe { harden::guard::segment_taken(fresh.seg.cast(), size, info_size(), fresh.in_arena) };
+    unsafe { harden::guard::segment_taken(fresh.seg.cast(), size, info_size(), fresh.prior, whole) };
     segment_map::insert(fresh.seg);
     stats::SEGMENTS.increase(1);
     Some(fresh)
@@ -243,8 +252,8 @@ pub unsafe fn os_free(seg: *mut Segment) {
             segment_map::remove(seg);
         }
         if (*seg).in_arena {
-            harden::guard::segment_released(seg.cast(), size, info_size());
-            arena::free(seg.cast(), size);
+            let sealed = harden::guard::segment_released(seg.cast(), size, info_size());
+            arena::free(seg.cast(), size, sealed);
         } else {
             os::unmap(seg.cast(), size);
             stats::RESERVED.decrease(size);
@@ -345,7 +354,7 @@ unsafe fn free_remove(segs: &mut Segments, seg: *mut Segment) {
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
 unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
-    let Some(fresh) = os_alloc(SEGMENT_SIZE) else {
+    let Some(fresh) = os_alloc(SEGMENT_SIZE, kind != Kind::Large) else {
         return ptr::null_mut();
     };
     let seg = fresh.seg;
@@ -361,6 +370,7 @@ unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
         }
         init_header(seg, heap, kind);
         (*seg).in_arena = fresh.in_arena;
+        (*seg).prior = fresh.prior;
         let segs = &mut (*heap).segs;
         all_push(segs, seg);
         if kind == Kind::Small || kind == Kind::Medium {
@@ -492,7 +502,7 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
         }
         if kind == Kind::Large && harden::guard::ON && reserved > 0 {
             reserved = 1;
-            harden::guard::around_block(area_start, start, start + bsize, area_end);
+            harden::guard::open_block(area_start, start, start + bsize, area_end, (*seg).prior);
         }
         harden::clear_live_bits(start, start + reserved * bsize);
         page::init(page, heap, bin as u8, bsize, start as *mut u8, reserved);
@@ -530,6 +540,7 @@ pub unsafe fn page_free(heap: *mut Heap, page: *mut Page) {
         if delay == 0 {
             let (s, e) = page_area(seg, idx);
             os::purge(s as *mut u8, e - s);
+            (*page).stale = false;
         } else {
             let due = os::now_ms() + delay;
             (*page).purge_pending = true;
@@ -599,6 +610,7 @@ unsafe fn purge_marked_pages(seg: *mut Segment) {
             let page = &mut *pages.add(idx);
             if !page.in_use() && page.purge_pending {
                 page.purge_pending = false;
+                page.stale = false;
                 let (s, e) = page_area(seg, idx);
                 run = match run {
                     Some((rs, re)) if re == s => Some((rs, e)),

@@ -443,6 +443,57 @@ mod zero_on_free {
     }
 }
 
+#[cfg(feature = "zero-on-free")]
+mod zero_on_free_new_owners {
+    use super::*;
+
+    /// Sizes from every kind of page: small, medium, large (a segment of
+    /// its own in the guard build, not wiped at free there) and huge.
+    const SIZES: [usize; 6] = [24, 3000, 40_000, 200_000, 1_500_000, 6_000_000];
+
+    /// Fills blocks with a pattern and frees them, many times over, so the
+    /// memory is reused; every new owner must find its block all zero.
+    fn churn(zeroed: bool) {
+        for round in 0..12 {
+            for &n in &SIZES {
+                let p = if zeroed { fortalloc::zalloc(n) } else { malloc(n) };
+                assert!(!p.is_null());
+                // SAFETY: `p` is a live block of `n` bytes (at least).
+                unsafe {
+                    // Under encoded-freelist the handed-out block does not
+                    // even keep its free-list link; without it, word 0 may
+                    // hold the plain link.
+                    let from = if cfg!(feature = "encoded-freelist") || zeroed {
+                        0
+                    } else {
+                        8
+                    };
+                    let bytes = std::slice::from_raw_parts(p, n);
+                    if let Some(i) = bytes[from..].iter().position(|&b| b != 0) {
+                        panic!(
+                            "round {round}: {n}-byte block: byte {} is {:#x}",
+                            i + from,
+                            bytes[i + from]
+                        );
+                    }
+                    std::ptr::write_bytes(p, 0xa5, n);
+                    free(p);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn new_owners_of_reused_memory_see_zeros() {
+        churn(false);
+    }
+
+    #[test]
+    fn zeroed_allocations_are_zero_after_reuse() {
+        churn(true);
+    }
+}
+
 #[cfg(feature = "encoded-freelist")]
 mod encoded_freelist {
     use super::*;

@@ -23,6 +23,7 @@
 //! the count against `vm.max_map_count`.
 
 use super::random;
+pub use crate::arena::Prior;
 use crate::os;
 use crate::page::Page;
 
@@ -45,34 +46,65 @@ pub fn page_guard() -> usize {
 }
 
 /// A segment's memory of `size` bytes with an `info`-byte header (its guard
-/// included) was just taken. `reused`: it may still carry guards of an
-/// earlier use, or the inaccessibility of its release.
+/// included) was just taken, protected as `prior` says. With `whole`, all
+/// of it past the header becomes accessible now (small and medium
+/// segments, whose page guards come later); else only the header, and
+/// [`open_block`] opens the block's pages.
 ///
 /// # Safety
 /// `[seg, seg + size)` must be segment memory nobody else uses.
-pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, reused: bool) {
+pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior, whole: bool) {
     if !ON {
         return;
     }
     let ps = os::page_size();
     // SAFETY: per the caller; the guard lies inside the header area.
     unsafe {
-        if reused {
-            os::protect(seg, size, true);
+        match prior {
+            Prior::Open => os::protect(seg.add(info - ps), ps, false),
+            Prior::Mixed => {
+                os::protect(seg, size, true);
+                os::protect(seg.add(info - ps), ps, false);
+            }
+            // Everything past the header's guard is sealed already; the
+            // header itself may be too (a slice from the middle of a
+            // released huge span), so it is opened either way.
+            Prior::Sealed => {
+                os::protect(seg, info - ps, true);
+                if whole {
+                    os::protect(seg.add(info), size - info, true);
+                }
+            }
         }
-        os::protect(seg.add(info - ps), ps, false);
     }
 }
 
 /// A segment is released: its memory past the header becomes inaccessible.
+/// True if it did (the arena then remembers the span as sealed).
 ///
 /// # Safety
 /// Nothing may use the segment's blocks any more.
-pub unsafe fn segment_released(seg: *mut u8, size: usize, info: usize) {
+pub unsafe fn segment_released(seg: *mut u8, size: usize, info: usize) -> bool {
     if ON && size > info {
         // SAFETY: per the caller.
         unsafe { os::protect(seg.add(info), size - info, false) };
+        true
+    } else {
+        false
     }
+}
+
+/// Freeing a block of `page` through its owner releases its memory at once
+/// (large pages hold one block each in this build, and are released when
+/// it is freed; the segment is then sealed until reused, and reuse zeroes
+/// it), so the hardened build need not wipe it first.
+///
+/// # Safety
+/// `page` must be a valid descriptor.
+#[inline(always)]
+pub unsafe fn sealed_at_free(page: *const Page) -> bool {
+    // SAFETY: per the caller.
+    ON && unsafe { (*page).block_size } > crate::constants::MEDIUM_OBJ_MAX
 }
 
 /// A small or medium page slot ending at `area_end` comes into use: its
@@ -92,20 +124,26 @@ pub unsafe fn page_slot(page: *mut Page, area_end: usize) {
     }
 }
 
-/// A single block spans `[start, end)` of an area `[area_start, area_end)`:
-/// everything else in the area, rounded to OS pages, becomes a guard.
+/// A single block spans `[start, end)` of an area `[area_start, area_end)`
+/// of a segment taken as `prior` says (see [`segment_taken`]): everything
+/// else in the area, rounded to OS pages, is a guard.
 ///
 /// # Safety
 /// The area must be segment memory of the caller's, holding no other block.
-pub unsafe fn around_block(area_start: usize, start: usize, end: usize, area_end: usize) {
+pub unsafe fn open_block(area_start: usize, start: usize, end: usize, area_end: usize, prior: Prior) {
     if !ON {
         return;
     }
     let ps = os::page_size();
     let before = start & !(ps - 1);
     let after = (end + ps - 1) & !(ps - 1);
-    // SAFETY: per the caller; both ranges hold no block.
+    // SAFETY: per the caller; the ranges hold no other block.
     unsafe {
+        if prior == Prior::Sealed {
+            // The guards are sealed already: open only the block.
+            os::protect(before as *mut u8, after - before, true);
+            return;
+        }
         if before > area_start {
             os::protect(area_start as *mut u8, before - area_start, false);
         }

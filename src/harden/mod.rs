@@ -14,7 +14,7 @@ mod encode;
 pub mod guard;
 mod order;
 pub mod random;
-mod zero;
+pub mod zero;
 pub mod zero_size;
 
 use crate::error::{self, ErrorKind};
@@ -84,7 +84,7 @@ pub const fn padded(size: usize) -> usize {
 /// `padded(size) <= block_size`.
 #[inline(always)]
 pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
-    if !CHECKS {
+    if !CHECKS && !encode::ON {
         return true;
     }
     // SAFETY: per the caller.
@@ -101,6 +101,11 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
             error::report(ErrorKind::CorruptedFreeList, p as usize, bsize);
             return false;
         }
+        if encode::ON {
+            // The link left in the block would tell its new owner an
+            // encoding of known addresses, which gives away key bits.
+            (p as *mut usize).write(0);
+        }
         if canary::applies(page) {
             canary::write(page, p, size);
         }
@@ -109,12 +114,13 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
 }
 
 /// Checks a block about to be freed and wipes it. False (after reporting)
-/// means it must not be freed: it is not live.
+/// means it must not be freed: it is not live. `by_owner`: the page's own
+/// thread frees it (so a large page is released, and sealed, at once).
 ///
 /// # Safety
 /// `p` must be a block start of the in-use `page` (it passed the free check).
 #[inline(always)]
-pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
+pub unsafe fn on_free(page: *const Page, p: *mut u8, by_owner: bool) -> bool {
     if !CHECKS {
         return true;
     }
@@ -131,7 +137,7 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
         if canary::applies(page) && canary::check(page, p).is_none() {
             error::report(ErrorKind::BufferOverflow, p as usize, bsize);
         }
-        if zero::ON {
+        if zero::ON && !(by_owner && guard::sealed_at_free(page)) {
             zero::wipe(p, bsize);
         }
         true

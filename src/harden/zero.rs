@@ -3,6 +3,8 @@
 //! again it must still be zero past its first word (the free-list link),
 //! else something wrote to it after the free.
 
+use crate::segment::{self, Kind};
+
 pub const ON: bool = cfg!(feature = "zero-on-free");
 
 /// Wipes a block being freed.
@@ -30,5 +32,26 @@ pub unsafe fn still_zero(p: *const u8, bsize: usize) -> bool {
         // An OR over everything, no early exit: it vectorizes, which made
         // the check four times faster on 64 KiB blocks.
         words.iter().fold(0, |acc, &w| acc | w) == 0
+    }
+}
+
+/// Zeroes the first `size` bytes of a block just handed out, for calloc
+/// and friends. In this build a block of a small, medium or large page is
+/// already zero past its first word when it is handed out (fresh blocks are
+/// zeroed when carved, freed ones wiped and checked on the way out), so
+/// only that word is cleared; huge blocks and the plain build clear it all.
+///
+/// # Safety
+/// `p` must be a block just handed out with at least `size` usable bytes.
+#[inline(always)]
+pub unsafe fn clear_new(p: *mut u8, size: usize) {
+    // SAFETY: `p` has `size` usable bytes per the caller; a non-empty block
+    // lies in a live segment, whose header is readable.
+    unsafe {
+        if ON && size > 0 && (*segment::of_block(p)).kind != Kind::Huge {
+            core::ptr::write_bytes(p, 0, size.min(crate::constants::WORD));
+        } else {
+            core::ptr::write_bytes(p, 0, size);
+        }
     }
 }
