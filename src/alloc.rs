@@ -390,14 +390,37 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
             harden::resized(page, p, new_size);
             return p;
         }
-        let q = malloc_aligned(new_size, align);
+        let q = malloc_aligned(grown_size(usable, new_size), align);
         if q.is_null() {
             return q;
+        }
+        if new_size > usable && harden::HARDENED {
+            // The block may be bigger than asked: its canary and recorded
+            // size belong at what the caller asked for.
+            let seg = segment::of_block(q);
+            harden::resized(segment::page_of(seg, q), q, new_size);
         }
         ptr::copy_nonoverlapping(p, q, usable.min(new_size));
         free(p);
         q
     }
+}
+
+/// What to allocate when `realloc` moves a block of `usable` bytes to hold
+/// `new_size`: when it grows, at least a quarter more than it had. Code
+/// that grows an array a little at a time (by an eighth, say) then moves it
+/// on every other step rather than on every one: the size classes are an
+/// eighth apart, so without the headroom each step landed in the next
+/// class and copied everything (twice the copying of mimalloc, whose
+/// classes are a quarter apart). Blocks that would become huge get exactly
+/// what they ask for.
+#[inline]
+fn grown_size(usable: usize, new_size: usize) -> usize {
+    let limit = LARGE_OBJ_MAX - harden::padded(0);
+    if new_size <= usable || new_size > limit {
+        return new_size;
+    }
+    new_size.max(usable + usable / 4).min(limit)
 }
 
 /// Returns memory the calling thread's heap caches but does not need; with

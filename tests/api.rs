@@ -243,3 +243,35 @@ fn freeing_null_is_a_no_op() {
         fortalloc::free(p);
     }
 }
+
+#[test]
+fn realloc_growing_by_an_eighth_moves_at_most_every_other_step() {
+    // C code often grows an array by a fraction at a time; with size
+    // classes an eighth apart each step would land in a new class and copy.
+    let mut size = 64usize;
+    let mut p = fortalloc::malloc(size);
+    assert!(!p.is_null());
+    let (mut steps, mut moves) = (0, 0);
+    while size < 200_000 {
+        let new = size + size / 8 + 1;
+        // SAFETY: `p` is live with `size` bytes; realloc keeps them.
+        unsafe {
+            *p.add(size - 1) = size as u8;
+            let q = fortalloc::realloc(p, new);
+            assert!(!q.is_null());
+            assert_eq!(*q.add(size - 1), size as u8, "contents kept");
+            if q != p {
+                moves += 1;
+            }
+            p = q;
+        }
+        size = new;
+        steps += 1;
+    }
+    // SAFETY: live, freed once.
+    unsafe { fortalloc::free(p) };
+    assert!(
+        moves * 5 <= steps * 3,
+        "{moves} of {steps} growth steps moved the block"
+    );
+}

@@ -182,6 +182,17 @@ fn child() {
                 *p.add(40) = 1;
                 let _ = fortalloc::realloc(p, 80);
             }
+            "overflow-after-growing-realloc" => {
+                // realloc grows with headroom: the canary must still sit
+                // right after the size asked for, not after the block.
+                let p = malloc(1000);
+                let q = fortalloc::realloc(p, 1100);
+                assert!(!q.is_null());
+                assert!(fortalloc::usable_size(q) >= 1100);
+                say_addr(q);
+                *q.add(1100) ^= 0xff;
+                free(q);
+            }
             "write-after-free" => {
                 let p = malloc(64);
                 free(p);
@@ -399,6 +410,11 @@ mod canary {
     #[test]
     fn eight_byte_overflow_of_a_small_block() {
         assert_detected("overflow-8-small", "heap buffer overflow");
+    }
+
+    #[test]
+    fn one_byte_overflow_after_a_growing_realloc() {
+        assert_detected("overflow-after-growing-realloc", "heap buffer overflow");
     }
 
     #[test]
