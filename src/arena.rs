@@ -38,6 +38,9 @@ struct Arena {
     /// Free slices released inaccessible (`guard-pages`) past their first
     /// `segment::info_size` bytes: the next user opens only what it needs.
     sealed: [u64; WORDS],
+    /// Slices freed without a seal (the plain build, or the kernel refused
+    /// it): their protection is not known.
+    unsealed: [u64; WORDS],
     /// Monotonic ms after which a dirty free slice is purged.
     purge_at: [u64; SLICES],
 }
@@ -56,6 +59,7 @@ const EMPTY_ARENA: Arena = Arena {
     used: [0; WORDS],
     dirty: [0; WORDS],
     sealed: [0; WORDS],
+    unsealed: [0; WORDS],
     purge_at: [0; SLICES],
 };
 static ARENAS: ArenasCell = ArenasCell(UnsafeCell::new(Arenas {
@@ -142,13 +146,13 @@ pub struct Span {
 /// The protection a span comes with.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Prior {
-    /// Never sealed: readable and writable throughout.
+    /// Never used: readable and writable throughout.
     Open,
     /// Every slice sealed: inaccessible past the first `info_size` bytes
     /// of each (and maybe within those too, for a slice that was not the
     /// first of the span it was released with).
     Sealed,
-    /// Some slices of each kind.
+    /// Anything else: some slices used without a seal, or a mix.
     Mixed,
 }
 
@@ -194,6 +198,7 @@ pub fn alloc(size: usize) -> Option<Span> {
     let a = &mut arenas.list[ai];
     let mut zero = true;
     let mut sealed = 0;
+    let mut unknown = false;
     for i in start..start + n {
         set_bit(&mut a.used, i, true);
         if bit(&a.dirty, i) {
@@ -203,11 +208,16 @@ pub fn alloc(size: usize) -> Option<Span> {
             sealed += 1;
             set_bit(&mut a.sealed, i, false);
         }
+        if bit(&a.unsealed, i) {
+            unknown = true;
+            set_bit(&mut a.unsealed, i, false);
+        }
         // Assume it will be written: dirty until purged after its next free.
         set_bit(&mut a.dirty, i, true);
         a.purge_at[i] = 0;
     }
     let prior = match sealed {
+        _ if unknown => Prior::Mixed,
         0 => Prior::Open,
         s if s == n => Prior::Sealed,
         _ => Prior::Mixed,
@@ -242,6 +252,7 @@ pub unsafe fn free(p: *mut u8, size: usize, sealed: bool) {
     for i in start..(start + n).min(SLICES) {
         set_bit(&mut a.used, i, false);
         set_bit(&mut a.sealed, i, sealed);
+        set_bit(&mut a.unsealed, i, !sealed);
         a.purge_at[i] = due;
     }
     if delay == 0 {

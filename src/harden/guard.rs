@@ -61,7 +61,9 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
     // SAFETY: per the caller; the guard lies inside the header area.
     unsafe {
         match prior {
-            Prior::Open => os::protect(seg.add(info - ps), ps, false),
+            Prior::Open => {
+                os::protect(seg.add(info - ps), ps, false);
+            }
             Prior::Mixed => {
                 os::protect(seg, size, true);
                 os::protect(seg.add(info - ps), ps, false);
@@ -80,18 +82,27 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
 }
 
 /// A segment is released: its memory past the header becomes inaccessible.
-/// True if it did (the arena then remembers the span as sealed).
+/// True if it did (the arena then remembers the span as sealed). If the
+/// kernel refuses (out of mappings), the memory is wiped instead in the
+/// zero-on-free build, which relies on the seal for large blocks (see
+/// [`sealed_at_free`]).
 ///
 /// # Safety
 /// Nothing may use the segment's blocks any more.
 pub unsafe fn segment_released(seg: *mut u8, size: usize, info: usize) -> bool {
-    if ON && size > info {
-        // SAFETY: per the caller.
-        unsafe { os::protect(seg.add(info), size - info, false) };
-        true
-    } else {
-        false
+    if !ON || size <= info {
+        return false;
     }
+    // SAFETY: per the caller.
+    unsafe {
+        if os::protect(seg.add(info), size - info, false) {
+            return true;
+        }
+        if super::zero::ON {
+            core::ptr::write_bytes(seg.add(info), 0, size - info);
+        }
+    }
+    false
 }
 
 /// Freeing a block of `page` through its owner releases its memory at once

@@ -118,13 +118,14 @@ pub unsafe fn advise_huge_pages(p: *mut u8, size: usize) {
     }
 }
 
-/// Makes `[p, p+size)` readable and writable, or inaccessible.
+/// Makes `[p, p+size)` readable and writable, or inaccessible. False if
+/// the kernel refused (out of mappings): the range is then as it was.
 ///
 /// # Safety
 /// `[p, p+size)` must be page-aligned memory this process mapped, and with
 /// `accessible == false` nothing may access it until it is made accessible
 /// again.
-pub unsafe fn protect(p: *mut u8, size: usize, accessible: bool) {
+pub unsafe fn protect(p: *mut u8, size: usize, accessible: bool) -> bool {
     let prot = if accessible {
         libc::PROT_READ | libc::PROT_WRITE
     } else {
@@ -134,9 +135,7 @@ pub unsafe fn protect(p: *mut u8, size: usize, accessible: bool) {
     // inaccessible. A failure (ENOMEM when the process is out of mappings)
     // leaves the range as it was: a guard that is missing, never memory
     // that is missing.
-    unsafe {
-        libc::mprotect(p.cast(), size, prot);
-    }
+    unsafe { libc::mprotect(p.cast(), size, prot) == 0 }
 }
 
 /// Returns a mapping (or the part of one) to the OS.
