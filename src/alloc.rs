@@ -34,8 +34,8 @@ fn malloc_block(req: usize, size: usize) -> *mut u8 {
         unsafe {
             let page = *(*heap).direct.get_unchecked(wsize_of(req));
             if !(*page).free.is_null() {
-                let p = heap::pop_block(page);
-                if harden::on_alloc(page, p, size) {
+                let (p, fresh) = heap::pop_block(page);
+                if harden::on_alloc(page, p, size, fresh) {
                     stats::bump(&(*heap).counters.mallocs);
                     return p;
                 }

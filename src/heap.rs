@@ -75,18 +75,20 @@ impl Heap {
     }
 }
 
-/// Pops a block off a page known to have one.
+/// Pops a block off a page known to have one; true with it if the block
+/// is fresh (see `harden::on_alloc`).
 ///
 /// # Safety
 /// `page` must be owned by the calling thread with a non-empty `free`.
 #[inline(always)]
-pub unsafe fn pop_block(page: *mut Page) -> *mut u8 {
+pub unsafe fn pop_block(page: *mut Page) -> (*mut u8, bool) {
     // SAFETY: per the caller, `free` is a valid free block of the page.
     unsafe {
         let block = (*page).free;
-        (*page).free = harden::decode_next(page, (*block).next, block);
+        let (next, fresh) = harden::decode_fresh(page, (*block).next, block);
+        (*page).free = next;
         (*page).used += 1;
-        block.cast()
+        (block.cast(), fresh)
     }
 }
 
@@ -118,8 +120,8 @@ pub fn malloc_generic(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
             if page.is_null() {
                 return ptr::null_mut();
             }
-            let p = pop_block(page);
-            if harden::on_alloc(page, p, size) {
+            let (p, fresh) = pop_block(page);
+            if harden::on_alloc(page, p, size, fresh) {
                 stats::bump(&(*heap).counters.mallocs);
                 return p;
             }

@@ -75,11 +75,12 @@ pub struct Page {
     /// The guard page at the end of this slot's area is in place (hardened
     /// build; kept across uses of the slot while the segment lives).
     pub guarded: bool,
-    /// The slot's area may hold bytes of an earlier use; false only while
-    /// it is known to read as zero (fresh or purged memory, not yet carved),
-    /// so the zero-on-free build need not zero fresh blocks itself. Kept
-    /// across uses of the slot: a zeroed descriptor (fresh segment memory)
-    /// says the area is zero too.
+    /// The slot's area may hold bytes of an earlier use, or of a dangling
+    /// pointer's writes; false only while it is known to read as zero and
+    /// to have been unwritable since (a fresh segment of the guard build,
+    /// whose free memory is sealed), so the zero-on-free build need not
+    /// zero its fresh blocks. A zeroed descriptor (fresh segment memory)
+    /// reads as false; `Page::empty` and a freed page say true.
     pub stale: bool,
     /// `capacity_bytes` of the page's last use, kept after it is freed (with
     /// its geometry: `page_start`, `div_*`) so the hardened build can tell a
@@ -286,8 +287,10 @@ pub unsafe fn extend(page: *mut Page) {
         let left = (*page).reserved as usize - capacity;
         let count = harden::batch(bsize, left);
         let first = (*page).page_start.add(capacity * bsize);
-        if harden::ZERO_FRESH && (*page).stale {
-            // Reused segment memory may hold an old owner's bytes.
+        // Reused segment memory may hold an old owner's bytes. Memory known
+        // to be zero is left untouched when its blocks can be marked fresh
+        // (then nothing reads them before their owner writes).
+        if harden::ZERO_FRESH && ((*page).stale || !harden::MARKS_FRESH) {
             ptr::write_bytes(first, 0, count * bsize);
         }
         let heap = (*page).heap.load(Ordering::Relaxed);

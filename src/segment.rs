@@ -362,7 +362,11 @@ unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
     // "not in use"; reused memory may hold anything (a huge block's data),
     // so its descriptors are reset first.
     unsafe {
-        if !fresh.zero {
+        // Only memory nobody could write since it was zeroed counts as
+        // zero for fresh blocks (see `Page::stale`): a free segment of the
+        // guard build is sealed; a purged page, or a purged free segment of
+        // another build, may have been written through a dangling pointer.
+        if !fresh.zero || !harden::guard::ON {
             let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
             for i in 0..=SMALL_PAGES_PER_SEGMENT {
                 ptr::write(pages.add(i), Page::empty());
@@ -540,7 +544,6 @@ pub unsafe fn page_free(heap: *mut Heap, page: *mut Page) {
         if delay == 0 {
             let (s, e) = page_area(seg, idx);
             os::purge(s as *mut u8, e - s);
-            (*page).stale = false;
         } else {
             let due = os::now_ms() + delay;
             (*page).purge_pending = true;
@@ -610,7 +613,6 @@ unsafe fn purge_marked_pages(seg: *mut Segment) {
             let page = &mut *pages.add(idx);
             if !page.in_use() && page.purge_pending {
                 page.purge_pending = false;
-                page.stale = false;
                 let (s, e) = page_area(seg, idx);
                 run = match run {
                     Some((rs, re)) if re == s => Some((rs, e)),

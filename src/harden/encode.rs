@@ -13,6 +13,15 @@ use crate::{segment, segment_map};
 
 pub const ON: bool = cfg!(feature = "encoded-freelist");
 
+/// Low bit of a decoded link: the block holding the link is fresh (carved
+/// on memory known to be zero, never handed out since), so the
+/// write-after-free check need not read it, which on untouched memory
+/// would fault every page in twice (the read maps the zero page, the
+/// owner's first write copies it). Only with encoding: a plain link's bit
+/// could be set by a use-after-free writer to dodge the check; an encoded
+/// one cannot be forged without the page keys.
+pub const FRESH: usize = if ON && super::zero::ON { 1 } else { 0 };
+
 #[inline(always)]
 fn keys(page: *const Page) -> (usize, usize) {
     // SAFETY: callers pass a valid page descriptor.
@@ -37,6 +46,13 @@ fn decode_raw(page: *const Page, raw: usize, at: *mut Block) -> usize {
     raw.wrapping_sub(k1).rotate_right((k1 & 63) as u32) ^ k0 ^ at as usize
 }
 
+/// Encodes the link to `next` stored in `at`, a fresh block (see
+/// [`FRESH`]).
+#[inline(always)]
+pub fn encode_fresh(page: *const Page, next: *mut Block, at: *mut Block) -> usize {
+    encode_next(page, (next as usize | FRESH) as *mut Block, at)
+}
+
 /// Decodes the link read from `at`, a free block of `page`: null, or a block
 /// of the same page.
 ///
@@ -44,17 +60,29 @@ fn decode_raw(page: *const Page, raw: usize, at: *mut Block) -> usize {
 /// `page` must be a valid descriptor of an in-use page.
 #[inline(always)]
 pub unsafe fn decode_next(page: *const Page, raw: usize, at: *mut Block) -> *mut Block {
+    // SAFETY: per the caller.
+    unsafe { decode_fresh(page, raw, at).0 }
+}
+
+/// [`decode_next`], and whether `at` is fresh (see [`FRESH`]).
+///
+/// # Safety
+/// As for [`decode_next`].
+#[inline(always)]
+pub unsafe fn decode_fresh(page: *const Page, raw: usize, at: *mut Block) -> (*mut Block, bool) {
     if !ON {
-        return raw as *mut Block;
+        return (raw as *mut Block, false);
     }
-    let next = decode_raw(page, raw, at);
+    let flagged = decode_raw(page, raw, at);
+    let fresh = FRESH == 1 && flagged & 1 == 1;
+    let next = flagged & !FRESH;
     // SAFETY: `page` is valid per the caller.
     let ok =
         next == 0 || unsafe { page::is_block_start(page, next.wrapping_sub((*page).page_start as usize)) };
     if ok {
-        next as *mut Block
+        (next as *mut Block, fresh)
     } else {
-        corrupted(page, at)
+        (corrupted(page, at), false)
     }
 }
 
