@@ -52,6 +52,40 @@ fn counters_follow_the_program() {
         "the thread got a heap of its own"
     );
 
+    // 3_000 blocks freed by a thread that never allocates (a raw pthread,
+    // so not even the Rust runtime allocates on it): it has no heap, and
+    // its frees are counted all the same.
+    extern "C" fn free_all(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is the boxed list below, read-only here.
+        let blocks = unsafe { &*(arg as *const Vec<usize>) };
+        for &p in blocks {
+            // SAFETY: each block is live and freed exactly once, here.
+            unsafe { fortalloc::free(p as *mut u8) };
+        }
+        std::ptr::null_mut()
+    }
+    let blocks: Vec<usize> = (0..3_000).map(|_| fortalloc::malloc(48) as usize).collect();
+    let threads_before = fortalloc::stats().threads;
+    let before_heapless = fortalloc::stats();
+    // SAFETY: the thread only reads `blocks`, which outlives the join.
+    unsafe {
+        let mut t: libc::pthread_t = std::mem::zeroed();
+        let arg = &blocks as *const Vec<usize> as *mut libc::c_void;
+        assert_eq!(libc::pthread_create(&mut t, std::ptr::null(), free_all, arg), 0);
+        assert_eq!(libc::pthread_join(t, std::ptr::null_mut()), 0);
+    }
+    let after_heapless = fortalloc::stats();
+    assert_eq!(
+        after_heapless.threads, threads_before,
+        "the freeing thread had no heap"
+    );
+    assert!(
+        after_heapless.frees >= before_heapless.frees + 3_000
+            && after_heapless.cross_thread_frees >= before_heapless.cross_thread_frees + 3_000,
+        "{before_heapless:?} -> {after_heapless:?}"
+    );
+    drop(blocks);
+
     // A huge object shows up as one, with its bytes in use, and goes away.
     let huge = fortalloc::malloc(64 << 20);
     assert!(!huge.is_null());
