@@ -50,7 +50,7 @@ fn malloc_block(req: usize, size: usize) -> *mut u8 {
 
 /// Allocates `size` zeroed bytes. Null on failure.
 pub fn zalloc(size: usize) -> *mut u8 {
-    if harden::padded(size) > LARGE_OBJ_MAX {
+    if harden::padded(size) > harden::HUGE_ABOVE {
         return huge_alloc(size, 0, true);
     }
     let p = malloc(size);
@@ -74,10 +74,14 @@ fn huge_alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             return ptr::null_mut();
         }
     }
-    let p = huge::alloc(size, align, zero);
+    let p = huge::alloc(harden::padded(size), align, zero);
     if !p.is_null() {
-        // SAFETY: `heap` is this thread's initialised heap.
-        unsafe { stats::bump(&(*heap).counters.mallocs) };
+        // SAFETY: `heap` is this thread's initialised heap; `p` a huge
+        // block of `padded(size)` bytes.
+        unsafe {
+            stats::bump(&(*heap).counters.mallocs);
+            harden::huge_taken(p, size);
+        }
     }
     p
 }
@@ -131,7 +135,7 @@ fn aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
         return ptr::null_mut();
     }
     let p = match natural_size_for_align(harden::padded(size), align) {
-        Some(req) => {
+        Some(req) if req <= harden::HUGE_ABOVE => {
             let p = malloc_block(req, size);
             if zero && !p.is_null() {
                 // SAFETY: `p` is a fresh block of at least `size` bytes.
@@ -139,7 +143,7 @@ fn aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
             }
             p
         }
-        None => huge_alloc(size, align, zero),
+        _ => huge_alloc(size, align, zero),
     };
     debug_assert!((p as usize).is_multiple_of(align));
     p
@@ -221,12 +225,11 @@ pub unsafe fn free(p: *mut u8) {
         let Some((seg, page)) = checked_page(p, "invalid free") else {
             return;
         };
-        let heap = thread::heap();
-        let by_owner = (*seg).owner.load(Ordering::Relaxed) == heap as usize;
-        if !harden::on_free(page, p, by_owner) {
+        if !harden::on_free(page, p) {
             return;
         }
-        if by_owner {
+        let heap = thread::heap();
+        if (*seg).owner.load(Ordering::Relaxed) == heap as usize {
             heap::free_local(heap, page, p as *mut Block);
         } else {
             free_other(seg, page, p as *mut Block);

@@ -9,7 +9,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, RETIRE_CYCLES, SMALL_OBJ_MAX, SMALL_WSIZE_MAX};
+use crate::constants::{MEDIUM_OBJ_MAX, RETIRE_CYCLES, SMALL_OBJ_MAX, SMALL_WSIZE_MAX};
 use crate::page::{self, Block, Page, NEVER_DELAYED_FREE, NO_DELAYED_FREE, USE_DELAYED_FREE};
 use crate::page_queue::{self, PageQueue};
 use crate::segment::{self, Segments};
@@ -106,10 +106,11 @@ pub fn malloc_generic(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
     // SAFETY: `heap` is this thread's initialised heap.
     unsafe {
         deferred_work(heap);
-        if req > LARGE_OBJ_MAX {
+        if req > harden::HUGE_ABOVE {
             let p = huge::alloc(req, 0, false);
             if !p.is_null() {
                 stats::bump(&(*heap).counters.mallocs);
+                harden::huge_taken(p, size);
             }
             return p;
         }

@@ -49,9 +49,6 @@ pub struct Segment {
     pub first_page: u32,
     /// Taken from an arena (else mapped on its own).
     pub in_arena: bool,
-    /// How its memory was protected when taken (`guard-pages`): a large
-    /// page opens only its block's pages of a sealed segment.
-    pub prior: Prior,
     /// Bytes mapped from the segment start.
     pub size: usize,
     /// Header bytes, a multiple of the OS page size.
@@ -354,7 +351,7 @@ unsafe fn free_remove(segs: &mut Segments, seg: *mut Segment) {
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
 unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
-    let Some(fresh) = os_alloc(SEGMENT_SIZE, kind != Kind::Large) else {
+    let Some(fresh) = os_alloc(SEGMENT_SIZE, true) else {
         return ptr::null_mut();
     };
     let seg = fresh.seg;
@@ -374,7 +371,6 @@ unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
         }
         init_header(seg, heap, kind);
         (*seg).in_arena = fresh.in_arena;
-        (*seg).prior = fresh.prior;
         let segs = &mut (*heap).segs;
         all_push(segs, seg);
         if kind == Kind::Small || kind == Kind::Medium {
@@ -488,25 +484,21 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
         let align = natural.min(area_end - seg as usize);
         let start = (area_start + align - 1) & !(align - 1);
         let page = pages.add(idx);
-        // The hardened build keeps the area's last OS page as a guard, and
-        // gives each large block a segment of its own, guarded around.
-        let guarded = kind != Kind::Large && harden::guard::ON;
+        // The hardened build keeps the area's last OS page as a guard (it
+        // has no large pages: see `harden::HUGE_ABOVE`).
+        let guarded = harden::guard::ON;
         let blocks_end = if guarded {
             area_end - harden::guard::page_guard()
         } else {
             area_end
         };
-        let mut reserved = if start < blocks_end {
+        let reserved = if start < blocks_end {
             (blocks_end - start) / bsize
         } else {
             0
         };
         if guarded && reserved > 0 {
             harden::guard::page_slot(page, area_end);
-        }
-        if kind == Kind::Large && harden::guard::ON && reserved > 0 {
-            reserved = 1;
-            harden::guard::open_block(area_start, start, start + bsize, area_end, (*seg).prior);
         }
         harden::clear_live_bits(start, start + reserved * bsize);
         page::init(page, heap, bin as u8, bsize, start as *mut u8, reserved);

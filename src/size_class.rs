@@ -10,9 +10,8 @@
 //! holding a few blocks each, so every extra class costs a mostly empty
 //! segment per thread, more than the slack it saves (a C workload with 1%
 //! of its blocks between 16 KiB and 1 MiB peaked at 145 MB with eight,
-//! 130 MB with four; mimalloc 110 MB). The guard-pages build keeps eight:
-//! it gives each large block a segment of its own anyway, and a finer
-//! class leaves less slack between a block's end and its guard page.
+//! 130 MB with four; mimalloc 110 MB). The guard-pages build has no large
+//! pages: its large blocks are huge (`harden::HUGE_ABOVE`).
 //! Bins above [`MAX_BIN`] do not exist: such requests are huge and get
 //! their own segment.
 
@@ -49,7 +48,7 @@ pub const fn bin_of_wsize(wsize: usize) -> usize {
         // three bits one of its eight bins; -15 makes wsize 9 land on bin 9.
         let w = wsize - 1;
         let b = (usize::BITS - 1 - w.leading_zeros()) as usize;
-        if wsize <= COARSE_WSIZE || crate::harden::guard::ON {
+        if wsize <= COARSE_WSIZE {
             (b << 3) + ((w >> (b - 3)) & 7) - 15
         } else {
             // Past the medium pages, four per power of two: see above.
@@ -149,7 +148,7 @@ mod tests {
         for size in 65..=LARGE_OBJ_MAX {
             let bsize = block_size_of(size);
             let waste = bsize - size;
-            if size <= MEDIUM_OBJ_MAX || crate::harden::guard::ON {
+            if size <= MEDIUM_OBJ_MAX {
                 // Strictly less than 12.5% of the block for every size.
                 assert!(waste * 8 < bsize, "size {size} block {bsize}");
                 assert!(waste * 9 <= bsize + 9 * 7, "size {size} block {bsize}");
@@ -160,7 +159,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(not(feature = "guard-pages"))]
     fn large_blocks_have_four_bins_per_power_of_two() {
         let mut large = BLOCK_SIZE.iter().copied().filter(|&b| b > MEDIUM_OBJ_MAX);
         assert_eq!(large.clone().count(), 4 * 5, "64 KiB..2 MiB: five powers of two");

@@ -265,6 +265,17 @@ fn child() {
                 assert_eq!(seen[0], (fortalloc::ErrorKind::DoubleFree, p as usize));
                 println!("carried on");
             }
+            c if c.starts_with("overflow-past-page:") => {
+                // Writes from the end of the request on, one byte at a time:
+                // the guard must stop it within the next OS page.
+                let n: usize = c["overflow-past-page:".len()..].parse().expect("size");
+                let p = malloc(n);
+                println!("writing");
+                for i in n..n + 4096 + 64 {
+                    std::ptr::write_volatile(p.add(i), 0x41);
+                }
+                println!("no fault");
+            }
             "overflow-large-linear" => {
                 let p = malloc(100_000);
                 println!("writing");
@@ -305,6 +316,21 @@ fn child() {
                 let p = malloc(n);
                 std::ptr::write_bytes(p, 1, n);
                 free(p);
+                println!("reading");
+                let v = std::ptr::read_volatile(p.add(n / 2));
+                println!("no fault {v}");
+            }
+            "read-after-remote-free-large" => {
+                // Freed by another thread than the one that allocated it,
+                // which then keeps running: the memory must still be sealed
+                // at once, not when the owner next collects.
+                let n = 300_000;
+                let p = malloc(n);
+                std::ptr::write_bytes(p, 1, n);
+                let addr = p as usize;
+                std::thread::spawn(move || free(addr as *mut u8))
+                    .join()
+                    .expect("freeing thread");
                 println!("reading");
                 let v = std::ptr::read_volatile(p.add(n / 2));
                 println!("no fault {v}");
@@ -623,6 +649,16 @@ mod guard_pages {
     }
 
     #[test]
+    fn linear_overflow_faults_within_a_page_of_the_request_for_every_large_size() {
+        // Sizes just past size-class boundaries, where a class's slack (up
+        // to 12.5%, tens of KiB) used to lie between the request and the
+        // guard.
+        for n in [65_537, 73_729, 100_000, 300_001, 1_048_577, 1_900_000] {
+            assert_faults(&format!("overflow-past-page:{n}"));
+        }
+    }
+
+    #[test]
     fn underflow_before_a_large_block_faults() {
         assert_faults("underflow-large");
     }
@@ -653,6 +689,11 @@ mod guard_pages {
     #[test]
     fn freed_large_blocks_are_inaccessible_at_once() {
         assert_faults("read-after-free-large");
+    }
+
+    #[test]
+    fn large_blocks_freed_by_another_thread_are_inaccessible_at_once() {
+        assert_faults("read-after-remote-free-large");
     }
 
     #[test]

@@ -70,7 +70,7 @@ fn run(exe: &Path, case: &str, lib: &Path) -> Output {
         .arg(case)
         .env("LD_PRELOAD", lib)
         .output()
-        .expect("run")
+        .unwrap_or_else(|e| panic!("running {} {case}: {e}", exe.display()))
 }
 
 fn assert_detected(out: &Output, what: &str) {

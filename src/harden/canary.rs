@@ -20,12 +20,12 @@ pub const ON: bool = cfg!(feature = "canary");
 /// Bytes a block needs beyond the request: one canary byte and the tail.
 pub const EXTRA: usize = if ON { 5 } else { 0 };
 
-/// Whether blocks of this size carry a canary (huge ones do not: they are
-/// guarded by their mapping instead).
+/// Whether blocks of this page carry a canary: all of them, huge ones
+/// too (their guard page lies past the end of the request's last OS page,
+/// so a short overflow stays within it).
 #[inline(always)]
-pub fn applies(page: *const Page) -> bool {
-    // SAFETY: callers pass a valid page descriptor.
-    ON && !unsafe { super::is_huge(page) }
+pub fn applies(_page: *const Page) -> bool {
+    ON
 }
 
 #[inline(always)]

@@ -4,15 +4,16 @@
 //! ```text
 //! small/medium segment:
 //! | header | G | page 0 blocks ... | G | page 1 blocks ... | G | ...
-//! large (one block per segment) and huge:
+//! large and huge (one block per segment, through the huge path):
 //! | header | G | block | G ... (rest of the segment) ...   |
 //! ```
 //! - one guard page after the header (its descriptors and bitmaps);
 //! - the last OS page of every small and medium page area, so a linear
 //!   overflow off the end of the area's last block faults (blocks before it
 //!   overflow into a neighbour, which the canary catches);
-//! - large blocks get a segment each in this build, so each has a guard on
-//!   both sides, as huge blocks do;
+//! - blocks past the medium size take the huge path in this build (see
+//!   `harden::HUGE_ABOVE`): a segment each, the guard at the first page
+//!   boundary after the request, and sealed at free whichever thread frees;
 //! - when a segment is released its memory past the header becomes
 //!   inaccessible at once, so a freed large or huge block faults on access
 //!   (the header stays readable: the double-free check reads it);
@@ -84,8 +85,8 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
 /// A segment is released: its memory past the header becomes inaccessible.
 /// True if it did (the arena then remembers the span as sealed). If the
 /// kernel refuses (out of mappings), the memory is wiped instead in the
-/// zero-on-free build, which relies on the seal for large blocks (see
-/// [`sealed_at_free`]).
+/// zero-on-free build, which relies on the seal for huge blocks (they are
+/// not wiped at free).
 ///
 /// # Safety
 /// Nothing may use the segment's blocks any more.
@@ -103,19 +104,6 @@ pub unsafe fn segment_released(seg: *mut u8, size: usize, info: usize) -> bool {
         }
     }
     false
-}
-
-/// Freeing a block of `page` through its owner releases its memory at once
-/// (large pages hold one block each in this build, and are released when
-/// it is freed; the segment is then sealed until reused, and reuse zeroes
-/// it), so the hardened build need not wipe it first.
-///
-/// # Safety
-/// `page` must be a valid descriptor.
-#[inline(always)]
-pub unsafe fn sealed_at_free(page: *const Page) -> bool {
-    // SAFETY: per the caller.
-    ON && unsafe { (*page).block_size } > crate::constants::MEDIUM_OBJ_MAX
 }
 
 /// A small or medium page slot ending at `area_end` comes into use: its

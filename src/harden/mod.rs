@@ -39,6 +39,34 @@ pub const RANDOM: bool = order::ON;
 /// the stale header and is reported as a double free rather than as a
 /// foreign pointer.
 pub const STALE_SEGMENTS: bool = double_free::ON;
+/// Requests of more bytes than this (padded) get a segment of their own
+/// (`huge.rs`). The guard build sends large blocks there too: their guard
+/// then sits at the first page boundary after the request rather than after
+/// a size class's slack, and the segment is sealed when the block is freed
+/// by any thread (a large page's block freed remotely waited for its
+/// owner).
+pub const HUGE_ABOVE: usize = if guard::ON {
+    crate::constants::MEDIUM_OBJ_MAX
+} else {
+    crate::constants::LARGE_OBJ_MAX
+};
+
+/// Arms the canary of a huge block just made for a request of `size`
+/// bytes (the block holds `padded(size)`).
+///
+/// # Safety
+/// `p` must be a live huge block of at least `padded(size)` bytes.
+pub unsafe fn huge_taken(p: *mut u8, size: usize) {
+    if canary::ON {
+        // SAFETY: a live huge block's segment header is mapped; the canary
+        // bytes lie inside the block per the caller.
+        unsafe {
+            let seg = crate::segment::of_block(p);
+            canary::write(crate::segment::page_of(seg, p), p, size);
+        }
+    }
+}
+
 /// Fresh blocks must be zero (for the write-after-free check on reuse).
 pub const ZERO_FRESH: bool = zero::ON;
 /// Free-list links say which blocks are fresh (see `encode::FRESH`).
@@ -118,13 +146,12 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize, fresh: bool) 
 }
 
 /// Checks a block about to be freed and wipes it. False (after reporting)
-/// means it must not be freed: it is not live. `by_owner`: the page's own
-/// thread frees it (so a large page is released, and sealed, at once).
+/// means it must not be freed: it is not live.
 ///
 /// # Safety
 /// `p` must be a block start of the in-use `page` (it passed the free check).
 #[inline(always)]
-pub unsafe fn on_free(page: *const Page, p: *mut u8, by_owner: bool) -> bool {
+pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
     if !CHECKS {
         return true;
     }
@@ -132,6 +159,10 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8, by_owner: bool) -> bool {
     unsafe {
         let bsize = (*page).block_size;
         if is_huge(page) {
+            // Not wiped: its segment is sealed, or unmapped, right after.
+            if canary::ON && canary::check(page, p).is_none() {
+                error::report(ErrorKind::BufferOverflow, p as usize, bsize);
+            }
             return true;
         }
         if double_free::ON && !double_free::mark_free(p) {
@@ -141,7 +172,7 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8, by_owner: bool) -> bool {
         if canary::applies(page) && canary::check(page, p).is_none() {
             error::report(ErrorKind::BufferOverflow, p as usize, bsize);
         }
-        if zero::ON && !(by_owner && guard::sealed_at_free(page)) {
+        if zero::ON {
             zero::wipe(p, bsize);
         }
         true
@@ -158,10 +189,10 @@ pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
     // SAFETY: per the caller.
     unsafe {
         let bsize = (*page).block_size;
-        if !CHECKS || is_huge(page) {
+        if !CHECKS || (is_huge(page) && !canary::ON) {
             return Some(bsize);
         }
-        if double_free::ON && !double_free::is_live(p) {
+        if double_free::ON && !is_huge(page) && !double_free::is_live(p) {
             error::report(ErrorKind::InvalidPointer, p as usize, bsize);
             return None;
         }
