@@ -34,8 +34,8 @@ fn malloc_block(req: usize, size: usize) -> *mut u8 {
         unsafe {
             let page = *(*heap).direct.get_unchecked(wsize_of(req));
             if !(*page).free.is_null() {
-                let (p, fresh) = heap::pop_block(page);
-                if harden::on_alloc(page, p, size, fresh) {
+                let p = heap::pop_block(page);
+                if harden::on_alloc(page, p, size) {
                     stats::bump(&(*heap).counters.mallocs);
                     return p;
                 }

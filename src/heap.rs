@@ -75,20 +75,18 @@ impl Heap {
     }
 }
 
-/// Pops a block off a page known to have one; true with it if the block
-/// is fresh (see `harden::on_alloc`).
+/// Pops a block off a page known to have one.
 ///
 /// # Safety
 /// `page` must be owned by the calling thread with a non-empty `free`.
 #[inline(always)]
-pub unsafe fn pop_block(page: *mut Page) -> (*mut u8, bool) {
+pub unsafe fn pop_block(page: *mut Page) -> *mut u8 {
     // SAFETY: per the caller, `free` is a valid free block of the page.
     unsafe {
         let block = (*page).free;
-        let (next, fresh) = harden::decode_fresh(page, (*block).next, block);
-        (*page).free = next;
+        (*page).free = harden::decode_next(page, (*block).next, block);
         (*page).used += 1;
-        (block.cast(), fresh)
+        block.cast()
     }
 }
 
@@ -121,8 +119,8 @@ pub fn malloc_generic(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
             if page.is_null() {
                 return ptr::null_mut();
             }
-            let (p, fresh) = pop_block(page);
-            if harden::on_alloc(page, p, size, fresh) {
+            let p = pop_block(page);
+            if harden::on_alloc(page, p, size) {
                 stats::bump(&(*heap).counters.mallocs);
                 return p;
             }

@@ -75,13 +75,6 @@ pub struct Page {
     /// The guard page at the end of this slot's area is in place (hardened
     /// build; kept across uses of the slot while the segment lives).
     pub guarded: bool,
-    /// The slot's area may hold bytes of an earlier use, or of a dangling
-    /// pointer's writes; false only while it is known to read as zero and
-    /// to have been unwritable since (a fresh segment of the guard build,
-    /// whose free memory is sealed), so the zero-on-free build need not
-    /// zero its fresh blocks. A zeroed descriptor (fresh segment memory)
-    /// reads as false; `Page::empty` and a freed page say true.
-    pub stale: bool,
     /// `capacity_bytes` of the page's last use, kept after it is freed (with
     /// its geometry: `page_start`, `div_*`) so the hardened build can tell a
     /// late second free of one of its blocks from a wild pointer.
@@ -124,7 +117,6 @@ impl Page {
             div_limit: 0,
             purge_pending: false,
             guarded: false,
-            stale: true,
             freed_bytes: 0,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
@@ -221,7 +213,6 @@ pub unsafe fn reset(page: *mut Page) {
         let p = &mut *page;
         p.freed_bytes = p.capacity_bytes.load(Ordering::Relaxed).min(u32::MAX as usize) as u32;
         p.capacity_bytes.store(0, Ordering::Relaxed);
-        p.stale = true;
         p.block_size = 0;
         p.free = ptr::null_mut();
         p.local_free = ptr::null_mut();
@@ -287,10 +278,11 @@ pub unsafe fn extend(page: *mut Page) {
         let left = (*page).reserved as usize - capacity;
         let count = harden::batch(bsize, left);
         let first = (*page).page_start.add(capacity * bsize);
-        // Reused segment memory may hold an old owner's bytes. Memory known
-        // to be zero is left untouched when its blocks can be marked fresh
-        // (then nothing reads them before their owner writes).
-        if harden::ZERO_FRESH && ((*page).stale || !harden::MARKS_FRESH) {
+        if harden::ZERO_FRESH {
+            // Reused segment memory may hold an old owner's bytes. Fresh
+            // blocks are zeroed here rather than trusted to be: a flag saying
+            // "fresh, skip the check" in the encoded link could be set by a
+            // one-bit use-after-free write (the `corrupt` fuzzer found it).
             ptr::write_bytes(first, 0, count * bsize);
         }
         let heap = (*page).heap.load(Ordering::Relaxed);

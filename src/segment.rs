@@ -359,11 +359,7 @@ unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
     // "not in use"; reused memory may hold anything (a huge block's data),
     // so its descriptors are reset first.
     unsafe {
-        // Only memory nobody could write since it was zeroed counts as
-        // zero for fresh blocks (see `Page::stale`): a free segment of the
-        // guard build is sealed; a purged page, or a purged free segment of
-        // another build, may have been written through a dangling pointer.
-        if !fresh.zero || !harden::guard::ON {
+        if !fresh.zero {
             let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
             for i in 0..=SMALL_PAGES_PER_SEGMENT {
                 ptr::write(pages.add(i), Page::empty());

@@ -6,21 +6,18 @@
 //! the result is null or a block of the expected page (or, for the heap's
 //! delayed list, of some page); anything else is reported as a corrupted
 //! free list and the rest of the list is dropped.
+//!
+//! The encoding hides addresses and defeats blind forgeries; it is not a
+//! MAC. Flipping one bit of a stored link flips about one bit of the
+//! decoded value, which may still be a block start, so nothing may trust a
+//! flag carried in a link (a "fresh block, skip the zero check" bit was
+//! set that way by the `corrupt` fuzzer).
 
 use crate::error::{self, ErrorKind};
 use crate::page::{self, Block, Page};
 use crate::{segment, segment_map};
 
 pub const ON: bool = cfg!(feature = "encoded-freelist");
-
-/// Low bit of a decoded link: the block holding the link is fresh (carved
-/// on memory known to be zero, never handed out since), so the
-/// write-after-free check need not read it, which on untouched memory
-/// would fault every page in twice (the read maps the zero page, the
-/// owner's first write copies it). Only with encoding: a plain link's bit
-/// could be set by a use-after-free writer to dodge the check; an encoded
-/// one cannot be forged without the page keys.
-pub const FRESH: usize = if ON && super::zero::ON { 1 } else { 0 };
 
 #[inline(always)]
 fn keys(page: *const Page) -> (usize, usize) {
@@ -46,13 +43,6 @@ fn decode_raw(page: *const Page, raw: usize, at: *mut Block) -> usize {
     raw.wrapping_sub(k1).rotate_right((k1 & 63) as u32) ^ k0 ^ at as usize
 }
 
-/// Encodes the link to `next` stored in `at`, a fresh block (see
-/// [`FRESH`]).
-#[inline(always)]
-pub fn encode_fresh(page: *const Page, next: *mut Block, at: *mut Block) -> usize {
-    encode_next(page, (next as usize | FRESH) as *mut Block, at)
-}
-
 /// Decodes the link read from `at`, a free block of `page`: null, or a block
 /// of the same page.
 ///
@@ -60,29 +50,17 @@ pub fn encode_fresh(page: *const Page, next: *mut Block, at: *mut Block) -> usiz
 /// `page` must be a valid descriptor of an in-use page.
 #[inline(always)]
 pub unsafe fn decode_next(page: *const Page, raw: usize, at: *mut Block) -> *mut Block {
-    // SAFETY: per the caller.
-    unsafe { decode_fresh(page, raw, at).0 }
-}
-
-/// [`decode_next`], and whether `at` is fresh (see [`FRESH`]).
-///
-/// # Safety
-/// As for [`decode_next`].
-#[inline(always)]
-pub unsafe fn decode_fresh(page: *const Page, raw: usize, at: *mut Block) -> (*mut Block, bool) {
     if !ON {
-        return (raw as *mut Block, false);
+        return raw as *mut Block;
     }
-    let flagged = decode_raw(page, raw, at);
-    let fresh = FRESH == 1 && flagged & 1 == 1;
-    let next = flagged & !FRESH;
+    let next = decode_raw(page, raw, at);
     // SAFETY: `page` is valid per the caller.
     let ok =
         next == 0 || unsafe { page::is_block_start(page, next.wrapping_sub((*page).page_start as usize)) };
     if ok {
-        (next as *mut Block, fresh)
+        next as *mut Block
     } else {
-        (corrupted(page, at), false)
+        corrupted(page, at)
     }
 }
 

@@ -21,7 +21,7 @@ use crate::error::{self, ErrorKind};
 use crate::page::Page;
 
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
-pub use encode::{decode_delayed, decode_fresh, decode_next, encode_next};
+pub use encode::{decode_delayed, decode_next, encode_next};
 pub use order::{batch, build_free_list, prefer_growth};
 
 /// Any defence is on: the checks every hardened build makes (sized frees)
@@ -69,8 +69,6 @@ pub unsafe fn huge_taken(p: *mut u8, size: usize) {
 
 /// Fresh blocks must be zero (for the write-after-free check on reuse).
 pub const ZERO_FRESH: bool = zero::ON;
-/// Free-list links say which blocks are fresh (see `encode::FRESH`).
-pub const MARKS_FRESH: bool = encode::FRESH != 0;
 
 /// A huge object's page (its own segment; `bin` 0, which no size class
 /// has). Its block size says nothing: a huge block aligned to more than a
@@ -106,16 +104,14 @@ pub const fn padded(size: usize) -> usize {
 }
 
 /// Vets a block just taken off a free list of `page` for a request of
-/// `size` bytes, and arms its canary. `fresh`: its link said it was never
-/// handed out since it was zeroed (see `encode::FRESH`), so there is no
-/// freed data to check. False (after reporting) means the block must not
-/// be handed out.
+/// `size` bytes, and arms its canary. False (after reporting) means the
+/// block must not be handed out.
 ///
 /// # Safety
 /// `p` must be a block of the in-use `page`, just popped, with
 /// `padded(size) <= block_size`.
 #[inline(always)]
-pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize, fresh: bool) -> bool {
+pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     if !CHECKS && !encode::ON {
         return true;
     }
@@ -125,7 +121,7 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize, fresh: bool) 
         if is_huge(page) {
             return true;
         }
-        if zero::ON && !fresh && !zero::still_zero(p, bsize) {
+        if zero::ON && !zero::still_zero(p, bsize) {
             error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
             return false;
         }

@@ -7,7 +7,7 @@
 //! malloc returns cannot be predicted from the previous one or from the
 //! last free.
 
-use super::encode::encode_fresh;
+use super::encode::encode_next;
 use super::random;
 use crate::constants::EXTEND_BYTES;
 use crate::page::{Block, Page};
@@ -45,17 +45,15 @@ pub unsafe fn build_free_list(
     rest: *mut Block,
     rng: &mut u64,
 ) -> *mut Block {
-    // Every block carved here is fresh: zeroed, or on memory known to be.
-    let link = encode_fresh;
     // SAFETY: every address written is a block boundary inside the range
     // handed over, and blocks are at least one word.
     unsafe {
         let at = |i: usize| first.add(i * bsize) as *mut Block;
         if !ON {
             for i in 0..count - 1 {
-                (*at(i)).next = link(page, at(i + 1), at(i));
+                (*at(i)).next = encode_next(page, at(i + 1), at(i));
             }
-            (*at(count - 1)).next = link(page, rest, at(count - 1));
+            (*at(count - 1)).next = encode_next(page, rest, at(count - 1));
             return first as *mut Block;
         }
         let mut order = [0u16; MAX_BATCH];
@@ -68,10 +66,10 @@ pub unsafe fn build_free_list(
             order.swap(i, random::below(rng, i + 1));
         }
         for w in order.windows(2) {
-            (*at(w[0] as usize)).next = link(page, at(w[1] as usize), at(w[0] as usize));
+            (*at(w[0] as usize)).next = encode_next(page, at(w[1] as usize), at(w[0] as usize));
         }
         let last = at(order[count - 1] as usize);
-        (*last).next = link(page, rest, last);
+        (*last).next = encode_next(page, rest, last);
         at(order[0] as usize)
     }
 }
