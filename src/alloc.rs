@@ -185,8 +185,10 @@ unsafe fn bad_pointer(page: *mut Page, off: usize, p: *mut u8, what: &str) {
         // A block of a page (or segment) freed since, or where a block was
         // freed before its page was reused: a second free.
         // SAFETY: as above; `p` lies in the segment past its first byte.
-        let old = unsafe { page::freed_block_size(page, off) }
-            .or_else(|| (unsafe { harden::was_freed(p) }).then_some(bsize));
+        let old = unsafe { page::freed_block_size(page, off) };
+        // SAFETY: as above: `p` lies in a segment with the bitmaps, past its
+        // first byte.
+        let old = old.or_else(|| (unsafe { harden::was_freed(p) }).then_some(bsize));
         if let Some(old) = old {
             let kind = if what == "invalid free" {
                 error::ErrorKind::DoubleFree

@@ -54,9 +54,10 @@ pub unsafe fn decode_next(page: *const Page, raw: usize, at: *mut Block) -> *mut
         return raw as *mut Block;
     }
     let next = decode_raw(page, raw, at);
-    // SAFETY: `page` is valid per the caller.
-    let ok =
-        next == 0 || unsafe { page::is_block_start(page, next.wrapping_sub((*page).page_start as usize)) };
+    let ok = next == 0 || {
+        // SAFETY: `page` is valid per the caller.
+        unsafe { page::is_block_start(page, next.wrapping_sub((*page).page_start as usize)) }
+    };
     if ok {
         next as *mut Block
     } else {
