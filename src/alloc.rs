@@ -180,7 +180,10 @@ unsafe fn checked_page(p: *mut u8, what: &str) -> Option<(*mut Segment, *mut Pag
 #[inline(never)]
 unsafe fn bad_pointer(page: *mut Page, off: usize, p: *mut u8, what: &str) {
     // SAFETY: `page` is a readable descriptor per `checked_page`.
-    let (bsize, cap) = unsafe { ((*page).block_size, (*page).capacity_bytes.load(Ordering::Relaxed)) };
+    let (bsize, cap) = unsafe {
+        let bsize = (*page).block_size;
+        (bsize, (*page).capacity.load(Ordering::Relaxed) as usize * bsize)
+    };
     if harden::STALE_SEGMENTS {
         // A block of a page (or segment) freed since, or where a block was
         // freed before its page was reused: a second free.

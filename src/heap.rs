@@ -175,7 +175,7 @@ unsafe fn find_page(heap: *mut Heap, size: usize) -> *mut Page {
             while !page.is_null() {
                 let next = (*page).next;
                 page::collect(page, false);
-                let can_grow = (*page).capacity < (*page).reserved;
+                let can_grow = (*page).capacity.load(Ordering::Relaxed) < (*page).reserved;
                 // The hardened build sometimes grows a page that could reuse
                 // freed blocks, so reuse cannot be predicted.
                 let grow = can_grow && ((*page).free.is_null() || harden::prefer_growth(&mut (*heap).rng));
@@ -480,7 +480,7 @@ pub unsafe fn adopt_page(heap: *mut Heap, page: *mut Page) -> bool {
             return false;
         }
         page_queue::push_back(heap, (*page).bin as usize, page);
-        if (*page).free.is_null() && (*page).capacity == (*page).reserved {
+        if (*page).free.is_null() && (*page).capacity.load(Ordering::Relaxed) == (*page).reserved {
             to_full(heap, page);
         }
         true

@@ -95,8 +95,7 @@ mod tests {
         // blocks of 16 bytes, all carved.
         let head = unsafe {
             crate::page::init(&mut page, core::ptr::null_mut(), 2, 16, first, 32);
-            page.capacity_bytes
-                .store(32 * 16, core::sync::atomic::Ordering::Relaxed);
+            page.capacity.store(32, core::sync::atomic::Ordering::Relaxed);
             build_free_list(&page, first, 16, 32, core::ptr::null_mut(), &mut rng)
         };
         let mut seen = [false; 32];
