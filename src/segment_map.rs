@@ -1,8 +1,11 @@
 //! Which 4 MiB granules of the address space hold a fortalloc segment.
 //!
-//! One bit per granule of the 47-bit user address space (4 MiB of `.bss`,
-//! touched only where segments live). A pointer is looked up here before any
-//! header is read, so a wild pointer is reported instead of dereferenced.
+//! One byte per granule of the 47-bit user address space (32 MiB of `.bss`,
+//! touched only where segments live: 4 KiB of it covers 16 GiB). A pointer
+//! is looked up here before any header is read, so a wild pointer is
+//! reported instead of dereferenced. Bytes rather than bits: the lookup is
+//! on every free, and a byte test is three instructions fewer than a bit
+//! test, which measured 2-3% of a free-heavy workload.
 //!
 //! A block's segment is `(p - 1) & !SEGMENT_MASK`: no block starts at a
 //! segment's first byte (the header lives there), and the `- 1` lets a huge
@@ -10,34 +13,33 @@
 //! header (mimalloc's trick).
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::constants::{SEGMENT_MASK, SEGMENT_SHIFT};
 use crate::segment::Segment;
 
 const ADDRESS_BITS: usize = 47;
 const GRANULES: usize = 1 << (ADDRESS_BITS - SEGMENT_SHIFT);
-const WORDS: usize = GRANULES / 64;
 
-struct Map(UnsafeCell<[u64; WORDS]>);
-// SAFETY: every access goes through `AtomicU64::from_ptr` on its words.
+struct Map(UnsafeCell<[u8; GRANULES]>);
+// SAFETY: every access goes through `AtomicU8::from_ptr` on its bytes.
 unsafe impl Sync for Map {}
 
-static MAP: Map = Map(UnsafeCell::new([0; WORDS]));
+static MAP: Map = Map(UnsafeCell::new([0; GRANULES]));
 
 #[inline(always)]
-fn word(index: usize) -> &'static AtomicU64 {
-    debug_assert!(index < WORDS);
-    // SAFETY: `index < WORDS` (callers check the granule range); the array
+fn entry(g: usize) -> &'static AtomicU8 {
+    debug_assert!(g < GRANULES);
+    // SAFETY: `g < GRANULES` (callers check the granule range); the array
     // lives for the whole program and is only accessed atomically.
-    unsafe { AtomicU64::from_ptr((MAP.0.get() as *mut u64).add(index)) }
+    unsafe { AtomicU8::from_ptr((MAP.0.get() as *mut u8).add(g)) }
 }
 
 /// Records that a segment starts at `seg`.
 pub fn insert(seg: *mut Segment) {
     let g = seg as usize >> SEGMENT_SHIFT;
     if g < GRANULES {
-        word(g / 64).fetch_or(1 << (g % 64), Ordering::Release);
+        entry(g).store(1, Ordering::Release);
     }
 }
 
@@ -45,7 +47,7 @@ pub fn insert(seg: *mut Segment) {
 pub fn remove(seg: *mut Segment) {
     let g = seg as usize >> SEGMENT_SHIFT;
     if g < GRANULES {
-        word(g / 64).fetch_and(!(1 << (g % 64)), Ordering::Release);
+        entry(g).store(0, Ordering::Release);
     }
 }
 
@@ -54,7 +56,7 @@ pub fn remove_range(start: usize, len: usize) {
     let mut g = start >> SEGMENT_SHIFT;
     let end = (start + len) >> SEGMENT_SHIFT;
     while g < end.min(GRANULES) {
-        word(g / 64).fetch_and(!(1 << (g % 64)), Ordering::Release);
+        entry(g).store(0, Ordering::Release);
         g += 1;
     }
 }
@@ -62,14 +64,12 @@ pub fn remove_range(start: usize, len: usize) {
 /// The segment holding block pointer `p`, if fortalloc owns one there.
 #[inline(always)]
 pub fn segment_of(p: *const u8) -> Option<*mut Segment> {
-    let seg = (p as usize).wrapping_sub(1) & !SEGMENT_MASK;
-    let g = seg >> SEGMENT_SHIFT;
-    if g >= GRANULES {
+    let q = (p as usize).wrapping_sub(1);
+    if q >> ADDRESS_BITS != 0 {
         return None;
     }
-    let bits = word(g / 64).load(Ordering::Relaxed);
-    if bits & (1 << (g % 64)) != 0 {
-        Some(seg as *mut Segment)
+    if entry(q >> SEGMENT_SHIFT).load(Ordering::Relaxed) != 0 {
+        Some((q & !SEGMENT_MASK) as *mut Segment)
     } else {
         None
     }
