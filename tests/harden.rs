@@ -131,6 +131,40 @@ fn child() {
                 say_addr(a);
                 free(a);
             }
+            "double-free-both-remote" => {
+                // Two other threads free it; its owner never looks at it
+                // in between.
+                let a = malloc(64) as usize;
+                std::thread::spawn(move || free(a as *mut u8))
+                    .join()
+                    .expect("thread");
+                say_addr(a as *const u8);
+                std::thread::spawn(move || free(a as *mut u8))
+                    .join()
+                    .expect("thread");
+            }
+            "double-free-local-then-remote" => {
+                let a = malloc(64) as usize;
+                free(a as *mut u8);
+                say_addr(a as *const u8);
+                std::thread::spawn(move || free(a as *mut u8))
+                    .join()
+                    .expect("thread");
+            }
+            "double-free-remote-collected-then-local" => {
+                // Freed by another thread, then taken off `thread_free` by
+                // its owner (a forced collect; `keep` holds the page in
+                // use), then freed again by the owner.
+                let a = malloc(64) as usize;
+                let keep = malloc(64);
+                std::thread::spawn(move || free(a as *mut u8))
+                    .join()
+                    .expect("thread");
+                fortalloc::collect(true);
+                say_addr(a as *const u8);
+                free(a as *mut u8);
+                free(keep);
+            }
             "double-free-cross-thread" => {
                 let a = malloc(64) as usize;
                 std::thread::spawn(move || free(a as *mut u8))
@@ -456,6 +490,21 @@ mod double_free {
     #[test]
     fn first_free_on_another_thread() {
         assert_detected("double-free-cross-thread", "double free");
+    }
+
+    #[test]
+    fn both_frees_on_other_threads() {
+        assert_detected("double-free-both-remote", "double free");
+    }
+
+    #[test]
+    fn second_free_on_another_thread() {
+        assert_detected("double-free-local-then-remote", "double free");
+    }
+
+    #[test]
+    fn after_the_owner_took_back_a_remote_free() {
+        assert_detected("double-free-remote-collected-then-local", "double free");
     }
 
     #[test]
