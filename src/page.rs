@@ -81,6 +81,13 @@ pub struct Page {
     /// The guard page at the end of this slot's area is in place (hardened
     /// build; kept across uses of the slot while the segment lives).
     pub guarded: bool,
+    /// This slot's area may hold nonzero bytes: it was used since it was
+    /// last fresh or purged. Kept across uses of the slot; false in a
+    /// zero-filled (fresh) descriptor, as its area is then zero too.
+    pub area_dirty: bool,
+    /// The zero-on-free build started this use of the slot on zero memory
+    /// (see `harden::zero::fresh`).
+    pub zero_start: bool,
     // Second cache line: the slow paths.
     // (A page is in use exactly when `block_size != 0`.)
     pub heap: AtomicPtr<Heap>,
@@ -117,6 +124,8 @@ impl Page {
             freed_count: 0,
             purge_pending: false,
             guarded: false,
+            area_dirty: true,
+            zero_start: false,
             heap: AtomicPtr::new(ptr::null_mut()),
             block_size: 0,
             next: ptr::null_mut(),
@@ -175,6 +184,8 @@ pub unsafe fn init(
         p.div_inv = inverse_u64((block_size >> shift) as u64);
         p.thread_free.store(NO_DELAYED_FREE, Ordering::Relaxed);
         p.heap.store(heap, Ordering::Relaxed);
+        p.zero_start = harden::zero::SKIP_FRESH && !p.area_dirty;
+        p.area_dirty = true;
         harden::page_keys_init(page);
     }
 }
@@ -282,11 +293,13 @@ pub unsafe fn extend(page: *mut Page) {
         let left = (*page).reserved as usize - capacity;
         let count = harden::batch(bsize, left);
         let first = (*page).page_start.add(capacity * bsize);
-        if harden::ZERO_FRESH {
+        if harden::ZERO_FRESH && !(*page).zero_start {
             // Reused segment memory may hold an old owner's bytes. Fresh
             // blocks are zeroed here rather than trusted to be: a flag saying
             // "fresh, skip the check" in the encoded link could be set by a
             // one-bit use-after-free write (the `corrupt` fuzzer found it).
+            // Only what the allocator itself knows out of line (this use of
+            // the slot started on zero memory) spares the memset.
             ptr::write_bytes(first, 0, count * bsize);
         }
         let heap = (*page).heap.load(Ordering::Relaxed);

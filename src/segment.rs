@@ -532,6 +532,7 @@ pub unsafe fn page_free(heap: *mut Heap, page: *mut Page) {
         if delay == 0 {
             let (s, e) = page_area(seg, idx);
             os::purge(s as *mut u8, e - s);
+            (*page).area_dirty = false;
         } else {
             let due = os::now_ms() + delay;
             (*page).purge_pending = true;
@@ -601,6 +602,8 @@ unsafe fn purge_marked_pages(seg: *mut Segment) {
             let page = &mut *pages.add(idx);
             if !page.in_use() && page.purge_pending {
                 page.purge_pending = false;
+                // Purged just below: the area reads as zero again.
+                page.area_dirty = false;
                 let (s, e) = page_area(seg, idx);
                 run = match run {
                     Some((rs, re)) if re == s => Some((rs, e)),

@@ -79,6 +79,7 @@ pub unsafe fn mark_free(p: *mut u8) -> bool {
 ///
 /// # Safety
 /// `p` must lie in a segment with the bitmaps, past its first byte.
+#[inline]
 pub unsafe fn was_freed(p: *const u8) -> bool {
     if !ON {
         return false;

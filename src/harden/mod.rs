@@ -121,7 +121,7 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
         if is_huge(page) {
             return true;
         }
-        if zero::ON && !zero::still_zero(p, bsize) {
+        if zero::ON && !zero::fresh(page, p) && !zero::still_zero(p, bsize) {
             error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
             return false;
         }

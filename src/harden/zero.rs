@@ -3,9 +3,30 @@
 //! again it must still be zero past its first word (the free-list link),
 //! else something wrote to it after the free.
 
+use crate::page::Page;
 use crate::segment::{self, Kind};
 
 pub const ON: bool = cfg!(feature = "zero-on-free");
+
+/// Blocks never freed since their page's memory was zero may skip the
+/// check on the way out (and the memset when carved): only with the
+/// `double-free` bitmaps, which say, out of line where no write after free
+/// can reach, whether a block was ever freed at an address.
+pub const SKIP_FRESH: bool = ON && super::double_free::ON;
+
+/// True if the block at `p`, about to be handed out, has been zero since
+/// its page's memory was fresh or purged: this use of the page started on
+/// zero memory (see `Page::zero_start`) and no block at `p` was ever freed
+/// (a freed block was wiped, so zero again, but a write after its free is
+/// exactly what the check is for). Carving wrote its link word only.
+///
+/// # Safety
+/// `p` must be a block of the in-use, non-huge `page`.
+#[inline(always)]
+pub unsafe fn fresh(page: *const Page, p: *const u8) -> bool {
+    // SAFETY: per the caller, `p` lies in a live segment with the bitmaps.
+    SKIP_FRESH && unsafe { (*page).zero_start && !super::double_free::was_freed(p) }
+}
 
 /// Wipes a block being freed.
 ///
