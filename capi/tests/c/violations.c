@@ -1,8 +1,11 @@
 /* One heap violation per run, chosen by argv[1]; under the hardened
- * library each must end in SIGABRT with fortalloc's message. Prints the
- * address involved as "addr=0x..." first. The bad writes go through
- * volatile pointers: a compiler may delete a store right before free() or
- * after it, since the program's behaviour is undefined. */
+ * library each must end in SIGABRT with fortalloc's message (prints the
+ * address involved as "addr=0x..." first), or, for the guard cases, in
+ * SIGSEGV after "writing"/"reading" and before "no fault". A few cases
+ * print an outcome instead ("zeroed", "neighbours=..."). The bad writes go
+ * through volatile pointers: a compiler may delete a store right before
+ * free() or after it, since the program's behaviour is undefined. */
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +47,89 @@ int main(int argc, char **argv) {
             if (sink == (void *)target) { puts("TARGET RETURNED"); return 7; }
         }
         puts("attack failed");
+        return 0;
+    } else if (!strcmp(c, "double-free-later")) {
+        char *p = malloc(200); free(p);
+        /* Much happens in between, in other size classes. */
+        static void *keep[10000];
+        for (int i = 0; i < 10000; i++) keep[i] = malloc(16 + (i % 7) * 300);
+        for (int i = 0; i < 10000; i++) free(keep[i]);
+        say(p); free(p);
+    } else if (!strcmp(c, "double-free-realloc")) {
+        char *p = malloc(40); sink = realloc(p, 4000); say(p); free(p);
+    } else if (!strcmp(c, "overflow-8")) {
+        char *p = malloc(20); say(p); for (int i = 0; i < 8; i++) ((volatile char *)p)[20 + i] = 'x'; free(p);
+    } else if (!strcmp(c, "overflow-1-large")) {
+        char *p = malloc(200000); say(p); ((volatile char *)p)[200000] = 0; free(p);
+    } else if (!strcmp(c, "poison-safe-linking")) {
+        /* glibc's safe-linking form: the link xor (its own address >> 12). */
+        static uint64_t target[16];
+        char *a = malloc(64); char *keep = malloc(64); (void)keep; free(a);
+        *(volatile uintptr_t *)a = (uintptr_t)target ^ ((uintptr_t)a >> 12); say(a);
+        for (int i = 0; i < 10000; i++) {
+            sink = malloc(64);
+            if (sink == (void *)target) { puts("TARGET RETURNED"); return 7; }
+        }
+        puts("attack failed");
+        return 0;
+    } else if (!strcmp(c, "usable-size-freed")) {
+        char *p = malloc(64); char *keep = malloc(64); (void)keep; free(p); say(p);
+        printf("%zu\n", malloc_usable_size(p));
+    } else if (!strcmp(c, "free-stack")) {
+        char local[32]; sink = local; say(local); free((void *)sink);
+    } else if (!strcmp(c, "free-global")) {
+        static char global[32]; say(global); free(global);
+    } else if (!strcmp(c, "free-interior")) {
+        char *p = malloc(64); say(p + 8); free(p + 8);
+    } else if (!strcmp(c, "free-misaligned")) {
+        char *p = malloc(64); say(p + 1); free(p + 1);
+    } else if (!strcmp(c, "overflow-large-linear")) {
+        char *p = malloc(100000); puts("writing"); fflush(stdout);
+        for (int i = 100000; i < 100000 + 8192; i++) ((volatile char *)p)[i] = 'A';
+        puts("no fault");
+        return 0;
+    } else if (!strcmp(c, "overflow-small-linear")) {
+        /* A fresh size class: its page holds this one block first. */
+        char *p = malloc(7000); puts("writing"); fflush(stdout);
+        for (int i = 7000; i < (64 << 10) + 8192; i++) ((volatile char *)p)[i] = 'A';
+        puts("no fault");
+        return 0;
+    } else if (!strcmp(c, "underflow-large")) {
+        char *p = malloc(100000); puts("writing"); fflush(stdout);
+        ((volatile char *)p)[-1] = 'A';
+        puts("no fault");
+        return 0;
+    } else if (!strcmp(c, "read-after-free-large")) {
+        /* stdio's buffer first: allocated after the free, it could take
+         * the freed block's memory over, legitimately. */
+        puts("reading"); fflush(stdout);
+        char *p = malloc(100000); ((volatile char *)p)[0] = 1; free(p);
+        printf("no fault %d\n", ((volatile char *)p)[0]);
+        return 0;
+    } else if (!strcmp(c, "zero-size-read")) {
+        char *a = malloc(0), *b = malloc(0);
+        if (!a || !b || a == b) { puts("not unique"); return 9; }
+        puts("reading"); fflush(stdout);
+        printf("no fault %d\n", *(volatile char *)a);
+        return 0;
+    } else if (!strcmp(c, "dangling-read")) {
+        /* What a dangling pointer reads after the free (the page stays
+         * mapped: it holds another live block). */
+        char *p = malloc(256); char *keep = malloc(256); (void)keep;
+        for (int i = 0; i < 256; i++) ((volatile unsigned char *)p)[i] = 0xab;
+        free(p);
+        for (int i = 8; i < 256; i++)
+            if (((volatile unsigned char *)p)[i]) { printf("old data at %d\n", i); return 8; }
+        puts("zeroed");
+        return 0;
+    } else if (!strcmp(c, "order")) {
+        /* How often consecutive allocations are address neighbours. */
+        enum { N = 2000 };
+        static uintptr_t b[N];
+        for (int i = 0; i < N; i++) b[i] = (uintptr_t)malloc(48);
+        int near = 0;
+        for (int i = 1; i < N; i++) near += b[i] > b[i - 1] && b[i] - b[i - 1] <= 64;
+        printf("neighbours=%.3f\n", (double)near / (N - 1));
         return 0;
     } else {
         return 2;
