@@ -20,6 +20,24 @@ static void say(void *p) { printf("addr=%p\n", p); fflush(stdout); }
 
 static void *free_it(void *p) { free(p); return NULL; }
 
+/* Free-list poisoning: a freed block's first word is overwritten with the
+ * address of a target (raw, or in glibc's safe-linking form: xor the link's
+ * own address >> 12), then the size is allocated again and again. Exit 7 if
+ * the target is ever returned. */
+static int poison(int safe_linking) {
+    static uint64_t target[16];
+    char *a = malloc(64); char *keep = malloc(64); (void)keep; free(a);
+    uintptr_t link = (uintptr_t)target;
+    if (safe_linking) link ^= (uintptr_t)a >> 12;
+    *(volatile uintptr_t *)a = link; say(a);
+    for (int i = 0; i < 10000; i++) {
+        sink = malloc(64);
+        if (sink == (void *)target) { puts("TARGET RETURNED"); return 7; }
+    }
+    puts("attack failed");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     const char *c = argv[1];
@@ -39,15 +57,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(c, "realloc-freed")) {
         char *p = malloc(64); char *keep = malloc(64); (void)keep; free(p); say(p); p = realloc(p, 128);
     } else if (!strcmp(c, "poison")) {
-        static uint64_t target[16];
-        char *a = malloc(64); char *keep = malloc(64); (void)keep; free(a);
-        *(volatile uintptr_t *)a = (uintptr_t)target; say(a);
-        for (int i = 0; i < 10000; i++) {
-            sink = malloc(64);
-            if (sink == (void *)target) { puts("TARGET RETURNED"); return 7; }
-        }
-        puts("attack failed");
-        return 0;
+        return poison(0);
     } else if (!strcmp(c, "double-free-later")) {
         char *p = malloc(200); free(p);
         /* Much happens in between, in other size classes. */
@@ -62,16 +72,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(c, "overflow-1-large")) {
         char *p = malloc(200000); say(p); ((volatile char *)p)[200000] = 0; free(p);
     } else if (!strcmp(c, "poison-safe-linking")) {
-        /* glibc's safe-linking form: the link xor (its own address >> 12). */
-        static uint64_t target[16];
-        char *a = malloc(64); char *keep = malloc(64); (void)keep; free(a);
-        *(volatile uintptr_t *)a = (uintptr_t)target ^ ((uintptr_t)a >> 12); say(a);
-        for (int i = 0; i < 10000; i++) {
-            sink = malloc(64);
-            if (sink == (void *)target) { puts("TARGET RETURNED"); return 7; }
-        }
-        puts("attack failed");
-        return 0;
+        return poison(1);
     } else if (!strcmp(c, "usable-size-freed")) {
         char *p = malloc(64); char *keep = malloc(64); (void)keep; free(p); say(p);
         printf("%zu\n", malloc_usable_size(p));
