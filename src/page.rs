@@ -36,6 +36,21 @@ pub const DELAYED_FREEING: usize = 1;
 pub const NO_DELAYED_FREE: usize = 2;
 pub const NEVER_DELAYED_FREE: usize = 3;
 const STATE_MASK: usize = 3;
+/// `thread_free` also counts its blocks, in the bits above a user-space
+/// address (47 bits; see `segment_map`), so the owner can take the list
+/// over without walking it to count it: the walk is one cache miss per
+/// block, each freed on another core.
+const COUNT_SHIFT: u32 = 48;
+const COUNT_ONE: usize = 1 << COUNT_SHIFT;
+/// The list head's bits of `thread_free`.
+const HEAD_MASK: usize = (COUNT_ONE - 1) & !STATE_MASK;
+// Every block is on the list at most once, and the page with the most
+// blocks (a small page of one-word blocks; medium pages have blocks over
+// 8 KiB, large ones over 64 KiB) fits the count's 16 bits.
+const _: () = assert!(
+    (1usize << crate::constants::SMALL_PAGE_SHIFT) / crate::constants::WORD
+        < 1 << (usize::BITS - COUNT_SHIFT)
+);
 
 /// 128 bytes, cache-line aligned, so the first line holds everything the
 /// malloc and free fast paths touch, the free check included: with the
@@ -351,16 +366,31 @@ unsafe fn collect_thread_free(page: *mut Page) {
     unsafe {
         let tf = &(*page).thread_free;
         let mut cur = tf.load(Ordering::Relaxed);
-        let head = loop {
-            let head = (cur & !STATE_MASK) as *mut Block;
+        let (head, count) = loop {
+            let head = (cur & HEAD_MASK) as *mut Block;
             if head.is_null() {
                 return;
             }
             match tf.compare_exchange_weak(cur, cur & STATE_MASK, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => break head,
+                Ok(_) => break (head, (cur >> COUNT_SHIFT) as u32),
                 Err(seen) => cur = seen,
             }
         };
+        // The hardened build walks the list anyway: it checks every link
+        // (and its length, against forged cycles) before any block of it is
+        // used. The plain build hangs it where no tail is needed.
+        if !harden::HARDENED {
+            if (*page).free.is_null() {
+                (*page).free = head;
+                (*page).used -= count;
+                return;
+            }
+            if (*page).local_free.is_null() {
+                (*page).local_free = head;
+                (*page).used -= count;
+                return;
+            }
+        }
         let (tail, count) = list_tail(page, head);
         (*tail).next = harden::encode_next(page, (*page).local_free, tail);
         (*page).local_free = head;
@@ -376,7 +406,7 @@ unsafe fn collect_thread_free(page: *mut Page) {
 pub unsafe fn collect(page: *mut Page, force: bool) {
     // SAFETY: owner access per the caller.
     unsafe {
-        if force || (*page).thread_free.load(Ordering::Relaxed) & !STATE_MASK != 0 {
+        if force || (*page).thread_free.load(Ordering::Relaxed) & HEAD_MASK != 0 {
             collect_thread_free(page);
         }
         let local = (*page).local_free;
@@ -443,8 +473,12 @@ pub unsafe fn free_remote(page: *mut Page, block: *mut Block) {
             let (new, delayed) = if state == USE_DELAYED_FREE {
                 ((cur & !STATE_MASK) | DELAYED_FREEING, true)
             } else {
-                (*block).next = harden::encode_next(page, (cur & !STATE_MASK) as *mut Block, block);
-                (block as usize | state, false)
+                (*block).next = harden::encode_next(page, (cur & HEAD_MASK) as *mut Block, block);
+                // The count cannot overflow its 16 bits (see COUNT_SHIFT).
+                (
+                    block as usize | state | ((cur & !(HEAD_MASK | STATE_MASK)) + COUNT_ONE),
+                    false,
+                )
             };
             match tf.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => break delayed,
