@@ -376,10 +376,9 @@ unsafe fn collect_thread_free(page: *mut Page) {
                 Err(seen) => cur = seen,
             }
         };
-        // The hardened build walks the list anyway: it checks every link
-        // (and its length, against forged cycles) before any block of it is
-        // used. The plain build hangs it where no tail is needed.
-        if !harden::HARDENED {
+        // Hung where no tail is needed, unless the build must walk it (see
+        // `harden::UNWALKED_REMOTE_LISTS`).
+        if harden::UNWALKED_REMOTE_LISTS {
             if (*page).free.is_null() {
                 (*page).free = head;
                 (*page).used -= count;

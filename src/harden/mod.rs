@@ -39,6 +39,13 @@ pub const RANDOM: bool = order::ON;
 /// the stale header and is reported as a double free rather than as a
 /// foreign pointer.
 pub const STALE_SEGMENTS: bool = double_free::ON;
+/// A list of blocks freed by other threads may be taken over without
+/// walking it (its length rides in `thread_free`): in the plain build,
+/// which checks no link, and with `double-free`, whose bitmap refuses a
+/// live block popped again, so a forged cycle is caught when it comes
+/// round (every popped link is decoded and checked too). Other hardened
+/// builds walk each list and check its length against forged cycles.
+pub const UNWALKED_REMOTE_LISTS: bool = !HARDENED || double_free::ON;
 /// Requests of more bytes than this (padded) get a segment of their own
 /// (`huge.rs`). The guard build sends large blocks there too: their guard
 /// then sits at the first page boundary after the request rather than after
