@@ -123,16 +123,11 @@ unsafe fn link_bit_flips(remote: bool) {
         let victim = malloc(64);
         let _anchor2 = malloc(64);
         if remote {
-            let (n, v) = (neighbour as usize, victim as usize);
-            std::thread::spawn(move || {
-                // SAFETY: live blocks of the parent thread, freed once.
-                unsafe {
-                    free(n as *mut u8);
-                    free(v as *mut u8);
-                }
-            })
-            .join()
-            .expect("freeing thread");
+            // SAFETY: live blocks of this thread, freed once.
+            unsafe {
+                free_on_another_thread(neighbour as usize);
+                free_on_another_thread(victim as usize);
+            }
         } else {
             // SAFETY: live blocks, freed once.
             unsafe {
@@ -158,6 +153,19 @@ unsafe fn link_bit_flips(remote: bool) {
     }
     fortalloc::set_error_handler(None);
     println!("silent flips: {silent:?}");
+}
+
+/// Frees `p` from a thread of its own and waits for it.
+///
+/// # Safety
+/// As for [`free`].
+unsafe fn free_on_another_thread(p: usize) {
+    std::thread::spawn(move || {
+        // SAFETY: per the caller.
+        unsafe { free(p as *mut u8) }
+    })
+    .join()
+    .expect("freeing thread");
 }
 
 /// The dispatcher the children run; a no-op in the parent.
@@ -200,21 +208,15 @@ fn child() {
                 // Two other threads free it; its owner never looks at it
                 // in between.
                 let a = malloc(64) as usize;
-                std::thread::spawn(move || free(a as *mut u8))
-                    .join()
-                    .expect("thread");
+                free_on_another_thread(a);
                 say_addr(a as *const u8);
-                std::thread::spawn(move || free(a as *mut u8))
-                    .join()
-                    .expect("thread");
+                free_on_another_thread(a);
             }
             "double-free-local-then-remote" => {
                 let a = malloc(64) as usize;
                 free(a as *mut u8);
                 say_addr(a as *const u8);
-                std::thread::spawn(move || free(a as *mut u8))
-                    .join()
-                    .expect("thread");
+                free_on_another_thread(a);
             }
             "double-free-remote-collected-then-local" => {
                 // Freed by another thread, then taken off `thread_free` by
@@ -222,9 +224,7 @@ fn child() {
                 // use), then freed again by the owner.
                 let a = malloc(64) as usize;
                 let keep = malloc(64);
-                std::thread::spawn(move || free(a as *mut u8))
-                    .join()
-                    .expect("thread");
+                free_on_another_thread(a);
                 fortalloc::collect(true);
                 say_addr(a as *const u8);
                 free(a as *mut u8);
@@ -232,9 +232,7 @@ fn child() {
             }
             "double-free-cross-thread" => {
                 let a = malloc(64) as usize;
-                std::thread::spawn(move || free(a as *mut u8))
-                    .join()
-                    .expect("thread");
+                free_on_another_thread(a);
                 say_addr(a as *const u8);
                 free(a as *mut u8);
             }
@@ -457,10 +455,7 @@ fn child() {
                 let n = 300_000;
                 let p = malloc(n);
                 std::ptr::write_bytes(p, 1, n);
-                let addr = p as usize;
-                std::thread::spawn(move || free(addr as *mut u8))
-                    .join()
-                    .expect("freeing thread");
+                free_on_another_thread(p as usize);
                 println!("reading");
                 let v = std::ptr::read_volatile(p.add(n / 2));
                 println!("no fault {v}");
