@@ -9,6 +9,8 @@
 //!   used bitmap: which slices belong to a live segment
 //!   dirty bitmap: free slices whose pages may still be resident
 //!   sealed bitmap: free slices the hardened build made inaccessible
+//!   layout, guards: free slices left open with a small or medium
+//!                   segment's page guards in place (hardened build)
 //! ```
 //!
 //! Freed slices stay mapped and are reused first-fit from the lowest
@@ -41,6 +43,11 @@ struct Arena {
     /// Slices freed without a seal (the plain build, or the kernel refused
     /// it): their protection is not known.
     unsealed: [u64; WORDS],
+    /// Free slices released open with the page guards of a small or
+    /// medium segment (see [`Guards`]): the layout, 0 for none.
+    layout: [u8; SLICES],
+    /// Which page slots of such a slice have their guard.
+    guards: [u64; SLICES],
     /// Monotonic ms after which a dirty free slice is purged.
     purge_at: [u64; SLICES],
 }
@@ -60,6 +67,8 @@ const EMPTY_ARENA: Arena = Arena {
     dirty: [0; WORDS],
     sealed: [0; WORDS],
     unsealed: [0; WORDS],
+    layout: [0; SLICES],
+    guards: [0; SLICES],
     purge_at: [0; SLICES],
 };
 static ARENAS: ArenasCell = ArenasCell(UnsafeCell::new(Arenas {
@@ -85,26 +94,28 @@ fn set_bit(map: &mut [u64; WORDS], i: usize, on: bool) {
 /// First run of `n` free slices, lowest address first; a single slice is
 /// taken from the dirty free ones first, since its memory is still resident
 /// and reusing it saves a purge now and page faults after.
-fn find_run(a: &Arena, n: usize) -> Option<usize> {
+fn find_run(a: &Arena, n: usize, want: u8) -> Option<usize> {
     if n == 1 && crate::harden::guard::ON {
         // The hardened build takes a random free slice, so segment
-        // addresses do not repeat from run to run: a random resident
-        // (dirty) one if any, as the plain build prefers those too (fresh
-        // ones cost a page fault per page touched).
-        let dirty: u32 = a
-            .used
-            .iter()
-            .zip(&a.dirty)
-            .map(|(u, d)| (!u & d).count_ones())
-            .sum();
-        let free: u32 = a.used.iter().map(|w| (!w).count_ones()).sum();
-        let (want_dirty, n) = if dirty > 0 { (true, dirty) } else { (false, free) };
-        if n == 0 {
+        // addresses do not repeat from run to run. Among them it prefers
+        // one left with the page guards the caller's segment needs (no
+        // `mprotect` at all), then a resident (dirty) one, as the plain
+        // build does (fresh ones cost a page fault per page touched).
+        let score = |i: usize| {
+            if bit(&a.used, i) {
+                0
+            } else {
+                1 + 2 * u32::from(want != 0 && a.layout[i] == want) + u32::from(bit(&a.dirty, i))
+            }
+        };
+        let best = (0..SLICES).map(score).max().unwrap_or(0);
+        if best == 0 {
             return None;
         }
-        let mut k = crate::harden::guard::pick(n as usize);
+        let count = (0..SLICES).filter(|&i| score(i) == best).count();
+        let mut k = crate::harden::guard::pick(count);
         for i in 0..SLICES {
-            if !bit(&a.used, i) && (!want_dirty || bit(&a.dirty, i)) {
+            if score(i) == best {
                 if k == 0 {
                     return Some(i);
                 }
@@ -141,6 +152,8 @@ pub struct Span {
     pub zero: bool,
     /// How its slices were left by their last user.
     pub prior: Prior,
+    /// With [`Prior::Guarded`]: which page slots have their guard.
+    pub guards: u64,
 }
 
 /// The protection a span comes with.
@@ -152,14 +165,28 @@ pub enum Prior {
     /// of each (and maybe within those too, for a slice that was not the
     /// first of the span it was released with).
     Sealed,
+    /// One slice left by a segment of the layout asked for: open, with the
+    /// guard after its header and after the page slots in `Span::guards`.
+    Guarded,
     /// Anything else: some slices used without a seal, or a mix.
     Mixed,
 }
 
+/// How a small or medium segment of the hardened build leaves its slice:
+/// open, its page guards in place, so the next segment of the same layout
+/// takes it without a single `mprotect`. `layout` 0 means none of this
+/// (the plain build, huge segments).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Guards {
+    pub layout: u8,
+    pub mask: u64,
+}
+
 /// Takes `size` bytes (rounded up to whole slices), 4 MiB aligned. None
 /// when the request does not fit an arena or memory ran out; the caller
-/// then maps directly.
-pub fn alloc(size: usize) -> Option<Span> {
+/// then maps directly. `want`: the guard layout the caller would rather
+/// find (see [`Guards`]), 0 for none.
+pub fn alloc(size: usize, want: u8) -> Option<Span> {
     let n = size.div_ceil(SEGMENT_SIZE);
     if n == 0 || n > SLICES {
         return None;
@@ -169,7 +196,7 @@ pub fn alloc(size: usize) -> Option<Span> {
     let arenas = unsafe { &mut *ARENAS.0.get() };
     let mut found = None;
     for ai in 0..arenas.count {
-        if let Some(start) = find_run(&arenas.list[ai], n) {
+        if let Some(start) = find_run(&arenas.list[ai], n, want) {
             found = Some((ai, start));
             break;
         }
@@ -199,6 +226,8 @@ pub fn alloc(size: usize) -> Option<Span> {
     let mut zero = true;
     let mut sealed = 0;
     let mut unknown = false;
+    let mut guarded = 0;
+    let mut guards = 0;
     for i in start..start + n {
         set_bit(&mut a.used, i, true);
         if bit(&a.dirty, i) {
@@ -212,12 +241,24 @@ pub fn alloc(size: usize) -> Option<Span> {
             unknown = true;
             set_bit(&mut a.unsealed, i, false);
         }
+        if a.layout[i] != 0 {
+            if a.layout[i] == want {
+                guarded += 1;
+                guards = a.guards[i];
+            } else {
+                unknown = true;
+            }
+            a.layout[i] = 0;
+            a.guards[i] = 0;
+        }
         // Assume it will be written: dirty until purged after its next free.
         set_bit(&mut a.dirty, i, true);
         a.purge_at[i] = 0;
     }
     let prior = match sealed {
         _ if unknown => Prior::Mixed,
+        0 if guarded == n && n == 1 => Prior::Guarded,
+        _ if guarded > 0 => Prior::Mixed,
         0 => Prior::Open,
         s if s == n => Prior::Sealed,
         _ => Prior::Mixed,
@@ -226,16 +267,18 @@ pub fn alloc(size: usize) -> Option<Span> {
         ptr: (a.base + (start << SEGMENT_SHIFT)) as *mut u8,
         zero,
         prior,
+        guards,
     })
 }
 
 /// Returns `size` bytes at `p` (from [`alloc`]) to the arena; their pages go
 /// back to the OS after the purge delay. `sealed`: the caller made all of
-/// it past `segment::info_size` inaccessible (see [`Prior::Sealed`]).
+/// it past `segment::info_size` inaccessible (see [`Prior::Sealed`]); else
+/// `guards` says what it left guarded, if anything (one slice only).
 ///
 /// # Safety
 /// `[p, p+size)` must be a span from [`alloc`] that nothing uses any more.
-pub unsafe fn free(p: *mut u8, size: usize, sealed: bool) {
+pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
     let n = size.div_ceil(SEGMENT_SIZE);
     let delay = options::purge_delay_ms();
     let due = if delay == 0 { 0 } else { os::now_ms() + delay };
@@ -249,10 +292,17 @@ pub unsafe fn free(p: *mut u8, size: usize, sealed: bool) {
         return;
     };
     let start = (p as usize - a.base) >> SEGMENT_SHIFT;
+    let known = sealed || (guards.layout != 0 && n == 1);
     for i in start..(start + n).min(SLICES) {
         set_bit(&mut a.used, i, false);
         set_bit(&mut a.sealed, i, sealed);
-        set_bit(&mut a.unsealed, i, !sealed);
+        set_bit(&mut a.unsealed, i, !known);
+        // Purging keeps protections, so the layout outlives it.
+        (a.layout[i], a.guards[i]) = if known && !sealed {
+            (guards.layout, guards.mask)
+        } else {
+            (0, 0)
+        };
         a.purge_at[i] = due;
     }
     if delay == 0 {
@@ -331,7 +381,7 @@ mod tests {
 
     #[test]
     fn spans_are_segment_aligned_and_freed_memory_is_reused() {
-        let a = alloc(3 * SEGMENT_SIZE).expect("arena span");
+        let a = alloc(3 * SEGMENT_SIZE, 0).expect("arena span");
         assert_eq!(a.ptr as usize % SEGMENT_SIZE, 0);
         // SAFETY: the span is ours and 12 MiB long.
         unsafe {
@@ -339,38 +389,38 @@ mod tests {
             a.ptr.add(3 * SEGMENT_SIZE - 1).write(9);
         }
         // SAFETY: the span came from `alloc` and is no longer used.
-        unsafe { free(a.ptr, 3 * SEGMENT_SIZE, false) };
+        unsafe { free(a.ptr, 3 * SEGMENT_SIZE, false, Guards::default()) };
         // First fit: a smaller request fits in the hole just freed (unless a
         // concurrent test took it first, in which case it lies elsewhere).
-        let b = alloc(SEGMENT_SIZE).expect("arena span");
+        let b = alloc(SEGMENT_SIZE, 0).expect("arena span");
         assert_eq!(b.ptr as usize % SEGMENT_SIZE, 0);
         // SAFETY: as above.
-        unsafe { free(b.ptr, SEGMENT_SIZE, false) };
+        unsafe { free(b.ptr, SEGMENT_SIZE, false, Guards::default()) };
     }
 
     #[test]
     fn requests_beyond_an_arena_are_refused() {
-        assert!(alloc(ARENA_SIZE + 1).is_none());
-        assert!(alloc(0).is_none());
+        assert!(alloc(ARENA_SIZE + 1, 0).is_none());
+        assert!(alloc(0, 0).is_none());
     }
 
     #[test]
     fn purged_spans_read_as_zero_and_say_so() {
-        let a = alloc(SEGMENT_SIZE).expect("arena span");
+        let a = alloc(SEGMENT_SIZE, 0).expect("arena span");
         // SAFETY: the span is ours.
         unsafe { a.ptr.add(4096).write(0xab) };
         // SAFETY: the span came from `alloc` and is no longer used.
-        unsafe { free(a.ptr, SEGMENT_SIZE, false) };
+        unsafe { free(a.ptr, SEGMENT_SIZE, false, Guards::default()) };
         purge(true);
         // Whatever span we get now is either fresh or purged, or dirty and
         // reported as such.
-        let b = alloc(SEGMENT_SIZE).expect("arena span");
+        let b = alloc(SEGMENT_SIZE, 0).expect("arena span");
         if b.zero {
             // SAFETY: the span is ours and 4 MiB long.
             let bytes = unsafe { core::slice::from_raw_parts(b.ptr, SEGMENT_SIZE) };
             assert!(bytes.iter().all(|&x| x == 0));
         }
         // SAFETY: as above.
-        unsafe { free(b.ptr, SEGMENT_SIZE, false) };
+        unsafe { free(b.ptr, SEGMENT_SIZE, false, Guards::default()) };
     }
 }

@@ -34,7 +34,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let (seg, total, offset, is_zero, in_arena, prior) = if align <= SEGMENT_SIZE {
         let offset = round_up(info, align.max(WORD));
         let total = round_up(offset + size.max(1) + tail, SEGMENT_SIZE);
-        let Some(fresh) = segment::os_alloc(total, false) else {
+        let Some(fresh) = segment::os_alloc(total, false, 0) else {
             return ptr::null_mut();
         };
         (fresh.seg, total, offset, fresh.zero, fresh.in_arena, fresh.prior)

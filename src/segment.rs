@@ -19,7 +19,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::arena::Prior;
+use crate::arena::{Guards, Prior};
 use crate::constants::{
     MEDIUM_OBJ_MAX, MEDIUM_PAGE_SHIFT, SEGMENT_MASK, SEGMENT_SHIFT, SEGMENT_SIZE, SMALL_OBJ_MAX,
     SMALL_PAGES_PER_SEGMENT, SMALL_PAGE_SHIFT,
@@ -194,18 +194,31 @@ pub struct Fresh {
     pub zero: bool,
     pub in_arena: bool,
     pub prior: Prior,
+    /// With [`Prior::Guarded`]: the page slots whose guard is in place.
+    pub guards: u64,
+}
+
+/// The guard layout a segment of `kind` leaves behind and looks for (see
+/// `arena::Guards`): small and medium segments of the hardened build.
+fn layout(kind: Kind) -> u8 {
+    match kind {
+        Kind::Small | Kind::Medium if harden::guard::ON => kind as u8 + 1,
+        _ => 0,
+    }
 }
 
 /// Gets memory for a segment and records it in the segment map. `whole`:
 /// all of it is used at once (small and medium segments), else only its
-/// header until the caller opens its block (see `harden::guard`).
-pub fn os_alloc(size: usize, whole: bool) -> Option<Fresh> {
-    let fresh = match arena::alloc(size) {
+/// header until the caller opens its block (see `harden::guard`). `want`:
+/// the guard layout to look for first (see [`layout`]).
+pub fn os_alloc(size: usize, whole: bool, want: u8) -> Option<Fresh> {
+    let fresh = match arena::alloc(size, want) {
         Some(span) => Fresh {
             seg: span.ptr.cast(),
             zero: span.zero,
             in_arena: true,
             prior: span.prior,
+            guards: span.guards,
         },
         None => {
             let p = os::map_aligned(size, SEGMENT_SIZE);
@@ -220,6 +233,7 @@ pub fn os_alloc(size: usize, whole: bool) -> Option<Fresh> {
                 zero: true,
                 in_arena: false,
                 prior: Prior::Open,
+                guards: 0,
             }
         }
     };
@@ -249,12 +263,41 @@ pub unsafe fn os_free(seg: *mut Segment) {
             segment_map::remove(seg);
         }
         if (*seg).in_arena {
-            let sealed = harden::guard::segment_released(seg.cast(), size, info_size());
-            arena::free(seg.cast(), size, sealed);
+            // A small or medium segment leaves its page guards for the next
+            // one of its kind (its freed blocks were wiped by zero-on-free;
+            // only large and huge blocks must become inaccessible at free).
+            let guards = guards_left(seg);
+            let sealed = guards.layout == 0 && harden::guard::segment_released(seg.cast(), size, info_size());
+            arena::free(seg.cast(), size, sealed, guards);
         } else {
             os::unmap(seg.cast(), size);
             stats::RESERVED.decrease(size);
         }
+    }
+}
+
+const _: () = assert!(SMALL_PAGES_PER_SEGMENT <= 64, "a slot mask is one u64");
+
+/// What a segment being released leaves guarded: its layout, and which of
+/// its page slots got their guard.
+///
+/// # Safety
+/// `seg` must be a segment whose pages are all free.
+unsafe fn guards_left(seg: *mut Segment) -> Guards {
+    // SAFETY: per the caller, the header is live and ours.
+    unsafe {
+        let layout = layout((*seg).kind);
+        if layout == 0 {
+            return Guards::default();
+        }
+        let pages = ptr::addr_of!((*seg).pages).cast::<Page>();
+        let mut mask = 0u64;
+        for i in (*seg).first_page as usize..(*seg).page_count as usize {
+            if (*pages.add(i)).guarded {
+                mask |= 1 << i;
+            }
+        }
+        Guards { layout, mask }
     }
 }
 
@@ -351,7 +394,7 @@ unsafe fn free_remove(segs: &mut Segments, seg: *mut Segment) {
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
 unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
-    let Some(fresh) = os_alloc(SEGMENT_SIZE, true) else {
+    let Some(fresh) = os_alloc(SEGMENT_SIZE, true, layout(kind)) else {
         return ptr::null_mut();
     };
     let seg = fresh.seg;
@@ -367,6 +410,13 @@ unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
         }
         init_header(seg, heap, kind);
         (*seg).in_arena = fresh.in_arena;
+        if fresh.prior == Prior::Guarded {
+            // The last segment here had this layout and left these guards.
+            let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+            for i in (*seg).first_page as usize..(*seg).page_count as usize {
+                (*pages.add(i)).guarded = fresh.guards & (1 << i) != 0;
+            }
+        }
         let segs = &mut (*heap).segs;
         all_push(segs, seg);
         if kind == Kind::Small || kind == Kind::Medium {

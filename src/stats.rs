@@ -68,6 +68,8 @@ pub static RESERVED: Gauge = Gauge::new();
 /// Purge calls (`madvise`) and the bytes they returned.
 pub static PURGES: AtomicU64 = AtomicU64::new(0);
 pub static PURGED_BYTES: AtomicU64 = AtomicU64::new(0);
+/// `mprotect` calls (the `guard-pages` build's guards and seals).
+pub static PROTECTS: AtomicU64 = AtomicU64::new(0);
 /// Thread heaps created, and segments abandoned at thread exit / reclaimed.
 pub static THREADS: AtomicU64 = AtomicU64::new(0);
 pub static ABANDONED: AtomicU64 = AtomicU64::new(0);
@@ -177,6 +179,9 @@ pub struct Stats {
     /// `madvise` purges and the bytes they returned to the OS.
     pub purges: u64,
     pub purged_bytes: u64,
+    /// `mprotect` calls: guards made and blocks sealed or opened (0 unless
+    /// built with `guard-pages`).
+    pub protect_calls: u64,
     /// Thread heaps created; segments abandoned by exiting threads and
     /// reclaimed by others.
     pub threads: u64,
@@ -219,6 +224,7 @@ pub fn stats() -> Stats {
         reserved_bytes: RESERVED.read(),
         purges: PURGES.load(Relaxed),
         purged_bytes: PURGED_BYTES.load(Relaxed),
+        protect_calls: PROTECTS.load(Relaxed),
         threads: THREADS.load(Relaxed),
         abandoned_segments: ABANDONED.load(Relaxed),
         reclaimed_segments: RECLAIMED.load(Relaxed),
@@ -265,6 +271,7 @@ pub fn print_stats_to(fd: i32) {
     gauge("segments", s.segments);
     gauge("reserved bytes", s.reserved_bytes);
     row("purges", &[("", s.purges), ("bytes", s.purged_bytes)]);
+    row("protection changes", &[("", s.protect_calls)]);
     row("threads", &[("", s.threads)]);
     row(
         "abandoned segments",

@@ -427,6 +427,42 @@ fn child() {
                 }
                 println!("no fault");
             }
+            "overflow-small-linear-reused" => {
+                // A thread fills pages of one size class, frees them and
+                // exits: its segment goes back to the arena with its page
+                // guards left in place.
+                // (No heap memory outlives it: a live block would keep the
+                // segment.)
+                let segments = std::thread::spawn(|| {
+                    let mut blocks = [0usize; 160];
+                    for b in blocks.iter_mut() {
+                        *b = malloc(7000) as usize;
+                    }
+                    for b in blocks.iter_mut() {
+                        free(*b as *mut u8);
+                        *b >>= 22;
+                    }
+                    blocks
+                })
+                .join()
+                .expect("first thread");
+                // A new thread takes that memory for its first page, with
+                // no `mprotect`, and overflows off the end of the page.
+                std::thread::spawn(move || {
+                    let before = fortalloc::stats().protect_calls;
+                    let p = malloc(7000);
+                    let made = fortalloc::stats().protect_calls - before;
+                    let reused = segments.contains(&(p as usize >> 22));
+                    println!("reused={reused} protects={made}");
+                    println!("writing");
+                    for i in 7000..(64 << 10) + 8192 {
+                        std::ptr::write_volatile(p.add(i), 0x41);
+                    }
+                    println!("no fault");
+                })
+                .join()
+                .expect("second thread");
+            }
             "overflow-huge-linear" => {
                 let p = malloc(5 << 20);
                 println!("writing");
@@ -828,6 +864,16 @@ mod guard_pages {
     #[test]
     fn linear_overflow_off_a_small_page_faults() {
         assert_faults("overflow-small-linear");
+    }
+
+    #[test]
+    fn page_guards_outlive_their_segment_and_guard_the_next_one() {
+        let o = run_case("overflow-small-linear-reused");
+        assert_eq!(o.signal, Some(libc::SIGSEGV), "{} / {}", o.stderr, o.stdout);
+        assert!(!o.stdout.contains("no fault"), "{}", o.stdout);
+        // The second thread's page lies in the first one's old segment and
+        // found its guard in place: not one protection change.
+        assert!(o.stdout.contains("reused=true protects=0"), "{}", o.stdout);
     }
 
     #[test]

@@ -14,9 +14,16 @@
 //! - blocks past the medium size take the huge path in this build (see
 //!   `harden::HUGE_ABOVE`): a segment each, the guard at the first page
 //!   boundary after the request, and sealed at free whichever thread frees;
-//! - when a segment is released its memory past the header becomes
-//!   inaccessible at once, so a freed large or huge block faults on access
-//!   (the header stays readable: the double-free check reads it);
+//! - when a huge segment (a large or huge block) is released its memory
+//!   past the header becomes inaccessible at once, so the freed block
+//!   faults on access (the header stays readable: the double-free check
+//!   reads it);
+//! - a small or medium segment is released open instead, its page guards
+//!   in place (its freed blocks were wiped already with `zero-on-free`),
+//!   and the arena hands that slice to the next segment of the same kind
+//!   first, so threads that exit and start cost no `mprotect` (each use
+//!   of a slice cost a seal, two opens and a guard per page before, each
+//!   seal a TLB shootdown across cores);
 //! - arenas are reserved at random addresses, and segments taken from
 //!   random free slots, so layouts differ from run to run beyond ASLR.
 //!
@@ -69,6 +76,8 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
                 os::protect(seg, size, true);
                 os::protect(seg.add(info - ps), ps, false);
             }
+            // As the last segment of this layout left it: nothing to do.
+            Prior::Guarded => {}
             // Everything past the header's guard is sealed already; the
             // header itself may be too (a slice from the middle of a
             // released huge span), so it is opened either way.
