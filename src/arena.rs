@@ -21,7 +21,7 @@
 //! 4 MiB, not per allocation.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::constants::{SEGMENT_SHIFT, SEGMENT_SIZE};
 use crate::lock::SpinLock;
@@ -78,6 +78,17 @@ static ARENAS: ArenasCell = ArenasCell(UnsafeCell::new(Arenas {
 pub(crate) static LOCK: SpinLock = SpinLock::new();
 /// Earliest pending purge (monotonic ms), 0 if none.
 static PURGE_DUE: AtomicU64 = AtomicU64::new(0);
+/// Free slices left with page guards (see [`Guards`]). Each holds up to
+/// 127 kernel mappings (a small one: 63 guards), so at most
+/// [`GUARDED_FREE_MAX`] are kept: about 8,100 of the default limit of 65,530.
+static GUARDED_FREE: AtomicUsize = AtomicUsize::new(0);
+const GUARDED_FREE_MAX: usize = 64;
+
+/// Whether a segment being released may leave its page guards (else it is
+/// sealed): false once [`GUARDED_FREE_MAX`] free slices have theirs.
+pub fn keep_guards() -> bool {
+    GUARDED_FREE.load(Ordering::Relaxed) < GUARDED_FREE_MAX
+}
 
 fn bit(map: &[u64; WORDS], i: usize) -> bool {
     map[i / 64] & (1 << (i % 64)) != 0
@@ -250,6 +261,7 @@ pub fn alloc(size: usize, want: u8) -> Option<Span> {
             }
             a.layout[i] = 0;
             a.guards[i] = 0;
+            GUARDED_FREE.fetch_sub(1, Ordering::Relaxed);
         }
         // Assume it will be written: dirty until purged after its next free.
         set_bit(&mut a.dirty, i, true);
@@ -299,6 +311,7 @@ pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
         set_bit(&mut a.unsealed, i, !known);
         // Purging keeps protections, so the layout outlives it.
         (a.layout[i], a.guards[i]) = if known && !sealed {
+            GUARDED_FREE.fetch_add(1, Ordering::Relaxed);
             (guards.layout, guards.mask)
         } else {
             (0, 0)

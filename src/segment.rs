@@ -266,7 +266,11 @@ pub unsafe fn os_free(seg: *mut Segment) {
             // A small or medium segment leaves its page guards for the next
             // one of its kind (its freed blocks were wiped by zero-on-free;
             // only large and huge blocks must become inaccessible at free).
-            let guards = guards_left(seg);
+            let guards = if arena::keep_guards() {
+                guards_left(seg)
+            } else {
+                Guards::default()
+            };
             let sealed = guards.layout == 0 && harden::guard::segment_released(seg.cast(), size, info_size());
             arena::free(seg.cast(), size, sealed, guards);
         } else {
