@@ -73,15 +73,39 @@ fn window(size: usize, end: usize) -> (usize, u64) {
 /// # Safety
 /// `p` must be a live block of `page`, with `size + EXTRA <= bsize`.
 pub unsafe fn write(page: *const Page, p: *mut u8, size: usize) {
+    // SAFETY: per the caller; `keep` is true.
+    unsafe { arm(page, p, size, true) }
+}
+
+/// [`write`] for a block being handed out whose bytes are all zero past
+/// its first word, which the caller may find zeroed too (`zero-on-free`
+/// hands out only such blocks). The canary word is written without being
+/// read: a read first would map the kernel's shared zero page where the
+/// block's last OS page was never touched, and the write just after would
+/// fault again and flush the TLB of every CPU the process runs on.
+///
+/// # Safety
+/// As for [`write`], and the block must be zero past its first word.
+pub unsafe fn write_zeroed(page: *const Page, p: *mut u8, size: usize) {
+    // SAFETY: per the caller; with `keep` false only bytes known to be
+    // zero (or the first word, which is the caller's to clear) are zeroed.
+    unsafe { arm(page, p, size, false) }
+}
+
+/// # Safety
+/// As for [`write`]; with `keep` false, as for [`write_zeroed`].
+#[inline(always)]
+unsafe fn arm(page: *const Page, p: *mut u8, size: usize, keep: bool) {
     // SAFETY: the window lies inside the block (see `window`), and only its
     // canary bytes, in `[size, bsize - 4)`, change: the caller's bytes are
-    // written back as they were.
+    // written back as they were, or are zero (see `write_zeroed`).
     unsafe {
         let bsize = (*page).block_size;
         let k = key(page);
         let (at, mask) = window(size, canary_end(size, bsize));
         let w = p.add(at) as *mut u64;
-        w.write_unaligned((w.read_unaligned() & !mask) | (canary_word(k, p, at) & mask));
+        let kept = if keep { w.read_unaligned() & !mask } else { 0 };
+        w.write_unaligned(kept | (canary_word(k, p, at) & mask));
         (p.add(bsize - 4) as *mut u32).write_unaligned(((bsize - size) ^ k) as u32);
     }
 }
@@ -121,6 +145,16 @@ mod tests {
                 // Blocks at several alignments mod 8, as the key is tiled
                 // by address.
                 for shift in [0, 8, 16] {
+                    // A block handed out zeroed is armed without a read,
+                    // and stays zero below the request.
+                    let mut zeroed = [0u8; 192];
+                    let z = zeroed[shift..].as_mut_ptr();
+                    // SAFETY: `z` has `bsize` bytes of `zeroed`, all zero.
+                    unsafe {
+                        write_zeroed(&page, z, size);
+                        assert_eq!(check(&page, z), Some(size), "zeroed: bsize {bsize} size {size}");
+                    }
+                    assert!(zeroed[shift..shift + size].iter().all(|&b| b == 0), "zeroed kept");
                     let mut mem = [0x5au8; 192];
                     let p = mem[shift..].as_mut_ptr();
                     // SAFETY: `p` has `bsize` bytes of `mem`; the page is

@@ -28,6 +28,37 @@ pub use order::{batch, build_free_list, prefer_growth};
 /// are on too.
 pub const HARDENED: bool = CHECKS || KEYS || RANDOM || guard::ON;
 
+/// Writes to the word at `p` without changing it, so that this is the
+/// first access to its OS page if nothing touched the page yet: a first
+/// read of never-touched memory maps the kernel's shared zero page, and the
+/// first write after it faults again and flushes the TLB of every CPU the
+/// process runs on. (An atomic OR with zero is no such write: the compiler
+/// turns it into a load.)
+///
+/// # Safety
+/// `p` must be a valid, 8-aligned word of writable memory; a concurrent
+/// write to it is not lost.
+#[inline(always)]
+pub(crate) unsafe fn touch_for_write(p: *mut u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: per the caller; a locked OR with zero is an atomic write of
+    // the value already there.
+    unsafe {
+        core::arch::asm!("lock or qword ptr [{p}], 0", p = in(reg) p, options(nostack));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: per the caller; a compare-exchange of 0 for 0 writes nothing
+    // new, and touches the word for writing where the hardware does.
+    unsafe {
+        let _ = core::sync::atomic::AtomicU64::from_ptr(p).compare_exchange(
+            0,
+            0,
+            core::sync::atomic::Ordering::Relaxed,
+            core::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
 /// Some defence that checks blocks on malloc or free is on.
 const CHECKS: bool = canary::ON || double_free::ON || zero::ON;
 /// Pages need secret keys.
@@ -128,7 +159,7 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
         if is_huge(page) {
             return true;
         }
-        if zero::ON && !zero::fresh(page, p) && !zero::still_zero(p, bsize) {
+        if zero::ON && !zero::fresh(page, p) && !zero::still_zero(page, p, bsize) {
             error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
             return false;
         }
@@ -142,7 +173,12 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
             (p as *mut usize).write(0);
         }
         if canary::applies(page) {
-            canary::write(page, p, size);
+            if zero::ON {
+                // Zero past its first word: checked just above, or fresh.
+                canary::write_zeroed(page, p, size);
+            } else {
+                canary::write(page, p, size);
+            }
         }
         true
     }
@@ -249,5 +285,42 @@ pub unsafe fn resized(page: *const Page, p: *mut u8, size: usize) {
         if canary::applies(page) {
             canary::write(page, p, size);
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::touch_for_write;
+
+    fn minor_faults() -> i64 {
+        // SAFETY: getrusage writes the struct it is given.
+        unsafe {
+            let mut u: libc::rusage = core::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_THREAD, &mut u);
+            u.ru_minflt
+        }
+    }
+
+    #[test]
+    fn a_touch_for_write_makes_the_first_write_the_only_fault() {
+        let ps = crate::os::page_size();
+        let pages = 16;
+        let mem = crate::os::map(pages * ps);
+        assert!(!mem.is_null());
+        let before = minor_faults();
+        for i in 0..pages {
+            // SAFETY: the mapping is ours, fresh and `pages` pages long.
+            unsafe {
+                let w = mem.add(i * ps) as *mut u64;
+                touch_for_write(w);
+                assert_eq!(w.read_volatile(), 0);
+                w.add(1).write_volatile(7);
+            }
+        }
+        // One fault per page: a read first would map the zero page and
+        // the write after it fault again (two per page).
+        assert_eq!(minor_faults() - before, pages as i64);
+        // SAFETY: the mapping is ours and no longer used.
+        unsafe { crate::os::unmap(mem, pages * ps) };
     }
 }

@@ -38,21 +38,48 @@ pub unsafe fn wipe(p: *mut u8, bsize: usize) {
     unsafe { core::ptr::write_bytes(p, 0, bsize) };
 }
 
-/// True if a free block is still zero past its link word.
+/// True if a free block of `page` is still zero past its link word.
 ///
 /// # Safety
-/// `p` must be a free block of `bsize` bytes.
+/// `p` must be a free block of `bsize` bytes of the in-use `page`.
 #[inline]
-pub unsafe fn still_zero(p: *const u8, bsize: usize) -> bool {
+pub unsafe fn still_zero(page: *const Page, p: *const u8, bsize: usize) -> bool {
     // SAFETY: reads stay inside the block; blocks are word multiples and
     // word aligned, and a free block is not written concurrently (a racing
     // write after free is exactly what this looks for; it reads as nonzero
     // or not, either way no undefined value is used).
     unsafe {
+        let first = p as usize + crate::constants::WORD;
+        let last = p as usize + bsize - 1;
+        // 4 KiB, the smallest OS page: a cheap first test, exact below.
+        if (first ^ last) >= 4096 && (*page).zero_start {
+            touch_for_write(first, last + 1);
+        }
         let words = core::slice::from_raw_parts((p as *const usize).add(1), bsize / 8 - 1);
         // An OR over everything, no early exit: it vectorizes, which made
         // the check four times faster on 64 KiB blocks.
         words.iter().fold(0, |acc, &w| acc | w) == 0
+    }
+}
+
+/// Makes the first access to each OS page past the block's first word a
+/// write that changes nothing (see `super::touch_for_write`). In a page
+/// whose memory was purged, a block freed before the purge is checked
+/// again when handed out, and the check's reads would map the kernel's
+/// zero page where the purge emptied an OS page of the block.
+///
+/// # Safety
+/// `[from, end)` must lie in a free block, `from` word aligned.
+#[inline(never)]
+unsafe fn touch_for_write(from: usize, end: usize) {
+    let ps = crate::os::page_size();
+    let mut at = from.next_multiple_of(ps);
+    while at < end {
+        // SAFETY: `at` is a page-aligned (so word-aligned) word inside the
+        // free block; the write keeps whatever is there, even a racing
+        // write after free, which the check that follows is there to see.
+        unsafe { super::touch_for_write(at as *mut u64) };
+        at += ps;
     }
 }
 
