@@ -234,6 +234,19 @@ pub fn alloc(size: usize, want: u8) -> Option<Span> {
         }
     };
     let a = &mut arenas.list[ai];
+    let (zero, prior, guards) = take(a, start, n, want);
+    Some(Span {
+        ptr: (a.base + (start << SEGMENT_SHIFT)) as *mut u8,
+        zero,
+        prior,
+        guards,
+    })
+}
+
+/// Marks slices `[start, start + n)` of `a` used, and says how they come:
+/// all zero (none dirty), their protection, and with [`Prior::Guarded`]
+/// the page slots whose guard is in place.
+fn take(a: &mut Arena, start: usize, n: usize, want: u8) -> (bool, Prior, u64) {
     let mut zero = true;
     let mut sealed = 0;
     let mut unknown = false;
@@ -275,12 +288,26 @@ pub fn alloc(size: usize, want: u8) -> Option<Span> {
         s if s == n => Prior::Sealed,
         _ => Prior::Mixed,
     };
-    Some(Span {
-        ptr: (a.base + (start << SEGMENT_SHIFT)) as *mut u8,
-        zero,
-        prior,
-        guards,
-    })
+    (zero, prior, guards)
+}
+
+/// Marks slices `[start, start + n)` of `a` free, left as `sealed` and
+/// `guards` say (see [`free`]), to be purged at `due`.
+fn give_back(a: &mut Arena, start: usize, n: usize, sealed: bool, guards: Guards, due: u64) {
+    let known = sealed || (guards.layout != 0 && n == 1);
+    for i in start..(start + n).min(SLICES) {
+        set_bit(&mut a.used, i, false);
+        set_bit(&mut a.sealed, i, sealed);
+        set_bit(&mut a.unsealed, i, !known);
+        // Purging keeps protections, so the layout outlives it.
+        (a.layout[i], a.guards[i]) = if known && !sealed {
+            GUARDED_FREE.fetch_add(1, Ordering::Relaxed);
+            (guards.layout, guards.mask)
+        } else {
+            (0, 0)
+        };
+        a.purge_at[i] = due;
+    }
 }
 
 /// Returns `size` bytes at `p` (from [`alloc`]) to the arena; their pages go
@@ -304,20 +331,7 @@ pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
         return;
     };
     let start = (p as usize - a.base) >> SEGMENT_SHIFT;
-    let known = sealed || (guards.layout != 0 && n == 1);
-    for i in start..(start + n).min(SLICES) {
-        set_bit(&mut a.used, i, false);
-        set_bit(&mut a.sealed, i, sealed);
-        set_bit(&mut a.unsealed, i, !known);
-        // Purging keeps protections, so the layout outlives it.
-        (a.layout[i], a.guards[i]) = if known && !sealed {
-            GUARDED_FREE.fetch_add(1, Ordering::Relaxed);
-            (guards.layout, guards.mask)
-        } else {
-            (0, 0)
-        };
-        a.purge_at[i] = due;
-    }
+    give_back(a, start, n, sealed, guards, due);
     if delay == 0 {
         crate::segment_map::remove_range(p as usize, n << SEGMENT_SHIFT);
         // SAFETY: the span is free and its contents dead.
@@ -409,6 +423,74 @@ mod tests {
         assert_eq!(b.ptr as usize % SEGMENT_SIZE, 0);
         // SAFETY: as above.
         unsafe { free(b.ptr, SEGMENT_SIZE, false, Guards::default()) };
+    }
+
+    /// An arena of slices that are all free and fresh, as a value: the
+    /// bookkeeping tests below do not touch the global arenas' memory.
+    fn local_arena() -> Arena {
+        EMPTY_ARENA
+    }
+
+    #[test]
+    fn a_slice_left_guarded_comes_back_guarded_only_to_its_layout() {
+        let g = Guards {
+            layout: 1,
+            mask: 0b1010_0100,
+        };
+        let mut a = local_arena();
+        assert_eq!(take(&mut a, 5, 1, 1), (true, Prior::Open, 0));
+        give_back(&mut a, 5, 1, false, g, 0);
+        // The same layout finds its guards as they were left.
+        assert_eq!(take(&mut a, 5, 1, 1), (false, Prior::Guarded, g.mask));
+        give_back(&mut a, 5, 1, false, g, 0);
+        // Another layout (or a huge segment, 0) must open it all first.
+        assert_eq!(take(&mut a, 5, 1, 2).1, Prior::Mixed);
+        give_back(&mut a, 5, 1, false, g, 0);
+        assert_eq!(take(&mut a, 5, 1, 0).1, Prior::Mixed);
+        // Nor does a run of slices come guarded, even of that layout.
+        give_back(&mut a, 5, 1, false, g, 0);
+        assert_eq!(take(&mut a, 5, 2, 1).1, Prior::Mixed);
+        // Released without guards and unsealed: protection unknown.
+        give_back(&mut a, 5, 2, false, Guards::default(), 0);
+        assert_eq!(take(&mut a, 5, 1, 1).1, Prior::Mixed);
+        // Sealed whole: the next user knows it.
+        give_back(&mut a, 5, 1, true, Guards::default(), 0);
+        assert_eq!(take(&mut a, 5, 1, 1).1, Prior::Sealed);
+    }
+
+    #[cfg(feature = "guard-pages")]
+    #[test]
+    fn a_slice_of_the_layout_asked_for_is_taken_first() {
+        let g = Guards { layout: 2, mask: 1 };
+        let mut a = local_arena();
+        // Slices 0..40 used then freed (dirty), 17 and 33 left guarded for
+        // layout 2, 25 for layout 1; 40.. never used.
+        for i in 0..40 {
+            take(&mut a, i, 1, 0);
+        }
+        for i in 0..40 {
+            let left = match i {
+                17 | 33 => g,
+                25 => Guards { layout: 1, mask: 1 },
+                _ => Guards::default(),
+            };
+            give_back(&mut a, i, 1, false, left, 0);
+        }
+        let mut seen = [0; 2];
+        for _ in 0..64 {
+            let i = find_run(&a, 1, 2).expect("a free slice");
+            assert!(i == 17 || i == 33, "took slice {i}");
+            seen[(i == 33) as usize] += 1;
+        }
+        // Still a random pick among them.
+        assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
+        // With none of its layout left, a dirty one rather than a fresh one.
+        for i in [17, 33] {
+            take(&mut a, i, 1, 2);
+        }
+        for _ in 0..64 {
+            assert!(find_run(&a, 1, 2).expect("a free slice") < 40);
+        }
     }
 
     #[test]
