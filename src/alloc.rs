@@ -394,7 +394,20 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
         };
         let bsize = (*page).block_size;
         let req = harden::padded(new_size);
-        if req <= bsize && req >= bsize / 2 && (p as usize).is_multiple_of(align) {
+        let in_place = (p as usize).is_multiple_of(align)
+            && if req <= bsize {
+                req >= bsize / 2
+            } else {
+                harden::is_huge(page) && huge::grow_in_place(segment::of_block(p), page, p, new_size)
+            };
+        if in_place {
+            if harden::zero::ON && new_size > usable {
+                // What lay past the old size (its canary, keyed, and the
+                // recorded size) is now the caller's to read: zero, as a
+                // moved block's would be. Growth past the old block was
+                // zeroed as it was opened.
+                ptr::write_bytes(p.add(usable), 0, new_size.min(bsize) - usable);
+            }
             harden::resized(page, p, new_size);
             return p;
         }

@@ -14,6 +14,7 @@ use core::ptr;
 
 use crate::arena::Prior;
 use crate::constants::{MAX_ALLOC, SEGMENT_SIZE, WORD};
+use crate::page::Page;
 use crate::segment::{self, Segment};
 use crate::{harden, os, segment_map, stats};
 
@@ -89,6 +90,51 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             }
         }
         block
+    }
+}
+
+/// Grows the huge block `p` of `seg` in place to hold `size` bytes, if its
+/// segment has room for that and a guard page after it. Only the guard
+/// build needs this: its huge blocks end at the first page boundary after
+/// the request, where the plain build's run to the end of their segment
+/// (which `realloc` uses in place), so without it every growth of a big
+/// vector moved it: a new segment, a copy of everything, and a seal.
+/// False when the block must move.
+///
+/// # Safety
+/// `p` must be the live block of the huge segment `seg`, owned by the
+/// caller, and `page` its descriptor.
+pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size: usize) -> bool {
+    if !harden::guard::ON {
+        return false;
+    }
+    let ps = os::page_size();
+    // SAFETY: per the caller, the segment and its block are live and ours;
+    // the range opened lies past the block, inside the segment, and the
+    // segment keeps at least one guard page after the grown block.
+    unsafe {
+        let offset = (*seg).block_offset;
+        let old = (*page).block_size;
+        let Some(want) = offset.checked_add(harden::padded(size)) else {
+            return false;
+        };
+        if want > (*seg).size {
+            return false;
+        }
+        let new = round_up(want, ps) - offset;
+        if new <= old || offset + new + ps > (*seg).size {
+            return false;
+        }
+        if !harden::guard::grow_block(p.add(old), new - old) {
+            return false;
+        }
+        if harden::zero::ON {
+            // The segment's memory past the block may hold an old owner's
+            // bytes: it was sealed, not wiped.
+            ptr::write_bytes(p.add(old), 0, new - old);
+        }
+        (*page).block_size = new;
+        true
     }
 }
 

@@ -463,6 +463,25 @@ fn child() {
                 .join()
                 .expect("second thread");
             }
+            "overflow-after-growing-a-large-block-in-place" => {
+                // A large block grown by realloc within its segment: the
+                // same address, the old bytes kept, the new ones usable
+                // (zero in the zero-on-free build), and a guard right
+                // after the new size.
+                let p = malloc(100_000);
+                std::ptr::write_bytes(p, 7, 100_000);
+                let n = 300_000;
+                let q = fortalloc::realloc(p, n);
+                let kept = (0..100_000).all(|i| *q.add(i) == 7);
+                let zeroed = (100_000..n).all(|i| *q.add(i) == 0);
+                std::ptr::write_bytes(q.add(100_000), 9, n - 100_000);
+                println!("same={} kept={kept} zeroed={zeroed}", p == q);
+                println!("writing");
+                for i in n..n + 4096 + 64 {
+                    std::ptr::write_volatile(q.add(i), 0x41);
+                }
+                println!("no fault");
+            }
             "overflow-huge-linear" => {
                 let p = malloc(5 << 20);
                 println!("writing");
@@ -665,6 +684,28 @@ mod zero_on_free {
                 assert_eq!(std::ptr::read_volatile(p.add(i)), 0, "byte {i} after free");
             }
         }
+    }
+
+    #[test]
+    fn a_block_grown_in_place_shows_zeros_past_its_old_size() {
+        // Past the old size lay its canary and recorded size; a block
+        // grown in place must show zeros there, as a moved one would.
+        let mut in_place = 0;
+        for n in [20usize, 100, 1000, 5000, 40_000, 100_000] {
+            let p = malloc(n);
+            // SAFETY: `p` is a live block of `n` bytes, `q` one of `n + 3`.
+            unsafe {
+                std::ptr::write_bytes(p, 0xee, n);
+                let q = fortalloc::realloc(p, n + 3);
+                assert!(!q.is_null());
+                in_place += usize::from(q == p);
+                for i in n..n + 3 {
+                    assert_eq!(*q.add(i), 0, "size {n}: byte {i} after realloc");
+                }
+                free(q);
+            }
+        }
+        assert!(in_place > 0, "no block grew in place");
     }
 }
 
@@ -874,6 +915,20 @@ mod guard_pages {
         // The second thread's page lies in the first one's old segment and
         // found its guard in place: not one protection change.
         assert!(o.stdout.contains("reused=true protects=0"), "{}", o.stdout);
+    }
+
+    #[test]
+    fn a_large_block_grows_in_place_and_its_guard_moves_with_it() {
+        let o = run_case("overflow-after-growing-a-large-block-in-place");
+        assert_eq!(o.signal, Some(libc::SIGSEGV), "{} / {}", o.stderr, o.stdout);
+        assert!(!o.stdout.contains("no fault"), "{}", o.stdout);
+        let zeroed = cfg!(feature = "zero-on-free");
+        assert!(
+            o.stdout.contains(&format!("same=true kept=true zeroed={zeroed}"))
+                || (!zeroed && o.stdout.contains("same=true kept=true zeroed=true")),
+            "{}",
+            o.stdout
+        );
     }
 
     #[test]

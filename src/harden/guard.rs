@@ -161,6 +161,19 @@ pub unsafe fn open_block(area_start: usize, start: usize, end: usize, area_end: 
     }
 }
 
+/// A huge block grows in place over `len` bytes at `at`, the start of the
+/// guard that followed it (see `huge::grow_in_place`): they become
+/// accessible, and the rest of its segment stays the guard. False if the
+/// kernel refuses.
+///
+/// # Safety
+/// `[at, at + len)` must be page-aligned guard memory of the caller's huge
+/// segment, about to belong to its block.
+pub unsafe fn grow_block(at: *mut u8, len: usize) -> bool {
+    // SAFETY: per the caller.
+    !ON || unsafe { os::protect(at, len, true) }
+}
+
 /// Where to ask the kernel to put a new arena: a random, `align`-aligned
 /// address between 1 TiB and 64 TiB (0, no preference, when off).
 pub fn arena_hint(align: usize) -> usize {
