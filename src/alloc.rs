@@ -114,6 +114,11 @@ pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     if align <= MIN_ALIGN {
         return if zero { zalloc(size) } else { malloc(size) };
     }
+    // The C library asks for 16 on every `malloc`, `malloc(0)` included;
+    // zero-size slots are 16-byte aligned.
+    if harden::zero_size::ON && size == 0 && align <= harden::zero_size::SLOT {
+        return harden::zero_size::alloc();
+    }
     if align <= SIZE_ALIGN_MAX && size <= SMALL_SIZE_MAX {
         // A mask, not `next_multiple_of`: the compiler cannot see `align`
         // is a power of two and would divide.

@@ -24,7 +24,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::constants::{SEGMENT_SHIFT, SEGMENT_SIZE};
-use crate::lock::SpinLock;
+use crate::lock::{Holder, SpinLock};
 use crate::{options, os};
 
 const SLICES: usize = 256;
@@ -55,6 +55,11 @@ struct Arena {
 struct Arenas {
     list: [Arena; MAX_ARENAS],
     count: usize,
+    /// Arenas below this index are retired: a `fork` child found them
+    /// mid-change by a thread it does not have (see `fork.rs`). Spans in
+    /// them stay valid until freed; freed ones are purged but never
+    /// handed out again, since their bitmaps cannot be trusted.
+    retired: usize,
 }
 
 struct ArenasCell(UnsafeCell<Arenas>);
@@ -74,6 +79,7 @@ const EMPTY_ARENA: Arena = Arena {
 static ARENAS: ArenasCell = ArenasCell(UnsafeCell::new(Arenas {
     list: [EMPTY_ARENA; MAX_ARENAS],
     count: 0,
+    retired: 0,
 }));
 pub(crate) static LOCK: SpinLock = SpinLock::new();
 /// Earliest pending purge (monotonic ms), 0 if none.
@@ -206,7 +212,7 @@ pub fn alloc(size: usize, want: u8) -> Option<Span> {
     // SAFETY: ARENAS is only touched under LOCK.
     let arenas = unsafe { &mut *ARENAS.0.get() };
     let mut found = None;
-    for ai in 0..arenas.count {
+    for ai in arenas.retired..arenas.count {
         if let Some(start) = find_run(&arenas.list[ai], n, want) {
             found = Some((ai, start));
             break;
@@ -324,12 +330,20 @@ pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
     let _g = LOCK.lock();
     // SAFETY: ARENAS is only touched under LOCK.
     let arenas = unsafe { &mut *ARENAS.0.get() };
-    let Some(a) = arenas.list[..arenas.count]
-        .iter_mut()
-        .find(|a| (p as usize).wrapping_sub(a.base) < ARENA_SIZE)
+    let Some(ai) = arenas.list[..arenas.count]
+        .iter()
+        .position(|a| (p as usize).wrapping_sub(a.base) < ARENA_SIZE)
     else {
         return;
     };
+    if ai < arenas.retired {
+        // Its memory goes back to the OS; its slices stay marked used.
+        crate::segment_map::remove_range(p as usize, n << SEGMENT_SHIFT);
+        // SAFETY: the span is free and its contents dead.
+        unsafe { os::purge(p, n << SEGMENT_SHIFT) };
+        return;
+    }
+    let a = &mut arenas.list[ai];
     let start = (p as usize - a.base) >> SEGMENT_SHIFT;
     give_back(a, start, n, sealed, guards, due);
     if delay == 0 {
@@ -354,7 +368,7 @@ pub fn purge(force: bool) {
     // SAFETY: ARENAS is only touched under LOCK.
     let arenas = unsafe { &mut *ARENAS.0.get() };
     let mut next_due = 0u64;
-    for a in arenas.list[..arenas.count].iter_mut() {
+    for a in arenas.list[arenas.retired..arenas.count].iter_mut() {
         let mut i = 0;
         while i < SLICES {
             let ready =
@@ -381,6 +395,29 @@ pub fn purge(force: bool) {
         }
     }
     PURGE_DUE.store(next_due, Ordering::Relaxed);
+}
+
+/// In a `fork` child: if a thread that the child does not have held the
+/// lock, every arena may be half-updated, so all are retired (see
+/// [`Arenas::retired`]) and the lock freed.
+pub fn after_fork() {
+    if LOCK.holder() != Holder::Other {
+        return;
+    }
+    // SAFETY: the lock's owner does not exist in the child, and this is the
+    // child's only thread.
+    let arenas = unsafe { &mut *ARENAS.0.get() };
+    arenas.retired = arenas.count;
+    PURGE_DUE.store(0, Ordering::Relaxed);
+    LOCK.force_release();
+}
+
+/// How many arenas a `fork` child retired (for tests).
+#[cfg(test)]
+pub fn retired_count() -> usize {
+    // SAFETY: a plain read; the tests that ask hold the lock or are a
+    // `fork` child's only thread.
+    unsafe { (*ARENAS.0.get()).retired }
 }
 
 /// Cheap check from slow paths: purge if something fell due.

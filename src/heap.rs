@@ -487,6 +487,32 @@ pub unsafe fn adopt_page(heap: *mut Heap, page: *mut Page) -> bool {
     }
 }
 
+/// In a `fork` child, for the forking thread's heap: only full pages can be
+/// marked "delayed free in progress" (see `page::USE_DELAYED_FREE`), so the
+/// full queue is walked, and the hardened build's generator reseeded. The
+/// walk is bounded: a `fork` from a signal handler may have interrupted
+/// this thread in the middle of a queue update.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap, in a `fork` child.
+pub unsafe fn after_fork(heap: *mut Heap) {
+    const MAX_WALK: usize = 1 << 20;
+    // SAFETY: owner access; every page on the heap's queues lies in one of
+    // its live segments, whose headers stay mapped.
+    unsafe {
+        let mut page = (*heap).queues[FULL_QUEUE].first;
+        let mut steps = 0;
+        while !page.is_null() && steps < MAX_WALK {
+            page::clear_stale_delayed(page);
+            page = (*page).next;
+            steps += 1;
+        }
+        if harden::RANDOM {
+            (*heap).rng = harden::random::seed();
+        }
+    }
+}
+
 /// Marks every queue empty and points the direct table at the empty page.
 ///
 /// # Safety

@@ -83,6 +83,13 @@ pub fn init_from_env() {
     }
 }
 
+/// In a `fork` child: options being read by a thread the child does not
+/// have are read again at the next call (if this thread was reading them,
+/// interrupted by the signal handler that forked, it finishes first).
+pub fn after_fork() {
+    let _ = STATE.compare_exchange(READING, NOT_READ, Ordering::AcqRel, Ordering::Relaxed);
+}
+
 /// Calls `f(name, value)` for every `FORTALLOC_<name>=<value>` variable.
 fn for_each_var(mut f: impl FnMut(&[u8], &[u8])) {
     extern "C" {

@@ -458,6 +458,28 @@ pub unsafe fn set_delayed(page: *mut Page, state: usize, override_never: bool) {
     }
 }
 
+/// In a `fork` child: a page left `DELAYED_FREEING` by a remote thread the
+/// child does not have would make its owner wait for ever. It goes back
+/// to `USE_DELAYED_FREE`, the state it had (the block that thread was
+/// handing over leaks if it had not reached the heap's delayed list).
+///
+/// # Safety
+/// `page` must be valid, owned by the calling thread, in a `fork` child
+/// whose only thread is the caller.
+pub unsafe fn clear_stale_delayed(page: *mut Page) {
+    // SAFETY: only an atomic operation on `thread_free`.
+    let tf = unsafe { &(*page).thread_free };
+    let cur = tf.load(Ordering::Acquire);
+    if cur & STATE_MASK == DELAYED_FREEING {
+        let _ = tf.compare_exchange(
+            cur,
+            (cur & !STATE_MASK) | USE_DELAYED_FREE,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+}
+
 /// Frees `block` from a thread that does not own its page: pushes it onto
 /// `thread_free`, or, for a page in its heap's full queue, onto the heap's
 /// delayed list so the owner notices the page has room.

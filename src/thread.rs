@@ -3,10 +3,10 @@
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use crate::heap::{self, Heap, EMPTY_HEAP_PTR};
-use crate::lock::SpinLock;
+use crate::lock::{Holder, SpinLock};
 use crate::os;
 use crate::page::Page;
 use crate::segment::{self, Segment};
@@ -70,8 +70,10 @@ struct Pool(UnsafeCell<*mut Heap>);
 unsafe impl Sync for Pool {}
 static POOL: Pool = Pool(UnsafeCell::new(ptr::null_mut()));
 /// Every chunk ever mapped for heaps, linked through each chunk's first
-/// word, so statistics can visit every heap. Guarded by POOL_LOCK.
-static CHUNKS: Pool = Pool(UnsafeCell::new(ptr::null_mut()));
+/// word, so statistics can visit every heap. Changed under POOL_LOCK, and
+/// published link first, so the list is whole at every instant (a `fork`
+/// child keeps it even when a vanished thread held the lock).
+static CHUNKS: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
 pub(crate) static POOL_LOCK: SpinLock = SpinLock::new();
 const POOL_CHUNK: usize = 256 * 1024;
 /// Bytes at the start of a chunk holding its link; heaps follow.
@@ -93,8 +95,8 @@ fn pool_take() -> *mut Heap {
             if chunk.is_null() {
                 return ptr::null_mut();
             }
-            *(chunk as *mut *mut Heap) = *CHUNKS.0.get();
-            *CHUNKS.0.get() = chunk.cast();
+            *(chunk as *mut *mut u8) = CHUNKS.load(Ordering::Relaxed);
+            CHUNKS.store(chunk, Ordering::Release);
             for i in 0..(POOL_CHUNK - CHUNK_HEADER) / heap_stride() {
                 let h = chunk.add(CHUNK_HEADER + i * heap_stride()) as *mut Heap;
                 (*h).pool_next = *POOL.0.get();
@@ -113,11 +115,12 @@ fn pool_take() -> *mut Heap {
 /// hold zeros: their counts were folded into the totals at thread exit).
 pub fn for_each_heap(mut f: impl FnMut(&HeapCounters)) {
     let _g = POOL_LOCK.lock();
-    // SAFETY: CHUNKS is guarded by POOL_LOCK; chunks are never unmapped;
-    // heap slots were zero (a fresh mapping) or written by `reset` under
-    // this lock before any use, and counters are only accessed atomically.
+    // SAFETY: CHUNKS is a whole list (see its comment); chunks are never
+    // unmapped; heap slots were zero (a fresh mapping) or written by `reset`
+    // under this lock before any use, and counters are only accessed
+    // atomically.
     unsafe {
-        let mut chunk = *CHUNKS.0.get() as *mut u8;
+        let mut chunk = CHUNKS.load(Ordering::Acquire);
         while !chunk.is_null() {
             for i in 0..(POOL_CHUNK - CHUNK_HEADER) / heap_stride() {
                 let h = chunk.add(CHUNK_HEADER + i * heap_stride()) as *const Heap;
@@ -147,11 +150,37 @@ pub fn heap_init() -> *mut Heap {
     stats::THREADS.fetch_add(1, Ordering::Relaxed);
     crate::tls::set(heap);
     // Set after the TLS pointer: with a high key number glibc may calloc
-    // here, which must find the heap already in place.
+    // here, which must find the heap already in place. So may
+    // `pthread_atfork` (past 48 handlers); the first heap is made before
+    // the process has other threads that could be forking meanwhile.
     if let Some(k) = key() {
         os::thread_key_set(k, heap.cast());
     }
+    crate::fork::install();
     heap
+}
+
+/// In a `fork` child: sets aside what threads that do not exist there
+/// left half-changed (see `fork.rs`).
+pub fn after_fork() {
+    // A key being created by a vanished thread is created again; one being
+    // created by this thread (interrupted by the signal handler that
+    // forked) is finished by it when the handler returns, either way.
+    let _ = KEY_STATE.compare_exchange(KEY_CREATING, KEY_NONE, Ordering::AcqRel, Ordering::Relaxed);
+    if POOL_LOCK.holder() == Holder::Other {
+        // SAFETY: the lock's owner does not exist in the child, and this
+        // is the child's only thread: nobody else touches the pool. The
+        // pooled heaps leak.
+        unsafe { *POOL.0.get() = ptr::null_mut() };
+        POOL_LOCK.force_release();
+    }
+    if ABANDONED_LOCK.holder() == Holder::Other {
+        // SAFETY: as above; the abandoned segments leak (their blocks stay
+        // valid and can be freed, through the remote path).
+        unsafe { *ABANDONED.0.get() = ptr::null_mut() };
+        ABANDONED_COUNT.store(0, Ordering::Relaxed);
+        ABANDONED_LOCK.force_release();
+    }
 }
 
 // ---- abandoned segments ---------------------------------------------------

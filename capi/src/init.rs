@@ -1,5 +1,6 @@
 //! What the library does when it is loaded: read the `FORTALLOC_*`
-//! options, make `fork()` safe, and arrange the statistics at exit.
+//! options and arrange the statistics at exit. (`fork()` needs nothing
+//! here: the core registers its child handler with its first heap.)
 
 use core::sync::atomic::{AtomicI32, Ordering};
 
@@ -7,9 +8,6 @@ use core::sync::atomic::{AtomicI32, Ordering};
 /// `dlopen`).
 extern "C" fn on_load() {
     fortalloc::init_from_env();
-    // SAFETY: the handlers are plain functions that only take and release
-    // fortalloc's spin locks.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
     if fortalloc::show_stats_requested() {
         // A copy of stderr: some programs (coreutils) close fd 2 at exit,
         // before the table is printed. Close-on-exec, so it does not leak
@@ -38,15 +36,3 @@ extern "C" fn on_exit() {
 #[used]
 #[link_section = ".fini_array"]
 static ON_EXIT: extern "C" fn() = on_exit;
-
-extern "C" fn prepare() {
-    fortalloc::fork_prepare();
-}
-
-extern "C" fn parent() {
-    fortalloc::fork_parent();
-}
-
-extern "C" fn child() {
-    fortalloc::fork_child();
-}

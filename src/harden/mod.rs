@@ -105,6 +105,14 @@ pub unsafe fn huge_taken(p: *mut u8, size: usize) {
     }
 }
 
+/// In a `fork` child: fresh randomness for the shared generator (heaps
+/// reseed their own, see `heap::after_fork`).
+pub fn after_fork() {
+    if HARDENED {
+        random::reseed_after_fork();
+    }
+}
+
 /// Fresh blocks must be zero (for the write-after-free check on reuse).
 pub const ZERO_FRESH: bool = zero::ON;
 

@@ -51,6 +51,14 @@ pub fn shared_next() -> u64 {
         .wrapping_add(INCREMENT))
 }
 
+/// In a `fork` child: a new seed for the shared generator (if it was
+/// seeded), so sibling children do not draw their parent's next keys.
+pub fn reseed_after_fork() {
+    if SHARED.load(Ordering::Relaxed) != 0 {
+        SHARED.store(seed() | 1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,9 +2,12 @@
 //! never accessible, so any use of a zero-size allocation faults.
 //!
 //! One reservation of `REGION` bytes, never readable or writable, cut into
-//! 16-byte slots handed out round-robin; a bitmap (an ordinary mapping,
-//! touched only where used) says which slots are live, so a slot is not
-//! handed out twice while live and a second free of one is caught.
+//! 16-byte slots handed out round-robin, followed in the same mapping by a
+//! bitmap (ordinary memory, touched only where used) that says which slots
+//! are live, so a slot is not handed out twice while live and a second
+//! free of one is caught. Region and bitmap are published together by one
+//! atomic store, so no thread ever waits for another to finish setting
+//! them up (a `fork` child could wait for ever for a thread it lacks).
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -12,12 +15,13 @@ use crate::os;
 
 pub const ON: bool = super::guard::ON;
 
-const SLOT: usize = 16;
+/// Bytes between zero-size pointers, and so their alignment.
+pub const SLOT: usize = 16;
 const REGION: usize = 1 << 30;
 const SLOTS: usize = REGION / SLOT;
+const BITMAP: usize = SLOTS / 8;
 
 static BASE: AtomicUsize = AtomicUsize::new(0);
-static LIVE: AtomicUsize = AtomicUsize::new(0);
 static CURSOR: AtomicUsize = AtomicUsize::new(0);
 
 /// Maps the region and its bitmap on first use; 0 if out of memory.
@@ -26,37 +30,26 @@ fn base() -> usize {
     if b != 0 {
         return b;
     }
-    let region = os::map(REGION);
-    let bits = os::map(SLOTS / 8);
-    if region.is_null() || bits.is_null() {
+    let region = os::map(REGION + BITMAP);
+    if region.is_null() {
         return 0;
     }
     // SAFETY: the region was just mapped and nothing uses it.
     unsafe { os::protect(region, REGION, false) };
     match BASE.compare_exchange(0, region as usize, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => {
-            LIVE.store(bits as usize, Ordering::Release);
-            region as usize
-        }
+        Ok(_) => region as usize,
         Err(winner) => {
-            // SAFETY: our mappings lost the race and were never published.
-            unsafe {
-                os::unmap(region, REGION);
-                os::unmap(bits, SLOTS / 8);
-            }
-            // Wait for the winner to publish its bitmap.
-            while LIVE.load(Ordering::Acquire) == 0 {
-                core::hint::spin_loop();
-            }
+            // SAFETY: our mapping lost the race and was never published.
+            unsafe { os::unmap(region, REGION + BITMAP) };
             winner
         }
     }
 }
 
 fn word(slot: usize) -> (&'static AtomicU64, u64) {
-    let bits = LIVE.load(Ordering::Acquire) as *const AtomicU64;
-    // SAFETY: the bitmap holds SLOTS bits and `slot < SLOTS`; it is never
-    // unmapped and only accessed atomically.
+    let bits = (BASE.load(Ordering::Acquire) + REGION) as *const AtomicU64;
+    // SAFETY: the bitmap after the region holds SLOTS bits and
+    // `slot < SLOTS`; it is never unmapped and only accessed atomically.
     (unsafe { &*bits.add(slot / 64) }, 1 << (slot % 64))
 }
 

@@ -7,7 +7,7 @@
 mod memory;
 mod process;
 mod random;
-mod thread_key;
+mod thread;
 mod time;
 
 pub use memory::{
@@ -16,5 +16,5 @@ pub use memory::{
 };
 pub use process::{abort, write_fd, write_stderr, yield_now};
 pub use random::random_u64;
-pub use thread_key::{thread_key_create, thread_key_set};
+pub use thread::{at_fork_child, thread_key_create, thread_key_set, thread_token};
 pub use time::now_ms;
