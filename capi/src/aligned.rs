@@ -4,6 +4,7 @@
 use core::ffi::{c_int, c_void};
 
 use crate::errno::{self, enomem};
+use crate::malloc::C_ALIGN;
 
 fn page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
@@ -26,7 +27,7 @@ pub unsafe extern "C" fn posix_memalign(memptr: *mut *mut c_void, align: usize, 
     if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<*mut c_void>()) {
         return libc::EINVAL;
     }
-    let p = fortalloc::malloc_aligned(size, align);
+    let p = fortalloc::malloc_aligned(size, align.max(C_ALIGN));
     if p.is_null() {
         // glibc leaves errno at ENOMEM too.
         errno::set(libc::ENOMEM);
@@ -48,7 +49,7 @@ pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void
         errno::set(libc::EINVAL);
         return core::ptr::null_mut();
     }
-    let p = fortalloc::malloc_aligned(size, align);
+    let p = fortalloc::malloc_aligned(size, align.max(C_ALIGN));
     if p.is_null() {
         return enomem();
     }
@@ -67,7 +68,7 @@ pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
         return core::ptr::null_mut();
     }
     let align = align.max(1).next_power_of_two();
-    let p = fortalloc::malloc_aligned(size, align);
+    let p = fortalloc::malloc_aligned(size, align.max(C_ALIGN));
     if p.is_null() {
         return enomem();
     }

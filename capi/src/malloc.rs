@@ -5,18 +5,14 @@ use core::ffi::c_void;
 
 use crate::errno::enomem;
 
-/// The alignment C promises for a block of `size` bytes: enough for any
-/// object that fits, i.e. `max_align_t`'s 16 bytes once the size exceeds 8
-/// (compilers assume it: GCC emits 16-byte aligned vector stores into
-/// `malloc`ed memory). fortalloc's Rust API only promises 8.
-#[inline(always)]
-pub fn c_align(size: usize) -> usize {
-    if size <= 8 {
-        8
-    } else {
-        16
-    }
-}
+/// The alignment of every block the C library hands out: `max_align_t`'s
+/// 16 bytes, whatever the size, as glibc gives (and its tests check) on
+/// x86_64. C only requires it for blocks of more than 8 bytes (mimalloc
+/// and jemalloc give 8-byte blocks 8), but programs built against glibc
+/// may rely on it; it costs tiny blocks their 8-byte size class
+/// (docs/PERFORMANCE.md has the measurement). fortalloc's Rust API keeps
+/// 8: `Layout` says what each allocation needs.
+pub const C_ALIGN: usize = 16;
 
 /// C `malloc`: `malloc(0)` returns a unique pointer that can be freed.
 ///
@@ -24,7 +20,7 @@ pub fn c_align(size: usize) -> usize {
 /// Callable from C at any time.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    let p = fortalloc::malloc_aligned(size, c_align(size));
+    let p = fortalloc::malloc_aligned(size, C_ALIGN);
     if p.is_null() {
         return enomem();
     }
@@ -40,7 +36,7 @@ pub unsafe extern "C" fn calloc(nmemb: usize, size: usize) -> *mut c_void {
     let Some(total) = nmemb.checked_mul(size) else {
         return enomem();
     };
-    let p = fortalloc::zalloc_aligned(total, c_align(total));
+    let p = fortalloc::zalloc_aligned(total, C_ALIGN);
     if p.is_null() {
         return enomem();
     }
@@ -60,7 +56,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return core::ptr::null_mut();
     }
     // SAFETY: `p` is null or live per the caller.
-    let q = unsafe { fortalloc::realloc_aligned(p.cast(), size, c_align(size)) };
+    let q = unsafe { fortalloc::realloc_aligned(p.cast(), size, C_ALIGN) };
     if q.is_null() {
         return enomem();
     }
@@ -109,7 +105,7 @@ pub unsafe extern "C" fn cfree(p: *mut c_void) {
 #[no_mangle]
 pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
     // SAFETY: forwarded from the caller.
-    unsafe { fortalloc::free_sized(p.cast(), size, c_align(size)) }
+    unsafe { fortalloc::free_sized(p.cast(), size, C_ALIGN) }
 }
 
 /// C23 `free_aligned_sized`, for blocks from `aligned_alloc(align, size)`.
@@ -119,5 +115,5 @@ pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
 #[no_mangle]
 pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) {
     // SAFETY: forwarded from the caller.
-    unsafe { fortalloc::free_sized(p.cast(), size, align) }
+    unsafe { fortalloc::free_sized(p.cast(), size, align.max(C_ALIGN)) }
 }
