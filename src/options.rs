@@ -8,6 +8,8 @@
 //! | `FORTALLOC_SHOW_STATS=1` | print the statistics table to stderr at exit (the C library) |
 //! | `FORTALLOC_PURGE_DELAY=<ms>` | delay before empty pages go back to the OS; 0 = at once |
 //! | `FORTALLOC_HUGE_PAGES=1` | advise transparent huge pages for fortalloc's memory |
+//! | `FORTALLOC_GUARDS=mprotect` | make guards with `mprotect` even where the kernel has guard markers |
+//! | `FORTALLOC_MAP_BUDGET=<n>` | the most kernel mappings `mprotect` guards may take the process to (default: half of `vm.max_map_count`) |
 //!
 //! mimalloc users: these stand for `MIMALLOC_VERBOSE`, `MIMALLOC_SHOW_STATS`,
 //! `MIMALLOC_PURGE_DELAY` and `MIMALLOC_ALLOW_LARGE_OS_PAGES`. An unknown
@@ -48,7 +50,14 @@ pub fn show_stats_requested() -> bool {
 }
 
 /// The options fortalloc knows, by their name after `FORTALLOC_`.
-const KNOWN: [&str; 4] = ["VERBOSE", "SHOW_STATS", "PURGE_DELAY", "HUGE_PAGES"];
+const KNOWN: [&str; 6] = [
+    "VERBOSE",
+    "SHOW_STATS",
+    "PURGE_DELAY",
+    "HUGE_PAGES",
+    "GUARDS",
+    "MAP_BUDGET",
+];
 
 const NOT_READ: u8 = 0;
 const READING: u8 = 1;
@@ -122,6 +131,15 @@ fn apply(name: &[u8], value: &[u8]) {
         b"HUGE_PAGES" => os::set_huge_pages(truthy(value)),
         // The launcher's own variable (where the library is), not an option.
         b"LIB" => {}
+        b"GUARDS" => match value {
+            b"mprotect" => os::force_mprotect_guards(),
+            b"markers" | b"auto" => {}
+            _ => warn(b"ignoring FORTALLOC_GUARDS: not `mprotect` or `auto`: ", value),
+        },
+        b"MAP_BUDGET" => match parse_u64(value) {
+            Some(n) if n > 0 => os::set_map_budget(n as usize),
+            _ => warn(b"ignoring FORTALLOC_MAP_BUDGET: not a positive number: ", value),
+        },
         b"PURGE_DELAY" => match parse_u64(value) {
             Some(ms) => set_purge_delay_ms(ms),
             None => warn(

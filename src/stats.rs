@@ -68,7 +68,8 @@ pub static RESERVED: Gauge = Gauge::new();
 /// Purge calls (`madvise`) and the bytes they returned.
 pub static PURGES: AtomicU64 = AtomicU64::new(0);
 pub static PURGED_BYTES: AtomicU64 = AtomicU64::new(0);
-/// `mprotect` calls (the `guard-pages` build's guards and seals).
+/// `mprotect` calls (the `guard-pages` build's guards and seals, where
+/// guard markers are not used).
 pub static PROTECTS: AtomicU64 = AtomicU64::new(0);
 /// Thread heaps created, and segments abandoned at thread exit / reclaimed.
 pub static THREADS: AtomicU64 = AtomicU64::new(0);
@@ -179,9 +180,16 @@ pub struct Stats {
     /// `madvise` purges and the bytes they returned to the OS.
     pub purges: u64,
     pub purged_bytes: u64,
-    /// `mprotect` calls: guards made and blocks sealed or opened (0 unless
-    /// built with `guard-pages`).
+    /// Kernel calls that changed a guard or a protection (`mprotect`, and
+    /// `madvise` installing or removing guard markers): guards made and
+    /// blocks sealed or opened (0 unless built with `guard-pages`).
     pub protect_calls: u64,
+    /// Guards made with page-table markers and with `mprotect`, and guards
+    /// not made (the `mprotect` fallback's mapping budget was near); see
+    /// `os::guard`. All 0 unless built with `guard-pages`.
+    pub guard_markers: u64,
+    pub guard_protects: u64,
+    pub guards_skipped: u64,
     /// Thread heaps created; segments abandoned by exiting threads and
     /// reclaimed by others.
     pub threads: u64,
@@ -212,6 +220,7 @@ pub fn stats() -> Stats {
         frees += c.frees.load(Relaxed);
         remote += c.remote_frees.load(Relaxed);
     });
+    let guards = os::guard_counts();
     Stats {
         allocations: mallocs,
         frees,
@@ -224,7 +233,10 @@ pub fn stats() -> Stats {
         reserved_bytes: RESERVED.read(),
         purges: PURGES.load(Relaxed),
         purged_bytes: PURGED_BYTES.load(Relaxed),
-        protect_calls: PROTECTS.load(Relaxed),
+        protect_calls: PROTECTS.load(Relaxed) + guards.marker_calls,
+        guard_markers: guards.markers,
+        guard_protects: guards.protects,
+        guards_skipped: guards.skipped,
         threads: THREADS.load(Relaxed),
         abandoned_segments: ABANDONED.load(Relaxed),
         reclaimed_segments: RECLAIMED.load(Relaxed),
@@ -272,6 +284,16 @@ pub fn print_stats_to(fd: i32) {
     gauge("reserved bytes", s.reserved_bytes);
     row("purges", &[("", s.purges), ("bytes", s.purged_bytes)]);
     row("protection changes", &[("", s.protect_calls)]);
+    if crate::harden::guard::ON {
+        row(
+            "guards",
+            &[
+                ("markers", s.guard_markers),
+                ("mprotect", s.guard_protects),
+                ("skipped", s.guards_skipped),
+            ],
+        );
+    }
     row("threads", &[("", s.threads)]);
     row(
         "abandoned segments",

@@ -24,10 +24,16 @@ struct Outcome {
 
 /// Runs `case` in a child process.
 fn run_case(case: &str) -> Outcome {
+    run_case_with(case, &[])
+}
+
+/// Runs `case` in a child process with more environment variables.
+fn run_case_with(case: &str, env: &[(&str, &str)]) -> Outcome {
     let exe = std::env::current_exe().expect("test binary");
     let out = Command::new(exe)
         .args(["--exact", "child", "--nocapture", "--test-threads=1"])
         .env("FA_TEST_CASE", case)
+        .envs(env.iter().copied())
         .output()
         .expect("spawn child");
     Outcome {
@@ -426,6 +432,16 @@ fn child() {
                     std::ptr::write_volatile(p.add(i), 0x41);
                 }
                 println!("no fault");
+            }
+            "guard-way" => {
+                let p = malloc(100_000);
+                let s = fortalloc::stats();
+                println!(
+                    "markers>0={} mprotect>0={}",
+                    s.guard_markers > 0,
+                    s.guard_protects > 0
+                );
+                free(p);
             }
             "overflow-small-linear-reused" => {
                 // A thread fills pages of one size class, frees them and
@@ -864,18 +880,48 @@ fn allocation_order_randomness() {
     }
 }
 
+/// The ways guards can be made: the kernel's choice (page-table markers
+/// where it has them) and the `mprotect` fallback, forced.
+const GUARD_WAYS: [&str; 2] = ["auto", "mprotect"];
+
 /// A child that must die of SIGSEGV after it started the violation (it
-/// prints "writing"/"reading" first), never reaching "no fault".
+/// prints "writing"/"reading" first), never reaching "no fault", with
+/// guards made either way.
 fn assert_faults(case: &str) {
-    let o = run_case(case);
-    assert_eq!(
-        o.signal,
-        Some(libc::SIGSEGV),
-        "{case}: {} / {}",
-        o.stderr,
-        o.stdout
-    );
-    assert!(!o.stdout.contains("no fault"), "{case}: {}", o.stdout);
+    for way in GUARD_WAYS {
+        let o = run_case_with(case, &[("FORTALLOC_GUARDS", way)]);
+        assert_eq!(
+            o.signal,
+            Some(libc::SIGSEGV),
+            "{case} (guards: {way}): {} / {}",
+            o.stderr,
+            o.stdout
+        );
+        assert!(
+            !o.stdout.contains("no fault"),
+            "{case} (guards: {way}): {}",
+            o.stdout
+        );
+    }
+}
+
+/// Whether this kernel takes page-table guard markers (Linux 6.13+).
+fn kernel_has_guard_markers() -> bool {
+    // SAFETY: a fresh private page of our own, unmapped after the probe.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let ok = libc::madvise(p, 4096, 102) == 0;
+        libc::munmap(p, 4096);
+        ok
+    }
 }
 
 #[cfg(feature = "guard-pages")]
@@ -909,12 +955,35 @@ mod guard_pages {
 
     #[test]
     fn page_guards_outlive_their_segment_and_guard_the_next_one() {
-        let o = run_case("overflow-small-linear-reused");
-        assert_eq!(o.signal, Some(libc::SIGSEGV), "{} / {}", o.stderr, o.stdout);
-        assert!(!o.stdout.contains("no fault"), "{}", o.stdout);
-        // The second thread's page lies in the first one's old segment and
-        // found its guard in place: not one protection change.
-        assert!(o.stdout.contains("reused=true protects=0"), "{}", o.stdout);
+        for way in GUARD_WAYS {
+            let o = run_case_with("overflow-small-linear-reused", &[("FORTALLOC_GUARDS", way)]);
+            assert_eq!(
+                o.signal,
+                Some(libc::SIGSEGV),
+                "{way}: {} / {}",
+                o.stderr,
+                o.stdout
+            );
+            assert!(!o.stdout.contains("no fault"), "{way}: {}", o.stdout);
+            // The second thread's page lies in the first one's old segment
+            // and found its guard in place: not one protection change.
+            assert!(o.stdout.contains("reused=true protects=0"), "{way}: {}", o.stdout);
+        }
+    }
+
+    #[test]
+    fn guards_are_markers_where_the_kernel_has_them_and_mprotect_when_forced() {
+        let markers = kernel_has_guard_markers();
+        for way in GUARD_WAYS {
+            let o = run_case_with("guard-way", &[("FORTALLOC_GUARDS", way)]);
+            assert_eq!(o.code, Some(0), "{way}: {} / {}", o.stderr, o.stdout);
+            let expect = if way == "auto" && markers {
+                "markers>0=true mprotect>0=false"
+            } else {
+                "markers>0=false mprotect>0=true"
+            };
+            assert!(o.stdout.contains(expect), "{way}: {}", o.stdout);
+        }
     }
 
     #[test]

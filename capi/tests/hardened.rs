@@ -188,22 +188,31 @@ fn invalid_frees() {
     }
 }
 
-/// The run must die of SIGSEGV after it started the bad access.
+/// The run must die of SIGSEGV after it started the bad access, with
+/// guards made either way: page-table markers where the kernel has them,
+/// and the `mprotect` fallback, forced.
 fn faults(case: &str) {
     let exe = compile("cc", "violations.c", "violations");
-    let out = run(&exe, case, &secure_library());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGSEGV),
-        "{case}: {stdout} / {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("writing") || stdout.contains("reading"),
-        "{case}: {stdout}"
-    );
-    assert!(!stdout.contains("no fault"), "{case}: {stdout}");
+    for way in ["auto", "mprotect"] {
+        let out = Command::new(&exe)
+            .arg(case)
+            .env("LD_PRELOAD", secure_library())
+            .env("FORTALLOC_GUARDS", way)
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGSEGV),
+            "{case} (guards: {way}): {stdout} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("writing") || stdout.contains("reading"),
+            "{case} (guards: {way}): {stdout}"
+        );
+        assert!(!stdout.contains("no fault"), "{case} (guards: {way}): {stdout}");
+    }
 }
 
 #[test]

@@ -27,8 +27,8 @@
 //! - arenas are reserved at random addresses, and segments taken from
 //!   random free slots, so layouts differ from run to run beyond ASLR.
 //!
-//! Every guard is an `mprotect` and splits a mapping: see SECURITY.md for
-//! the count against `vm.max_map_count`.
+//! Guards are page-table markers where the kernel has them, else
+//! `mprotect` within a mapping budget (`os::guard`): see SECURITY.md.
 
 use super::random;
 pub use crate::arena::Prior;
@@ -70,11 +70,11 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
     unsafe {
         match prior {
             Prior::Open => {
-                os::protect(seg.add(info - ps), ps, false);
+                os::guard(seg.add(info - ps), ps);
             }
             Prior::Mixed => {
-                os::protect(seg, size, true);
-                os::protect(seg.add(info - ps), ps, false);
+                os::unguard(seg, size);
+                os::guard(seg.add(info - ps), ps);
             }
             // As the last segment of this layout left it: nothing to do.
             Prior::Guarded => {}
@@ -82,9 +82,9 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
             // header itself may be too (a slice from the middle of a
             // released huge span), so it is opened either way.
             Prior::Sealed => {
-                os::protect(seg, info - ps, true);
+                os::unguard(seg, info - ps);
                 if whole {
-                    os::protect(seg.add(info), size - info, true);
+                    os::unguard(seg.add(info), size - info);
                 }
             }
         }
@@ -92,10 +92,11 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
 }
 
 /// A segment is released: its memory past the header becomes inaccessible.
-/// True if it did (the arena then remembers the span as sealed). If the
-/// kernel refuses (out of mappings), the memory is wiped instead in the
-/// zero-on-free build, which relies on the seal for huge blocks (they are
-/// not wiped at free).
+/// True if it did (the arena then remembers the span as sealed). If no
+/// guard could be made (the `mprotect` fallback's budget is spent), the
+/// memory is dropped instead in the zero-on-free build, which relies on
+/// the seal for huge blocks (they are not wiped at free): it then reads as
+/// zero. Dropped, not written: it may hold guards that stayed in place.
 ///
 /// # Safety
 /// Nothing may use the segment's blocks any more.
@@ -105,11 +106,11 @@ pub unsafe fn segment_released(seg: *mut u8, size: usize, info: usize) -> bool {
     }
     // SAFETY: per the caller.
     unsafe {
-        if os::protect(seg.add(info), size - info, false) {
+        if os::guard(seg.add(info), size - info).made() {
             return true;
         }
         if super::zero::ON {
-            core::ptr::write_bytes(seg.add(info), 0, size - info);
+            os::purge(seg.add(info), size - info);
         }
     }
     false
@@ -126,8 +127,7 @@ pub unsafe fn page_slot(page: *mut Page, area_end: usize) {
     unsafe {
         if ON && !(*page).guarded {
             let ps = os::page_size();
-            os::protect((area_end - ps) as *mut u8, ps, false);
-            (*page).guarded = true;
+            (*page).guarded = os::guard((area_end - ps) as *mut u8, ps).made();
         }
     }
 }
@@ -149,14 +149,14 @@ pub unsafe fn open_block(area_start: usize, start: usize, end: usize, area_end: 
     unsafe {
         if prior == Prior::Sealed {
             // The guards are sealed already: open only the block.
-            os::protect(before as *mut u8, after - before, true);
+            os::unguard(before as *mut u8, after - before);
             return;
         }
         if before > area_start {
-            os::protect(area_start as *mut u8, before - area_start, false);
+            os::guard(area_start as *mut u8, before - area_start);
         }
         if after < area_end {
-            os::protect(after as *mut u8, area_end - after, false);
+            os::guard(after as *mut u8, area_end - after);
         }
     }
 }
@@ -171,7 +171,7 @@ pub unsafe fn open_block(area_start: usize, start: usize, end: usize, area_end: 
 /// segment, about to belong to its block.
 pub unsafe fn grow_block(at: *mut u8, len: usize) -> bool {
     // SAFETY: per the caller.
-    !ON || unsafe { os::protect(at, len, true) }
+    !ON || unsafe { os::unguard(at, len) }
 }
 
 /// Where to ask the kernel to put a new arena: a random, `align`-aligned

@@ -4,12 +4,14 @@
 //! Each function here is a thin, allocation-free wrapper: failures are
 //! reported as null pointers or `false`, never as panics.
 
+mod guard;
 mod memory;
 mod process;
 mod random;
 mod thread;
 mod time;
 
+pub use guard::{force_mprotect_guards, guard, guard_counts, set_map_budget, unguard};
 pub use memory::{
     advise_huge_pages, map, map_aligned, map_aligned_at_hint, map_aligned_offset, page_size, protect, purge,
     set_huge_pages, unmap,
