@@ -106,7 +106,7 @@ pub unsafe fn segment_released(seg: *mut u8, size: usize, info: usize) -> bool {
     }
     // SAFETY: per the caller.
     unsafe {
-        if os::guard(seg.add(info), size - info).made() {
+        if os::seal(seg.add(info), size - info).made() {
             return true;
         }
         if super::zero::ON {
