@@ -51,8 +51,15 @@ impl Cell {
 /// and the median peak RSS; geometric means of the ratios per section.
 pub fn render(jobs: &[Job], libs: &[Lib], cells: &[Vec<Cell>]) -> String {
     let mut out = String::new();
-    for (program, title, reference) in [(false, "C workload", "mimalloc"), (true, "program", "system")] {
-        let r = libs.iter().position(|l| l.name == reference);
+    for (program, title, reference) in [
+        (false, "C workload", "mimalloc"),
+        (false, "C workload", "mimalloc-secure"),
+        (true, "program", "system"),
+    ] {
+        let Some(r) = libs.iter().position(|l| l.name == reference) else {
+            continue;
+        };
+        let r = Some(r);
         out.push_str(&format!("| {title} (ratio to {reference}) |"));
         for l in libs {
             out.push_str(&format!(

@@ -1,7 +1,10 @@
 //! The C side of the benchmark: C workloads (bench/c/*.c) and real programs
-//! run under `LD_PRELOAD` with fortalloc's C library, Debian's libmimalloc
-//! (2.0) and libjemalloc, and with no preload (glibc), interleaved run by
-//! run. C workloads are compared with mimalloc, real programs with glibc.
+//! run under `LD_PRELOAD` with fortalloc's C library (plain and secure),
+//! Debian's libmimalloc (2.0) and libjemalloc, mimalloc 2.3 built here from
+//! the C sources the `libmimalloc-sys` crate vendors (plain and with
+//! `MI_SECURE=4`), and with no preload (glibc), interleaved run by run. C
+//! workloads are compared with mimalloc and with mimalloc-secure, real
+//! programs with glibc.
 //!
 //! cargo run --release -p fortalloc-bench --bin cbench [-- --quick | --runs N]
 
@@ -69,13 +72,37 @@ fn main() {
 /// we are root). Each preload is checked to really provide `malloc`.
 fn libraries(root: &Path) -> Vec<Lib> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let status = Command::new(&cargo)
         .current_dir(root)
         .args(["build", "--release", "-p", "fortalloc-capi"])
         .status();
     if !status.is_ok_and(|s| s.success()) {
         eprintln!("cbench: building libfortalloc.so failed");
     }
+    let status = Command::new(&cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "fortalloc-capi",
+            "--features",
+            "secure",
+            "--target-dir",
+            "target/secure",
+        ])
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("cbench: building the secure libfortalloc.so failed");
+    }
+    let c_dir = root.join("target/bench/c");
+    let mimalloc_23 = build_mimalloc(&cargo, root, &c_dir.join("libmimalloc-2.3.so"), &[]);
+    let mimalloc_secure = build_mimalloc(
+        &cargo,
+        root,
+        &c_dir.join("libmimalloc-secure.so"),
+        &["-DMI_SECURE=4"],
+    );
     let debian = |file: &str| PathBuf::from(DEBIAN_LIBS).join(file);
     if !debian("libmimalloc.so.2").exists() || !debian("libjemalloc.so.2").exists() {
         // SAFETY: geteuid has no preconditions.
@@ -96,7 +123,14 @@ fn libraries(root: &Path) -> Vec<Lib> {
             Some(root.join("target/release/libfortalloc.so")),
             "libfortalloc",
         ),
-        ("mimalloc", Some(debian("libmimalloc.so.2")), "libmimalloc"),
+        (
+            "fortalloc-secure",
+            Some(root.join("target/secure/release/libfortalloc.so")),
+            "secure/release/libfortalloc",
+        ),
+        ("mimalloc", Some(debian("libmimalloc.so.2")), "libmimalloc.so"),
+        ("mimalloc-2.3", mimalloc_23, "libmimalloc-2.3"),
+        ("mimalloc-secure", mimalloc_secure, "libmimalloc-secure"),
         ("jemalloc", Some(debian("libjemalloc.so.2")), "libjemalloc"),
     ];
     let which = root.join("target/bench/c/which_malloc");
@@ -124,6 +158,62 @@ fn libraries(root: &Path) -> Vec<Lib> {
             }
         })
         .collect()
+}
+
+/// Builds mimalloc 2.x as a preloadable library from the C sources that
+/// the `libmimalloc-sys` crate (a dependency of the Rust benchmark's
+/// mimalloc workers) vendors, with `defines` added (`-DMI_SECURE=4` for
+/// its secure mode, which Debian's package does not have). None if the
+/// sources cannot be found or do not build.
+fn build_mimalloc(cargo: &str, root: &Path, out: &Path, defines: &[&str]) -> Option<PathBuf> {
+    let find = || -> Option<PathBuf> {
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+        let registry = home.join("registry/src");
+        let mut found: Vec<PathBuf> = std::fs::read_dir(registry)
+            .ok()?
+            .flatten()
+            .flat_map(|index| std::fs::read_dir(index.path()).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libmimalloc-sys-"))
+            })
+            .map(|p| p.join("c_src/mimalloc/v2"))
+            .filter(|p| p.join("src/static.c").exists())
+            .collect();
+        found.sort();
+        found.pop()
+    };
+    let src = find().or_else(|| {
+        // The sources arrive with the crate; fetch it if this machine never
+        // built the Rust benchmark's mimalloc workers.
+        let _ = Command::new(cargo).current_dir(root).arg("fetch").status();
+        find()
+    });
+    let Some(src) = src else {
+        eprintln!("cbench: libmimalloc-sys sources not found: {} left out", out.display());
+        return None;
+    };
+    if out.exists() {
+        return Some(out.to_path_buf());
+    }
+    let built = Command::new("cc")
+        .args(["-O3", "-shared", "-fPIC", "-DNDEBUG", "-DMI_MALLOC_OVERRIDE"])
+        .args(defines)
+        .arg(format!("-I{}", src.join("include").display()))
+        .arg("-o")
+        .arg(out)
+        .arg(src.join("src/static.c"))
+        .arg("-lpthread")
+        .status();
+    if built.is_ok_and(|s| s.success()) {
+        Some(out.to_path_buf())
+    } else {
+        eprintln!("cbench: building {} failed", out.display());
+        None
+    }
 }
 
 fn compile(src: &Path, exe: &Path) {
