@@ -86,14 +86,17 @@ pub(crate) static LOCK: SpinLock = SpinLock::new();
 static PURGE_DUE: AtomicU64 = AtomicU64::new(0);
 /// Free slices left with page guards (see [`Guards`]). Each holds up to
 /// 127 kernel mappings (a small one: 63 guards), so at most
-/// [`GUARDED_FREE_MAX`] are kept: about 8,100 of the default limit of 65,530.
+/// [`GUARDED_FREE_MAX`] are kept when guards are `mprotect` ones: about
+/// 8,100 of the default limit of 65,530.
 static GUARDED_FREE: AtomicUsize = AtomicUsize::new(0);
 const GUARDED_FREE_MAX: usize = 64;
 
 /// Whether a segment being released may leave its page guards (else it is
-/// sealed): false once [`GUARDED_FREE_MAX`] free slices have theirs.
+/// sealed): always with guard markers, which cost no mappings; with
+/// `mprotect` guards, until [`GUARDED_FREE_MAX`] free slices have theirs.
 pub fn keep_guards() -> bool {
-    GUARDED_FREE.load(Ordering::Relaxed) < GUARDED_FREE_MAX
+    crate::harden::guard::ON
+        && (!os::guards_split_mappings() || GUARDED_FREE.load(Ordering::Relaxed) < GUARDED_FREE_MAX)
 }
 
 fn bit(map: &[u64; WORDS], i: usize) -> bool {

@@ -137,6 +137,12 @@ fn markers_work() -> bool {
     }
 }
 
+/// Whether a guard costs kernel mappings (the `mprotect` way) rather than
+/// nothing but a page-table entry (markers).
+pub fn guards_split_mappings() -> bool {
+    guard_way() == GuardWay::Mprotect
+}
+
 /// What [`guard`] did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Guarded {

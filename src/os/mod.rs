@@ -11,7 +11,9 @@ mod random;
 mod thread;
 mod time;
 
-pub use guard::{force_mprotect_guards, guard, guard_counts, seal, set_map_budget, unguard};
+pub use guard::{
+    force_mprotect_guards, guard, guard_counts, guards_split_mappings, seal, set_map_budget, unguard,
+};
 pub use memory::{
     advise_huge_pages, map, map_aligned, map_aligned_at_hint, map_aligned_offset, page_size, protect, purge,
     set_huge_pages, unmap,
