@@ -193,7 +193,10 @@ fn build_mimalloc(cargo: &str, root: &Path, out: &Path, defines: &[&str]) -> Opt
         find()
     });
     let Some(src) = src else {
-        eprintln!("cbench: libmimalloc-sys sources not found: {} left out", out.display());
+        eprintln!(
+            "cbench: libmimalloc-sys sources not found: {} left out",
+            out.display()
+        );
         return None;
     };
     if out.exists() {
