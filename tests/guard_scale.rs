@@ -10,6 +10,8 @@
 
 use std::process::Command;
 
+mod common;
+
 #[global_allocator]
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 
@@ -116,24 +118,6 @@ fn run(gib: &str, env: &[(&str, &str)]) -> impl Fn(&str) -> u64 {
     }
 }
 
-fn kernel_has_guard_markers() -> bool {
-    // SAFETY: a fresh private page of our own, unmapped after the probe.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        let ok = libc::madvise(p, 4096, 102) == 0;
-        libc::munmap(p, 4096);
-        ok
-    }
-}
-
 /// More live small blocks than one `mprotect` per page guard could ever
 /// hold (each 64 KiB page has a guard: 3 GiB is about 50,000 of them, and
 /// two mappings each would pass the default limit of 65,530).
@@ -141,7 +125,7 @@ fn kernel_has_guard_markers() -> bool {
 fn three_gib_of_small_blocks_with_every_guard_and_few_mappings() {
     let r = run("3", &[("FORTALLOC_GUARDS", "auto")]);
     assert_eq!(r("program_mmap"), 1);
-    if kernel_has_guard_markers() {
+    if common::kernel_has_guard_markers() {
         assert!(r("markers") > 45_000, "markers {}", r("markers"));
         assert_eq!(r("skipped"), 0);
         assert!(r("mappings") < 1000, "mappings {}", r("mappings"));

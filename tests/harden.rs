@@ -11,6 +11,8 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
+mod common;
+
 #[global_allocator]
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 
@@ -905,25 +907,6 @@ fn assert_faults(case: &str) {
     }
 }
 
-/// Whether this kernel takes page-table guard markers (Linux 6.13+).
-fn kernel_has_guard_markers() -> bool {
-    // SAFETY: a fresh private page of our own, unmapped after the probe.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        let ok = libc::madvise(p, 4096, 102) == 0;
-        libc::munmap(p, 4096);
-        ok
-    }
-}
-
 #[cfg(feature = "guard-pages")]
 mod guard_pages {
     use super::*;
@@ -973,7 +956,7 @@ mod guard_pages {
 
     #[test]
     fn guards_are_markers_where_the_kernel_has_them_and_mprotect_when_forced() {
-        let markers = kernel_has_guard_markers();
+        let markers = common::kernel_has_guard_markers();
         for way in GUARD_WAYS {
             let o = run_case_with("guard-way", &[("FORTALLOC_GUARDS", way)]);
             assert_eq!(o.code, Some(0), "{way}: {} / {}", o.stderr, o.stdout);

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -134,12 +133,7 @@ fn fork_from_a_multithreaded_parent() {
 /// than `floor` forks (the count follows `ok` in its last line).
 fn fork_race(src: &str, out: &str, ok: &str, floor: u64) {
     let exe = compile("cc", src, out, false, &[]);
-    let mut cmd = Command::new(exe);
-    cmd.env("LD_PRELOAD", library());
-    let done = common::run_with_limit(&mut cmd, out, Duration::from_secs(60));
-    done.assert_success(out);
-    let forks = common::count_after(&done, ok);
-    assert!(forks > floor, "{out}: {forks} forks\n{}", done.stdout);
+    common::assert_preloaded_count(&exe, &library(), ok, floor);
 }
 
 /// fork from four threads while others getline long lines from one FILE

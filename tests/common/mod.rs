@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -135,4 +135,39 @@ pub fn run_case(dispatcher: &str, case: &str, limit: Duration) -> Finished {
     cmd.args(["--exact", dispatcher, "--nocapture", "--test-threads=1"])
         .env("FA_TEST_CASE", case);
     run_with_limit(&mut cmd, case, limit)
+}
+
+/// Runs `exe` with `lib` preloaded, killed after a minute (a deadlock fails
+/// as "hung"), and checks it exited 0 having printed a number greater than
+/// `floor` after `prefix` (a count of forks, say).
+pub fn assert_preloaded_count(exe: &Path, lib: &Path, prefix: &str, floor: u64) {
+    let what = exe
+        .file_name()
+        .map_or_else(|| exe.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let mut cmd = Command::new(exe);
+    cmd.env("LD_PRELOAD", lib);
+    let done = run_with_limit(&mut cmd, &what, Duration::from_secs(60));
+    done.assert_success(&what);
+    let n = count_after(&done, prefix);
+    assert!(n > floor, "{what}: {n} after `{prefix}`\n{}", done.stdout);
+}
+
+/// Whether this kernel takes page-table guard markers
+/// (`MADV_GUARD_INSTALL`, Linux 6.13+).
+pub fn kernel_has_guard_markers() -> bool {
+    // SAFETY: a fresh private page of our own, unmapped after the probe.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let ok = libc::madvise(p, 4096, 102) == 0;
+        libc::munmap(p, 4096);
+        ok
+    }
 }
