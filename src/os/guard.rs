@@ -351,14 +351,15 @@ mod tests {
         assert!(limit >= 1000, "{limit}");
         let n = mapping_count();
         assert!(n > 5 && n < limit, "{n}");
-        // One more mapping shows.
-        let p = memory::map(1 << 20);
+        // A guard inside a fresh mapping splits it: two more show.
+        let ps = memory::page_size();
+        let p = memory::map(16 * ps);
         // SAFETY: a fresh mapping of ours; its middle page becomes
         // inaccessible and is never touched.
-        unsafe { memory::protect(p.add(4096 * 8), 4096, false) };
+        unsafe { memory::protect(p.add(8 * ps), ps, false) };
         assert!(mapping_count() >= n + 2);
         // SAFETY: our mapping, unused.
-        unsafe { memory::unmap(p, 1 << 20) };
+        unsafe { memory::unmap(p, 16 * ps) };
     }
 
     #[test]
