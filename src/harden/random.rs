@@ -59,35 +59,15 @@ pub fn reseed_after_fork() {
     }
 }
 
-/// The shared generator's state (for the hardened build's fork test).
-#[cfg(all(
-    test,
-    any(
-        feature = "guard-pages",
-        feature = "encoded-freelist",
-        feature = "random-order",
-        feature = "double-free",
-        feature = "canary",
-        feature = "zero-on-free"
-    )
-))]
+/// The shared generator's state (for tests).
+#[cfg(test)]
 pub fn shared_state() -> u64 {
     SHARED.load(Ordering::Relaxed)
 }
 
 /// How far `later` is from `earlier` in draws of the shared generator, if
-/// it is within `max` (for the hardened build's fork test).
-#[cfg(all(
-    test,
-    any(
-        feature = "guard-pages",
-        feature = "encoded-freelist",
-        feature = "random-order",
-        feature = "double-free",
-        feature = "canary",
-        feature = "zero-on-free"
-    )
-))]
+/// it is within `max` (for tests).
+#[cfg(test)]
 pub fn draws_between(earlier: u64, later: u64, max: u64) -> Option<u64> {
     (0..=max).find(|&k| earlier.wrapping_add(k.wrapping_mul(INCREMENT)) == later)
 }
