@@ -246,6 +246,7 @@ fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
         ("cache-scratch", "cache_scratch", None),
         ("realloc", "realloc_grow", None),
         ("mixed", "mixed", None),
+        ("threads-256", "threads256", None),
     ] {
         let exe = out.join(file);
         compile(&root.join("bench/c").join(format!("{file}.c")), &exe);
