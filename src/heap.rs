@@ -144,7 +144,8 @@ unsafe fn deferred_work(heap: *mut Heap) {
         // few wait: reclaiming only when a bin ran dry let the abandoned
         // list (and the memory freed into it, which nobody purges) grow
         // without bound when threads come and go faster than pages are
-        // needed; reclaiming on every slow path cost larson 17%.
+        // needed; reclaiming on every slow path cost larson dearly
+        // (docs/PERFORMANCE.md).
         if thread::abandoned_count() > ABANDONED_SLACK {
             thread::reclaim_one(heap);
         }

@@ -8,9 +8,9 @@
 //! the cost of more (but emptier) page queues. Large blocks (up to 2 MiB)
 //! go back to four per power of two: their pages are whole 4 MiB segments
 //! holding a few blocks each, so every extra class costs a mostly empty
-//! segment per thread, more than the slack it saves (a C workload with 1%
-//! of its blocks between 16 KiB and 1 MiB peaked at 145 MB with eight,
-//! 130 MB with four; mimalloc 110 MB). The guard-pages build has no large
+//! segment per thread, more than the slack it saves (measured on a C
+//! workload with 1% of its blocks between 16 KiB and 1 MiB:
+//! docs/PERFORMANCE.md). The guard-pages build has no large
 //! pages: its large blocks are huge (`harden::HUGE_ABOVE`).
 //! Bins above [`MAX_BIN`] do not exist: such requests are huge and get
 //! their own segment.

@@ -58,8 +58,9 @@ pub unsafe fn still_zero(page: *const Page, p: *const u8, bsize: usize) -> bool 
         let words = core::slice::from_raw_parts((p as *const usize).add(1), bsize / 8 - 1);
         #[cfg(target_arch = "x86_64")]
         if bsize >= 512 && avx2::present() {
-            // 32-byte vectors: `skewed` 0.94x, `mixed-churn` 0.95x (A/B,
-            // secure); smaller blocks gain nothing from them.
+            // 32-byte vectors pay off from 512 bytes up (measured on
+            // `skewed` and `mixed-churn`, docs/PERFORMANCE.md); smaller
+            // blocks gain nothing from them.
             // The CPU has AVX2, as `or_all` requires.
             return avx2::or_all(words) == 0;
         }

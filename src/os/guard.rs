@@ -199,9 +199,9 @@ pub unsafe fn guard(p: *mut u8, len: usize) -> Guarded {
 /// Makes `[p, p + len)` fault on every access while keeping its pages:
 /// for memory that will be used again (a freed huge block's segment),
 /// where dropping the pages, as a marker does, would cost a page fault per
-/// page at the next use (about 0.8 ms per MiB here, against 22 µs to zero
-/// a resident MiB). So `mprotect` first, within the mapping budget, then a
-/// marker; the contents may be gone either way.
+/// page at the next use, far more than zeroing resident pages (figures in
+/// docs/PERFORMANCE.md). So `mprotect` first, within the mapping budget,
+/// then a marker; the contents may be gone either way.
 ///
 /// # Safety
 /// As for [`guard`].

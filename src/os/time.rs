@@ -1,9 +1,9 @@
 //! A monotonic clock in milliseconds, for purge delays.
 
-/// Milliseconds on the coarse monotonic clock: a vDSO read of the last tick
-/// (about 5 ns here, against 23 ns for `CLOCK_MONOTONIC`, which showed up as
-/// 11% of a slow-path-heavy benchmark). Its resolution is one kernel tick
-/// (4 ms at HZ=250), ample for purge delays of 10 ms.
+/// Milliseconds on the coarse monotonic clock: a vDSO read of the last tick,
+/// several times cheaper than `CLOCK_MONOTONIC`, which showed up in a
+/// slow-path-heavy benchmark (docs/PERFORMANCE.md). Its resolution is one
+/// kernel tick (4 ms at HZ=250), ample for purge delays of 10 ms.
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
