@@ -181,19 +181,28 @@ pub unsafe fn guard(p: *mut u8, len: usize) -> Guarded {
         }
         ANY_PROTECTED.store(true, Ordering::Relaxed);
     }
-    if !budget_allows() {
-        SKIPPED.fetch_add(1, Ordering::Relaxed);
-        return Guarded::Skipped;
-    }
     // SAFETY: per the caller.
-    if unsafe { memory::protect(p, len, false) } {
-        PROTECTS_MADE.fetch_add(1, Ordering::Relaxed);
-        SINCE_COUNT.fetch_add(1, Ordering::Relaxed);
+    if unsafe { protect_within_budget(p, len) } {
         Guarded::Protected
     } else {
         SKIPPED.fetch_add(1, Ordering::Relaxed);
         Guarded::Skipped
     }
+}
+
+/// An `mprotect` guard, if the mapping budget allows one and the kernel
+/// makes it.
+///
+/// # Safety
+/// As for [`guard`].
+unsafe fn protect_within_budget(p: *mut u8, len: usize) -> bool {
+    // SAFETY: per the caller.
+    if budget_allows() && unsafe { memory::protect(p, len, false) } {
+        PROTECTS_MADE.fetch_add(1, Ordering::Relaxed);
+        SINCE_COUNT.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
+    false
 }
 
 /// Makes `[p, p + len)` fault on every access while keeping its pages:
@@ -212,9 +221,7 @@ pub unsafe fn seal(p: *mut u8, len: usize) -> Guarded {
     if guard_way() == GuardWay::Markers {
         ANY_PROTECTED.store(true, Ordering::Relaxed);
         // SAFETY: per the caller.
-        if budget_allows() && unsafe { memory::protect(p, len, false) } {
-            PROTECTS_MADE.fetch_add(1, Ordering::Relaxed);
-            SINCE_COUNT.fetch_add(1, Ordering::Relaxed);
+        if unsafe { protect_within_budget(p, len) } {
             return Guarded::Protected;
         }
     }
