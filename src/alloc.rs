@@ -10,7 +10,7 @@ use crate::heap::{self, malloc_generic};
 use crate::page::{self, Block, Page};
 use crate::segment::{self, Kind, Segment};
 use crate::size_class::{block_size_of, natural_size_for_align, wsize_of};
-use crate::{arena, error, harden, huge, segment_map, stats, thread};
+use crate::{arena, error, harden, huge, large, segment_map, stats, thread};
 
 /// Allocates `size` bytes aligned to at least a word. Null on failure.
 #[inline]
@@ -50,7 +50,7 @@ fn malloc_block(req: usize, size: usize) -> *mut u8 {
 
 /// Allocates `size` zeroed bytes. Null on failure.
 pub fn zalloc(size: usize) -> *mut u8 {
-    if harden::padded(size) > harden::HUGE_ABOVE {
+    if harden::padded(size) > LARGE_OBJ_MAX {
         return huge_alloc(size, 0, true);
     }
     let p = malloc(size);
@@ -74,10 +74,10 @@ fn huge_alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             return ptr::null_mut();
         }
     }
-    let p = huge::alloc(harden::padded(size), align, zero);
+    let p = huge::alloc(harden::huge_padded(size), align, zero);
     if !p.is_null() {
         // SAFETY: `heap` is this thread's initialised heap; `p` a huge
-        // block of `padded(size)` bytes.
+        // block of `huge_padded(size)` bytes.
         unsafe {
             stats::bump(&(*heap).counters.mallocs);
             harden::huge_taken(p, size);
@@ -140,7 +140,7 @@ fn aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
         return ptr::null_mut();
     }
     let p = match natural_size_for_align(harden::padded(size), align) {
-        Some(req) if req <= harden::HUGE_ABOVE => {
+        Some(req) if req <= LARGE_OBJ_MAX => {
             let p = malloc_block(req, size);
             if zero && !p.is_null() {
                 // SAFETY: `p` is a fresh block of at least `size` bytes.
@@ -339,6 +339,8 @@ unsafe fn free_other(seg: *mut Segment, page: *mut Page, block: *mut Block) {
         }
         if huge {
             huge::free(seg);
+        } else if harden::guard::ON && (*seg).kind == Kind::Large {
+            large::free(seg, block as *mut u8);
         } else {
             page::free_remote(page, block);
         }
@@ -406,6 +408,7 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
                 harden::is_huge(page) && huge::grow_in_place(segment::of_block(p), page, p, new_size)
             };
         if in_place {
+            harden::resizing(page, p, new_size);
             if harden::zero::ON && new_size > usable {
                 // What lay past the old size (its canary, keyed, and the
                 // recorded size) is now the caller's to read: zero, as a
@@ -462,6 +465,9 @@ pub fn collect(force: bool) {
             }
             heap::collect(heap, force);
         }
+    }
+    if harden::guard::ON && force {
+        large::collect();
     }
     arena::purge(force);
 }

@@ -121,11 +121,20 @@ fn find_run(a: &Arena, n: usize, want: u8) -> Option<usize> {
         // one left with the page guards the caller's segment needs (no
         // `mprotect` at all), then a resident (dirty) one, as the plain
         // build does (fresh ones cost a page fault per page touched).
+        // Then one next to a used slice: filling holes keeps the runs
+        // that huge blocks need whole (picking anywhere broke them up,
+        // and huge blocks then took cold memory that faults in again).
+        let edge = |i: usize| {
+            let used = |j: usize| j < SLICES && bit(&a.used, j);
+            u32::from((i > 0 && used(i - 1)) || used(i + 1))
+        };
         let score = |i: usize| {
             if bit(&a.used, i) {
                 0
             } else {
-                1 + 2 * u32::from(want != 0 && a.layout[i] == want) + u32::from(bit(&a.dirty, i))
+                1 + 4 * u32::from(want != 0 && a.layout[i] == want)
+                    + 2 * u32::from(bit(&a.dirty, i))
+                    + edge(i)
             }
         };
         let best = (0..SLICES).map(score).max().unwrap_or(0);
@@ -151,18 +160,31 @@ fn find_run(a: &Arena, n: usize, want: u8) -> Option<usize> {
             }
         }
     }
-    let mut run = 0;
+    // A run of several: the one with the most resident (dirty) slices,
+    // lowest address first, so a huge block freed a moment ago is reused
+    // before the purge drops its pages rather than memory that faults in
+    // again (single slices of other segments, placed at random in the
+    // hardened build, would otherwise leave the lowest run cold).
+    let mut best: Option<(usize, usize)> = None;
+    let (mut run, mut warm) = (0, 0);
     for i in 0..SLICES {
         if bit(&a.used, i) {
-            run = 0;
-        } else {
-            run += 1;
-            if run == n {
-                return Some(i + 1 - n);
+            (run, warm) = (0, 0);
+            continue;
+        }
+        run += 1;
+        warm += usize::from(bit(&a.dirty, i));
+        if run > n {
+            warm -= usize::from(bit(&a.dirty, i - n));
+        }
+        if run >= n && best.is_none_or(|(_, w)| warm > w) {
+            best = Some((i + 1 - n, warm));
+            if warm == n {
+                break;
             }
         }
     }
-    None
+    best.map(|(start, _)| start)
 }
 
 /// A block of memory from an arena.

@@ -58,6 +58,7 @@ pub fn install() {
 unsafe extern "C" fn child() {
     thread::after_fork();
     arena::after_fork();
+    crate::large::after_fork();
     options::after_fork();
     harden::after_fork();
     let heap = thread::heap();

@@ -9,13 +9,13 @@
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::constants::{MEDIUM_OBJ_MAX, RETIRE_CYCLES, SMALL_OBJ_MAX, SMALL_WSIZE_MAX};
+use crate::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, RETIRE_CYCLES, SMALL_OBJ_MAX, SMALL_WSIZE_MAX};
 use crate::page::{self, Block, Page, NEVER_DELAYED_FREE, NO_DELAYED_FREE, USE_DELAYED_FREE};
 use crate::page_queue::{self, PageQueue};
 use crate::segment::{self, Segments};
 use crate::size_class::{bin_of, BIN_COUNT};
 use crate::stats::{self, HeapCounters};
-use crate::{arena, harden, huge, os, thread};
+use crate::{arena, harden, huge, large, os, thread};
 
 /// Abandoned segments tolerated before every slow path adopts one.
 const ABANDONED_SLACK: usize = 16;
@@ -104,8 +104,15 @@ pub fn malloc_generic(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
     // SAFETY: `heap` is this thread's initialised heap.
     unsafe {
         deferred_work(heap);
-        if req > harden::HUGE_ABOVE {
-            let p = huge::alloc(req, 0, false);
+        if harden::guard::ON && req > MEDIUM_OBJ_MAX && req <= LARGE_OBJ_MAX {
+            let p = large::alloc(bin_of(req), size);
+            if !p.is_null() {
+                stats::bump(&(*heap).counters.mallocs);
+            }
+            return p;
+        }
+        if req > LARGE_OBJ_MAX {
+            let p = huge::alloc(harden::huge_padded(size), 0, false);
             if !p.is_null() {
                 stats::bump(&(*heap).counters.mallocs);
                 harden::huge_taken(p, size);

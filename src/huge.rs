@@ -84,7 +84,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             if harden::ZERO_FRESH {
                 // Reused arena memory may hold an old owner's bytes, which
                 // the zero-on-free build never shows a new owner.
-                ptr::write_bytes(block, 0, block_size);
+                harden::zero::zero_reused(block, block_size);
             } else if zero {
                 ptr::write_bytes(block, 0, size);
             }
@@ -115,7 +115,7 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
     unsafe {
         let offset = (*seg).block_offset;
         let old = (*page).block_size;
-        let Some(want) = offset.checked_add(harden::padded(size)) else {
+        let Some(want) = offset.checked_add(harden::huge_padded(size)) else {
             return false;
         };
         if want > (*seg).size {
@@ -131,7 +131,7 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
         if harden::zero::ON {
             // The segment's memory past the block may hold an old owner's
             // bytes: it was sealed, not wiped.
-            ptr::write_bytes(p.add(old), 0, new - old);
+            harden::zero::zero_reused(p.add(old), new - old);
         }
         (*page).block_size = new;
         true

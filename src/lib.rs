@@ -25,6 +25,7 @@ mod fork;
 mod harden;
 mod heap;
 mod huge;
+mod large;
 mod lock;
 mod options;
 mod os;

@@ -267,7 +267,7 @@ pub unsafe fn is_block_start(page: *const Page, off: usize) -> bool {
 /// # Safety
 /// `page` must point to a readable page descriptor.
 #[inline(always)]
-unsafe fn block_index(page: *const Page, off: usize) -> u64 {
+pub unsafe fn block_index(page: *const Page, off: usize) -> u64 {
     // SAFETY: per the caller; both fields are plain and only change while
     // the page is not in use (its `capacity` then 0).
     unsafe {

@@ -17,7 +17,7 @@
 //! (all / with a free small page / with a free medium page).
 
 use core::ptr;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::arena::{Guards, Prior};
 use crate::constants::{
@@ -67,6 +67,11 @@ pub struct Segment {
     pub free_next: *mut Segment,
     pub free_prev: *mut Segment,
     pub in_free_list: bool,
+    /// Large segments of the guard build (`large.rs`): for each slot, how
+    /// many of its block's first bytes are accessible (`harden::large`),
+    pub large_open: [AtomicU32; 64],
+    /// and which slots are free (bit per slot; under `large::LOCK`).
+    pub slots_free: u64,
     pub pages: [Page; SMALL_PAGES_PER_SEGMENT + 1],
 }
 
@@ -534,9 +539,10 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
         let align = natural.min(area_end - seg as usize);
         let start = (area_start + align - 1) & !(align - 1);
         let page = pages.add(idx);
-        // The hardened build keeps the area's last OS page as a guard (it
-        // has no large pages: see `harden::HUGE_ABOVE`).
-        let guarded = harden::guard::ON;
+        // The hardened build keeps the area's last OS page as a guard,
+        // but for large blocks, each of which ends in its own guard (the
+        // area's last block included).
+        let guarded = harden::guard::ON && kind != Kind::Large;
         let blocks_end = if guarded {
             area_end - harden::guard::page_guard()
         } else {
@@ -673,6 +679,42 @@ unsafe fn purge_marked_pages(seg: *mut Segment) {
             os::purge(rs as *mut u8, re - rs);
         }
         (*seg).purge_at = 0;
+    }
+}
+
+/// Writes the header of a segment of slots (`large.rs`) for blocks of bin
+/// `bin`, all free, and returns where they start and how many there are.
+///
+/// # Safety
+/// `seg` must be a fresh segment from [`os_alloc`] nobody else uses.
+pub unsafe fn init_slots(seg: *mut Segment, bin: usize) -> (*mut u8, usize) {
+    let bsize = size_class::BLOCK_SIZE[bin];
+    // SAFETY: exclusive access per the caller; the slots lie in the segment.
+    unsafe {
+        init_header(seg, ptr::null_mut(), Kind::Large);
+        let (area_start, area_end) = page_area(seg, 0);
+        // As in `page_alloc`: blocks aligned as their size allows.
+        let natural = 1usize << bsize.trailing_zeros();
+        let align = natural.min(area_end - seg as usize);
+        let start = (area_start + align - 1) & !(align - 1);
+        let count = if start < area_end {
+            ((area_end - start) / bsize).min(64)
+        } else {
+            0
+        };
+        let page = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+        harden::clear_live_bits(start, start + count * bsize);
+        page::init(page, ptr::null_mut(), bin as u8, bsize, start as *mut u8, count);
+        // Every slot is a block start: the free check passes them, and the
+        // live bits tell a free one from a live one.
+        (*page).capacity.store(count as u32, Ordering::Relaxed);
+        (*seg).used_pages = 1;
+        (*seg).slots_free = if count == 64 {
+            u64::MAX
+        } else {
+            (1u64 << count) - 1
+        };
+        (start as *mut u8, count)
     }
 }
 

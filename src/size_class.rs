@@ -10,8 +10,8 @@
 //! holding a few blocks each, so every extra class costs a mostly empty
 //! segment per thread, more than the slack it saves (measured on a C
 //! workload with 1% of its blocks between 16 KiB and 1 MiB:
-//! docs/PERFORMANCE.md). The guard-pages build has no large
-//! pages: its large blocks are huge (`harden::HUGE_ABOVE`).
+//! docs/PERFORMANCE.md). In the guard-pages build a large request
+//! is padded by the guard page its block ends with (`harden::padded`).
 //! Bins above [`MAX_BIN`] do not exist: such requests are huge and get
 //! their own segment.
 

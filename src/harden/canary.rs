@@ -100,7 +100,7 @@ unsafe fn arm(page: *const Page, p: *mut u8, size: usize, keep: bool) {
     // canary bytes, in `[size, bsize - 4)`, change: the caller's bytes are
     // written back as they were, or are zero (see `write_zeroed`).
     unsafe {
-        let bsize = (*page).block_size;
+        let bsize = super::block_usable(page, p);
         let k = key(page);
         let (at, mask) = window(size, canary_end(size, bsize));
         let w = p.add(at) as *mut u64;
@@ -117,7 +117,7 @@ unsafe fn arm(page: *const Page, p: *mut u8, size: usize, keep: bool) {
 pub unsafe fn check(page: *const Page, p: *mut u8) -> Option<usize> {
     // SAFETY: reads stay inside the block.
     unsafe {
-        let bsize = (*page).block_size;
+        let bsize = super::block_usable(page, p);
         let k = key(page);
         let delta = ((p.add(bsize - 4) as *const u32).read_unaligned() ^ k as u32) as usize;
         if !(EXTRA..=bsize).contains(&delta) {

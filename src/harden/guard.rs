@@ -4,26 +4,30 @@
 //! ```text
 //! small/medium segment:
 //! | header | G | page 0 blocks ... | G | page 1 blocks ... | G | ...
-//! large and huge (one block per segment, through the huge path):
+//! large segment (one page of large blocks, each open only as far as
+//! its owner asked, the rest sealed, S):
+//! | header | G | block ... SSSSSS | block ...... SSS | ... |
+//! huge (one block per segment):
 //! | header | G | block | G ... (rest of the segment) ...   |
 //! ```
 //! - one guard page after the header (its descriptors and bitmaps);
 //! - the last OS page of every small and medium page area, so a linear
-//!   overflow off the end of the area's last block faults (blocks before it
-//!   overflow into a neighbour, which the canary catches);
-//! - blocks past the medium size take the huge path in this build (see
-//!   `harden::HUGE_ABOVE`): a segment each, the guard at the first page
-//!   boundary after the request, and sealed at free whichever thread frees;
-//! - when a huge segment (a large or huge block) is released its memory
-//!   past the header becomes inaccessible at once, so the freed block
-//!   faults on access (the header stays readable: the double-free check
-//!   reads it);
+//!   overflow off the end of the area's last block faults (blocks before
+//!   it overflow into a neighbour, which the canary catches);
+//! - every large block past what its owner asked for, rounded up to an OS
+//!   page, and at least its last OS page (`BLOCK_GUARD`, which
+//!   `harden::padded` adds to large requests); all of it but its first OS
+//!   page once it is freed (`harden::large`);
+//! - a huge block's guard at the first page boundary after the request;
+//! - when a large or huge segment is released its memory past the header
+//!   becomes inaccessible at once, so its freed blocks fault on access
+//!   (the header stays readable: the double-free check reads it);
 //! - a small or medium segment is released open instead, its page guards
 //!   in place (its freed blocks were wiped already with `zero-on-free`),
 //!   and the arena hands that slice to the next segment of the same kind
-//!   first, so threads that exit and start cost no `mprotect` (each use
-//!   of a slice cost a seal, two opens and a guard per page before, each
-//!   seal a TLB shootdown across cores);
+//!   first, so threads that exit and start cost no protection changes
+//!   (each use of a slice cost a seal, two opens and a guard per page
+//!   before, each seal a TLB shootdown across cores);
 //! - arenas are reserved at random addresses, and segments taken from
 //!   random free slots, so layouts differ from run to run beyond ASLR.
 //!
@@ -47,7 +51,13 @@ pub fn header_guard() -> usize {
     }
 }
 
-/// Bytes kept as a guard at the end of each small or medium page area.
+/// Bytes of the guard that ends each large block. A constant, not the OS
+/// page size, because size classes are fixed at compile time: with larger
+/// OS pages the guard is not page-aligned, the kernel refuses it, and the
+/// block goes without (counted as skipped).
+pub const BLOCK_GUARD: usize = if ON { 4096 } else { 0 };
+
+/// Bytes kept as a guard at the end of each page area.
 #[inline]
 pub fn page_guard() -> usize {
     header_guard()

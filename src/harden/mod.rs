@@ -12,6 +12,7 @@ mod canary;
 mod double_free;
 mod encode;
 pub mod guard;
+pub mod large;
 mod order;
 pub mod random;
 pub mod zero;
@@ -77,17 +78,12 @@ pub const STALE_SEGMENTS: bool = double_free::ON;
 /// round (every popped link is decoded and checked too). Other hardened
 /// builds walk each list and check its length against forged cycles.
 pub const UNWALKED_REMOTE_LISTS: bool = !HARDENED || double_free::ON;
-/// Requests of more bytes than this (padded) get a segment of their own
-/// (`huge.rs`). The guard build sends large blocks there too: their guard
-/// then sits at the first page boundary after the request rather than after
-/// a size class's slack, and the segment is sealed when the block is freed
-/// by any thread (a large page's block freed remotely waited for its
-/// owner).
-pub const HUGE_ABOVE: usize = if guard::ON {
-    crate::constants::MEDIUM_OBJ_MAX
-} else {
-    crate::constants::LARGE_OBJ_MAX
-};
+/// The size to ask `huge::alloc` for, for a request of `size` bytes: room
+/// for the canary (the guard follows the block there).
+#[inline(always)]
+pub const fn huge_padded(size: usize) -> usize {
+    size.saturating_add(canary::EXTRA)
+}
 
 /// Arms the canary of a huge block just made for a request of `size`
 /// bytes (the block holds `padded(size)`).
@@ -143,10 +139,69 @@ pub unsafe fn page_keys_init(page: *mut Page) {
     }
 }
 
-/// The block size to ask for, for a request of `size` bytes.
+/// The block size to ask for, for a request of `size` bytes: room for the
+/// canary, and past the medium sizes for the guard page each large block
+/// ends with (see `guard::BLOCK_GUARD`).
 #[inline(always)]
 pub const fn padded(size: usize) -> usize {
-    size.saturating_add(canary::EXTRA)
+    // (Huge blocks take `huge_padded`: their guard follows the request.)
+    let s = size.saturating_add(canary::EXTRA);
+    if guard::ON && s > crate::constants::MEDIUM_OBJ_MAX {
+        s.saturating_add(guard::BLOCK_GUARD)
+    } else {
+        s
+    }
+}
+
+/// Bytes the owner of block `p` of `page` may use: all of it, but for the
+/// large blocks of the guard build, of which only what was asked for is
+/// open (see `large`).
+///
+/// # Safety
+/// `p` must be a block of the in-use `page`, live or just taken.
+#[inline(always)]
+pub unsafe fn block_usable(page: *const Page, p: *const u8) -> usize {
+    // SAFETY: per the caller.
+    unsafe {
+        if guarded_large(page) {
+            large::usable(page, p)
+        } else {
+            (*page).block_size
+        }
+    }
+}
+
+/// The page holds large blocks of the guard build, each ending in its
+/// guard and sealed past what its owner asked for (see `large`).
+///
+/// # Safety
+/// `page` must be a valid descriptor.
+#[inline(always)]
+pub unsafe fn guarded_large(page: *const Page) -> bool {
+    // SAFETY: per the caller.
+    guard::ON && unsafe { !is_huge(page) && (*page).block_size > crate::constants::MEDIUM_OBJ_MAX }
+}
+
+/// Bytes of the canary after a request (for `large`).
+pub(crate) const fn canary_extra() -> usize {
+    canary::EXTRA
+}
+
+/// A live block of `page` is resized in place to `size` bytes: for a
+/// large block of the guard build, the part it needs is opened and the
+/// rest sealed.
+///
+/// # Safety
+/// `p` must be a live block of the in-use `page` owned by the caller, with
+/// `padded(size) <= block_size`.
+#[inline]
+pub unsafe fn resizing(page: *const Page, p: *mut u8, size: usize) {
+    // SAFETY: per the caller.
+    unsafe {
+        if guarded_large(page) {
+            large::resize(page, p, size);
+        }
+    }
 }
 
 /// Vets a block just taken off a free list of `page` for a request of
@@ -163,10 +218,10 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     }
     // SAFETY: per the caller.
     unsafe {
-        let bsize = (*page).block_size;
         if is_huge(page) {
             return true;
         }
+        let bsize = (*page).block_size;
         if zero::ON && !zero::fresh(page, p) && !zero::still_zero(page, p, bsize) {
             error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
             return false;
@@ -192,6 +247,39 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     }
 }
 
+/// A free large block of the guard build (a slot, see `large.rs`) is
+/// handed out for `size` bytes: what the request needs is opened (after
+/// checking that what stayed open while it was free is still zero), and
+/// it is marked live and its canary armed. False (after reporting) means
+/// it must not be handed out.
+///
+/// # Safety
+/// `p` must be a free block of the large `page`, just taken by the caller,
+/// with `padded(size) <= block_size`.
+pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
+    // SAFETY: per the caller; the block is opened before it is written.
+    unsafe {
+        let bsize = (*page).block_size;
+        if !large::taken(page, p, size) {
+            error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
+            return false;
+        }
+        if double_free::ON && !double_free::mark_live(p) {
+            error::report(ErrorKind::CorruptedFreeList, p as usize, bsize);
+            return false;
+        }
+        if canary::applies(page) {
+            if zero::ON {
+                // Zero: opened from a seal, or checked just above.
+                canary::write_zeroed(page, p, size);
+            } else {
+                canary::write(page, p, size);
+            }
+        }
+        true
+    }
+}
+
 /// Checks a block about to be freed and wipes it. False (after reporting)
 /// means it must not be freed: it is not live.
 ///
@@ -199,12 +287,12 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
 /// `p` must be a block start of the in-use `page` (it passed the free check).
 #[inline(always)]
 pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
-    if !CHECKS {
+    if !CHECKS && !guard::ON {
         return true;
     }
     // SAFETY: per the caller.
     unsafe {
-        let bsize = (*page).block_size;
+        let bsize = block_usable(page, p);
         if is_huge(page) {
             // Not wiped: its segment is sealed, or unmapped, right after.
             if canary::ON && canary::check(page, p).is_none() {
@@ -219,7 +307,9 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
         if canary::applies(page) && canary::check(page, p).is_none() {
             error::report(ErrorKind::BufferOverflow, p as usize, bsize);
         }
-        if zero::ON {
+        if guarded_large(page) {
+            large::freed(page, p);
+        } else if zero::ON {
             zero::wipe(p, bsize);
         }
         true
@@ -235,7 +325,7 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
 pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
     // SAFETY: per the caller.
     unsafe {
-        let bsize = (*page).block_size;
+        let bsize = block_usable(page, p);
         if !CHECKS || (is_huge(page) && !canary::ON) {
             return Some(bsize);
         }

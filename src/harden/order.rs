@@ -23,8 +23,17 @@ const MAX_BATCH: usize = 512;
 #[inline]
 pub fn batch(bsize: usize, left: usize) -> usize {
     // Randomizing small blocks needs a batch of some size to shuffle; big
-    // ones keep the plain minimum, so a batch never touches much memory.
-    let min = if ON && bsize <= 1024 { 16 } else { 4 };
+    // ones keep the plain minimum, so a batch never touches much memory,
+    // and large ones come one at a time: carving may zero them (reused
+    // memory in the zero-on-free build), and a program holding one large
+    // block of a size should not pay for four.
+    let min = if ON && bsize <= 1024 {
+        16
+    } else if bsize > crate::constants::MEDIUM_OBJ_MAX {
+        1
+    } else {
+        4
+    };
     (EXTEND_BYTES / bsize).clamp(min, MAX_BATCH).min(left)
 }
 

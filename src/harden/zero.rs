@@ -55,19 +55,30 @@ pub unsafe fn still_zero(page: *const Page, p: *const u8, bsize: usize) -> bool 
         if (first ^ last) >= 4096 && (*page).zero_start {
             touch_for_write(first, last + 1);
         }
-        let words = core::slice::from_raw_parts((p as *const usize).add(1), bsize / 8 - 1);
-        #[cfg(target_arch = "x86_64")]
-        if bsize >= 512 && avx2::present() {
-            // 32-byte vectors pay off from 512 bytes up (measured on
-            // `skewed` and `mixed-churn`, docs/PERFORMANCE.md); smaller
-            // blocks gain nothing from them.
-            // The CPU has AVX2, as `or_all` requires.
-            return avx2::or_all(words) == 0;
-        }
-        // An OR over everything, no early exit: it vectorizes, which made
-        // the check four times faster on 64 KiB blocks.
-        words.iter().fold(0, |acc, &w| acc | w) == 0
+        words_zero(p.add(crate::constants::WORD), bsize - crate::constants::WORD)
     }
+}
+
+/// True if the `len` bytes at `p` (word-aligned, a whole number of words)
+/// are all zero.
+///
+/// # Safety
+/// `[p, p + len)` must be readable; see [`still_zero`] on racing writes.
+#[inline]
+pub unsafe fn words_zero(p: *const u8, len: usize) -> bool {
+    // SAFETY: per the caller.
+    let words = unsafe { core::slice::from_raw_parts(p as *const usize, len / 8) };
+    #[cfg(target_arch = "x86_64")]
+    if len >= 512 && avx2::present() {
+        // 32-byte vectors pay off from 512 bytes up (measured on
+        // `skewed` and `mixed-churn`, docs/PERFORMANCE.md); smaller
+        // blocks gain nothing from them.
+        // SAFETY: the CPU has AVX2, as `or_all` requires.
+        return unsafe { avx2::or_all(words) } == 0;
+    }
+    // An OR over everything, no early exit: it vectorizes, which made
+    // the check four times faster on 64 KiB blocks.
+    words.iter().fold(0, |acc, &w| acc | w) == 0
 }
 
 /// Makes the first access to each OS page past the block's first word a
@@ -88,6 +99,55 @@ unsafe fn touch_for_write(from: usize, end: usize) {
         // write after free, which the check that follows is there to see.
         unsafe { super::touch_for_write(at as *mut u64) };
         at += ps;
+    }
+}
+
+/// Makes the page-aligned `[p, p + len)` of reused memory (which may hold
+/// an old owner's bytes) read as zero, writing only the pages that are
+/// resident: runs of pages that are not are dropped instead (`madvise`,
+/// which costs nothing where no page is mapped), so a big span of which
+/// the last user touched a little is not faulted in whole by a memset.
+/// Dropping is exact whatever `mincore` says, swapped-out pages included.
+///
+/// # Safety
+/// `[p, p + len)` must be page-aligned memory this process mapped, whose
+/// contents are nobody's.
+pub unsafe fn zero_reused(p: *mut u8, len: usize) {
+    const CHUNK: usize = 256;
+    /// Drops per chunk at most: past it, fragmented memory is written.
+    const MAX_DROPS: usize = 8;
+    let ps = crate::os::page_size();
+    let mut vec = [0u8; CHUNK];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(CHUNK * ps);
+        // SAFETY: per the caller, every range below lies in `[p, p + len)`.
+        unsafe {
+            let base = p.add(at);
+            if !crate::os::residency(base, n, &mut vec) {
+                core::ptr::write_bytes(base, 0, n);
+                at += n;
+                continue;
+            }
+            let pages = n.div_ceil(ps);
+            let (mut i, mut drops) = (0, 0);
+            while i < pages {
+                let resident = vec[i] & 1 != 0;
+                let mut j = i + 1;
+                while j < pages && (vec[j] & 1 != 0) == resident {
+                    j += 1;
+                }
+                let (s, e) = (i * ps, (j * ps).min(n));
+                if resident || drops == MAX_DROPS {
+                    core::ptr::write_bytes(base.add(s), 0, e - s);
+                } else {
+                    crate::os::purge(base.add(s), e - s);
+                    drops += 1;
+                }
+                i = j;
+            }
+        }
+        at += n;
     }
 }
 

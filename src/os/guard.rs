@@ -229,6 +229,40 @@ pub unsafe fn seal(p: *mut u8, len: usize) -> Guarded {
     unsafe { guard(p, len) }
 }
 
+/// Guard markers only, never `mprotect`: for memory whose contents are
+/// dead and that is wanted back as zero (a freed large block's body); undone
+/// by [`unguard`]. True
+/// if the markers are in place; false on the `mprotect` way or if the
+/// kernel refused, with the range left as it was.
+///
+/// # Safety
+/// As for [`guard`].
+pub unsafe fn mark(p: *mut u8, len: usize) -> bool {
+    if len == 0 || guard_way() != GuardWay::Markers {
+        return false;
+    }
+    MARKER_CALLS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: per the caller; installing markers only drops pages the
+    // caller does not need.
+    let made = unsafe { libc::madvise(p.cast(), len, MADV_GUARD_INSTALL) } == 0;
+    if made {
+        MARKERS_MADE.fetch_add(1, Ordering::Relaxed);
+    }
+    made
+}
+
+/// Removes guard markers from `[p, p + len)` and nothing else: for a range
+/// known to hold no `mprotect` guard. The range reads as zero where there
+/// were markers. False if the kernel refused.
+///
+/// # Safety
+/// `[p, p + len)` must be page-aligned memory this process mapped.
+pub unsafe fn unmark(p: *mut u8, len: usize) -> bool {
+    MARKER_CALLS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: per the caller; removing markers touches no other page.
+    unsafe { libc::madvise(p.cast(), len, MADV_GUARD_REMOVE) == 0 }
+}
+
 /// Makes `[p, p + len)` accessible again, whichever way (if any) it was
 /// guarded. Pages that held a marker read as zero; the rest keep their
 /// contents. False if the kernel refused (the range is then as it was).

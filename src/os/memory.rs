@@ -167,6 +167,20 @@ pub unsafe fn purge(p: *mut u8, size: usize) {
     crate::stats::PURGED_BYTES.fetch_add(size as u64, Ordering::Relaxed);
 }
 
+/// Fills `vec[i]` with whether OS page `i` of `[p, p + len)` is resident
+/// (bit 0). False if the kernel would not say or `vec` is too short.
+///
+/// # Safety
+/// `[p, p + len)` must be page-aligned memory this process mapped.
+pub unsafe fn residency(p: *mut u8, len: usize, vec: &mut [u8]) -> bool {
+    if len.div_ceil(page_size()) > vec.len() {
+        return false;
+    }
+    // SAFETY: per the caller the range is mapped; `vec` has a byte for
+    // each of its pages.
+    unsafe { libc::mincore(p.cast(), len, vec.as_mut_ptr()) == 0 }
+}
+
 /// Maps `size` bytes at an address `p` such that `p + offset` is a multiple
 /// of `align` (a power of two at least the page size), trimming the excess.
 pub fn map_aligned_offset(size: usize, align: usize, offset: usize) -> *mut u8 {

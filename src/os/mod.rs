@@ -12,11 +12,12 @@ mod thread;
 mod time;
 
 pub use guard::{
-    force_mprotect_guards, guard, guard_counts, guards_split_mappings, seal, set_map_budget, unguard,
+    force_mprotect_guards, guard, guard_counts, guards_split_mappings, mark, seal, set_map_budget, unguard,
+    unmark, Guarded,
 };
 pub use memory::{
     advise_huge_pages, map, map_aligned, map_aligned_at_hint, map_aligned_offset, page_size, protect, purge,
-    set_huge_pages, unmap,
+    residency, set_huge_pages, unmap,
 };
 pub use process::{abort, write_fd, write_stderr, yield_now};
 pub use random::random_u64;

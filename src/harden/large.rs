@@ -1,0 +1,294 @@
+//! Large blocks in the guard build (they live in segments of slots, see
+//! `large.rs`): only what the owner asked for is open, and a freed block
+//! is sealed whole at once.
+//!
+//! ```text
+//! live:  | the request, rounded up to an OS page | sealed .............. |
+//! freed: | sealed .......................................................|
+//! ```
+//! Each block keeps open only its first bytes, up to the first OS page
+//! boundary past the request and its canary (`Segment::large_open`); the
+//! rest of it, the class's slack and the guard page every large block
+//! ends with (`guard::BLOCK_GUARD`), is sealed, so a linear overflow faults
+//! within a page of the request, whatever the size class.
+//!
+//! At free the whole block is sealed, so it faults on access from any
+//! thread at once and needs no write-after-free check (no free list runs
+//! through it: its slot's bit says it is free). A block the program left
+//! mostly untouched (`mincore`) is sealed with guard markers, which drop
+//! its pages: it comes back zero, zeroed once by the kernel and only where
+//! the next owner touches it. A block it touched mostly whole is wiped and
+//! sealed with `mprotect` within the mapping budget (markers past it),
+//! which keeps its pages: dropping them would make the next owner fault
+//! every one in again, far dearer than the wipe (docs/PERFORMANCE.md). A
+//! seal the budget refuses leaves that part open and wiped, and its next
+//! owner checks it is still zero.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use super::{guard, zero};
+use crate::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, SEGMENT_SIZE};
+use crate::os;
+use crate::page::{self, Page};
+use crate::segment;
+
+/// In `Segment::large_open`, past the open byte count: some part of the
+/// block may be sealed with `mprotect` (else only markers were used, and
+/// opening needs no `mprotect` call, which would take the process's
+/// mapping lock for writing).
+const PROTECTED: u32 = 1 << 31;
+
+/// Pages of the largest large block, at the smallest OS page size.
+const MAX_PAGES: usize = LARGE_OBJ_MAX / 4096;
+
+// A large page holds few enough blocks for `Segment::large_open`.
+const _: () = assert!(SEGMENT_SIZE / (MEDIUM_OBJ_MAX + 1) < 64);
+
+/// How many of the block's first bytes are accessible.
+///
+/// # Safety
+/// `p` must be a block of the large `page` (a segment of slots).
+#[inline]
+unsafe fn open(page: *const Page, p: *const u8) -> &'static AtomicU32 {
+    // SAFETY: per the caller; `p` is a block start, so the index is exact
+    // and below the page's block count (under 64, see above), and the
+    // segment header lives as long as any of its blocks.
+    unsafe {
+        let off = p as usize - (*page).page_start as usize;
+        let seg = segment::of_page(page);
+        &(*seg).large_open[(page::block_index(page, off) & 63) as usize]
+    }
+}
+
+/// Bytes of the live large block `p` its owner may use (those open).
+///
+/// # Safety
+/// `p` must be a block of the large `page`, live or just taken.
+#[inline]
+pub unsafe fn usable(page: *const Page, p: *const u8) -> usize {
+    // SAFETY: per the caller.
+    unsafe { (open(page, p).load(Ordering::Relaxed) & !PROTECTED) as usize }
+}
+
+/// The open bytes a request of `size` needs: through its canary, rounded
+/// up to the OS page.
+fn wanted(size: usize, bsize: usize) -> usize {
+    let ps = os::page_size();
+    (size + super::canary_extra())
+        .next_multiple_of(ps)
+        .min(bsize - guard::BLOCK_GUARD)
+}
+
+/// Mostly not resident: cheaper to drop than to wipe.
+///
+/// # Safety
+/// `[p, p + len)` must be page-aligned memory this process mapped.
+unsafe fn mostly_untouched(p: *mut u8, len: usize) -> bool {
+    let ps = os::page_size();
+    let mut vec = [0u8; MAX_PAGES];
+    // SAFETY: per the caller.
+    if !unsafe { os::residency(p, len, &mut vec) } {
+        return false;
+    }
+    let resident = vec[..len / ps].iter().filter(|&&v| v & 1 != 0).count();
+    resident * 2 <= len / ps
+}
+
+/// Seals `[p, p + len)`, whose contents are dead (`dirty`: not known to be
+/// zero). If made, it reads as zero when opened; else it is left open and,
+/// in the zero-on-free build, wiped.
+///
+/// # Safety
+/// `[p, p + len)` must be page-aligned memory of a block of the caller's,
+/// nobody's data.
+unsafe fn seal(p: *mut u8, len: usize, dirty: bool) -> os::Guarded {
+    if len == 0 {
+        return os::Guarded::Marker;
+    }
+    let dirty = dirty && zero::ON;
+    // SAFETY: per the caller.
+    unsafe {
+        if !os::guards_split_mappings() && (!dirty || mostly_untouched(p, len)) && os::mark(p, len) {
+            return os::Guarded::Marker;
+        }
+        if dirty {
+            zero::zero_reused(p, len);
+        }
+        os::seal(p, len)
+    }
+}
+
+/// Opens `[p, p + len)`, sealed by [`seal`] (with `mprotect` somewhere if
+/// `protected`); a refusal is fatal, as the block cannot be handed out.
+///
+/// # Safety
+/// The range must be sealed memory of a block of the caller's.
+unsafe fn unseal(p: *mut u8, len: usize, protected: bool) {
+    // SAFETY: per the caller.
+    let done = len == 0
+        || unsafe {
+            if protected {
+                os::unguard(p, len)
+            } else {
+                os::unmark(p, len)
+            }
+        };
+    if !done {
+        crate::error::fatal("malloc", p as usize, "the kernel would not reopen part of", len);
+    }
+}
+
+/// [`PROTECTED`] if a seal used `mprotect`.
+fn flag(g: os::Guarded) -> u32 {
+    if g == os::Guarded::Protected {
+        PROTECTED
+    } else {
+        0
+    }
+}
+
+/// The `count` blocks of `bsize` bytes at `start` of a new segment of
+/// slots are sealed whole (`dirty`: the memory is reused and may hold an
+/// old owner's bytes). Returns the open state each starts with.
+///
+/// # Safety
+/// The blocks must be fresh, nobody's, page-aligned memory.
+pub unsafe fn slots_made(start: *mut u8, count: usize, bsize: usize, dirty: bool) -> u32 {
+    let len = count * bsize;
+    // SAFETY: per the caller.
+    unsafe {
+        // Markers drop whatever the memory held: zero, in one call.
+        if os::mark(start, len) {
+            return 0;
+        }
+        if dirty && zero::ON {
+            zero::zero_reused(start, len);
+        }
+        let g = os::seal(start, len);
+        if g.made() {
+            return flag(g);
+        }
+        // The guard page of each block at least, as a skipped one is
+        // counted; the rest is open, and zero.
+        let tail = bsize - guard::BLOCK_GUARD;
+        let mut state = tail as u32;
+        for i in 0..count {
+            state |= flag(os::guard(start.add(i * bsize + tail), guard::BLOCK_GUARD));
+        }
+        state
+    }
+}
+
+/// Of the slots in `free`, those whose block was sealed with its pages
+/// kept (with `mprotect`): reusing one faults nothing in.
+///
+/// # Safety
+/// `page` must describe a segment of slots whose slots `free` names.
+pub unsafe fn warm(page: *const Page, free: u64) -> u64 {
+    let mut warm = 0;
+    let mut bits = free;
+    // SAFETY: per the caller, every slot named is in the segment.
+    unsafe {
+        let seg = segment::of_page(page);
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if (*seg).large_open[i].load(Ordering::Relaxed) & PROTECTED != 0 {
+                warm |= 1 << i;
+            }
+        }
+    }
+    warm
+}
+
+/// Drops the pages the free slots in `free` kept (sealed with `mprotect`);
+/// they stay sealed, and read as zero when opened.
+///
+/// # Safety
+/// `page` must describe a segment of slots whose slots `free` names, all
+/// free, under the caller's lock.
+pub unsafe fn drop_free(page: *const Page, free: u64) {
+    // SAFETY: per the caller; the slots' blocks are nobody's.
+    unsafe {
+        let bsize = (*page).block_size;
+        let mut bits = warm(page, free);
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            os::purge((*page).page_start.add(i * bsize), bsize);
+        }
+    }
+}
+
+/// Sets the open state of a slot's block (for a new segment of slots).
+///
+/// # Safety
+/// `p` must be a block of the large `page`, owned by the caller.
+pub unsafe fn set_state(page: *const Page, p: *const u8, state: u32) {
+    // SAFETY: per the caller.
+    unsafe { open(page, p).store(state, Ordering::Relaxed) };
+}
+
+/// The free block `p`, just taken by the caller, is handed out for `size`
+/// bytes: checks that whatever stayed open while it was free (past the
+/// mapping budget) is still zero, then opens what the request needs.
+/// False if something wrote to it after it was freed.
+///
+/// # Safety
+/// `p` must be a free block of the large `page` (a segment of slots) just
+/// taken by the caller, with `padded(size) <= block_size`.
+pub unsafe fn taken(page: *const Page, p: *mut u8, size: usize) -> bool {
+    // SAFETY: per the caller; what is open is readable.
+    unsafe {
+        let end = usable(page, p);
+        if zero::ON && end != 0 && !zero::words_zero(p, end) {
+            return false;
+        }
+        resize(page, p, size);
+        true
+    }
+}
+
+/// The live block `p` is being freed: it is sealed whole (or, past the
+/// mapping budget, wiped).
+///
+/// # Safety
+/// `p` must be a live block of the large `page`, being freed once.
+pub unsafe fn freed(page: *const Page, p: *mut u8) {
+    // SAFETY: per the caller, the block's bytes are dead.
+    unsafe {
+        let open = open(page, p);
+        let state = open.load(Ordering::Relaxed);
+        let end = (state & !PROTECTED) as usize;
+        let g = seal(p, end, true);
+        if g.made() {
+            open.store((state & PROTECTED) | flag(g), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The live (or just taken) block `p` now holds `size` bytes: the part
+/// that request needs is opened, and what lies past it sealed.
+///
+/// # Safety
+/// `p` must be a block of the large `page` owned by the caller, with
+/// `padded(size) <= block_size`.
+pub unsafe fn resize(page: *const Page, p: *mut u8, size: usize) {
+    // SAFETY: per the caller; both ranges lie inside the block, and the
+    // part sealed holds nothing the new size keeps.
+    unsafe {
+        let open = open(page, p);
+        let state = open.load(Ordering::Relaxed);
+        let (end, protected) = ((state & !PROTECTED) as usize, state & PROTECTED);
+        let want = wanted(size, (*page).block_size);
+        if want > end {
+            unseal(p.add(end), want - end, protected != 0);
+            open.store(want as u32 | protected, Ordering::Relaxed);
+        } else if want < end {
+            let g = seal(p.add(want), end - want, true);
+            if g.made() {
+                open.store(want as u32 | protected | flag(g), Ordering::Relaxed);
+            }
+        }
+    }
+}
