@@ -13,7 +13,7 @@ use crate::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, RETIRE_CYCLES, SMALL_OBJ_M
 use crate::page::{self, Block, Page, NEVER_DELAYED_FREE, NO_DELAYED_FREE, USE_DELAYED_FREE};
 use crate::page_queue::{self, PageQueue};
 use crate::segment::{self, Segments};
-use crate::size_class::{bin_of, BIN_COUNT};
+use crate::size_class::{bin_of, BIN_COUNT, BLOCK_SIZE};
 use crate::stats::{self, HeapCounters};
 use crate::{arena, harden, huge, large, os, thread};
 
@@ -154,7 +154,7 @@ unsafe fn deferred_work(heap: *mut Heap) {
         // needed; reclaiming on every slow path cost larson dearly
         // (docs/PERFORMANCE.md).
         if thread::abandoned_count() > ABANDONED_SLACK {
-            thread::reclaim_one(heap);
+            thread::reclaim_one(heap, None);
         }
         let due = (*heap).segs.purge_due;
         if due != 0 {
@@ -199,7 +199,16 @@ unsafe fn find_page(heap: *mut Heap, size: usize) -> *mut Page {
                 to_full(heap, page);
                 page = next;
             }
-            if reclaimed || !thread::reclaim_one(heap) {
+            // A segment is reclaimed only when a page slot is needed and the
+            // heap's own segments have none, as mimalloc reclaims when it
+            // needs a segment: a thread with room would take dozens of
+            // adopted pages, mostly for bins it already has a page of,
+            // where one fresh page from its own segment does.
+            let kind = segment::kind_for(BLOCK_SIZE[bin]);
+            if reclaimed
+                || segment::has_free_slot(&(*heap).segs, kind)
+                || !thread::reclaim_one(heap, Some(kind))
+            {
                 break;
             }
             reclaimed = true;
@@ -471,8 +480,14 @@ pub unsafe fn abandon_pages(heap: *mut Heap) {
     }
 }
 
-/// Adds a page of a reclaimed segment to `heap`'s queues; returns false,
-/// leaving it off every queue, if all its blocks turned out to be free.
+/// Adds a page of a reclaimed segment to the front of `heap`'s queue for
+/// its bin, so its freed blocks, whose memory is already resident, are
+/// handed out before the heap grows a page of its own or takes a fresh one
+/// (as mimalloc does). At the back, behind a page that could still grow,
+/// the walk never reached it: the page stayed mostly free, its blocks freed
+/// by other threads never collected, while the heap touched new memory.
+/// Returns false, leaving it off every queue, if all its blocks turned out
+/// to be free.
 ///
 /// # Safety
 /// `page` must be an in-use page of a segment just adopted by `heap`.
@@ -487,7 +502,7 @@ pub unsafe fn adopt_page(heap: *mut Heap, page: *mut Page) -> bool {
         if (*page).used == 0 {
             return false;
         }
-        page_queue::push_back(heap, (*page).bin as usize, page);
+        page_queue::push_front(heap, (*page).bin as usize, page);
         if (*page).free.is_null() && (*page).capacity.load(Ordering::Relaxed) == (*page).reserved {
             to_full(heap, page);
         }

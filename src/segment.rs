@@ -346,6 +346,16 @@ unsafe fn all_remove(segs: &mut Segments, seg: *mut Segment) {
     segs.count -= 1;
 }
 
+/// Whether one of the heap's segments has a free page slot for a page of
+/// `kind` (large pages fill a segment, so never).
+pub fn has_free_slot(segs: &Segments, kind: Kind) -> bool {
+    match kind {
+        Kind::Small => !segs.small_free.is_null(),
+        Kind::Medium => !segs.medium_free.is_null(),
+        Kind::Large | Kind::Huge => false,
+    }
+}
+
 fn free_list_head(segs: &mut Segments, kind: Kind) -> &mut *mut Segment {
     if kind == Kind::Small {
         &mut segs.small_free

@@ -9,7 +9,7 @@ use crate::heap::{self, Heap, EMPTY_HEAP_PTR};
 use crate::lock::{Holder, SpinLock};
 use crate::os;
 use crate::page::Page;
-use crate::segment::{self, Segment};
+use crate::segment::{self, Kind, Segment};
 use crate::stats::{self, HeapCounters};
 
 /// The calling thread's heap ([`EMPTY_HEAP_PTR`] until its first malloc).
@@ -177,7 +177,7 @@ pub fn after_fork() {
     if ABANDONED_LOCK.holder() == Holder::Other {
         // SAFETY: as above; the abandoned segments leak (their blocks stay
         // valid and can be freed, through the remote path).
-        unsafe { *ABANDONED.0.get() = ptr::null_mut() };
+        unsafe { *ABANDONED.0.get() = [ptr::null_mut(); KINDS] };
         ABANDONED_COUNT.store(0, Ordering::Relaxed);
         ABANDONED_LOCK.force_release();
     }
@@ -185,10 +185,26 @@ pub fn after_fork() {
 
 // ---- abandoned segments ---------------------------------------------------
 
-struct Abandoned(UnsafeCell<*mut Segment>);
-// SAFETY: the list head is only touched under ABANDONED_LOCK.
+/// Kinds of segments a heap holds, and so may abandon: small, medium and
+/// large (huge ones belong to no heap).
+const KINDS: usize = 3;
+
+/// The abandoned list for segments of `kind`; always in bounds, so no
+/// index check can fail.
+fn list_index(kind: Kind) -> usize {
+    match kind {
+        Kind::Small => 0,
+        Kind::Medium => 1,
+        Kind::Large | Kind::Huge => 2,
+    }
+}
+
+/// One list per kind, so a heap short of a page slot of one kind adopts a
+/// segment that has such slots.
+struct Abandoned(UnsafeCell<[*mut Segment; KINDS]>);
+// SAFETY: the list heads are only touched under ABANDONED_LOCK.
 unsafe impl Sync for Abandoned {}
-static ABANDONED: Abandoned = Abandoned(UnsafeCell::new(ptr::null_mut()));
+static ABANDONED: Abandoned = Abandoned(UnsafeCell::new([ptr::null_mut(); KINDS]));
 pub(crate) static ABANDONED_LOCK: SpinLock = SpinLock::new();
 static ABANDONED_COUNT: AtomicUsize = AtomicUsize::new(0);
 
@@ -213,8 +229,9 @@ pub unsafe fn abandon(heap: *mut Heap) {
             }
             segment::detach(heap, seg);
             let _g = ABANDONED_LOCK.lock();
-            (*seg).next = *ABANDONED.0.get();
-            *ABANDONED.0.get() = seg;
+            let head = &mut (*ABANDONED.0.get())[list_index((*seg).kind)];
+            (*seg).next = *head;
+            *head = seg;
             ABANDONED_COUNT.fetch_add(1, Ordering::Relaxed);
             stats::ABANDONED.fetch_add(1, Ordering::Relaxed);
         }
@@ -224,24 +241,33 @@ pub unsafe fn abandon(heap: *mut Heap) {
     pool_put(heap);
 }
 
-/// Takes one abandoned segment into `heap`. Returns false if there was none.
+/// Takes one abandoned segment into `heap`, of `kind` if given, else of
+/// any kind. Returns false if there was none.
 ///
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
-pub unsafe fn reclaim_one(heap: *mut Heap) -> bool {
+pub unsafe fn reclaim_one(heap: *mut Heap, kind: Option<Kind>) -> bool {
     if abandoned_count() == 0 {
         return false;
     }
     let seg = {
         let _g = ABANDONED_LOCK.lock();
-        // SAFETY: the list head is guarded by the lock.
+        // SAFETY: the list heads are guarded by the lock.
         unsafe {
-            let seg = *ABANDONED.0.get();
-            if !seg.is_null() {
-                *ABANDONED.0.get() = (*seg).next;
-                ABANDONED_COUNT.fetch_sub(1, Ordering::Relaxed);
+            let lists = &mut *ABANDONED.0.get();
+            let head = match kind {
+                Some(k) => Some(&mut lists[list_index(k)]),
+                None => lists.iter_mut().find(|h| !h.is_null()),
+            };
+            match head {
+                Some(head) if !head.is_null() => {
+                    let seg = *head;
+                    *head = (*seg).next;
+                    ABANDONED_COUNT.fetch_sub(1, Ordering::Relaxed);
+                    seg
+                }
+                _ => ptr::null_mut(),
             }
-            seg
         }
     };
     if seg.is_null() {
@@ -277,5 +303,5 @@ pub unsafe fn reclaim_one(heap: *mut Heap) -> bool {
 /// `heap` must be the calling thread's initialised heap.
 pub unsafe fn reclaim_all(heap: *mut Heap) {
     // SAFETY: forwarded from the caller.
-    while unsafe { reclaim_one(heap) } {}
+    while unsafe { reclaim_one(heap, None) } {}
 }
