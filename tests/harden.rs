@@ -501,6 +501,39 @@ fn child() {
                 }
                 println!("no fault");
             }
+            "large-reused-zero" => {
+                // Large blocks of every kind of size, written whole or in
+                // their first page only (so freed blocks are sealed both
+                // ways), freed and taken again: each new one reads zero.
+                let sizes = [70_000usize, 100_000, 300_000, 1_000_000, 2_000_000];
+                for i in 0..120 {
+                    let n = sizes[i % sizes.len()];
+                    let p = malloc(n);
+                    assert!(!p.is_null());
+                    let words = std::slice::from_raw_parts(p as *const u64, n / 8);
+                    if let Some(w) = words.iter().position(|&w| w != 0) {
+                        println!("old bytes at {} of a {n}-byte block", w * 8);
+                        return;
+                    }
+                    let touched = if i % 2 == 0 { n } else { 4096 };
+                    std::ptr::write_bytes(p, 0xab, touched);
+                    free(p);
+                }
+                println!("clean");
+            }
+            "large-write-after-free-unsealed" => {
+                // Past the mapping budget a freed large block stays open:
+                // it is wiped, and a write to it is caught when its slot is
+                // handed out again.
+                let n = 300_000;
+                let p = malloc(n);
+                free(p);
+                say_addr(p);
+                *p.add(1000) = 0x41;
+                for _ in 0..64 {
+                    let _ = std::hint::black_box(malloc(n));
+                }
+            }
             "overflow-huge-linear" => {
                 let p = malloc(5 << 20);
                 println!("writing");
@@ -982,6 +1015,35 @@ mod guard_pages {
             "{}",
             o.stdout
         );
+    }
+
+    #[cfg(feature = "zero-on-free")]
+    #[test]
+    fn reused_large_blocks_read_zero_however_they_were_sealed() {
+        // Markers (where the kernel has them), `mprotect`, and `mprotect`
+        // past a budget too small for any guard (blocks stay open, wiped).
+        let envs: [&[(&str, &str)]; 3] = [
+            &[("FORTALLOC_GUARDS", "auto")],
+            &[("FORTALLOC_GUARDS", "mprotect")],
+            &[("FORTALLOC_GUARDS", "mprotect"), ("FORTALLOC_MAP_BUDGET", "8")],
+        ];
+        for env in envs {
+            let o = run_case_with("large-reused-zero", env);
+            assert_eq!(o.code, Some(0), "{env:?}: {} / {}", o.stderr, o.stdout);
+            assert!(o.stdout.contains("clean"), "{env:?}: {}", o.stdout);
+        }
+    }
+
+    #[cfg(feature = "zero-on-free")]
+    #[test]
+    fn a_write_to_a_freed_large_block_left_open_is_caught_at_reuse() {
+        let o = run_case_with(
+            "large-write-after-free-unsealed",
+            &[("FORTALLOC_GUARDS", "mprotect"), ("FORTALLOC_MAP_BUDGET", "8")],
+        );
+        assert_eq!(o.signal, Some(libc::SIGABRT), "{} / {}", o.stderr, o.stdout);
+        let expect = format!("fortalloc: write after free at {}", printed_addr(&o));
+        assert!(o.stderr.contains(&expect), "wanted `{expect}`: {}", o.stderr);
     }
 
     #[test]
