@@ -425,9 +425,12 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
         }
         if new_size > usable && harden::HARDENED {
             // The block may be bigger than asked: its canary and recorded
-            // size belong at what the caller asked for.
+            // size belong at what the caller asked for, and a large block
+            // of the guard build is open only that far.
             let seg = segment::of_block(q);
-            harden::resized(segment::page_of(seg, q), q, new_size);
+            let page = segment::page_of(seg, q);
+            harden::resizing(page, q, new_size);
+            harden::resized(page, q, new_size);
         }
         ptr::copy_nonoverlapping(p, q, usable.min(new_size));
         free(p);
@@ -442,14 +445,23 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
 /// eighth apart, so without the headroom each step landed in the next
 /// class and copied everything (twice the copying of mimalloc, whose
 /// classes are a quarter apart). Blocks that would become huge get exactly
-/// what they ask for.
+/// what they ask for. A large block of the guard build gets twice what it
+/// had: it is open (and touched) only as far as asked, so the headroom
+/// costs address space, not memory, and every move costs a seal.
 #[inline]
 fn grown_size(usable: usize, new_size: usize) -> usize {
-    let limit = LARGE_OBJ_MAX - harden::padded(0);
+    let large = crate::constants::MEDIUM_OBJ_MAX + 1;
+    // The largest request a large block holds, padding included.
+    let limit = LARGE_OBJ_MAX - (harden::padded(large) - large);
     if new_size <= usable || new_size > limit {
         return new_size;
     }
-    new_size.max(usable + usable / 4).min(limit)
+    let headroom = if harden::guard::ON && new_size >= large {
+        usable
+    } else {
+        usable / 4
+    };
+    new_size.max(usable + headroom).min(limit)
 }
 
 /// Returns memory the calling thread's heap caches but does not need; with
