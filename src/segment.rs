@@ -549,10 +549,9 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
         let align = natural.min(area_end - seg as usize);
         let start = (area_start + align - 1) & !(align - 1);
         let page = pages.add(idx);
-        // The hardened build keeps the area's last OS page as a guard,
-        // but for large blocks, each of which ends in its own guard (the
-        // area's last block included).
-        let guarded = harden::guard::ON && kind != Kind::Large;
+        // The hardened build keeps the area's last OS page as a guard (its
+        // large blocks are not on pages: see `large.rs`).
+        let guarded = harden::guard::ON;
         let blocks_end = if guarded {
             area_end - harden::guard::page_guard()
         } else {

@@ -4,9 +4,10 @@
 //! ```text
 //! small/medium segment:
 //! | header | G | page 0 blocks ... | G | page 1 blocks ... | G | ...
-//! large segment (one page of large blocks, each open only as far as
-//! its owner asked, the rest sealed, S):
-//! | header | G | block ... SSSSSS | block ...... SSS | ... |
+//! large segment (slots of one size class, shared: `large.rs`; each block
+//! open only as far as its owner asked, the rest sealed, S; a free slot
+//! sealed whole):
+//! | header | G | block ... SSSSSS | SSSSSSSSSSSSSSSS | block .. SSS | ...
 //! huge (one block per segment):
 //! | header | G | block | G ... (rest of the segment) ...   |
 //! ```
@@ -16,8 +17,8 @@
 //!   it overflow into a neighbour, which the canary catches);
 //! - every large block past what its owner asked for, rounded up to an OS
 //!   page, and at least its last OS page (`BLOCK_GUARD`, which
-//!   `harden::padded` adds to large requests); all of it but its first OS
-//!   page once it is freed (`harden::large`);
+//!   `harden::padded` adds to large requests); all of it once it is freed
+//!   (`harden::large`);
 //! - a huge block's guard at the first page boundary after the request;
 //! - when a large or huge segment is released its memory past the header
 //!   becomes inaccessible at once, so its freed blocks fault on access
@@ -57,7 +58,7 @@ pub fn header_guard() -> usize {
 /// block goes without (counted as skipped).
 pub const BLOCK_GUARD: usize = if ON { 4096 } else { 0 };
 
-/// Bytes kept as a guard at the end of each page area.
+/// Bytes kept as a guard at the end of each small or medium page area.
 #[inline]
 pub fn page_guard() -> usize {
     header_guard()
