@@ -124,15 +124,16 @@ unsafe fn seal(p: *mut u8, len: usize, dirty: bool) -> os::Guarded {
 /// # Safety
 /// The range must be sealed memory of a block of the caller's.
 unsafe fn unseal(p: *mut u8, len: usize, protected: bool) {
-    // SAFETY: per the caller.
-    let done = len == 0
-        || unsafe {
+    let done = len == 0 || {
+        // SAFETY: per the caller.
+        unsafe {
             if protected {
                 os::unguard(p, len)
             } else {
                 os::unmark(p, len)
             }
-        };
+        }
+    };
     if !done {
         crate::error::fatal("malloc", p as usize, "the kernel would not reopen part of", len);
     }

@@ -226,8 +226,23 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
             error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
             return false;
         }
+        handed_out(page, p, size)
+    }
+}
+
+/// The last steps before a vetted block is handed out for `size` bytes:
+/// it is marked live, its first word cleared and its canary armed. False
+/// (after reporting) if the bitmaps say it is live already.
+///
+/// # Safety
+/// `p` must be a free block of `page`, vetted (in the zero-on-free build,
+/// zero past its first word), with `padded(size) <= block_size`.
+#[inline(always)]
+unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize) -> bool {
+    // SAFETY: per the caller, the block is the caller's to write.
+    unsafe {
         if double_free::ON && !double_free::mark_live(p) {
-            error::report(ErrorKind::CorruptedFreeList, p as usize, bsize);
+            error::report(ErrorKind::CorruptedFreeList, p as usize, (*page).block_size);
             return false;
         }
         if encode::ON {
@@ -237,7 +252,8 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
         }
         if canary::applies(page) {
             if zero::ON {
-                // Zero past its first word: checked just above, or fresh.
+                // Zero past its first word: checked by the caller, or
+                // fresh, or opened from a seal.
                 canary::write_zeroed(page, p, size);
             } else {
                 canary::write(page, p, size);
@@ -259,24 +275,11 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
 pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
     // SAFETY: per the caller; the block is opened before it is written.
     unsafe {
-        let bsize = (*page).block_size;
         if !large::taken(page, p, size) {
-            error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
+            error::report(ErrorKind::WriteAfterFree, p as usize, (*page).block_size);
             return false;
         }
-        if double_free::ON && !double_free::mark_live(p) {
-            error::report(ErrorKind::CorruptedFreeList, p as usize, bsize);
-            return false;
-        }
-        if canary::applies(page) {
-            if zero::ON {
-                // Zero: opened from a seal, or checked just above.
-                canary::write_zeroed(page, p, size);
-            } else {
-                canary::write(page, p, size);
-            }
-        }
-        true
+        handed_out(page, p, size)
     }
 }
 
