@@ -350,7 +350,7 @@ fn give_back(a: &mut Arena, start: usize, n: usize, sealed: bool, guards: Guards
 /// `[p, p+size)` must be a span from [`alloc`] that nothing uses any more.
 pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
     let n = size.div_ceil(SEGMENT_SIZE);
-    let delay = options::purge_delay_ms();
+    let delay = options::arena_purge_delay_ms();
     let due = if delay == 0 { 0 } else { os::now_ms() + delay };
     let _g = LOCK.lock();
     // SAFETY: ARENAS is only touched under LOCK.

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `FORTALLOC_VERBOSE=1` | print what fortalloc does at start and exit (options in effect) |
 //! | `FORTALLOC_SHOW_STATS=1` | print the statistics table to stderr at exit (the C library) |
-//! | `FORTALLOC_PURGE_DELAY=<ms>` | delay before empty pages go back to the OS; 0 = at once |
+//! | `FORTALLOC_PURGE_DELAY=<ms>` | delay before empty pages go back to the OS (ten times it for whole free segments); 0 = at once |
 //! | `FORTALLOC_HUGE_PAGES=1` | advise transparent huge pages for fortalloc's memory |
 //! | `FORTALLOC_GUARDS=mprotect` | make guards with `mprotect` even where the kernel has guard markers |
 //! | `FORTALLOC_MAP_BUDGET=<n>` | the most kernel mappings `mprotect` guards may take the process to (default: half of `vm.max_map_count`) |
@@ -31,6 +31,19 @@ static SHOW_STATS: AtomicBool = AtomicBool::new(false);
 #[inline]
 pub fn purge_delay_ms() -> u64 {
     PURGE_DELAY_MS.load(Ordering::Relaxed)
+}
+
+/// How many times the purge delay whole free segments wait in the arena
+/// (mimalloc's `arena_purge_mult`, also 10). A freed segment or huge span
+/// is what the next segment or huge block takes first, and every page
+/// purged from it faults in again there; free pages inside a live segment
+/// keep the short delay, so a heap's idle pages still go back soon.
+pub const ARENA_PURGE_MULT: u64 = 10;
+
+/// The delay before free arena spans are purged; 0 purges at once.
+#[inline]
+pub fn arena_purge_delay_ms() -> u64 {
+    purge_delay_ms().saturating_mul(ARENA_PURGE_MULT)
 }
 
 /// Sets the delay before empty pages are returned to the OS; 0 returns

@@ -68,8 +68,9 @@ fn child_body() {
         "the memory was really touched: {start} -> {peak}"
     );
 
-    // After the purge delay, ordinary allocation work triggers the purges.
-    std::thread::sleep(Duration::from_millis(100));
+    // After the purge delay (10 ms for pages, ten times it for whole free
+    // segments), ordinary allocation work triggers the purges.
+    std::thread::sleep(Duration::from_millis(200));
     for _ in 0..1000 {
         let p = fortalloc::malloc(5000);
         // SAFETY: a live block, freed at once.
