@@ -138,9 +138,11 @@ pub fn run_case(dispatcher: &str, case: &str, limit: Duration) -> Finished {
 }
 
 /// Runs `exe` with `lib` preloaded, killed after a minute (a deadlock fails
-/// as "hung"), and checks it exited 0 having printed a number greater than
-/// `floor` after `prefix` (a count of forks, say).
-pub fn assert_preloaded_count(exe: &Path, lib: &Path, prefix: &str, floor: u64) {
+/// as "hung"), and checks it exited 0 having printed a number of at least
+/// `want` after `prefix` (a count of forks, say: the programs stop at a
+/// count, so how loaded the machine is changes how long they run, not
+/// whether they pass).
+pub fn assert_preloaded_count(exe: &Path, lib: &Path, prefix: &str, want: u64) {
     let what = exe
         .file_name()
         .map_or_else(|| exe.display().to_string(), |n| n.to_string_lossy().into_owned());
@@ -149,7 +151,7 @@ pub fn assert_preloaded_count(exe: &Path, lib: &Path, prefix: &str, floor: u64) 
     let done = run_with_limit(&mut cmd, &what, Duration::from_secs(60));
     done.assert_success(&what);
     let n = count_after(&done, prefix);
-    assert!(n > floor, "{what}: {n} after `{prefix}`\n{}", done.stdout);
+    assert!(n >= want, "{what}: {n} after `{prefix}`\n{}", done.stdout);
 }
 
 /// Whether this kernel takes page-table guard markers
