@@ -17,13 +17,21 @@
 //! through it: its slot's bit says it is free). A block the program left
 //! mostly untouched (`mincore`) is sealed with guard markers, which drop
 //! its pages: it comes back zero, zeroed once by the kernel and only where
-//! the next owner touches it. A block it touched mostly whole is wiped and
-//! sealed with `mprotect` within the mapping budget (markers past it),
-//! which keeps its pages: dropping them would make the next owner fault
-//! every one in again, far dearer than the wipe (docs/PERFORMANCE.md). A
-//! seal the budget refuses leaves that part open and wiped, and its next
+//! the next owner touches it. A block it touched mostly whole is sealed
+//! with `mprotect` within the mapping budget (markers past it), which
+//! keeps its pages: dropping them would make the next owner fault every
+//! one in again, far dearer than zeroing them (docs/PERFORMANCE.md).
+//!
+//! A block sealed with `mprotect` keeps its old bytes, unreadable, until
+//! they are opened again: zero-on-free wipes them then, not at free, and
+//! only as far as the next request opens (the slot's dirty extent says
+//! how far old bytes may lie). Nobody can read or write them meanwhile,
+//! and a block that moves on (a growing vector in `realloc`) is not wiped
+//! whole only for its next owner to open half of it. A seal the budget
+//! refuses leaves that part open, so it is wiped at once, and its next
 //! owner checks it is still zero.
 
+use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::{guard, zero};
@@ -37,6 +45,73 @@ use crate::segment;
 /// opening needs no `mprotect` call, which would take the process's
 /// mapping lock for writing).
 const PROTECTED: u32 = 1 << 31;
+
+/// In `Segment::large_open`, below [`PROTECTED`]: the open byte count in
+/// the low bits, and above them the dirty extent in [`DIRTY_UNIT`]s: how
+/// far from the block's start a sealed part may hold bytes of an earlier
+/// owner (or of this one, sealed by a shrink), to be zeroed when opened.
+/// Past it the sealed part reads as zero.
+const OPEN_BITS: u32 = 21;
+const OPEN_MASK: u32 = (1 << OPEN_BITS) - 1;
+const DIRTY_UNIT: usize = 4096;
+
+// A large block's open bytes fit below the dirty extent, and its dirty
+// units below `PROTECTED`; both only reach `LARGE_OBJ_MAX` less a guard,
+// and seals start and end on OS pages, multiples of the unit.
+const _: () = assert!(LARGE_OBJ_MAX <= 1 << OPEN_BITS);
+const _: () = assert!(LARGE_OBJ_MAX / DIRTY_UNIT < 1 << (31 - OPEN_BITS));
+
+/// A slot's state, unpacked from `Segment::large_open`.
+#[derive(Clone, Copy)]
+struct State {
+    /// Bytes open from the block's start.
+    open: usize,
+    /// Sealed bytes before this may hold old bytes (see [`OPEN_BITS`]).
+    dirty: usize,
+    /// Some part may be sealed with `mprotect` ([`PROTECTED`]).
+    protected: bool,
+}
+
+impl State {
+    fn of(v: u32) -> State {
+        State {
+            open: (v & OPEN_MASK) as usize,
+            dirty: ((v & !PROTECTED) >> OPEN_BITS) as usize * DIRTY_UNIT,
+            protected: v & PROTECTED != 0,
+        }
+    }
+
+    fn bits(self) -> u32 {
+        // Nothing sealed lies before the open bytes.
+        let dirty = if self.dirty > self.open { self.dirty } else { 0 };
+        self.open as u32
+            | ((dirty / DIRTY_UNIT) as u32) << OPEN_BITS
+            | if self.protected { PROTECTED } else { 0 }
+    }
+
+    /// `[from, to)` of the block was just sealed the way `g` says, holding
+    /// bytes nobody may see again.
+    fn sealed(&mut self, from: usize, to: usize, g: os::Guarded) {
+        match g {
+            // Kept by `mprotect`, to be wiped when opened.
+            os::Guarded::Protected => {
+                self.protected = true;
+                if zero::ON {
+                    self.dirty = self.dirty.max(to);
+                }
+            }
+            // Dropped: zero. Old bytes lie only before `from` now, unless
+            // some lay past `to`.
+            os::Guarded::Marker => {
+                if self.dirty <= to {
+                    self.dirty = self.dirty.min(from);
+                }
+            }
+            // Left open and wiped ([`seal`]).
+            os::Guarded::Skipped => {}
+        }
+    }
+}
 
 /// Pages of the largest large block, at the smallest OS page size.
 const MAX_PAGES: usize = LARGE_OBJ_MAX / 4096;
@@ -67,7 +142,7 @@ unsafe fn open(page: *const Page, p: *const u8) -> &'static AtomicU32 {
 #[inline]
 pub unsafe fn usable(page: *const Page, p: *const u8) -> usize {
     // SAFETY: per the caller.
-    unsafe { (open(page, p).load(Ordering::Relaxed) & !PROTECTED) as usize }
+    unsafe { (open(page, p).load(Ordering::Relaxed) & OPEN_MASK) as usize }
 }
 
 /// The open bytes a request of `size` needs: through its canary, rounded
@@ -95,8 +170,9 @@ unsafe fn mostly_untouched(p: *mut u8, len: usize) -> bool {
 }
 
 /// Seals `[p, p + len)`, whose contents are dead (`dirty`: not known to be
-/// zero). If made, it reads as zero when opened; else it is left open and,
-/// in the zero-on-free build, wiped.
+/// zero). Sealed with `mprotect`, it keeps them (see [`State::sealed`]);
+/// with markers, it reads as zero when opened; not sealed, it is left open
+/// and, in the zero-on-free build, wiped.
 ///
 /// # Safety
 /// `[p, p + len)` must be page-aligned memory of a block of the caller's,
@@ -111,10 +187,11 @@ unsafe fn seal(p: *mut u8, len: usize, dirty: bool) -> os::Guarded {
         if !os::guards_split_mappings() && (!dirty || mostly_untouched(p, len)) && os::mark(p, len) {
             return os::Guarded::Marker;
         }
-        if dirty {
+        let g = os::seal(p, len);
+        if dirty && !g.made() {
             zero::zero_reused(p, len);
         }
-        os::seal(p, len)
+        g
     }
 }
 
@@ -203,7 +280,7 @@ pub unsafe fn warm(page: *const Page, free: u64) -> u64 {
 }
 
 /// Drops the pages the free slots in `free` kept (sealed with `mprotect`);
-/// they stay sealed, and read as zero when opened.
+/// they stay sealed, and read as zero when opened (so are not wiped then).
 ///
 /// # Safety
 /// `page` must describe a segment of slots whose slots `free` names, all
@@ -216,7 +293,12 @@ pub unsafe fn drop_free(page: *const Page, free: u64) {
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            os::purge((*page).page_start.add(i * bsize), bsize);
+            let p = (*page).page_start.add(i * bsize);
+            os::purge(p, bsize);
+            let open = open(page, p);
+            let mut st = State::of(open.load(Ordering::Relaxed));
+            st.dirty = 0;
+            open.store(st.bits(), Ordering::Relaxed);
         }
     }
 }
@@ -251,7 +333,7 @@ pub unsafe fn taken(page: *const Page, p: *mut u8, size: usize) -> bool {
 }
 
 /// The live block `p` is being freed: it is sealed whole (or, past the
-/// mapping budget, wiped).
+/// mapping budget, wiped); what `mprotect` seals is wiped when opened again.
 ///
 /// # Safety
 /// `p` must be a live block of the large `page`, being freed once.
@@ -259,11 +341,12 @@ pub unsafe fn freed(page: *const Page, p: *mut u8) {
     // SAFETY: per the caller, the block's bytes are dead.
     unsafe {
         let open = open(page, p);
-        let state = open.load(Ordering::Relaxed);
-        let end = (state & !PROTECTED) as usize;
-        let g = seal(p, end, true);
+        let mut st = State::of(open.load(Ordering::Relaxed));
+        let g = seal(p, st.open, true);
         if g.made() {
-            open.store((state & PROTECTED) | flag(g), Ordering::Relaxed);
+            st.sealed(0, st.open, g);
+            st.open = 0;
+            open.store(st.bits(), Ordering::Relaxed);
         }
     }
 }
@@ -279,16 +362,23 @@ pub unsafe fn resize(page: *const Page, p: *mut u8, size: usize) {
     // part sealed holds nothing the new size keeps.
     unsafe {
         let open = open(page, p);
-        let state = open.load(Ordering::Relaxed);
-        let (end, protected) = ((state & !PROTECTED) as usize, state & PROTECTED);
+        let mut st = State::of(open.load(Ordering::Relaxed));
+        let end = st.open;
         let want = wanted(size, (*page).block_size);
         if want > end {
-            unseal(p.add(end), want - end, protected != 0);
-            open.store(want as u32 | protected, Ordering::Relaxed);
+            unseal(p.add(end), want - end, st.protected);
+            if zero::ON && st.dirty > end {
+                // Old bytes kept under `mprotect`: nobody's to see.
+                ptr::write_bytes(p.add(end), 0, want.min(st.dirty) - end);
+            }
+            st.open = want;
+            open.store(st.bits(), Ordering::Relaxed);
         } else if want < end {
             let g = seal(p.add(want), end - want, true);
             if g.made() {
-                open.store(want as u32 | protected | flag(g), Ordering::Relaxed);
+                st.sealed(want, end, g);
+                st.open = want;
+                open.store(st.bits(), Ordering::Relaxed);
             }
         }
     }
