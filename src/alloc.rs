@@ -408,13 +408,16 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
                 harden::is_huge(page) && huge::grow_in_place(segment::of_block(p), page, p, new_size)
             };
         if in_place {
+            // What was accessible before: the block, or the open part of a
+            // large block of the guard build.
+            let open = harden::block_usable(page, p).min(bsize);
             harden::resizing(page, p, new_size);
             if harden::zero::ON && new_size > usable {
                 // What lay past the old size (its canary, keyed, and the
                 // recorded size) is now the caller's to read: zero, as a
-                // moved block's would be. Growth past the old block was
-                // zeroed as it was opened.
-                ptr::write_bytes(p.add(usable), 0, new_size.min(bsize) - usable);
+                // moved block's would be. Growth past what was accessible
+                // was zeroed as it was opened.
+                ptr::write_bytes(p.add(usable), 0, new_size.min(open).max(usable) - usable);
             }
             harden::resized(page, p, new_size);
             return p;
