@@ -408,33 +408,55 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
                 harden::is_huge(page) && huge::grow_in_place(segment::of_block(p), page, p, new_size)
             };
         if in_place {
+            // What was accessible before: the block, or the open part of a
+            // large block of the guard build.
+            let open = harden::block_usable(page, p).min(bsize);
             harden::resizing(page, p, new_size);
             if harden::zero::ON && new_size > usable {
                 // What lay past the old size (its canary, keyed, and the
                 // recorded size) is now the caller's to read: zero, as a
-                // moved block's would be. Growth past the old block was
-                // zeroed as it was opened.
-                ptr::write_bytes(p.add(usable), 0, new_size.min(bsize) - usable);
+                // moved block's would be. Growth past what was accessible
+                // was zeroed as it was opened.
+                ptr::write_bytes(p.add(usable), 0, new_size.min(open).max(usable) - usable);
             }
             harden::resized(page, p, new_size);
             return p;
         }
-        let q = malloc_aligned(grown_size(usable, new_size), align);
+        let q = if new_size > usable {
+            malloc_with_room(new_size, grown_size(usable, new_size), align)
+        } else {
+            malloc_aligned(new_size, align)
+        };
         if q.is_null() {
             return q;
-        }
-        if new_size > usable && harden::HARDENED {
-            // The block may be bigger than asked: its canary and recorded
-            // size belong at what the caller asked for, and a large block
-            // of the guard build is open only that far.
-            let seg = segment::of_block(q);
-            let page = segment::page_of(seg, q);
-            harden::resizing(page, q, new_size);
-            harden::resized(page, q, new_size);
         }
         ptr::copy_nonoverlapping(p, q, usable.min(new_size));
         free(p);
         q
+    }
+}
+
+/// Allocates `size` bytes aligned to `align` in a block of the size class
+/// a request of `room` bytes (`room >= size`) gets: a moved block keeps its
+/// headroom, while its canary and recorded size sit at `size`, and a large
+/// block of the guard build is opened only that far (opening all of `room`
+/// and sealing it back would cost two kernel calls and a wipe of what was
+/// just opened).
+fn malloc_with_room(size: usize, room: usize, align: usize) -> *mut u8 {
+    if !align.is_power_of_two() || room > MAX_ALLOC {
+        return ptr::null_mut();
+    }
+    let padded = harden::padded(room);
+    let req = if align <= MIN_ALIGN {
+        Some(padded)
+    } else if align <= SIZE_ALIGN_MAX && room <= SMALL_SIZE_MAX {
+        Some((padded.max(1) + align - 1) & !(align - 1))
+    } else {
+        natural_size_for_align(padded, align)
+    };
+    match req {
+        Some(req) if req <= LARGE_OBJ_MAX => malloc_block(req, size),
+        _ => aligned(size, align, false),
     }
 }
 

@@ -521,6 +521,90 @@ fn child() {
                 }
                 println!("clean");
             }
+            "large-realloc-reused-zero" => {
+                // Large blocks grown by realloc a little at a time (in
+                // place and by moving), written whole at each step, shrunk
+                // in place and grown back, then freed: the part a shrink
+                // sealed and every slot taken afterwards read zero, and
+                // the bytes kept through each move are the caller's.
+                for round in 0..24usize {
+                    let mut n = 60_000 + round * 1000;
+                    let mut p = malloc(n);
+                    std::ptr::write_bytes(p, 0x5a, n);
+                    while n < 1_500_000 {
+                        let m = n + n / 8;
+                        let q = fortalloc::realloc(p, m);
+                        assert!(!q.is_null());
+                        let kept = std::slice::from_raw_parts(q, n).iter().all(|&b| b == 0x5a);
+                        let fresh = std::slice::from_raw_parts(q.add(n), m - n)
+                            .iter()
+                            .position(|&b| b != 0);
+                        if !kept || fresh.is_some() {
+                            println!("grown to {m}: kept={kept} nonzero at {fresh:?}");
+                            return;
+                        }
+                        std::ptr::write_bytes(q, 0x5a, m);
+                        (p, n) = (q, m);
+                    }
+                    let half = n / 2 + n / 8;
+                    let q = fortalloc::realloc(p, half);
+                    let q = fortalloc::realloc(q, n);
+                    if let Some(i) = std::slice::from_raw_parts(q.add(half), n - half)
+                        .iter()
+                        .position(|&b| b != 0)
+                    {
+                        println!(
+                            "old bytes at {} after shrinking to {half} and growing to {n}",
+                            half + i
+                        );
+                        return;
+                    }
+                    free(q);
+                    for size in [70_000usize, 150_000, 400_000, 1_000_000] {
+                        let p = malloc(size);
+                        if let Some(i) = std::slice::from_raw_parts(p, size).iter().position(|&b| b != 0) {
+                            println!("old bytes at {i} of a {size}-byte block");
+                            return;
+                        }
+                        std::ptr::write_bytes(p, 0xab, size);
+                        free(p);
+                    }
+                }
+                println!("clean");
+            }
+            "read-after-realloc-move-large" => {
+                // The block a growing realloc left behind is sealed at once.
+                let n = 200_000;
+                let p = malloc(n);
+                std::ptr::write_bytes(p, 1, n);
+                let q = fortalloc::realloc(p, 4 * n);
+                assert!(q != p && !q.is_null());
+                println!("reading");
+                let v = std::ptr::read_volatile(p.add(n / 2));
+                println!("no fault {v}");
+            }
+            "overflow-after-growing-a-reused-large-block" => {
+                // A slot used whole and freed (its pages kept under
+                // `mprotect`, its tail still marked from when it was made)
+                // taken again for less and grown in place by realloc (both
+                // kinds of seal opened): what the growth opens reads zero,
+                // and a guard follows the new size.
+                let p = malloc(100_000);
+                std::ptr::write_bytes(p, 7, 100_000);
+                free(p);
+                let p = malloc(97_000);
+                std::ptr::write_bytes(p, 7, 97_000);
+                let n = 110_000;
+                let q = fortalloc::realloc(p, n);
+                let zeroed = (97_000..n).all(|i| *q.add(i) == 0);
+                println!("same={} zeroed={zeroed}", p == q);
+                std::ptr::write_bytes(q, 9, n);
+                println!("writing");
+                for i in n..n + 4096 + 64 {
+                    std::ptr::write_volatile(q.add(i), 0x41);
+                }
+                println!("no fault");
+            }
             "large-write-after-free-unsealed" => {
                 // Past the mapping budget a freed large block stays open:
                 // it is wiped, and a write to it is caught when its slot is
@@ -1031,6 +1115,55 @@ mod guard_pages {
             let o = run_case_with("large-reused-zero", env);
             assert_eq!(o.code, Some(0), "{env:?}: {} / {}", o.stderr, o.stdout);
             assert!(o.stdout.contains("clean"), "{env:?}: {}", o.stdout);
+        }
+    }
+
+    #[cfg(feature = "zero-on-free")]
+    #[test]
+    fn large_blocks_grown_and_shrunk_by_realloc_never_show_old_bytes() {
+        let envs: [&[(&str, &str)]; 3] = [
+            &[("FORTALLOC_GUARDS", "auto")],
+            &[("FORTALLOC_GUARDS", "mprotect")],
+            &[("FORTALLOC_GUARDS", "mprotect"), ("FORTALLOC_MAP_BUDGET", "8")],
+        ];
+        for env in envs {
+            let o = run_case_with("large-realloc-reused-zero", env);
+            assert_eq!(o.code, Some(0), "{env:?}: {} / {}", o.stderr, o.stdout);
+            assert!(o.stdout.contains("clean"), "{env:?}: {}", o.stdout);
+        }
+    }
+
+    #[test]
+    fn a_large_block_realloc_moved_away_from_faults_at_once() {
+        assert_faults("read-after-realloc-move-large");
+    }
+
+    #[test]
+    fn a_reused_large_block_grows_in_place_with_its_guard_after_it() {
+        for way in GUARD_WAYS {
+            let o = run_case_with(
+                "overflow-after-growing-a-reused-large-block",
+                &[("FORTALLOC_GUARDS", way)],
+            );
+            assert_eq!(
+                o.signal,
+                Some(libc::SIGSEGV),
+                "{way}: {} / {}",
+                o.stderr,
+                o.stdout
+            );
+            assert!(
+                o.stdout.contains("writing") && !o.stdout.contains("no fault"),
+                "{way}: {}",
+                o.stdout
+            );
+            let zeroed = cfg!(feature = "zero-on-free");
+            assert!(
+                o.stdout.contains(&format!("same=true zeroed={zeroed}"))
+                    || (!zeroed && o.stdout.contains("same=true zeroed=true")),
+                "{way}: {}",
+                o.stdout
+            );
         }
     }
 

@@ -17,13 +17,21 @@
 //! through it: its slot's bit says it is free). A block the program left
 //! mostly untouched (`mincore`) is sealed with guard markers, which drop
 //! its pages: it comes back zero, zeroed once by the kernel and only where
-//! the next owner touches it. A block it touched mostly whole is wiped and
-//! sealed with `mprotect` within the mapping budget (markers past it),
-//! which keeps its pages: dropping them would make the next owner fault
-//! every one in again, far dearer than the wipe (docs/PERFORMANCE.md). A
-//! seal the budget refuses leaves that part open and wiped, and its next
+//! the next owner touches it. A block it touched mostly whole is sealed
+//! with `mprotect` within the mapping budget (markers past it), which
+//! keeps its pages: dropping them would make the next owner fault every
+//! one in again, far dearer than zeroing them (docs/PERFORMANCE.md).
+//!
+//! A block sealed with `mprotect` keeps its old bytes, unreadable, until
+//! they are opened again: zero-on-free wipes them then, not at free, and
+//! only as far as the next request opens (the slot's kept extent says
+//! how far old bytes may lie). Nobody can read or write them meanwhile,
+//! and a block that moves on (a growing vector in `realloc`) is not wiped
+//! whole only for its next owner to open half of it. A seal the budget
+//! refuses leaves that part open, so it is wiped at once, and its next
 //! owner checks it is still zero.
 
+use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::{guard, zero};
@@ -32,11 +40,70 @@ use crate::os;
 use crate::page::{self, Page};
 use crate::segment;
 
-/// In `Segment::large_open`, past the open byte count: some part of the
-/// block may be sealed with `mprotect` (else only markers were used, and
-/// opening needs no `mprotect` call, which would take the process's
-/// mapping lock for writing).
-const PROTECTED: u32 = 1 << 31;
+/// A slot's state, kept in `Segment::large_open` in [`UNIT`]s, [`BITS`]
+/// bits each (seals start and end on OS pages, multiples of the unit).
+/// Opening part of a block asks the kernel only for what lies there:
+/// `mprotect` takes the process's mapping lock for writing and merges
+/// mappings, and removing markers walks the page tables, so a block
+/// opened a step at a time (a vector growing in place) costs one call a
+/// step, not both.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct State {
+    /// Bytes open from the block's start.
+    open: usize,
+    /// Sealed bytes before this may hold old bytes (in the zero-on-free
+    /// build: an earlier owner's, or this one's sealed by a shrink, to be
+    /// zeroed when opened) and, on the marker way, lie under `mprotect`.
+    /// Past it the sealed part reads as zero and holds markers only.
+    kept: usize,
+    /// Markers lie only at or past this (on the marker way).
+    marks: usize,
+}
+
+const UNIT: usize = 4096;
+const BITS: u32 = 10;
+const MASK: u32 = (1 << BITS) - 1;
+
+// Every extent reaches at most `LARGE_OBJ_MAX` less a guard page.
+const _: () = assert!(LARGE_OBJ_MAX / UNIT <= MASK as usize && 3 * BITS <= 32);
+
+impl State {
+    fn of(v: u32) -> State {
+        let at = |i: u32| ((v >> (i * BITS)) & MASK) as usize * UNIT;
+        State {
+            open: at(0),
+            kept: at(1),
+            marks: at(2),
+        }
+    }
+
+    fn bits(self) -> u32 {
+        // The open part holds neither seal nor old bytes.
+        let kept = if self.kept > self.open { self.kept } else { 0 };
+        let marks = self.marks.max(self.open);
+        let unit = |n: usize| (n / UNIT) as u32;
+        unit(self.open) | unit(kept) << BITS | unit(marks) << (2 * BITS)
+    }
+
+    /// `[from, to)` of the block, open until now, was just sealed the way
+    /// `g` says, holding bytes nobody may see again.
+    fn sealed(&mut self, from: usize, to: usize, g: os::Guarded) {
+        match g {
+            // Kept by `mprotect`, to be zeroed when opened.
+            os::Guarded::Protected => self.kept = self.kept.max(to),
+            // Dropped: zero, no `mprotect`. Old bytes lie only before
+            // `from` now, unless some lay past `to`.
+            os::Guarded::Marker => {
+                if self.kept <= to {
+                    self.kept = self.kept.min(from);
+                }
+                self.marks = self.marks.min(from);
+            }
+            // Left open and wiped ([`seal`]).
+            os::Guarded::Skipped => {}
+        }
+    }
+}
 
 /// Pages of the largest large block, at the smallest OS page size.
 const MAX_PAGES: usize = LARGE_OBJ_MAX / 4096;
@@ -67,7 +134,7 @@ unsafe fn open(page: *const Page, p: *const u8) -> &'static AtomicU32 {
 #[inline]
 pub unsafe fn usable(page: *const Page, p: *const u8) -> usize {
     // SAFETY: per the caller.
-    unsafe { (open(page, p).load(Ordering::Relaxed) & !PROTECTED) as usize }
+    unsafe { State::of(open(page, p).load(Ordering::Relaxed)).open }
 }
 
 /// The open bytes a request of `size` needs: through its canary, rounded
@@ -95,8 +162,9 @@ unsafe fn mostly_untouched(p: *mut u8, len: usize) -> bool {
 }
 
 /// Seals `[p, p + len)`, whose contents are dead (`dirty`: not known to be
-/// zero). If made, it reads as zero when opened; else it is left open and,
-/// in the zero-on-free build, wiped.
+/// zero). Sealed with `mprotect`, it keeps them (see [`State::sealed`]);
+/// with markers, it reads as zero when opened; not sealed, it is left open
+/// and, in the zero-on-free build, wiped.
 ///
 /// # Safety
 /// `[p, p + len)` must be page-aligned memory of a block of the caller's,
@@ -111,46 +179,46 @@ unsafe fn seal(p: *mut u8, len: usize, dirty: bool) -> os::Guarded {
         if !os::guards_split_mappings() && (!dirty || mostly_untouched(p, len)) && os::mark(p, len) {
             return os::Guarded::Marker;
         }
-        if dirty {
+        let g = os::seal(p, len);
+        if dirty && !g.made() {
             zero::zero_reused(p, len);
         }
-        os::seal(p, len)
+        g
     }
 }
 
-/// Opens `[p, p + len)`, sealed by [`seal`] (with `mprotect` somewhere if
-/// `protected`); a refusal is fatal, as the block cannot be handed out.
+/// Opens the block `p` in state `st` up to `want` (past `st.open`), asking
+/// the kernel only for the seals that may lie there; a refusal is fatal,
+/// as the block cannot be handed out.
 ///
 /// # Safety
-/// The range must be sealed memory of a block of the caller's.
-unsafe fn unseal(p: *mut u8, len: usize, protected: bool) {
-    let done = len == 0 || {
-        // SAFETY: per the caller.
-        unsafe {
-            if protected {
-                os::unguard(p, len)
-            } else {
-                os::unmark(p, len)
-            }
+/// `p` must be a block of the caller's in state `st`, and `want` within it.
+unsafe fn unseal(p: *mut u8, st: State, want: usize) {
+    let end = st.open;
+    // SAFETY: per the caller, every range lies in the block's sealed part.
+    let done = unsafe {
+        if os::guards_split_mappings() {
+            os::unguard(p.add(end), want - end)
+        } else {
+            let protected = want.min(st.kept);
+            let marked = end.max(st.marks);
+            (protected <= end || os::protect(p.add(end), protected - end, true))
+                && (marked >= want || os::unmark(p.add(marked), want - marked))
         }
     };
     if !done {
-        crate::error::fatal("malloc", p as usize, "the kernel would not reopen part of", len);
-    }
-}
-
-/// [`PROTECTED`] if a seal used `mprotect`.
-fn flag(g: os::Guarded) -> u32 {
-    if g == os::Guarded::Protected {
-        PROTECTED
-    } else {
-        0
+        crate::error::fatal(
+            "malloc",
+            p as usize,
+            "the kernel would not reopen part of",
+            want - end,
+        );
     }
 }
 
 /// The `count` blocks of `bsize` bytes at `start` of a new segment of
 /// slots are sealed whole (`dirty`: the memory is reused and may hold an
-/// old owner's bytes). Returns the open state each starts with.
+/// old owner's bytes). Returns the state each starts with.
 ///
 /// # Safety
 /// The blocks must be fresh, nobody's, page-aligned memory.
@@ -160,23 +228,39 @@ pub unsafe fn slots_made(start: *mut u8, count: usize, bsize: usize, dirty: bool
     unsafe {
         // Markers drop whatever the memory held: zero, in one call.
         if os::mark(start, len) {
-            return 0;
+            return State::default().bits();
         }
         if dirty && zero::ON {
             zero::zero_reused(start, len);
         }
-        let g = os::seal(start, len);
-        if g.made() {
-            return flag(g);
-        }
-        // The guard page of each block at least, as a skipped one is
-        // counted; the rest is open, and zero.
         let tail = bsize - guard::BLOCK_GUARD;
-        let mut state = tail as u32;
-        for i in 0..count {
-            state |= flag(os::guard(start.add(i * bsize + tail), guard::BLOCK_GUARD));
+        match os::seal(start, len) {
+            // Zero, and where markers failed on their way, under
+            // `mprotect` (on the `mprotect` way that is what every seal is).
+            os::Guarded::Protected => {
+                let kept = if os::guards_split_mappings() { 0 } else { tail };
+                State {
+                    open: 0,
+                    kept,
+                    marks: tail,
+                }
+                .bits()
+            }
+            os::Guarded::Marker => State::default().bits(),
+            os::Guarded::Skipped => {
+                // The guard page of each block at least, as a skipped one
+                // is counted; the rest is open, and zero.
+                for i in 0..count {
+                    os::guard(start.add(i * bsize + tail), guard::BLOCK_GUARD);
+                }
+                State {
+                    open: tail,
+                    kept: 0,
+                    marks: tail,
+                }
+                .bits()
+            }
         }
-        state
     }
 }
 
@@ -194,7 +278,7 @@ pub unsafe fn warm(page: *const Page, free: u64) -> u64 {
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            if (*seg).large_open[i].load(Ordering::Relaxed) & PROTECTED != 0 {
+            if State::of((*seg).large_open[i].load(Ordering::Relaxed)).kept != 0 {
                 warm |= 1 << i;
             }
         }
@@ -203,7 +287,10 @@ pub unsafe fn warm(page: *const Page, free: u64) -> u64 {
 }
 
 /// Drops the pages the free slots in `free` kept (sealed with `mprotect`);
-/// they stay sealed, and read as zero when opened.
+/// they stay sealed, and read as zero when opened. On the marker way they
+/// are still taken for kept (the `mprotect` must come off when opened), so
+/// opening them zeroes pages that are already zero, faulting them in: a
+/// cost paid only after `collect(true)`.
 ///
 /// # Safety
 /// `page` must describe a segment of slots whose slots `free` names, all
@@ -216,7 +303,14 @@ pub unsafe fn drop_free(page: *const Page, free: u64) {
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            os::purge((*page).page_start.add(i * bsize), bsize);
+            let p = (*page).page_start.add(i * bsize);
+            os::purge(p, bsize);
+            if os::guards_split_mappings() {
+                let open = open(page, p);
+                let mut st = State::of(open.load(Ordering::Relaxed));
+                st.kept = 0;
+                open.store(st.bits(), Ordering::Relaxed);
+            }
         }
     }
 }
@@ -251,7 +345,7 @@ pub unsafe fn taken(page: *const Page, p: *mut u8, size: usize) -> bool {
 }
 
 /// The live block `p` is being freed: it is sealed whole (or, past the
-/// mapping budget, wiped).
+/// mapping budget, wiped); what `mprotect` seals is wiped when opened again.
 ///
 /// # Safety
 /// `p` must be a live block of the large `page`, being freed once.
@@ -259,11 +353,12 @@ pub unsafe fn freed(page: *const Page, p: *mut u8) {
     // SAFETY: per the caller, the block's bytes are dead.
     unsafe {
         let open = open(page, p);
-        let state = open.load(Ordering::Relaxed);
-        let end = (state & !PROTECTED) as usize;
-        let g = seal(p, end, true);
+        let mut st = State::of(open.load(Ordering::Relaxed));
+        let g = seal(p, st.open, true);
         if g.made() {
-            open.store((state & PROTECTED) | flag(g), Ordering::Relaxed);
+            st.sealed(0, st.open, g);
+            st.open = 0;
+            open.store(st.bits(), Ordering::Relaxed);
         }
     }
 }
@@ -279,16 +374,23 @@ pub unsafe fn resize(page: *const Page, p: *mut u8, size: usize) {
     // part sealed holds nothing the new size keeps.
     unsafe {
         let open = open(page, p);
-        let state = open.load(Ordering::Relaxed);
-        let (end, protected) = ((state & !PROTECTED) as usize, state & PROTECTED);
+        let mut st = State::of(open.load(Ordering::Relaxed));
+        let end = st.open;
         let want = wanted(size, (*page).block_size);
         if want > end {
-            unseal(p.add(end), want - end, protected != 0);
-            open.store(want as u32 | protected, Ordering::Relaxed);
+            unseal(p, st, want);
+            if zero::ON && st.kept > end {
+                // Old bytes kept under `mprotect`: nobody's to see.
+                ptr::write_bytes(p.add(end), 0, want.min(st.kept) - end);
+            }
+            st.open = want;
+            open.store(st.bits(), Ordering::Relaxed);
         } else if want < end {
             let g = seal(p.add(want), end - want, true);
             if g.made() {
-                open.store(want as u32 | protected | flag(g), Ordering::Relaxed);
+                st.sealed(want, end, g);
+                st.open = want;
+                open.store(st.bits(), Ordering::Relaxed);
             }
         }
     }
