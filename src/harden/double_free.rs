@@ -69,7 +69,12 @@ pub unsafe fn mark_free(p: *mut u8) -> bool {
     let (word, bit) = word_and_bit(p as usize);
     // SAFETY: per the caller, the words are inside the segment's bitmaps.
     unsafe {
-        (*word.byte_add(ONE_MAP)).fetch_or(bit, Ordering::Relaxed);
+        // "Ever freed" bits are only ever set: most frees find theirs set
+        // already, and a plain load spares them a locked write.
+        let freed = &*word.byte_add(ONE_MAP);
+        if freed.load(Ordering::Relaxed) & bit == 0 {
+            freed.fetch_or(bit, Ordering::Relaxed);
+        }
         (*word).fetch_and(!bit, Ordering::Relaxed) & bit != 0
     }
 }
