@@ -184,10 +184,7 @@ unsafe fn find_page(heap: *mut Heap, size: usize) -> *mut Page {
                 let next = (*page).next;
                 page::collect(page, false);
                 let can_grow = (*page).capacity.load(Ordering::Relaxed) < (*page).reserved;
-                // The hardened build sometimes grows a page that could reuse
-                // freed blocks, so reuse cannot be predicted.
-                let grow = can_grow && ((*page).free.is_null() || harden::prefer_growth(&mut (*heap).rng));
-                if !(*page).free.is_null() && !grow {
+                if !(*page).free.is_null() {
                     page_queue::move_to_front(heap, page);
                     return page;
                 }

@@ -379,9 +379,10 @@ unsafe fn collect_thread_free(page: *mut Page) {
             }
         };
         // Hung where no tail is needed, unless the build must walk it (see
-        // `harden::UNWALKED_REMOTE_LISTS`).
+        // `harden::UNWALKED_REMOTE_LISTS`). A list to be shuffled before
+        // reuse goes to `local_free`, whose walk in `collect` shuffles it.
         if harden::UNWALKED_REMOTE_LISTS {
-            if (*page).free.is_null() {
+            if (*page).free.is_null() && !harden::RANDOM {
                 (*page).free = head;
                 (*page).used -= count;
                 return;
@@ -400,10 +401,12 @@ unsafe fn collect_thread_free(page: *mut Page) {
 }
 
 /// Folds `thread_free` and `local_free` back into `free` when `free` is empty
-/// (or always, with `force`).
+/// (or always, with `force`). The hardened build shuffles what it folds
+/// (see `harden::shuffle`).
 ///
 /// # Safety
-/// `page` must be in use and owned by the calling thread.
+/// `page` must be in use and owned by the calling thread, its `heap` set
+/// to the calling thread's heap.
 pub unsafe fn collect(page: *mut Page, force: bool) {
     // SAFETY: owner access per the caller.
     unsafe {
@@ -411,18 +414,24 @@ pub unsafe fn collect(page: *mut Page, force: bool) {
             collect_thread_free(page);
         }
         let local = (*page).local_free;
-        if local.is_null() {
+        if local.is_null() || !(force || (*page).free.is_null()) {
             return;
         }
-        if (*page).free.is_null() {
-            (*page).free = local;
-            (*page).local_free = ptr::null_mut();
-        } else if force {
-            let (tail, _) = list_tail(page, local);
+        let (head, tail) = if harden::RANDOM {
+            let heap = (*page).heap.load(Ordering::Relaxed);
+            let (head, tail, _) = harden::shuffle(page, local, &mut (*heap).rng);
+            (head, tail)
+        } else if (*page).free.is_null() {
+            // No tail needed: nothing to hang after it.
+            (local, ptr::null_mut())
+        } else {
+            (local, list_tail(page, local).0)
+        };
+        if !(*page).free.is_null() {
             (*tail).next = harden::encode_next(page, (*page).free, tail);
-            (*page).free = local;
-            (*page).local_free = ptr::null_mut();
         }
+        (*page).free = head;
+        (*page).local_free = ptr::null_mut();
     }
 }
 

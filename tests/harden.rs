@@ -1000,6 +1000,43 @@ fn allocation_order_randomness() {
     }
 }
 
+/// Blocks freed together and then allocated again: the fraction of
+/// consecutive allocations that take the block freed just before the one
+/// taken previously, i.e. last-freed-first order. The plain build reuses in
+/// that order; `random-order` must not. The threshold is fixed and the
+/// plain build fails it.
+#[test]
+fn reuse_order_randomness() {
+    let first: Vec<usize> = (0..256).map(|_| malloc(48) as usize).collect();
+    for &p in &first {
+        // SAFETY: each block is live and freed once.
+        unsafe { free(p as *mut u8) };
+    }
+    let freed_at: std::collections::HashMap<usize, usize> =
+        first.iter().enumerate().map(|(i, &p)| (p, i)).collect();
+    let again: Vec<usize> = (0..256).map(|_| malloc(48) as usize).collect();
+    let reused: Vec<usize> = again.iter().filter_map(|p| freed_at.get(p).copied()).collect();
+    let lifo = reused.windows(2).filter(|w| w[1] + 1 == w[0]).count();
+    for &p in &again {
+        // SAFETY: each block is live and freed once.
+        unsafe { free(p as *mut u8) };
+    }
+    assert!(
+        reused.len() > 128,
+        "only {} of the freed blocks came back",
+        reused.len()
+    );
+    let f = lifo as f64 / (reused.len() - 1) as f64;
+    if cfg!(feature = "random-order") {
+        assert!(f < 0.2, "random order: {f:.3} of reuses are last-freed-first");
+    } else {
+        assert!(
+            f > 0.5,
+            "plain reuse is last-freed-first, failing the threshold: {f:.3}"
+        );
+    }
+}
+
 /// The ways guards can be made: the kernel's choice (page-table markers
 /// where it has them) and the `mprotect` fallback, forced.
 const GUARD_WAYS: [&str; 2] = ["auto", "mprotect"];

@@ -23,7 +23,7 @@ use crate::page::Page;
 
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, decode_next, encode_next};
-pub use order::{batch, build_free_list, prefer_growth};
+pub use order::{batch, build_free_list, shuffle};
 
 /// Any defence is on: the checks every hardened build makes (sized frees)
 /// are on too.

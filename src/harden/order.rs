@@ -1,13 +1,18 @@
 //! `random-order`: the order blocks are handed out in.
 //!
 //! Plain build: a page's fresh blocks are linked in address order (good for
-//! caches), and freed blocks are reused before the page grows. Hardened:
-//! each batch of fresh blocks is linked in a random permutation, and when a
-//! page can both reuse freed blocks and grow, a coin decides; so the block a
-//! malloc returns cannot be predicted from the previous one or from the
-//! last free.
+//! caches), and freed blocks are reused last-freed first. Hardened: each
+//! batch of fresh blocks is linked in a random permutation, and each list
+//! of freed blocks is shuffled when the page takes it back for reuse; so
+//! the block a malloc returns cannot be predicted from the previous one or
+//! from the last free. Freed blocks are still reused before the page grows
+//! (growing instead, at random, cost every thread a page's worth of memory
+//! per size class and the time to fault it in).
 
-use super::encode::encode_next;
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use super::encode::{decode_next, encode_next};
 use super::random;
 use crate::constants::EXTEND_BYTES;
 use crate::page::{Block, Page};
@@ -83,10 +88,64 @@ pub unsafe fn build_free_list(
     }
 }
 
-/// With freed blocks at hand and room to grow, should the page grow?
-#[inline(always)]
-pub fn prefer_growth(rng: &mut u64) -> bool {
-    ON && random::next(rng) & 1 == 0
+/// Most blocks one shuffle window holds: bounds the stack buffer, and is
+/// how many candidates the next reused block is drawn from.
+const WINDOW: usize = 64;
+
+/// Relinks the list of freed blocks at `head` (non-null) in a random order
+/// (in the same order when the defence is off):
+/// each run of [`WINDOW`] blocks is permuted in place, the runs kept in
+/// order, so the block freed last is handed out next only one time in
+/// `WINDOW` (when the list is that long). Returns the new head, the tail
+/// and the length. A list longer than the page's capacity has a cycle
+/// (links forged after free that still decode to blocks of the page): it
+/// is reported and cut there, as `page::list_tail` does.
+///
+/// # Safety
+/// `head` must start a list of free blocks of `page`, an in-use page the
+/// calling thread owns, whose heap's generator `rng` is.
+pub unsafe fn shuffle(page: *const Page, head: *mut Block, rng: &mut u64) -> (*mut Block, *mut Block, u32) {
+    // SAFETY: every block reached is a free block of the page (each link is
+    // decoded and checked), the caller's to relink; the count bounds the
+    // walk.
+    unsafe {
+        let max = (*page).capacity.load(Ordering::Relaxed);
+        let mut window = [ptr::null_mut::<Block>(); WINDOW];
+        let (mut first, mut last) = (ptr::null_mut::<Block>(), ptr::null_mut::<Block>());
+        let mut count = 0u32;
+        let mut cur = head;
+        while !cur.is_null() {
+            let mut n = 0;
+            while n < WINDOW && !cur.is_null() {
+                if count == max {
+                    super::cycle_found(page, cur);
+                    cur = ptr::null_mut();
+                    break;
+                }
+                window[n] = cur;
+                cur = decode_next(page, (*cur).next, cur);
+                n += 1;
+                count += 1;
+            }
+            let run = &mut window[..n];
+            for i in (1..n).rev().filter(|_| ON) {
+                run.swap(i, random::below(rng, i + 1));
+            }
+            for w in run.windows(2) {
+                (*w[0]).next = encode_next(page, w[1], w[0]);
+            }
+            if let (Some(&a), Some(&z)) = (run.first(), run.last()) {
+                if last.is_null() {
+                    first = a;
+                } else {
+                    (*last).next = encode_next(page, a, last);
+                }
+                (*z).next = encode_next(page, ptr::null_mut(), z);
+                last = z;
+            }
+        }
+        (first, last, count)
+    }
 }
 
 #[cfg(test)]
@@ -122,5 +181,47 @@ mod tests {
         }
         assert_eq!(n, 32);
         assert_eq!(in_order, !ON, "random order permutes, plain keeps address order");
+    }
+
+    #[test]
+    fn a_shuffle_keeps_every_block_once_and_moves_them() {
+        const N: usize = 200;
+        let mut mem = [0u64; 2 * N];
+        let mut page = Page::empty();
+        let mut rng = 11;
+        let first = mem.as_mut_ptr() as *mut u8;
+        // SAFETY: the descriptor is local; `mem` holds N blocks of 16 bytes,
+        // all carved, linked in address order and then shuffled.
+        let (head, tail, count) = unsafe {
+            crate::page::init(&mut page, core::ptr::null_mut(), 2, 16, first, N);
+            page.capacity
+                .store(N as u32, core::sync::atomic::Ordering::Relaxed);
+            let at = |i: usize| first.add(i * 16) as *mut Block;
+            for i in 0..N {
+                let next = if i + 1 < N {
+                    at(i + 1)
+                } else {
+                    core::ptr::null_mut()
+                };
+                (*at(i)).next = encode_next(&page, next, at(i));
+            }
+            shuffle(&page, at(0), &mut rng)
+        };
+        assert_eq!(count as usize, N);
+        let mut seen = [false; N];
+        let (mut b, mut n, mut moved, mut last) = (head, 0, 0, core::ptr::null_mut());
+        while !b.is_null() {
+            let i = (b as usize - first as usize) / 16;
+            assert!(!seen[i], "block {i} linked twice");
+            seen[i] = true;
+            moved += usize::from(i != n);
+            n += 1;
+            last = b;
+            // SAFETY: `b` is a block of the list just shuffled.
+            b = unsafe { decode_next(&page, (*b).next, b) };
+        }
+        assert_eq!(n, N);
+        assert_eq!(last, tail);
+        assert_eq!(moved > N / 2, ON, "{moved} of {N} blocks moved");
     }
 }
