@@ -379,10 +379,11 @@ unsafe fn collect_thread_free(page: *mut Page) {
             }
         };
         // Hung where no tail is needed, unless the build must walk it (see
-        // `harden::UNWALKED_REMOTE_LISTS`). A list to be shuffled before
-        // reuse goes to `local_free`, whose walk in `collect` shuffles it.
+        // `harden::UNWALKED_REMOTE_LISTS`). Hung as `free`, it is not
+        // shuffled (see `collect`): walking it would chase pointers through
+        // blocks last touched on another core, one cache miss after another.
         if harden::UNWALKED_REMOTE_LISTS {
-            if (*page).free.is_null() && !harden::RANDOM {
+            if (*page).free.is_null() {
                 (*page).free = head;
                 (*page).used -= count;
                 return;

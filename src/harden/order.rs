@@ -3,9 +3,10 @@
 //! Plain build: a page's fresh blocks are linked in address order (good for
 //! caches), and freed blocks are reused last-freed first. Hardened: each
 //! batch of fresh blocks is linked in a random permutation, and each list
-//! of freed blocks is shuffled when the page takes it back for reuse; so
-//! the block a malloc returns cannot be predicted from the previous one or
-//! from the last free. Freed blocks are still reused before the page grows
+//! of blocks the owner freed is shuffled when the page takes it back for
+//! reuse; so the block a malloc returns cannot be predicted from the
+//! previous one or from the owner's last free. (Lists freed by other
+//! threads are reused as they come: see `page::collect_thread_free`.) Freed blocks are still reused before the page grows
 //! (growing instead, at random, cost every thread a page's worth of memory
 //! per size class and the time to fault it in).
 
