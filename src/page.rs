@@ -330,8 +330,10 @@ pub unsafe fn extend(page: *mut Page) {
 
 /// Length and tail of a free list. A list longer than the page's capacity
 /// has a cycle (links forged by a write after free that still decode to
-/// blocks of the page): the hardened build reports it and cuts the list
-/// there (its remaining blocks leak), so no walk runs forever.
+/// blocks of the page), and one that leads into a live block a forged
+/// link: the hardened build reports either and cuts the list there (its
+/// remaining blocks leak), so no walk runs forever and no live block is
+/// relinked.
 ///
 /// # Safety
 /// `head` must start a list of blocks of `page`.
@@ -347,8 +349,13 @@ unsafe fn list_tail(page: *mut Page, head: *mut Block) -> (*mut Block, u32) {
             if next.is_null() {
                 return (tail, count);
             }
-            if count >= max {
+            let cut = if count >= max {
                 harden::cycle_found(page, tail);
+                true
+            } else {
+                harden::live_in_list(page, next)
+            };
+            if cut {
                 (*tail).next = harden::encode_next(page, ptr::null_mut(), tail);
                 return (tail, count);
             }

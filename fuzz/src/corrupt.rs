@@ -2,9 +2,11 @@
 //! the end of live blocks, then more allocation and freeing. With the
 //! hardened build (`--features secure`) and a non-aborting error handler:
 //! fortalloc must never hand out memory outside its own pages or
-//! overlapping a live block, and a block it hands out must still be zero
-//! past its link word (zero-on-free checks it, so a written freed block
-//! is either reported or never handed out).
+//! overlapping a live block, a block it hands out must still be zero past
+//! its link word (zero-on-free checks it, so a written freed block is
+//! either reported or never handed out), and the first bytes of a live
+//! block, where a free list's link would go, stay its owner's (a forged
+//! link must not lead a walk of a free list into a live block).
 //!
 //! The plain build promises nothing once a freed block or a canary is
 //! written to (a forged free-list link is followed: see SECURITY.md), so
@@ -71,10 +73,12 @@ pub fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
                 let n = size_of(size);
                 let p = fortalloc::malloc(n);
                 fresh_block_is_clean(p, n);
+                stamp_head(p, n);
                 model.add_unchecked(p, n, 8, seed);
             }
             Op::Free { pick } => {
-                if let Some((p, _)) = model.pick(pick as usize) {
+                if let Some((p, l)) = model.pick(pick as usize) {
+                    head_is_intact(p as *mut u8, l.size);
                     model.forget(p);
                     // SAFETY: a live block (its canary may have been hit).
                     unsafe { fortalloc::free(p as *mut u8) };
@@ -92,6 +96,7 @@ pub fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
                 let anchor2 = fortalloc::malloc(n);
                 for p in [anchor, anchor2] {
                     fresh_block_is_clean(p, n);
+                    stamp_head(p, n);
                     model.add_unchecked(p, n, 8, seed);
                 }
                 fresh_block_is_clean(victim, n);
@@ -125,6 +130,42 @@ pub fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The bytes of a live block a free-list link would overwrite: its first
+/// word, or all of a smaller block.
+fn head(n: usize) -> std::ops::Range<usize> {
+    0..n.min(8)
+}
+
+/// The stamp byte at offset `i` of the head of the block at `p` (from its
+/// address: the model keeps no contents for this target).
+fn stamp(p: *mut u8, i: usize) -> u8 {
+    let a = p as usize;
+    crate::model::pattern((a >> 4) as u8 ^ (a >> 12) as u8, i)
+}
+
+/// Stamps the head of the live block `p` of `n` bytes.
+fn stamp_head(p: *mut u8, n: usize) {
+    for i in head(n) {
+        // SAFETY: a live block of `n` bytes.
+        unsafe { std::ptr::write_volatile(p.add(i), stamp(p, i)) };
+    }
+}
+
+/// A live block about to be freed still has the head its owner stamped:
+/// nothing (a walk of a free list led astray by a forged link) wrote a
+/// link into it.
+fn head_is_intact(p: *mut u8, n: usize) {
+    for i in head(n) {
+        // SAFETY: a live block of `n` bytes.
+        let b = unsafe { std::ptr::read_volatile(p.add(i)) };
+        assert_eq!(
+            b,
+            stamp(p, i),
+            "live block {p:?}: byte {i} overwritten while it was live"
+        );
+    }
 }
 
 /// A block just handed out: in the hardened build it must be zero past its

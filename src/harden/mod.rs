@@ -363,8 +363,9 @@ pub unsafe fn requested_size(page: *const Page, p: *mut u8) -> Option<usize> {
     }
 }
 
-/// A free list of `page` is longer than its capacity: a cycle. Reported as
-/// a corrupted free list (the caller cuts the list).
+/// A free list of `page` is longer than its capacity (a cycle), or leads
+/// into a live block. Reported as a corrupted free list (the caller cuts
+/// the list).
 ///
 /// # Safety
 /// `page` must be a valid descriptor.
@@ -373,6 +374,26 @@ pub unsafe fn cycle_found(page: *const Page, at: *mut crate::page::Block) {
     // SAFETY: per the caller.
     let bsize = unsafe { (*page).block_size };
     error::report(ErrorKind::CorruptedFreeList, at as usize, bsize);
+}
+
+/// A walk of a free list of `page` reached `at`: true (after reporting a
+/// corrupted free list) if the `double-free` bitmap says the block is
+/// live, so a forged link leads no walk into a live block, where relinking
+/// would write over its owner's first word. Always false without the
+/// bitmaps.
+///
+/// # Safety
+/// `page` must be a valid descriptor of an in-use page and `at` a block of
+/// it.
+#[inline(always)]
+pub unsafe fn live_in_list(page: *const Page, at: *mut crate::page::Block) -> bool {
+    // SAFETY: per the caller, `at` lies in a live segment with the bitmaps.
+    if double_free::ON && unsafe { double_free::is_live(at as *const u8) } {
+        // SAFETY: per the caller.
+        unsafe { cycle_found(page, at) };
+        return true;
+    }
+    false
 }
 
 /// Re-arms the canary of a live block resized in place to `size` bytes.

@@ -6,9 +6,10 @@
 //! of blocks the owner freed is shuffled when the page takes it back for
 //! reuse; so the block a malloc returns cannot be predicted from the
 //! previous one or from the owner's last free. (Lists freed by other
-//! threads are reused as they come: see `page::collect_thread_free`.) Freed blocks are still reused before the page grows
-//! (growing instead, at random, cost every thread a page's worth of memory
-//! per size class and the time to fault it in).
+//! threads are reused as they come: see `page::collect_thread_free`.)
+//! Freed blocks are still reused before the page grows (growing instead,
+//! at random, cost every thread a page's worth of memory per size class
+//! and the time to fault it in).
 
 use core::ptr;
 use core::sync::atomic::Ordering;
@@ -99,8 +100,9 @@ const WINDOW: usize = 64;
 /// order, so the block freed last is handed out next only one time in
 /// `WINDOW` (when the list is that long). Returns the new head, the tail
 /// and the length. A list longer than the page's capacity has a cycle
-/// (links forged after free that still decode to blocks of the page): it
-/// is reported and cut there, as `page::list_tail` does.
+/// (links forged after free that still decode to blocks of the page), and
+/// one that reaches a live block a forged link: either is reported and cut
+/// there, as `page::list_tail` does.
 ///
 /// # Safety
 /// `head` must start a list of free blocks of `page`, an in-use page the
@@ -120,6 +122,10 @@ pub unsafe fn shuffle(page: *const Page, head: *mut Block, rng: &mut u64) -> (*m
             while n < WINDOW && !cur.is_null() {
                 if count == max {
                     super::cycle_found(page, cur);
+                    cur = ptr::null_mut();
+                    break;
+                }
+                if super::live_in_list(page, cur) {
                     cur = ptr::null_mut();
                     break;
                 }
@@ -184,6 +190,10 @@ mod tests {
         assert_eq!(in_order, !ON, "random order permutes, plain keeps address order");
     }
 
+    // Blocks in local memory: with `double-free` a walk reads the segment
+    // bitmaps, which only real segments have (`reuse_order_randomness` in
+    // tests/harden.rs measures the shuffle there).
+    #[cfg(not(feature = "double-free"))]
     #[test]
     fn a_shuffle_keeps_every_block_once_and_moves_them() {
         const N: usize = 200;
@@ -224,5 +234,55 @@ mod tests {
         assert_eq!(n, N);
         assert_eq!(last, tail);
         assert_eq!(moved > N / 2, ON, "{moved} of {N} blocks moved");
+    }
+
+    /// A forged link that leads the walk of a freed list into a live
+    /// block: reported, and the live block's first word (where relinking
+    /// would write) left to its owner.
+    #[cfg(feature = "double-free")]
+    #[test]
+    fn a_walk_never_relinks_a_live_block() {
+        use core::sync::atomic::{AtomicUsize, Ordering};
+        static REPORTS: AtomicUsize = AtomicUsize::new(0);
+        fn count(_: &crate::error::ErrorInfo) {
+            REPORTS.fetch_add(1, Ordering::Relaxed);
+        }
+        let a = crate::alloc::malloc(48);
+        let b = crate::alloc::malloc(48);
+        let page_of = |p: *mut u8| {
+            let seg = crate::segment::of_block(p);
+            // SAFETY: `p` is a live block, so its segment is live.
+            unsafe { crate::segment::page_of(seg, p) }
+        };
+        if page_of(a) != page_of(b) {
+            // Carving put them on two pages: nothing to forge between them.
+            // SAFETY: live blocks, freed once.
+            unsafe { (crate::alloc::free(a), crate::alloc::free(b)) };
+            return;
+        }
+        let page = page_of(a);
+        // SAFETY: `b` is live and ours, `a` freed once and then (as a write
+        // after free would) given a link, encoded with the page's own keys,
+        // to the live `b`; the page is this thread's.
+        unsafe {
+            (b as *mut u64).write(0x1122_3344_5566_7788);
+            crate::alloc::free(a);
+            let ab = a as *mut Block;
+            (*ab).next = encode_next(page, b as *mut Block, ab);
+            crate::error::set_error_handler(Some(count));
+            let before = REPORTS.load(Ordering::Relaxed);
+            crate::page::collect(page, true);
+            crate::error::set_error_handler(None);
+            assert!(
+                REPORTS.load(Ordering::Relaxed) > before,
+                "the forged link was reported"
+            );
+            assert_eq!(
+                (b as *const u64).read(),
+                0x1122_3344_5566_7788,
+                "the live block was relinked"
+            );
+            crate::alloc::free(b);
+        }
     }
 }
