@@ -1138,18 +1138,19 @@ mod guard_pages {
         );
     }
 
+    /// Runs `case`, which must print "clean" and exit 0, with every way a
+    /// large block can be sealed: markers (where the kernel has them),
+    /// `mprotect`, and `mprotect` past a budget too small for any guard
+    /// (blocks stay open, wiped).
     #[cfg(feature = "zero-on-free")]
-    #[test]
-    fn reused_large_blocks_read_zero_however_they_were_sealed() {
-        // Markers (where the kernel has them), `mprotect`, and `mprotect`
-        // past a budget too small for any guard (blocks stay open, wiped).
+    fn clean_however_sealed(case: &str) {
         let envs: [&[(&str, &str)]; 3] = [
             &[("FORTALLOC_GUARDS", "auto")],
             &[("FORTALLOC_GUARDS", "mprotect")],
             &[("FORTALLOC_GUARDS", "mprotect"), ("FORTALLOC_MAP_BUDGET", "8")],
         ];
         for env in envs {
-            let o = run_case_with("large-reused-zero", env);
+            let o = run_case_with(case, env);
             assert_eq!(o.code, Some(0), "{env:?}: {} / {}", o.stderr, o.stdout);
             assert!(o.stdout.contains("clean"), "{env:?}: {}", o.stdout);
         }
@@ -1157,17 +1158,14 @@ mod guard_pages {
 
     #[cfg(feature = "zero-on-free")]
     #[test]
+    fn reused_large_blocks_read_zero_however_they_were_sealed() {
+        clean_however_sealed("large-reused-zero");
+    }
+
+    #[cfg(feature = "zero-on-free")]
+    #[test]
     fn large_blocks_grown_and_shrunk_by_realloc_never_show_old_bytes() {
-        let envs: [&[(&str, &str)]; 3] = [
-            &[("FORTALLOC_GUARDS", "auto")],
-            &[("FORTALLOC_GUARDS", "mprotect")],
-            &[("FORTALLOC_GUARDS", "mprotect"), ("FORTALLOC_MAP_BUDGET", "8")],
-        ];
-        for env in envs {
-            let o = run_case_with("large-realloc-reused-zero", env);
-            assert_eq!(o.code, Some(0), "{env:?}: {} / {}", o.stderr, o.stdout);
-            assert!(o.stdout.contains("clean"), "{env:?}: {}", o.stdout);
-        }
+        clean_however_sealed("large-realloc-reused-zero");
     }
 
     #[test]

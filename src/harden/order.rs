@@ -108,9 +108,9 @@ const WINDOW: usize = 64;
 /// `head` must start a list of free blocks of `page`, an in-use page the
 /// calling thread owns, whose heap's generator `rng` is.
 pub unsafe fn shuffle(page: *const Page, head: *mut Block, rng: &mut u64) -> (*mut Block, *mut Block, u32) {
-    // SAFETY: every block reached is a free block of the page (each link is
-    // decoded and checked), the caller's to relink; the count bounds the
-    // walk.
+    // Every link is decoded and checked, live blocks are refused, and the
+    // count bounds the walk.
+    // SAFETY: every block reached is a free block of the page, the caller's.
     unsafe {
         let max = (*page).capacity.load(Ordering::Relaxed);
         let mut window = [ptr::null_mut::<Block>(); WINDOW];
@@ -261,9 +261,9 @@ mod tests {
             return;
         }
         let page = page_of(a);
-        // SAFETY: `b` is live and ours, `a` freed once and then (as a write
-        // after free would) given a link, encoded with the page's own keys,
-        // to the live `b`; the page is this thread's.
+        // `a` is freed once and then, as a write after free would, given a
+        // link to the live `b`, encoded with the page's own keys.
+        // SAFETY: both blocks and their page are this thread's.
         unsafe {
             (b as *mut u64).write(0x1122_3344_5566_7788);
             crate::alloc::free(a);
