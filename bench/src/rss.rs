@@ -8,6 +8,19 @@ pub fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// The minor page faults this process has taken so far (`ru_minflt`): each is a page the
+/// kernel had to supply, so an allocator that hands fresh memory back and forth with the OS
+/// shows here first.
+pub fn minor_faults() -> u64 {
+    // SAFETY: `getrusage` writes only into the zeroed struct it is given.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    usage.ru_minflt as u64
+}
+
 fn parse_vm_hwm(status: &str) -> u64 {
     status
         .lines()

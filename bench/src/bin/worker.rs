@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use fortalloc_bench::block::Block;
-use fortalloc_bench::rss::peak_rss_kb;
+use fortalloc_bench::rss::{minor_faults, peak_rss_kb};
 use fortalloc_bench::workloads;
 
 const SELECTED: usize = cfg!(feature = "alloc-fortalloc") as usize
@@ -115,9 +115,10 @@ fn main() -> ExitCode {
             let elapsed = start.elapsed();
             black_box(checksum);
             println!(
-                "time_ns={} peak_rss_kb={} alloc={ALLOCATOR}",
+                "time_ns={} peak_rss_kb={} minflt={} alloc={ALLOCATOR}",
                 elapsed.as_nanos(),
-                peak_rss_kb()
+                peak_rss_kb(),
+                minor_faults()
             );
             ExitCode::SUCCESS
         }

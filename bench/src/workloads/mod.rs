@@ -11,6 +11,7 @@ mod larson;
 mod mixed_churn;
 mod prodcons;
 mod realloc_vec;
+mod rust_service;
 mod rust_shaped;
 mod skewed;
 mod small;
@@ -79,6 +80,11 @@ pub static ALL: &[Workload] = &[
         name: "rust-shaped",
         about: rust_shaped::ABOUT,
         run: rust_shaped::run,
+    },
+    Workload {
+        name: "rust-service",
+        about: rust_service::ABOUT,
+        run: rust_service::run,
     },
 ];
 

@@ -1,0 +1,202 @@
+//! Large blocks (64 KiB to 2 MiB) live in segments of slots shared by all
+//! threads, in every build: `calloc` of one whose memory is fresh leaves
+//! its pages untouched, a freed one's memory goes back to the OS after the
+//! purge delay (the plain build; the guard build seals it at once), a
+//! reused one reads zero from `calloc`, and a second free is reported.
+//! Each case runs in a child process of its own, so no other test takes
+//! the slots it watches.
+
+mod common;
+
+use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
+
+/// A size no other case uses, in a large class.
+const BIG: usize = 1_500_000;
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// How many of the OS pages of `[p, p + len)` are resident.
+fn resident_pages(p: *mut u8, len: usize) -> usize {
+    let ps = page_size();
+    let start = p as usize & !(ps - 1);
+    let pages = (p as usize + len - start).div_ceil(ps);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: the range is mapped (a block of ours, or one just freed whose
+    // segment is still live); `vec` has a byte per page.
+    let rc = unsafe { libc::mincore(start as *mut libc::c_void, pages * ps, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore failed");
+    vec.iter().filter(|&&v| v & 1 != 0).count()
+}
+
+fn all_zero(p: *const u8, len: usize) -> bool {
+    // SAFETY: `p` is a live block of at least `len` bytes.
+    unsafe { std::slice::from_raw_parts(p, len) }
+        .iter()
+        .all(|&b| b == 0)
+}
+
+fn fill(p: *mut u8, len: usize, byte: u8) {
+    // SAFETY: `p` is a live block of at least `len` bytes.
+    unsafe { std::ptr::write_bytes(p, byte, len) };
+}
+
+static SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn record(info: &fortalloc::ErrorInfo) {
+    if info.kind == fortalloc::ErrorKind::DoubleFree {
+        SEEN.store(info.address, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The dispatcher the children run; a no-op in the parent.
+#[test]
+fn child() {
+    let Ok(case) = std::env::var("FA_TEST_CASE") else {
+        return;
+    };
+    match case.as_str() {
+        "fresh-calloc" => {
+            let p = fortalloc::zalloc(BIG);
+            assert!(!p.is_null());
+            // Counted before reading: a read maps the zero page.
+            let resident = resident_pages(p, BIG);
+            assert!(all_zero(p, BIG), "calloc memory not zero");
+            println!("resident={resident} of {}", BIG / page_size());
+        }
+        "purged-after-delay" => {
+            fortalloc::set_purge_delay_ms(20);
+            // A live neighbour keeps the segment (an empty one is released).
+            let keep = fortalloc::malloc(BIG);
+            let p = fortalloc::malloc(BIG);
+            assert!(!p.is_null());
+            fill(p, BIG, 0xa5);
+            let before = resident_pages(p, BIG);
+            // SAFETY: freed once; only its mapping is looked at after.
+            unsafe { fortalloc::free(p) };
+            let kept = resident_pages(p, BIG);
+            std::thread::sleep(Duration::from_millis(120));
+            // The purge runs on the allocator's slow path.
+            let other = fortalloc::malloc(100_000);
+            let after = resident_pages(p, BIG);
+            let q = fortalloc::zalloc(BIG);
+            let zero = all_zero(q, BIG);
+            // SAFETY: both live, freed once.
+            unsafe {
+                fortalloc::free(q);
+                fortalloc::free(other);
+                fortalloc::free(keep);
+            }
+            println!("before={before} kept={kept} after={after} zero={zero}");
+        }
+        "reused-calloc" => {
+            // Blocks written and freed, then asked again zeroed at once,
+            // before any purge: large, and small ones from pages whose free
+            // lists now hold written blocks.
+            fortalloc::set_purge_delay_ms(60_000);
+            for size in [BIG, 200_000, 70_000, 3000, 100, 24] {
+                let blocks: Vec<*mut u8> = (0..8).map(|_| fortalloc::malloc(size)).collect();
+                for &b in &blocks {
+                    fill(b, size, 0xff);
+                }
+                for &b in &blocks {
+                    // SAFETY: each freed once.
+                    unsafe { fortalloc::free(b) };
+                }
+                for _ in 0..8 {
+                    let q = fortalloc::zalloc(size);
+                    assert!(all_zero(q, size), "calloc({size}) of a reused block not zero");
+                }
+            }
+            println!("all zero");
+        }
+        "double-free" => {
+            fortalloc::set_error_handler(Some(record));
+            // A live neighbour keeps the segment: the second free finds the
+            // slot free, not memory fortalloc no longer has.
+            let keep = fortalloc::malloc(BIG);
+            let p = fortalloc::malloc(BIG);
+            // SAFETY: the second free is the violation under test; the
+            // handler makes the allocator ignore it.
+            unsafe {
+                fortalloc::free(p);
+                fortalloc::free(p);
+                fortalloc::free(keep);
+            }
+            let seen = SEEN.load(std::sync::atomic::Ordering::SeqCst);
+            println!("reported={}", seen == p as usize);
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+fn run(case: &str) -> String {
+    let out = common::run_case("child", case, Duration::from_secs(60));
+    out.assert_success(case);
+    out.stdout
+}
+
+fn field(out: &str, name: &str) -> usize {
+    let at = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name}= in {out}"));
+    at.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn calloc_of_fresh_large_memory_touches_almost_none_of_it() {
+    let out = run("fresh-calloc");
+    let resident = field(&out, "resident");
+    // Its first page holds what the allocator writes; the rest is
+    // untouched (the guard build opens what the request needs, still
+    // without touching it). Guards without zero-on-free are the exception:
+    // a slot sealed with `mprotect` keeps old bytes, and no record says
+    // which slots did, so `calloc` clears every large block there.
+    if !cfg!(feature = "guard-pages") || cfg!(feature = "zero-on-free") {
+        assert!(
+            resident <= 2,
+            "calloc touched {resident} pages of fresh memory: {out}"
+        );
+    }
+}
+
+#[test]
+fn a_freed_large_block_goes_back_to_the_os_after_the_purge_delay() {
+    let out = run("purged-after-delay");
+    let before = field(&out, "before");
+    let after = field(&out, "after");
+    let pages = BIG / page_size();
+    assert!(
+        before >= pages - 1,
+        "the block was not resident after writing: {out}"
+    );
+    // The guard build seals a freed block at once instead, with `mprotect`
+    // keeping the pages of one written whole (SECURITY.md says why).
+    if !cfg!(feature = "guard-pages") {
+        assert!(after <= 1, "{after} pages still resident after the delay: {out}");
+    }
+    assert!(
+        out.contains("zero=true"),
+        "calloc after the purge not zero: {out}"
+    );
+}
+
+#[test]
+fn calloc_of_reused_blocks_reads_zero() {
+    assert!(run("reused-calloc").contains("all zero"));
+}
+
+#[test]
+fn a_second_free_of_a_large_block_is_reported_in_every_build() {
+    assert!(run("double-free").contains("reported=true"));
+}
