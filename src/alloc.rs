@@ -56,9 +56,47 @@ pub fn zalloc(size: usize) -> *mut u8 {
     let p = malloc(size);
     if !p.is_null() {
         // SAFETY: `p` is a fresh block of at least `size` bytes.
-        unsafe { harden::zero::clear_new(p, size) };
+        unsafe { clear_new(p, size) };
     }
     p
+}
+
+/// Zeroes the first `size` bytes of a block just handed out, for calloc
+/// and friends: only its first word (the free-list link) where the rest is
+/// known to be zero already, which spares both the memset and, for fresh
+/// memory, the page faults it would take. That is every small, medium and
+/// large block with zero-on-free (freed blocks are wiped, fresh ones zeroed
+/// or fresh when carved), and otherwise a block from a page whose free list
+/// held only blocks carved from fresh or purged memory (`Page::free_zero`).
+/// Huge blocks, and large guard slots without zero-on-free, are cleared
+/// whole (huge ones asked zeroed from `huge::alloc` never come here).
+///
+/// # Safety
+/// `p` must be a block just handed out by this thread, with at least
+/// `size` usable bytes, and no allocation since.
+#[inline(always)]
+unsafe fn clear_new(p: *mut u8, size: usize) {
+    // SAFETY: `p` has `size` usable bytes per the caller; a non-empty block
+    // lies in a live segment, whose header and page descriptors are
+    // readable; the page is this thread's, so `free_zero` still describes
+    // the list `p` was taken from.
+    unsafe {
+        if size > 0 {
+            let seg = segment::of_block(p);
+            let known_zero = match (*seg).kind {
+                Kind::Huge => false,
+                _ if harden::zero::ON => true,
+                Kind::Large if harden::guard::ON => false,
+                Kind::Large => large::was_zero(seg, p),
+                _ => (*segment::page_of(seg, p)).free_zero,
+            };
+            if known_zero {
+                ptr::write_bytes(p, 0, size.min(crate::constants::WORD));
+                return;
+            }
+        }
+        ptr::write_bytes(p, 0, size);
+    }
 }
 
 /// Huge allocations go through the heap's slow path first, so the thread's
@@ -127,7 +165,7 @@ pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
         let p = malloc_block(req, size);
         if zero && !p.is_null() {
             // SAFETY: `p` is a fresh block of at least `size` bytes.
-            unsafe { harden::zero::clear_new(p, size) };
+            unsafe { clear_new(p, size) };
         }
         return p;
     }
@@ -144,7 +182,7 @@ fn aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
             let p = malloc_block(req, size);
             if zero && !p.is_null() {
                 // SAFETY: `p` is a fresh block of at least `size` bytes.
-                unsafe { harden::zero::clear_new(p, size) };
+                unsafe { clear_new(p, size) };
             }
             p
         }
@@ -339,7 +377,7 @@ unsafe fn free_other(seg: *mut Segment, page: *mut Page, block: *mut Block) {
         }
         if huge {
             huge::free(seg);
-        } else if harden::guard::ON && (*seg).kind == Kind::Large {
+        } else if (*seg).kind == Kind::Large {
             large::free(seg, block as *mut u8);
         } else {
             page::free_remote(page, block);
@@ -500,7 +538,7 @@ pub fn collect(force: bool) {
             heap::collect(heap, force);
         }
     }
-    if harden::guard::ON && force {
+    if force {
         large::collect();
     }
     arena::purge(force);

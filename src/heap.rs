@@ -104,7 +104,7 @@ pub fn malloc_generic(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
     // SAFETY: `heap` is this thread's initialised heap.
     unsafe {
         deferred_work(heap);
-        if harden::guard::ON && req > MEDIUM_OBJ_MAX && req <= LARGE_OBJ_MAX {
+        if req > MEDIUM_OBJ_MAX && req <= LARGE_OBJ_MAX {
             let p = large::alloc(bin_of(req), size);
             if !p.is_null() {
                 stats::bump(&(*heap).counters.mallocs);
@@ -164,6 +164,7 @@ unsafe fn deferred_work(heap: *mut Heap) {
             }
         }
         arena::maybe_purge();
+        large::maybe_purge();
     }
 }
 

@@ -1,30 +1,44 @@
-//! Large blocks (64 KiB to 2 MiB) in the guard build: segments of slots,
-//! one size class each, shared by all threads.
+//! Large blocks (64 KiB to 2 MiB): segments of slots, one size class
+//! each, shared by all threads.
 //!
 //! ```text
 //! segment: | header (slot bits, open bytes) | G | slot 0 | slot 1 | ... |
 //! ```
-//! The plain build keeps large blocks on pages with free lists, as it does
-//! small ones. The guard build seals a freed large block whole
-//! (`harden::large`), so no free-list link can live in it: a slot's bit in
-//! its segment header says whether it is free instead, and any thread
-//! takes and frees slots under one lock (large blocks are rare enough that
-//! mimalloc's per-thread pages buy nothing here, and a remote free needs no
-//! owner to collect it). A block is taken from a random free slot of a
-//! segment of its class (among those whose pages were kept, if any), so
-//! reuse is not predictable. A segment whose
-//! slots are all free is released (sealed whole) unless it is the only
-//! one of its class.
+//! A slot's bit in its segment header says whether it is free (no free
+//! list runs through large blocks), and any thread takes and frees slots
+//! under one lock: large blocks are rare enough that mimalloc's per-thread
+//! pages buy nothing here, a remote free needs no owner to collect it, and
+//! one segment per class serves every thread. Per-thread pages of large
+//! blocks kept a 4 MiB page per thread and class, each holding freed
+//! blocks resident, and emptied and refilled whole segments all the time.
+//!
+//! Without guards, a freed slot's memory is purged after the purge delay
+//! (as mimalloc purges a freed large page), and a block is taken from the
+//! lowest free slot whose memory is still resident, else the lowest free
+//! one. Each slot's zero bit lets `calloc` skip clearing a block whose
+//! memory is fresh or purged, leaving untouched pages untouched.
+//!
+//! The guard build seals a freed large block whole (`harden::large`) and
+//! takes a random free slot of a segment of its class (among those whose
+//! pages were kept, if any), so reuse is not predictable.
+//!
+//! A segment whose slots are all free is released: the arena hands the
+//! next segment (of any class, or a huge block) the memory it left, still
+//! resident. Keeping one per class held 4 MiB per class that nothing else
+//! could use. The guard build keeps its class's last one, whose slots are
+//! sealed already: releasing and remaking it would seal them all again.
 
 use core::cell::UnsafeCell;
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::constants::MEDIUM_OBJ_MAX;
+use crate::error::{self, ErrorKind};
 use crate::lock::{Holder, SpinLock};
 use crate::page::Page;
 use crate::segment::{self, Segment};
 use crate::size_class::{bin_of, BLOCK_SIZE, MAX_BIN};
-use crate::{harden, stats};
+use crate::{harden, options, os, stats};
 
 /// The first bin of large blocks.
 const FIRST_BIN: usize = bin_of(MEDIUM_OBJ_MAX + 1);
@@ -49,6 +63,18 @@ static CLASSES_OF: Classes = Classes(UnsafeCell::new(
     }; CLASSES],
 ));
 static LOCK: SpinLock = SpinLock::new();
+/// When the earliest free slot due for purging is (ms on the coarse
+/// clock), 0 if none.
+static PURGE_DUE: AtomicU64 = AtomicU64::new(0);
+
+/// The bits of a segment's `count` slots.
+fn all_slots(count: usize) -> u64 {
+    if count == 64 {
+        u64::MAX
+    } else {
+        (1u64 << count) - 1
+    }
+}
 
 /// The page descriptor holding a segment of slots' geometry.
 fn page(seg: *mut Segment) -> *mut Page {
@@ -81,6 +107,14 @@ pub fn alloc(bin: usize, size: usize) -> *mut u8 {
     unsafe {
         let page = page(seg);
         let p = (*page).page_start.add(slot * bsize);
+        // Zero-on-free without guards: a freed block was wiped, so one not
+        // fresh or purged since must still read zero, else something wrote
+        // to it after its free (the guard build seals it instead).
+        if harden::zero::ON && !harden::guard::ON && !was_zero(seg, p) && !harden::zero::words_zero(p, bsize)
+        {
+            error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
+            return ptr::null_mut();
+        }
         if !harden::large_taken(page, p, size) {
             // Written after its free: reported; the slot is left taken.
             return ptr::null_mut();
@@ -105,7 +139,11 @@ unsafe fn take_slot(class: &mut Class) -> Option<(*mut Segment, usize)> {
         // Among the free slots whose pages were kept, if any: a slot
         // sealed with markers, or never used, faults in every page its
         // next block touches.
-        let warm = harden::large::warm(page(seg), free);
+        let warm = if harden::guard::ON {
+            harden::large::warm(page(seg), free)
+        } else {
+            free & !(*seg).slots_zero.load(Ordering::Relaxed)
+        };
         let choice = if warm != 0 { warm } else { free };
         let mut k = harden::guard::pick(choice.count_ones() as usize);
         let mut bits = choice;
@@ -116,6 +154,7 @@ unsafe fn take_slot(class: &mut Class) -> Option<(*mut Segment, usize)> {
             k -= 1;
         }
         (*seg).slots_free = free & !(1 << slot);
+        (*seg).slots_unpurged &= !(1 << slot);
         if (*seg).slots_free == 0 {
             class.open = (*seg).free_next;
             (*seg).free_next = ptr::null_mut();
@@ -141,10 +180,21 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
         let (start, count) = segment::init_slots(seg, bin);
         let page = page(seg);
         let bsize = BLOCK_SIZE[bin];
-        let state = harden::large::slots_made(start, count, bsize, !fresh.zero);
-        for i in 0..count {
-            harden::large::set_state(page, start.add(i * bsize), state);
+        if harden::guard::ON {
+            let state = harden::large::slots_made(start, count, bsize, !fresh.zero);
+            for i in 0..count {
+                harden::large::set_state(page, start.add(i * bsize), state);
+            }
         }
+        let mut zero = if fresh.zero { all_slots(count) } else { 0 };
+        if harden::zero::ON && !harden::guard::ON && !fresh.zero {
+            // Reused memory may hold an old owner's bytes, and zero-on-free
+            // hands out only zero blocks: dropped, it reads as zero.
+            os::purge(start, count * bsize);
+            zero = all_slots(count);
+        }
+        (*seg).slots_zero.store(zero, Ordering::Relaxed);
+        (*seg).slots_unpurged = 0;
         stats::PAGES.increase(1);
         let _g = LOCK.lock();
         let class = &mut (*CLASSES_OF.0.get())[c];
@@ -169,24 +219,26 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8) {
         let bsize = (*page).block_size;
         let slot = (p as usize - (*page).page_start as usize) / bsize;
         let c = (*page).bin as usize - FIRST_BIN;
-        let count = (*page).reserved as usize;
-        let all = if count == 64 {
-            u64::MAX
-        } else {
-            (1u64 << count) - 1
-        };
-        stats::IN_USE.decrease(bsize);
+        let all = all_slots((*page).reserved as usize);
         let release = {
             let _g = LOCK.lock();
             let class = &mut (*CLASSES_OF.0.get())[c];
+            if (*seg).slots_free & (1 << slot) != 0 {
+                drop(_g);
+                error::report(ErrorKind::DoubleFree, p as usize, bsize);
+                return;
+            }
+            stats::IN_USE.decrease(bsize);
             (*seg).slots_free |= 1 << slot;
+            if !harden::guard::ON {
+                freed_unguarded(seg, slot);
+            }
             if !(*seg).in_free_list {
                 (*seg).free_next = class.open;
                 (*seg).in_free_list = true;
                 class.open = seg;
             }
-            // An empty segment goes, unless it is its class's only one.
-            let empty = (*seg).slots_free == all && class.count > 1;
+            let empty = (*seg).slots_free == all && (class.count > 1 || !harden::guard::ON);
             if empty {
                 unlink(class, seg);
                 class.count -= 1;
@@ -222,6 +274,10 @@ pub fn collect() {
             segment::os_free(seg);
         }
     }
+    if !harden::guard::ON {
+        purge(0, true);
+        return;
+    }
     let _g = LOCK.lock();
     // SAFETY: as above; the free slots' blocks are sealed and nobody's.
     unsafe {
@@ -235,6 +291,120 @@ pub fn collect() {
     }
 }
 
+/// A slot of a segment without guards was just freed: its memory is no
+/// longer known to be zero, and goes back to the OS after the purge delay
+/// unless the slot is taken again first (at once with a delay of 0).
+///
+/// # Safety
+/// LOCK must be held; `slot` is a free slot of the live `seg`.
+unsafe fn freed_unguarded(seg: *mut Segment, slot: usize) {
+    // SAFETY: per the caller.
+    unsafe {
+        (*seg).slots_zero.fetch_and(!(1 << slot), Ordering::Relaxed);
+        (*seg).slots_unpurged |= 1 << slot;
+        let delay = options::purge_delay_ms();
+        if delay == 0 {
+            purge_slots(seg);
+            return;
+        }
+        let due = os::now_ms() + delay;
+        // Every free pushes the segment's time on, so a segment in active
+        // use is not purged a slot at a time while its slots cycle.
+        (*seg).purge_at = due;
+        let pending = PURGE_DUE.load(Ordering::Relaxed);
+        if pending == 0 || due < pending {
+            PURGE_DUE.store(due, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Purges the free slots of `seg` still resident, one `madvise` per run of
+/// adjacent slots; they read as zero after.
+///
+/// # Safety
+/// LOCK must be held; `seg` is a live segment of slots without guards.
+unsafe fn purge_slots(seg: *mut Segment) {
+    // SAFETY: per the caller; the slots purged are free, nobody's.
+    unsafe {
+        let page = page(seg);
+        let bsize = (*page).block_size;
+        let mut bits = (*seg).slots_unpurged & (*seg).slots_free;
+        while bits != 0 {
+            let first = bits.trailing_zeros() as usize;
+            let run = (bits >> first).trailing_ones() as usize;
+            os::purge((*page).page_start.add(first * bsize), run * bsize);
+            let mask = if run == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << run) - 1) << first
+            };
+            bits &= !mask;
+            (*seg).slots_zero.fetch_or(mask, Ordering::Relaxed);
+        }
+        (*seg).slots_unpurged = 0;
+        (*seg).purge_at = 0;
+    }
+}
+
+/// Purges the free slots whose delay has passed (all of them with
+/// `force`), and records when the next fall due.
+fn purge(now: u64, force: bool) {
+    let _g = LOCK.lock();
+    let mut next_due = 0u64;
+    // SAFETY: the classes and their segments are only touched under LOCK;
+    // a segment with a free slot is on its class's list.
+    unsafe {
+        for class in (*CLASSES_OF.0.get()).iter() {
+            let mut seg = class.open;
+            while !seg.is_null() {
+                let due = (*seg).purge_at;
+                if (*seg).slots_unpurged != 0 {
+                    if force || due <= now {
+                        purge_slots(seg);
+                    } else if next_due == 0 || due < next_due {
+                        next_due = due;
+                    }
+                }
+                seg = (*seg).free_next;
+            }
+        }
+    }
+    PURGE_DUE.store(next_due, Ordering::Relaxed);
+}
+
+/// Purges free slots whose delay has passed, if any is due; one thread
+/// does it while the others carry on.
+pub fn maybe_purge() {
+    let due = PURGE_DUE.load(Ordering::Relaxed);
+    if due == 0 {
+        return;
+    }
+    let now = os::now_ms();
+    if now >= due
+        && PURGE_DUE
+            .compare_exchange(due, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        purge(now, false);
+    }
+}
+
+/// Whether the live large block `p` of `seg` (without guards) was zero
+/// when taken, past its first word: `calloc` need not clear it.
+///
+/// # Safety
+/// `p` must be a live block of the segment of slots `seg`, owned by the
+/// caller.
+pub unsafe fn was_zero(seg: *mut Segment, p: *const u8) -> bool {
+    // SAFETY: per the caller; a live slot's bit changes only when it is
+    // freed, which its owner has not done.
+    unsafe {
+        let page = page(seg);
+        let slot = (p as usize - (*page).page_start as usize) / (*page).block_size;
+        (*seg).slots_zero.load(Ordering::Relaxed) & (1 << slot) != 0
+    }
+}
+
 /// Takes a segment with no slot in use off its class, if there is one.
 ///
 /// # Safety
@@ -245,14 +415,7 @@ unsafe fn take_empty() -> *mut Segment {
         for class in (*CLASSES_OF.0.get()).iter_mut() {
             let mut seg = class.open;
             while !seg.is_null() {
-                let page = page(seg);
-                let count = (*page).reserved as usize;
-                let all = if count == 64 {
-                    u64::MAX
-                } else {
-                    (1u64 << count) - 1
-                };
-                if (*seg).slots_free == all {
+                if (*seg).slots_free == all_slots((*page(seg)).reserved as usize) {
                     unlink(class, seg);
                     class.count -= 1;
                     return seg;

@@ -100,8 +100,8 @@ pub struct Page {
     /// last fresh or purged. Kept across uses of the slot; false in a
     /// zero-filled (fresh) descriptor, as its area is then zero too.
     pub area_dirty: bool,
-    /// The zero-on-free build started this use of the slot on zero memory
-    /// (see `harden::zero::fresh`).
+    /// This use of the slot started on zero memory (`area_dirty` was false):
+    /// blocks not carved yet read zero.
     pub zero_start: bool,
     // Second cache line: the slow paths.
     // (A page is in use exactly when `block_size != 0`.)
@@ -109,6 +109,12 @@ pub struct Page {
     pub block_size: usize,
     pub next: *mut Page,
     pub prev: *mut Page,
+    /// Every block on `free`, and every block not carved yet, reads zero
+    /// past its first word (the link): `calloc` then clears only that word,
+    /// as mimalloc's `free_is_zero` lets it. Cleared when freed blocks join
+    /// `free`; set again when a page that started on zero memory carves
+    /// onto an empty `free`.
+    pub free_zero: bool,
     /// Per-page secrets of the hardened build (unused in the plain build).
     pub keys: [usize; 2],
 }
@@ -147,6 +153,7 @@ impl Page {
             block_size: 0,
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
+            free_zero: false,
             keys: [0; 2],
         }
     }
@@ -201,7 +208,8 @@ pub unsafe fn init(
         p.div_inv = inverse_u64((block_size >> shift) as u64);
         p.thread_free.store(NO_DELAYED_FREE, Ordering::Relaxed);
         p.heap.store(heap, Ordering::Relaxed);
-        p.zero_start = harden::zero::SKIP_FRESH && !p.area_dirty;
+        p.zero_start = !p.area_dirty;
+        p.free_zero = p.zero_start;
         p.area_dirty = true;
         harden::page_keys_init(page);
     }
@@ -319,6 +327,10 @@ pub unsafe fn extend(page: *mut Page) {
             // the slot started on zero memory) spares the memset.
             ptr::write_bytes(first, 0, count * bsize);
         }
+        if (*page).free.is_null() {
+            // Carving writes only the links.
+            (*page).free_zero = (*page).zero_start || harden::ZERO_FRESH;
+        }
         let heap = (*page).heap.load(Ordering::Relaxed);
         let rng = &mut (*heap).rng;
         (*page).free = harden::build_free_list(page, first, bsize, count, (*page).free, rng);
@@ -392,6 +404,7 @@ unsafe fn collect_thread_free(page: *mut Page) {
         if harden::UNWALKED_REMOTE_LISTS {
             if (*page).free.is_null() {
                 (*page).free = head;
+                (*page).free_zero = false;
                 (*page).used -= count;
                 return;
             }
@@ -439,6 +452,7 @@ pub unsafe fn collect(page: *mut Page, force: bool) {
             (*tail).next = harden::encode_next(page, (*page).free, tail);
         }
         (*page).free = head;
+        (*page).free_zero = false;
         (*page).local_free = ptr::null_mut();
     }
 }

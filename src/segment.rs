@@ -17,7 +17,7 @@
 //! (all / with a free small page / with a free medium page).
 
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::arena::{Guards, Prior};
 use crate::constants::{
@@ -72,6 +72,13 @@ pub struct Segment {
     pub large_open: [AtomicU32; 64],
     /// and which slots are free (bit per slot; under `large::LOCK`).
     pub slots_free: u64,
+    /// Segments of slots without guards: the slots whose memory reads zero
+    /// (fresh or purged, not written since it was last free; a live
+    /// slot's bit says how it was when taken, for `calloc`),
+    pub slots_zero: AtomicU64,
+    /// and the free slots whose memory is still resident, to be purged at
+    /// `purge_at` (under `large::LOCK`).
+    pub slots_unpurged: u64,
     pub pages: [Page; SMALL_PAGES_PER_SEGMENT + 1],
 }
 

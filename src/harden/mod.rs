@@ -275,7 +275,7 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize) -> bool {
 pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
     // SAFETY: per the caller; the block is opened before it is written.
     unsafe {
-        if !large::taken(page, p, size) {
+        if guard::ON && !large::taken(page, p, size) {
             error::report(ErrorKind::WriteAfterFree, p as usize, (*page).block_size);
             return false;
         }

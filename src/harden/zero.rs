@@ -4,7 +4,6 @@
 //! else something wrote to it after the free.
 
 use crate::page::Page;
-use crate::segment::{self, Kind};
 
 pub const ON: bool = cfg!(feature = "zero-on-free");
 
@@ -148,27 +147,6 @@ pub unsafe fn zero_reused(p: *mut u8, len: usize) {
             }
         }
         at += n;
-    }
-}
-
-/// Zeroes the first `size` bytes of a block just handed out, for calloc
-/// and friends. In this build a block of a small, medium or large page is
-/// already zero past its first word when it is handed out (fresh blocks are
-/// zeroed when carved, freed ones wiped and checked on the way out), so
-/// only that word is cleared; huge blocks and the plain build clear it all.
-///
-/// # Safety
-/// `p` must be a block just handed out with at least `size` usable bytes.
-#[inline(always)]
-pub unsafe fn clear_new(p: *mut u8, size: usize) {
-    // SAFETY: `p` has `size` usable bytes per the caller; a non-empty block
-    // lies in a live segment, whose header is readable.
-    unsafe {
-        if ON && size > 0 && (*segment::of_block(p)).kind != Kind::Huge {
-            core::ptr::write_bytes(p, 0, size.min(crate::constants::WORD));
-        } else {
-            core::ptr::write_bytes(p, 0, size);
-        }
     }
 }
 
