@@ -271,6 +271,7 @@ fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
         ("mixed", "mixed", None),
         ("threads-256", "threads256", None),
         ("realloc-strings", "realloc_strings", None),
+        ("mstress", "mstress", None),
     ] {
         let exe = out.join(file);
         compile(&root.join("bench/c").join(format!("{file}.c")), &exe);
