@@ -272,6 +272,7 @@ fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
         ("threads-256", "threads256", None),
         ("realloc-strings", "realloc_strings", None),
         ("mstress", "mstress", None),
+        ("thread-churn", "thread_churn", None),
     ] {
         let exe = out.join(file);
         compile(&root.join("bench/c").join(format!("{file}.c")), &exe);
