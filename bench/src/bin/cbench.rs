@@ -273,6 +273,7 @@ fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
         ("realloc-strings", "realloc_strings", None),
         ("mstress", "mstress", None),
         ("thread-churn", "thread_churn", None),
+        ("skewed-mass", "skewed_mass", None),
     ] {
         let exe = out.join(file);
         compile(&root.join("bench/c").join(format!("{file}.c")), &exe);
