@@ -1,10 +1,11 @@
 //! The C side of the benchmark: C workloads (bench/c/*.c) and real programs
 //! run under `LD_PRELOAD` with fortalloc's C library (plain and secure),
-//! Debian's libmimalloc (2.0) and libjemalloc, mimalloc 2.3 built here from
-//! the C sources the `libmimalloc-sys` crate vendors (plain and with
-//! `MI_SECURE=4`), and with no preload (glibc), interleaved run by run. C
-//! workloads are compared with mimalloc and with mimalloc-secure, real
-//! programs with glibc.
+//! Debian's libmimalloc (2.0), libjemalloc and libtcmalloc_minimal
+//! (gperftools), mimalloc 2.3 built here from the C sources the
+//! `libmimalloc-sys` crate vendors (plain and with `MI_SECURE=4`), and
+//! with no preload (glibc), interleaved run by run. C workloads are
+//! compared with mimalloc and with mimalloc-secure, real programs with
+//! glibc.
 //!
 //! cargo run --release -p fortalloc-bench --bin cbench [-- --quick | --runs N]
 
@@ -68,8 +69,9 @@ fn main() {
 }
 
 /// The allocators: glibc (no preload), fortalloc's library (built here),
-/// Debian's mimalloc 2.0 and jemalloc (installed with apt if missing and
-/// we are root). Each preload is checked to really provide `malloc`.
+/// Debian's mimalloc 2.0, jemalloc and tcmalloc (installed with apt if
+/// missing and we are root). Each preload is checked to really provide
+/// `malloc`.
 fn libraries(root: &Path) -> Vec<Lib> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
@@ -104,16 +106,32 @@ fn libraries(root: &Path) -> Vec<Lib> {
         &["-DMI_SECURE=4"],
     );
     let debian = |file: &str| PathBuf::from(DEBIAN_LIBS).join(file);
-    if !debian("libmimalloc.so.2").exists() || !debian("libjemalloc.so.2").exists() {
+    // (library, Debian package); tcmalloc is gperftools' minimal build
+    // (no heap profiler), the one meant for LD_PRELOAD.
+    let packaged = [
+        ("libmimalloc.so.2", "libmimalloc2.0"),
+        ("libjemalloc.so.2", "libjemalloc2"),
+        ("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+    ];
+    let missing: Vec<&str> = packaged
+        .iter()
+        .filter(|(lib, _)| !debian(lib).exists())
+        .map(|&(_, package)| package)
+        .collect();
+    if !missing.is_empty() {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
-            eprintln!("cbench: installing libmimalloc2.0 and libjemalloc2 with apt-get");
+            eprintln!("cbench: installing {} with apt-get", missing.join(" "));
             let _ = Command::new("apt-get")
-                .args(["install", "-y", "-qq", "libmimalloc2.0", "libjemalloc2"])
+                .args(["install", "-y", "-qq"])
+                .args(&missing)
                 .stdout(Stdio::null())
                 .status();
         } else {
-            eprintln!("cbench: missing Debian libs; run: apt-get install libmimalloc2.0 libjemalloc2");
+            eprintln!(
+                "cbench: missing Debian libs; run: apt-get install {}",
+                missing.join(" ")
+            );
         }
     }
     let candidates = [
@@ -132,6 +150,11 @@ fn libraries(root: &Path) -> Vec<Lib> {
         ("mimalloc-2.3", mimalloc_23, "libmimalloc-2.3"),
         ("mimalloc-secure", mimalloc_secure, "libmimalloc-secure"),
         ("jemalloc", Some(debian("libjemalloc.so.2")), "libjemalloc"),
+        (
+            "tcmalloc",
+            Some(debian("libtcmalloc_minimal.so.4")),
+            "libtcmalloc_minimal",
+        ),
     ];
     let which = root.join("target/bench/c/which_malloc");
     compile(&root.join("bench/c/which_malloc.c"), &which);
@@ -247,6 +270,10 @@ fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
         ("realloc", "realloc_grow", None),
         ("mixed", "mixed", None),
         ("threads-256", "threads256", None),
+        ("realloc-strings", "realloc_strings", None),
+        ("mstress", "mstress", None),
+        ("thread-churn", "thread_churn", None),
+        ("skewed-mass", "skewed_mass", None),
     ] {
         let exe = out.join(file);
         compile(&root.join("bench/c").join(format!("{file}.c")), &exe);
