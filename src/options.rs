@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `FORTALLOC_VERBOSE=1` | print what fortalloc does at start and exit (options in effect) |
 //! | `FORTALLOC_SHOW_STATS=1` | print the statistics table to stderr at exit (the C library) |
-//! | `FORTALLOC_PURGE_DELAY=<ms>` | delay before empty pages go back to the OS (ten times it for whole free segments); 0 = at once |
+//! | `FORTALLOC_PURGE_DELAY=<ms>` | delay before empty pages and freed large blocks go back to the OS (ten times it for whole free segments); 0 = at once |
 //! | `FORTALLOC_HUGE_PAGES=1` | advise transparent huge pages for fortalloc's memory |
 //! | `FORTALLOC_GUARDS=mprotect` | make guards with `mprotect` even where the kernel has guard markers |
 //! | `FORTALLOC_MAP_BUDGET=<n>` | the most kernel mappings `mprotect` guards may take the process to (default: half of `vm.max_map_count`) |
