@@ -27,10 +27,9 @@ pub fn malloc(size: usize) -> *mut u8 {
 fn malloc_block(req: usize, size: usize) -> *mut u8 {
     let heap = thread::heap();
     if req <= SMALL_SIZE_MAX {
-        // SAFETY: the heap is this thread's (or the static empty heap, whose
-        // pages have no free blocks); `wsize_of(req) <= SMALL_WSIZE_MAX`
-        // keeps the direct-table index in bounds; a non-null `free` is a
-        // valid free block of a page this thread owns.
+        // The heap is this thread's, or the static empty one (no free blocks).
+        // SAFETY: `wsize_of(req) <= SMALL_WSIZE_MAX` bounds the index; a
+        // non-null `free` is a valid free block of a page this thread owns.
         unsafe {
             let page = *(*heap).direct.get_unchecked(wsize_of(req));
             if !(*page).free.is_null() {
@@ -76,10 +75,10 @@ pub fn zalloc(size: usize) -> *mut u8 {
 /// `size` usable bytes, and no allocation since.
 #[inline(always)]
 unsafe fn clear_new(p: *mut u8, size: usize) {
-    // SAFETY: `p` has `size` usable bytes per the caller; a non-empty block
-    // lies in a live segment, whose header and page descriptors are
-    // readable; the page is this thread's, so `free_zero` still describes
-    // the list `p` was taken from.
+    // The page is this thread's, so `free_zero` still describes the list
+    // `p` was taken from.
+    // SAFETY: `p` has `size` usable bytes per the caller; a non-empty
+    // block lies in a live segment, whose header and descriptors are read.
     unsafe {
         if size > 0 {
             let seg = segment::of_block(p);

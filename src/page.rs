@@ -309,9 +309,10 @@ pub unsafe fn freed_block_size(page: *const Page, off: usize) -> Option<usize> {
 /// `page` must be in use, owned by the calling thread, whose heap is the
 /// page's, with `capacity < reserved`.
 pub unsafe fn extend(page: *mut Page) {
-    // SAFETY: owner access per the caller, through raw field places (no
-    // reference to the whole page: other threads may be reading
-    // `capacity`); the carved range lies inside the reserved area.
+    // Raw field places, no reference to the whole page: other threads may
+    // be reading `capacity`.
+    // SAFETY: owner access per the caller; the carved range lies inside
+    // the reserved area.
     unsafe {
         let bsize = (*page).block_size;
         let capacity = (*page).capacity.load(Ordering::Relaxed) as usize;
