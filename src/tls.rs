@@ -58,10 +58,25 @@ mod imp {
         (base.wrapping_add(offset)) as *mut *mut Heap
     }
 
+    /// One `fs:`-relative load through the slot's offset, where going
+    /// through [`slot`] took a third instruction to form the address; this
+    /// runs on every malloc and free.
     #[inline(always)]
     pub fn get() -> *mut Heap {
-        // SAFETY: the slot is this thread's own 8 bytes of TLS.
-        unsafe { *slot() }
+        let heap: *mut Heap;
+        // SAFETY: reads the slot's thread-pointer offset from the GOT (set
+        // by the loader, as in `slot`) and then the slot itself, this
+        // thread's own 8 bytes of TLS; `readonly` without `pure` keeps the
+        // load after any `set` of the slot.
+        unsafe {
+            core::arch::asm!(
+                "mov {h}, qword ptr [rip + fortalloc_tls_heap@GOTTPOFF]",
+                "mov {h}, qword ptr fs:[{h}]",
+                h = out(reg) heap,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        heap
     }
 
     #[inline(always)]
