@@ -69,6 +69,14 @@ struct Pool(UnsafeCell<*mut Heap>);
 // SAFETY: the list head is only touched under POOL_LOCK.
 unsafe impl Sync for Pool {}
 static POOL: Pool = Pool(UnsafeCell::new(ptr::null_mut()));
+/// Heap slots of the newest chunk not handed out yet: `(next, end)`.
+/// Carved one at a time, so a process with one thread touches one heap's
+/// pages, not the whole chunk's (linking every slot into the pool up front
+/// wrote to every page of it: 256 KiB resident in every process).
+struct Carve(UnsafeCell<(usize, usize)>);
+// SAFETY: only touched under POOL_LOCK.
+unsafe impl Sync for Carve {}
+static CARVE: Carve = Carve(UnsafeCell::new((0, 0)));
 /// Every chunk ever mapped for heaps, linked through each chunk's first
 /// word, so statistics can visit every heap. Changed under POOL_LOCK, and
 /// published link first, so the list is whole at every instant (a `fork`
@@ -85,26 +93,31 @@ fn heap_stride() -> usize {
 
 fn pool_take() -> *mut Heap {
     let _g = POOL_LOCK.lock();
-    // SAFETY: POOL and CHUNKS are guarded by POOL_LOCK; chunks are fresh
-    // mappings big enough for their header and the heaps carved from them,
-    // suitably aligned (page start, 64-byte strides).
+    // SAFETY: POOL, CARVE and CHUNKS are guarded by POOL_LOCK; chunks are
+    // fresh mappings big enough for their header and the heaps carved from
+    // them, suitably aligned (page start, 64-byte strides).
     unsafe {
         let mut head = *POOL.0.get();
         if head.is_null() {
-            let chunk = os::map(POOL_CHUNK);
-            if chunk.is_null() {
-                return ptr::null_mut();
+            let carve = &mut *CARVE.0.get();
+            if carve.0 + heap_stride() > carve.1 {
+                let chunk = os::map(POOL_CHUNK);
+                if chunk.is_null() {
+                    return ptr::null_mut();
+                }
+                *(chunk as *mut *mut u8) = CHUNKS.load(Ordering::Relaxed);
+                CHUNKS.store(chunk, Ordering::Release);
+                let first = chunk as usize + CHUNK_HEADER;
+                *carve = (
+                    first,
+                    first + (POOL_CHUNK - CHUNK_HEADER) / heap_stride() * heap_stride(),
+                );
             }
-            *(chunk as *mut *mut u8) = CHUNKS.load(Ordering::Relaxed);
-            CHUNKS.store(chunk, Ordering::Release);
-            for i in 0..(POOL_CHUNK - CHUNK_HEADER) / heap_stride() {
-                let h = chunk.add(CHUNK_HEADER + i * heap_stride()) as *mut Heap;
-                (*h).pool_next = *POOL.0.get();
-                *POOL.0.get() = h;
-            }
-            head = *POOL.0.get();
+            head = carve.0 as *mut Heap;
+            carve.0 += heap_stride();
+        } else {
+            *POOL.0.get() = (*head).pool_next;
         }
-        *POOL.0.get() = (*head).pool_next;
         // Reset under the lock: statistics read the counters under it.
         heap::reset(head);
         head
@@ -170,8 +183,11 @@ pub fn after_fork() {
     if POOL_LOCK.holder() == Holder::Other {
         // SAFETY: the lock's owner does not exist in the child, and this
         // is the child's only thread: nobody else touches the pool. The
-        // pooled heaps leak.
-        unsafe { *POOL.0.get() = ptr::null_mut() };
+        // pooled heaps, and the rest of the chunk being carved, leak.
+        unsafe {
+            *POOL.0.get() = ptr::null_mut();
+            *CARVE.0.get() = (0, 0);
+        }
         POOL_LOCK.force_release();
     }
     if ABANDONED_LOCK.holder() == Holder::Other {
@@ -304,4 +320,37 @@ pub unsafe fn reclaim_one(heap: *mut Heap, kind: Option<Kind>) -> bool {
 pub unsafe fn reclaim_all(heap: *mut Heap) {
     // SAFETY: forwarded from the caller.
     while unsafe { reclaim_one(heap, None) } {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_slots_not_handed_out_are_never_touched() {
+        let h = pool_take();
+        assert!(!h.is_null());
+        let _g = POOL_LOCK.lock();
+        // SAFETY: CARVE and the chunk are read under POOL_LOCK, so no other
+        // thread carves meanwhile; the range checked lies in the newest
+        // chunk, which stays mapped.
+        unsafe {
+            let (next, end) = *CARVE.0.get();
+            let ps = os::page_size();
+            let from = next.next_multiple_of(ps);
+            if from >= end {
+                return; // The chunk is carved to its last page.
+            }
+            let len = end - from;
+            let mut vec = [0u8; POOL_CHUNK / 4096];
+            assert!(os::residency(from as *mut u8, len, &mut vec));
+            let resident = vec[..len.div_ceil(ps)].iter().filter(|&&v| v & 1 != 0).count();
+            assert_eq!(
+                resident, 0,
+                "{resident} pages of uncarved heap slots are resident"
+            );
+        }
+        drop(_g);
+        pool_put(h);
+    }
 }
