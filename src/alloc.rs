@@ -504,9 +504,11 @@ fn malloc_with_room(size: usize, room: usize, align: usize) -> *mut u8 {
 /// eighth apart, so without the headroom each step landed in the next
 /// class and copied everything (twice the copying of mimalloc, whose
 /// classes are a quarter apart). Blocks that would become huge get exactly
-/// what they ask for. A large block of the guard build gets twice what it
-/// had: it is open (and touched) only as far as asked, so the headroom
-/// costs address space, not memory, and every move costs a seal.
+/// what they ask for. A large block gets twice what it had: its slot's
+/// pages past what the program writes are not touched (the guard build
+/// opens only what is asked; a fresh or purged slot is not cleared), so
+/// the headroom costs address space more than memory, while every move
+/// copies the whole block (and in the guard build costs a seal).
 #[inline]
 fn grown_size(usable: usize, new_size: usize) -> usize {
     let large = crate::constants::MEDIUM_OBJ_MAX + 1;
@@ -515,7 +517,7 @@ fn grown_size(usable: usize, new_size: usize) -> usize {
     if new_size <= usable || new_size > limit {
         return new_size;
     }
-    let headroom = if harden::guard::ON && new_size >= large {
+    let headroom = if new_size >= large {
         usable
     } else {
         usable / 4
