@@ -1,6 +1,7 @@
 //! The C benchmark's data and table (the runner is src/bin/cbench.rs).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 pub use crate::driver::stats::{geomean, median};
 
@@ -44,6 +45,44 @@ impl Cell {
     fn rss(&self) -> Option<f64> {
         median(&self.rss_kb.iter().map(|&k| k as f64).collect::<Vec<_>>())
     }
+}
+
+/// Compiles the launcher every measured program runs under (`bench/c/launch.c`, whose head
+/// comment says why it exists) from `src` into `exe`: freestanding and static, so that it has
+/// no dynamic loader for `LD_PRELOAD` to act on and no libc start-up to time. Panics if it
+/// does not build.
+pub fn build_launcher(src: &Path, exe: &Path) {
+    let out = Command::new("cc")
+        .args([
+            "-O2",
+            "-static",
+            "-nostdlib",
+            "-ffreestanding",
+            // No libc: no stack-protector canary to check, and no memset or memcpy for the
+            // compiler to turn loops into.
+            "-fno-stack-protector",
+            "-fno-tree-loop-distribute-patterns",
+            "-o",
+        ])
+        .arg(exe)
+        .arg(src)
+        .output()
+        .expect("cc");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        src.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The program's peak RSS in KiB from the launcher's stderr (its `maxrss_kb=N` line), or None
+/// if it wrote none.
+pub fn parse_maxrss_kb(stderr: &[u8]) -> Option<u64> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("maxrss_kb=")?.trim().parse().ok())
 }
 
 /// The markdown table: per job and allocator the median time, its ratio
@@ -114,6 +153,13 @@ mod tests {
             rss_kb: vec![2048; secs.len()],
             failed: false,
         }
+    }
+
+    #[test]
+    fn parses_the_launchers_report() {
+        assert_eq!(parse_maxrss_kb(b"maxrss_kb=1412\n"), Some(1412));
+        assert_eq!(parse_maxrss_kb(b"usage: launch PROGRAM [ARG...]\n"), None);
+        assert_eq!(parse_maxrss_kb(b""), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use fortalloc_bench::cbench::{render, Cell, Job, Lib};
+use fortalloc_bench::cbench::{build_launcher, parse_maxrss_kb, render, Cell, Job, Lib};
 
 const DEBIAN_LIBS: &str = "/usr/lib/x86_64-linux-gnu";
 
@@ -32,7 +32,10 @@ fn main() {
     let out_dir = root.join("target/bench/c");
     std::fs::create_dir_all(&out_dir).expect("target/bench/c");
 
-    let libs = libraries(&root);
+    // Every program runs under the launcher, which reports its peak RSS (see measure).
+    let launcher = out_dir.join("launch");
+    build_launcher(&root.join("bench/c/launch.c"), &launcher);
+    let libs = libraries(&root, &launcher);
     let jobs = jobs(&root, &out_dir, scale);
     let mut cells: Vec<Vec<Cell>> = vec![vec![Cell::default(); libs.len()]; jobs.len()];
     let mut expected: Vec<Option<Vec<u8>>> = vec![None; jobs.len()];
@@ -45,7 +48,7 @@ fn main() {
                 if lib.path.is_none() && lib.name != "system" {
                     continue;
                 }
-                let (secs, rss_kb, ok, stdout) = measure(job, lib);
+                let (secs, rss_kb, ok, stdout) = measure(&launcher, job, lib);
                 let cell = &mut cells[j][l];
                 if !ok {
                     cell.failed = true;
@@ -71,8 +74,8 @@ fn main() {
 /// The allocators: glibc (no preload), fortalloc's library (built here),
 /// Debian's mimalloc 2.0, jemalloc and tcmalloc (installed with apt if
 /// missing and we are root). Each preload is checked to really provide
-/// `malloc`.
-fn libraries(root: &Path) -> Vec<Lib> {
+/// `malloc` to a program started through `launcher`, as the measured ones are.
+fn libraries(root: &Path, launcher: &Path) -> Vec<Lib> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .current_dir(root)
@@ -162,7 +165,8 @@ fn libraries(root: &Path) -> Vec<Lib> {
         .into_iter()
         .map(|(name, path, marker)| {
             let path = path.filter(|p| p.exists());
-            let mut cmd = Command::new(&which);
+            let mut cmd = Command::new(launcher);
+            cmd.arg(&which);
             if let Some(p) = &path {
                 cmd.env("LD_PRELOAD", p);
             }
@@ -345,18 +349,32 @@ fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
     jobs
 }
 
-/// Runs a job once under `lib`: wall seconds, peak RSS (KiB, from wait4),
-/// success, stdout.
-fn measure(job: &Job, lib: &Lib) -> (f64, u64, bool, Vec<u8>) {
-    let mut cmd = Command::new(&job.argv[0]);
-    // No current_dir or pre_exec: std then starts the child with
-    // posix_spawn (vfork), so wait4's peak RSS is the child's alone, not a
-    // fork of this harness.
-    cmd.args(&job.argv[1..])
+/// Runs a job once under `lib`: wall seconds, peak RSS (KiB), success,
+/// stdout.
+///
+/// The program runs under `launcher` (bench/c/launch.c), which forks it and
+/// reports its `ru_maxrss`. cbench does not start it itself because Linux
+/// carries the high-water RSS of the image a process execs from into the new
+/// program's `ru_maxrss`: std's posix_spawn is a vfork, so every program
+/// started from here reported at least cbench's own peak (several MiB). Forked
+/// from the tiny launcher, it starts from nearly nothing. Reading the
+/// program's `VmHWM` just before it exits would need a hook inside it (a
+/// second preload) or ptrace, and would change what runs.
+///
+/// The time is as before: from spawning (now the launcher) to reaping it,
+/// which adds the launcher's own start, fork and exit (about 0.07 ms) to
+/// every run, the same for every allocator.
+fn measure(launcher: &Path, job: &Job, lib: &Lib) -> (f64, u64, bool, Vec<u8>) {
+    let mut cmd = Command::new(launcher);
+    // The launcher gives the program this stdin and stdout and puts its
+    // stderr on /dev/null; our stderr pipe carries only the launcher's report.
+    cmd.args(&job.argv)
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
+    // The launcher is static (no dynamic loader), so LD_PRELOAD acts only
+    // on the program, which inherits it with the rest of the environment.
     match &lib.path {
         Some(p) => cmd.env("LD_PRELOAD", p),
         None => cmd.env_remove("LD_PRELOAD"),
@@ -369,12 +387,15 @@ fn measure(job: &Job, lib: &Lib) -> (f64, u64, bool, Vec<u8>) {
     if let Some(mut s) = child.stdout.take() {
         let _ = std::io::Read::read_to_end(&mut s, &mut stdout);
     }
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value to be overwritten.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, writing into locals we own.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    // The launcher closed its stdout, so the read above ended with the
+    // program; its report follows once it has reaped the program.
+    let mut report = Vec::new();
+    if let Some(mut s) = child.stderr.take() {
+        let _ = std::io::Read::read_to_end(&mut s, &mut report);
+    }
+    let status = child.wait();
     let secs = start.elapsed().as_secs_f64();
-    let ok = pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    (secs, usage.ru_maxrss as u64, ok, stdout)
+    let rss_kb = parse_maxrss_kb(&report);
+    let ok = status.is_ok_and(|s| s.success()) && rss_kb.is_some();
+    (secs, rss_kb.unwrap_or(0), ok, stdout)
 }
