@@ -156,11 +156,20 @@ pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     if harden::zero_size::ON && size == 0 && align <= harden::zero_size::SLOT {
         return harden::zero_size::alloc();
     }
-    if align <= SIZE_ALIGN_MAX && size <= SMALL_SIZE_MAX {
-        // A mask, not `next_multiple_of`: the compiler cannot see `align`
-        // is a power of two and would divide.
-        // At least `align`: a zero-size request must not get an 8-byte block.
-        let req = (harden::padded(size).max(1) + align - 1) & !(align - 1);
+    let padded = harden::padded(size);
+    if align <= SIZE_ALIGN_MAX && padded <= LARGE_OBJ_MAX {
+        let req = if size <= SMALL_SIZE_MAX {
+            // A mask, not `next_multiple_of`: the compiler cannot see
+            // `align` is a power of two and would divide. At least
+            // `align`: a zero-size request must not get an 8-byte block.
+            (padded.max(1) + align - 1) & !(align - 1)
+        } else {
+            // Every block size past the small ones is a multiple of
+            // SIZE_ALIGN_MAX (a `size_class` test checks it), and blocks
+            // are aligned as their size allows: any block will do, without
+            // `aligned_slow`'s class lookup (every C malloc over 1 KiB).
+            padded
+        };
         let p = malloc_block(req, size);
         if zero && !p.is_null() {
             // SAFETY: `p` is a fresh block of at least `size` bytes.
@@ -517,11 +526,7 @@ fn grown_size(usable: usize, new_size: usize) -> usize {
     if new_size <= usable || new_size > limit {
         return new_size;
     }
-    let headroom = if new_size >= large {
-        usable
-    } else {
-        usable / 4
-    };
+    let headroom = if new_size >= large { usable } else { usable / 4 };
     new_size.max(usable + headroom).min(limit)
 }
 

@@ -115,6 +115,16 @@ mod tests {
     use super::*;
     use crate::constants::SIZE_ALIGN_MAX;
 
+    /// `alloc::aligned` hands out any block past the small sizes for an
+    /// alignment up to SIZE_ALIGN_MAX.
+    #[test]
+    fn every_block_past_the_small_sizes_is_a_multiple_of_size_align_max() {
+        use crate::constants::SMALL_SIZE_MAX;
+        for (bin, &bsize) in BLOCK_SIZE.iter().enumerate().skip(bin_of(SMALL_SIZE_MAX + 1)) {
+            assert_eq!(bsize % SIZE_ALIGN_MAX, 0, "bin {bin}: {bsize}");
+        }
+    }
+
     #[test]
     fn small_sizes_get_one_bin_per_word() {
         for (w, &bsize) in BLOCK_SIZE.iter().enumerate().take(9).skip(1) {
