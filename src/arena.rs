@@ -351,7 +351,7 @@ fn give_back(a: &mut Arena, start: usize, n: usize, sealed: bool, guards: Guards
 pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
     let n = size.div_ceil(SEGMENT_SIZE);
     let delay = options::arena_purge_delay_ms();
-    let due = if delay == 0 { 0 } else { os::now_ms() + delay };
+    let due = if delay == 0 { 0 } else { os::recent_ms() + delay };
     let _g = LOCK.lock();
     // SAFETY: ARENAS is only touched under LOCK.
     let arenas = unsafe { &mut *ARENAS.0.get() };
@@ -384,6 +384,11 @@ pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
     if cur == 0 || due < cur {
         PURGE_DUE.store(due, Ordering::Relaxed);
     }
+}
+
+/// When the earliest dirty free slice falls due for purging, 0 if none.
+pub fn purge_due() -> u64 {
+    PURGE_DUE.load(Ordering::Relaxed)
 }
 
 /// Purges dirty free slices whose delay passed (all of them with `force`).
@@ -447,12 +452,12 @@ pub fn retired_count() -> usize {
 
 /// Cheap check from slow paths: purge if something fell due.
 #[inline]
-pub fn maybe_purge() {
+pub fn maybe_purge(now: u64) {
     let due = PURGE_DUE.load(Ordering::Relaxed);
     // One thread claims the due purge; the others carry on instead of
     // queueing on the arena lock behind its madvise calls.
     if due != 0
-        && os::now_ms() >= due
+        && now >= due
         && PURGE_DUE
             .compare_exchange(due, 0, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()

@@ -156,15 +156,16 @@ unsafe fn deferred_work(heap: *mut Heap) {
         if thread::abandoned_count() > ABANDONED_SLACK {
             thread::reclaim_one(heap, None);
         }
+        // One clock read for all three (it was up to three a slow path).
         let due = (*heap).segs.purge_due;
-        if due != 0 {
+        if due | arena::purge_due() | large::purge_due() != 0 {
             let now = os::now_ms();
-            if now >= due {
+            if due != 0 && now >= due {
                 segment::purge_expired(heap, now, false);
             }
+            arena::maybe_purge(now);
+            large::maybe_purge(now);
         }
-        arena::maybe_purge();
-        large::maybe_purge();
     }
 }
 

@@ -307,7 +307,7 @@ unsafe fn freed_unguarded(seg: *mut Segment, slot: usize) {
             purge_slots(seg);
             return;
         }
-        let due = os::now_ms() + delay;
+        let due = os::recent_ms() + delay;
         // Every free pushes the segment's time on, so a segment in active
         // use is not purged a slot at a time while its slots cycle.
         (*seg).purge_at = due;
@@ -372,15 +372,17 @@ fn purge(now: u64, force: bool) {
     PURGE_DUE.store(next_due, Ordering::Relaxed);
 }
 
-/// Purges free slots whose delay has passed, if any is due; one thread
-/// does it while the others carry on.
-pub fn maybe_purge() {
+/// When the earliest free slot falls due for purging, 0 if none.
+pub fn purge_due() -> u64 {
+    PURGE_DUE.load(Ordering::Relaxed)
+}
+
+/// Purges free slots whose delay has passed, if any is due at `now`; one
+/// thread does it while the others carry on.
+pub fn maybe_purge(now: u64) {
     let due = PURGE_DUE.load(Ordering::Relaxed);
-    if due == 0 {
-        return;
-    }
-    let now = os::now_ms();
-    if now >= due
+    if due != 0
+        && now >= due
         && PURGE_DUE
             .compare_exchange(due, 0, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()

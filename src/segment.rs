@@ -610,7 +610,7 @@ pub unsafe fn page_free(heap: *mut Heap, page: *mut Page) {
             os::purge(s as *mut u8, e - s);
             (*page).area_dirty = false;
         } else {
-            let due = os::now_ms() + delay;
+            let due = os::recent_ms() + delay;
             (*page).purge_pending = true;
             (*seg).purge_at = due;
             let segs = &mut (*heap).segs;
