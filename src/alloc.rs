@@ -25,24 +25,35 @@ pub fn malloc(size: usize) -> *mut u8 {
 /// (`req >= harden::padded(size)`; more when rounded up for alignment).
 #[inline(always)]
 fn malloc_block(req: usize, size: usize) -> *mut u8 {
-    let heap = thread::heap();
     if req <= SMALL_SIZE_MAX {
-        // The heap is this thread's, or the static empty one (no free blocks).
-        // SAFETY: `wsize_of(req) <= SMALL_WSIZE_MAX` bounds the index; a
-        // non-null `free` is a valid free block of a page this thread owns.
-        unsafe {
-            let page = *(*heap).direct.get_unchecked(wsize_of(req));
-            if !(*page).free.is_null() {
-                let p = heap::pop_block(page);
-                if harden::on_alloc(page, p, size) {
-                    stats::bump(&(*heap).counters.mallocs);
-                    return p;
-                }
-            }
-        }
+        // SAFETY: just checked.
+        return unsafe { malloc_small(req, size) };
     }
     if req > MAX_ALLOC {
         return ptr::null_mut();
+    }
+    malloc_generic(thread::heap(), req, size)
+}
+
+/// [`malloc_block`] for a request known to be small.
+///
+/// # Safety
+/// `req` must be at most SMALL_SIZE_MAX.
+#[inline(always)]
+unsafe fn malloc_small(req: usize, size: usize) -> *mut u8 {
+    let heap = thread::heap();
+    // The heap is this thread's, or the static empty one (no free blocks).
+    // SAFETY: `wsize_of(req) <= SMALL_WSIZE_MAX` (per the caller) bounds
+    // the index; a non-null `free` is a free block of a page we own.
+    unsafe {
+        let page = *(*heap).direct.get_unchecked(wsize_of(req));
+        if !(*page).free.is_null() {
+            let p = heap::pop_block(page);
+            if harden::on_alloc(page, p, size) {
+                stats::bump(&(*heap).counters.mallocs);
+                return p;
+            }
+        }
     }
     malloc_generic(heap, req, size)
 }
@@ -156,29 +167,42 @@ pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     if harden::zero_size::ON && size == 0 && align <= harden::zero_size::SLOT {
         return harden::zero_size::alloc();
     }
-    let padded = harden::padded(size);
-    if align <= SIZE_ALIGN_MAX && padded <= LARGE_OBJ_MAX {
-        let req = if size <= SMALL_SIZE_MAX {
-            // A mask, not `next_multiple_of`: the compiler cannot see
-            // `align` is a power of two and would divide. At least
-            // `align`: a zero-size request must not get an 8-byte block.
-            (padded.max(1) + align - 1) & !(align - 1)
-        } else {
-            // Every block size past the small ones is a multiple of
-            // SIZE_ALIGN_MAX (a `size_class` test checks it), and blocks
-            // are aligned as their size allows: any block will do, without
-            // `aligned_slow`'s class lookup (every C malloc over 1 KiB).
-            padded
-        };
-        let p = malloc_block(req, size);
-        if zero && !p.is_null() {
-            // SAFETY: `p` is a fresh block of at least `size` bytes.
-            unsafe { clear_new(p, size) };
-        }
-        return p;
+    if align > SIZE_ALIGN_MAX {
+        return aligned_slow(size, align, zero);
     }
-    aligned_slow(size, align, zero)
+    let padded = harden::padded(size);
+    let p = if size <= SMALL_SIZE_MAX {
+        // A mask, not `next_multiple_of`: the compiler cannot see `align`
+        // is a power of two and would divide. At least `align`: a
+        // zero-size request must not get an 8-byte block.
+        let req = (padded.max(1) + align - 1) & !(align - 1);
+        if SMALL_STAYS_SMALL {
+            // SAFETY: without padding, `req <= SMALL_SIZE_MAX` (see the
+            // constant); the compiler could not see it through the mask.
+            unsafe { malloc_small(req, size) }
+        } else {
+            malloc_block(req, size)
+        }
+    } else if padded <= LARGE_OBJ_MAX {
+        // Every block size past the small ones is a multiple of
+        // SIZE_ALIGN_MAX (a `size_class` test checks it), and blocks are
+        // aligned as their size allows: any block will do, without
+        // `aligned_slow`'s class lookup (every C malloc over 1 KiB).
+        malloc_block(padded, size)
+    } else {
+        return aligned_slow(size, align, zero);
+    };
+    if zero && !p.is_null() {
+        // SAFETY: `p` is a fresh block of at least `size` bytes.
+        unsafe { clear_new(p, size) };
+    }
+    p
 }
+
+/// A small request rounded up to SIZE_ALIGN_MAX is still small: true
+/// unless the hardened build pads requests.
+const SMALL_STAYS_SMALL: bool =
+    (harden::padded(SMALL_SIZE_MAX) + SIZE_ALIGN_MAX - 1) & !(SIZE_ALIGN_MAX - 1) <= SMALL_SIZE_MAX;
 
 #[inline(never)]
 fn aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
