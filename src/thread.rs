@@ -93,9 +93,9 @@ fn heap_stride() -> usize {
 
 fn pool_take() -> *mut Heap {
     let _g = POOL_LOCK.lock();
-    // SAFETY: POOL, CARVE and CHUNKS are guarded by POOL_LOCK; chunks are
-    // fresh mappings big enough for their header and the heaps carved from
-    // them, suitably aligned (page start, 64-byte strides).
+    // Chunks are fresh mappings with room for their header and the heaps
+    // carved from them, aligned (page start, 64-byte strides).
+    // SAFETY: POOL, CARVE and CHUNKS are guarded by POOL_LOCK, held.
     unsafe {
         let mut head = *POOL.0.get();
         if head.is_null() {
@@ -128,10 +128,10 @@ fn pool_take() -> *mut Heap {
 /// hold zeros: their counts were folded into the totals at thread exit).
 pub fn for_each_heap(mut f: impl FnMut(&HeapCounters)) {
     let _g = POOL_LOCK.lock();
-    // SAFETY: CHUNKS is a whole list (see its comment); chunks are never
-    // unmapped; heap slots were zero (a fresh mapping) or written by `reset`
-    // under this lock before any use, and counters are only accessed
-    // atomically.
+    // Heap slots were zero (a fresh mapping) or written by `reset` under
+    // this lock before any use; counters are only accessed atomically.
+    // SAFETY: CHUNKS is a whole list (see its comment) of chunks never
+    // unmapped, so every slot read is mapped and initialised.
     unsafe {
         let mut chunk = CHUNKS.load(Ordering::Acquire);
         while !chunk.is_null() {
@@ -181,9 +181,9 @@ pub fn after_fork() {
     // forked) is finished by it when the handler returns, either way.
     let _ = KEY_STATE.compare_exchange(KEY_CREATING, KEY_NONE, Ordering::AcqRel, Ordering::Relaxed);
     if POOL_LOCK.holder() == Holder::Other {
+        // The pooled heaps, and the rest of the chunk being carved, leak.
         // SAFETY: the lock's owner does not exist in the child, and this
-        // is the child's only thread: nobody else touches the pool. The
-        // pooled heaps, and the rest of the chunk being carved, leak.
+        // is the child's only thread: nobody else touches the pool.
         unsafe {
             *POOL.0.get() = ptr::null_mut();
             *CARVE.0.get() = (0, 0);
@@ -331,9 +331,9 @@ mod tests {
         let h = pool_take();
         assert!(!h.is_null());
         let _g = POOL_LOCK.lock();
-        // SAFETY: CARVE and the chunk are read under POOL_LOCK, so no other
-        // thread carves meanwhile; the range checked lies in the newest
-        // chunk, which stays mapped.
+        // Under POOL_LOCK no other thread carves meanwhile.
+        // SAFETY: CARVE is read under its lock; the range checked lies in
+        // the newest chunk, which stays mapped.
         unsafe {
             let (next, end) = *CARVE.0.get();
             let ps = os::page_size();

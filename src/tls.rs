@@ -42,10 +42,10 @@ mod imp {
     fn slot() -> *mut *mut Heap {
         let offset: usize;
         let base: usize;
-        // SAFETY: reads the slot's thread-pointer offset from the GOT (set
-        // by the loader for an initial-exec TLS symbol of this object) and
-        // the thread pointer itself (`fs:0` holds its own address on
-        // x86_64 Linux); neither touches memory the program owns.
+        // `fs:0` holds the thread pointer's own address on x86_64 Linux;
+        // the loader sets the GOT entry of an initial-exec TLS symbol.
+        // SAFETY: reads the slot's GOT offset and the thread pointer;
+        // neither touches memory the program owns.
         unsafe {
             core::arch::asm!(
                 "mov {off}, qword ptr [rip + fortalloc_tls_heap@GOTTPOFF]",
@@ -64,10 +64,9 @@ mod imp {
     #[inline(always)]
     pub fn get() -> *mut Heap {
         let heap: *mut Heap;
-        // SAFETY: reads the slot's thread-pointer offset from the GOT (set
-        // by the loader, as in `slot`) and then the slot itself, this
-        // thread's own 8 bytes of TLS; `readonly` without `pure` keeps the
-        // load after any `set` of the slot.
+        // `readonly` without `pure` keeps the load after any `set`.
+        // SAFETY: reads the slot's offset from the GOT (set by the loader,
+        // as in `slot`), then the slot: this thread's own 8 bytes of TLS.
         unsafe {
             core::arch::asm!(
                 "mov {h}, qword ptr [rip + fortalloc_tls_heap@GOTTPOFF]",
