@@ -109,9 +109,9 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
         return false;
     }
     let ps = os::page_size();
+    // The segment keeps at least one guard page after the grown block.
     // SAFETY: per the caller, the segment and its block are live and ours;
-    // the range opened lies past the block, inside the segment, and the
-    // segment keeps at least one guard page after the grown block.
+    // the range opened lies past the block, inside the segment.
     unsafe {
         let offset = (*seg).block_offset;
         let old = (*page).block_size;
@@ -143,9 +143,9 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
 /// # Safety
 /// `seg` must be a live huge segment whose block is being freed once.
 pub unsafe fn free(seg: *mut Segment) {
-    // SAFETY: the block's owner gives the whole segment up; resetting the
-    // page first makes any later free of the block fail its check while the
-    // memory sits in an arena.
+    // Resetting the page first makes any later free of the block fail its
+    // check while the memory sits in an arena.
+    // SAFETY: the block's owner gives the whole segment up.
     unsafe {
         let bytes = (*seg).size - (*seg).block_offset;
         stats::HUGE.decrease(1);

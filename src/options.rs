@@ -117,9 +117,9 @@ fn for_each_var(mut f: impl FnMut(&[u8], &[u8])) {
     extern "C" {
         static environ: *const *const core::ffi::c_char;
     }
+    // It is not modified while the program is starting, when this runs.
     // SAFETY: `environ` is the C library's null-terminated array of
-    // null-terminated strings; it is read, never kept, and not modified
-    // while the program is starting (when this runs).
+    // null-terminated strings, read here and never kept.
     unsafe {
         let mut p = environ;
         if p.is_null() {

@@ -424,9 +424,9 @@ unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
         return ptr::null_mut();
     };
     let seg = fresh.seg;
-    // SAFETY: the segment is new and ours. Zeroed descriptors read as
-    // "not in use"; reused memory may hold anything (a huge block's data),
-    // so its descriptors are reset first.
+    // Zeroed descriptors read as "not in use"; reused memory may hold
+    // anything (a huge block's data), so its descriptors are reset first.
+    // SAFETY: the segment is new and ours.
     unsafe {
         if !fresh.zero {
             let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();

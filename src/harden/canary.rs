@@ -96,9 +96,9 @@ pub unsafe fn write_zeroed(page: *const Page, p: *mut u8, size: usize) {
 /// As for [`write`]; with `keep` false, as for [`write_zeroed`].
 #[inline(always)]
 unsafe fn arm(page: *const Page, p: *mut u8, size: usize, keep: bool) {
+    // The caller's bytes are written back as they were, or are zero.
     // SAFETY: the window lies inside the block (see `window`), and only its
-    // canary bytes, in `[size, bsize - 4)`, change: the caller's bytes are
-    // written back as they were, or are zero (see `write_zeroed`).
+    // canary bytes, in `[size, bsize - 4)`, change.
     unsafe {
         let bsize = super::block_usable(page, p);
         let k = key(page);

@@ -117,9 +117,9 @@ const _: () = assert!(SEGMENT_SIZE / (MEDIUM_OBJ_MAX + 1) < 64);
 /// `p` must be a block of the large `page` (a segment of slots).
 #[inline]
 unsafe fn open(page: *const Page, p: *const u8) -> &'static AtomicU32 {
-    // SAFETY: per the caller; `p` is a block start, so the index is exact
-    // and below the page's block count (under 64, see above), and the
-    // segment header lives as long as any of its blocks.
+    // `p` is a block start, so the index is exact and below the page's
+    // block count (under 64, see above).
+    // SAFETY: per the caller; the header lives as long as its blocks.
     unsafe {
         let off = p as usize - (*page).page_start as usize;
         let seg = segment::of_page(page);

@@ -43,10 +43,10 @@ pub unsafe fn wipe(p: *mut u8, bsize: usize) {
 /// `p` must be a free block of `bsize` bytes of the in-use `page`.
 #[inline]
 pub unsafe fn still_zero(page: *const Page, p: *const u8, bsize: usize) -> bool {
-    // SAFETY: reads stay inside the block; blocks are word multiples and
-    // word aligned, and a free block is not written concurrently (a racing
-    // write after free is exactly what this looks for; it reads as nonzero
-    // or not, either way no undefined value is used).
+    // A racing write after free is exactly what this looks for: it reads
+    // as nonzero or not, either way no undefined value is used.
+    // SAFETY: reads stay inside the block (word multiples, word aligned),
+    // and a free block is not otherwise written concurrently.
     unsafe {
         let first = p as usize + crate::constants::WORD;
         let last = p as usize + bsize - 1;
@@ -93,9 +93,9 @@ unsafe fn touch_for_write(from: usize, end: usize) {
     let ps = crate::os::page_size();
     let mut at = from.next_multiple_of(ps);
     while at < end {
+        // The write keeps whatever is there, even a racing write after free.
         // SAFETY: `at` is a page-aligned (so word-aligned) word inside the
-        // free block; the write keeps whatever is there, even a racing
-        // write after free, which the check that follows is there to see.
+        // free block.
         unsafe { super::touch_for_write(at as *mut u64) };
         at += ps;
     }

@@ -132,10 +132,10 @@ pub unsafe fn protect(p: *mut u8, size: usize, accessible: bool) -> bool {
         libc::PROT_NONE
     };
     crate::stats::PROTECTS.fetch_add(1, Ordering::Relaxed);
+    // A failure (ENOMEM when the process is out of mappings) leaves the
+    // range as it was: a guard that is missing, never memory that is.
     // SAFETY: the caller guarantees the range is ours and unused while
-    // inaccessible. A failure (ENOMEM when the process is out of mappings)
-    // leaves the range as it was: a guard that is missing, never memory
-    // that is missing.
+    // inaccessible.
     unsafe { libc::mprotect(p.cast(), size, prot) == 0 }
 }
 
