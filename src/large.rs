@@ -119,7 +119,6 @@ pub fn alloc(bin: usize, size: usize) -> *mut u8 {
             // Written after its free: reported; the slot is left taken.
             return ptr::null_mut();
         }
-        stats::IN_USE.increase(bsize);
         p
     }
 }
@@ -195,7 +194,11 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
         }
         (*seg).slots_zero.store(zero, Ordering::Relaxed);
         (*seg).slots_unpurged = 0;
+        // Counted a segment at a time, as pages are: a shared gauge
+        // touched on every large malloc and free was contended between
+        // threads.
         stats::PAGES.increase(1);
+        stats::IN_USE.increase(count * bsize);
         let _g = LOCK.lock();
         let class = &mut (*CLASSES_OF.0.get())[c];
         (*seg).free_next = class.open;
@@ -228,7 +231,6 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8) {
                 error::report(ErrorKind::DoubleFree, p as usize, bsize);
                 return;
             }
-            stats::IN_USE.decrease(bsize);
             (*seg).slots_free |= 1 << slot;
             if !harden::guard::ON {
                 freed_unguarded(seg, slot);
@@ -247,6 +249,7 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8) {
         };
         if release {
             stats::PAGES.decrease(1);
+            stats::IN_USE.decrease((*page).reserved as usize * bsize);
             crate::page::reset(page);
             segment::os_free(seg);
         }
@@ -269,8 +272,10 @@ pub fn collect() {
         }
         // SAFETY: the segment has no block in use and is on no list.
         unsafe {
+            let page = page(seg);
             stats::PAGES.decrease(1);
-            crate::page::reset(page(seg));
+            stats::IN_USE.decrease((*page).reserved as usize * (*page).block_size);
+            crate::page::reset(page);
             segment::os_free(seg);
         }
     }
@@ -300,7 +305,12 @@ pub fn collect() {
 unsafe fn freed_unguarded(seg: *mut Segment, slot: usize) {
     // SAFETY: per the caller.
     unsafe {
-        (*seg).slots_zero.fetch_and(!(1 << slot), Ordering::Relaxed);
+        // Writers hold LOCK, so a load and a store do; most freed slots
+        // were not zero, and skip the store.
+        let zero = (*seg).slots_zero.load(Ordering::Relaxed);
+        if zero & (1 << slot) != 0 {
+            (*seg).slots_zero.store(zero & !(1 << slot), Ordering::Relaxed);
+        }
         (*seg).slots_unpurged |= 1 << slot;
         let delay = options::purge_delay_ms();
         if delay == 0 {
@@ -339,7 +349,8 @@ unsafe fn purge_slots(seg: *mut Segment) {
                 ((1u64 << run) - 1) << first
             };
             bits &= !mask;
-            (*seg).slots_zero.fetch_or(mask, Ordering::Relaxed);
+            let zero = (*seg).slots_zero.load(Ordering::Relaxed);
+            (*seg).slots_zero.store(zero | mask, Ordering::Relaxed);
         }
         (*seg).slots_unpurged = 0;
         (*seg).purge_at = 0;
