@@ -6,9 +6,9 @@
 //! ```
 //! A slot's bit in its segment header says whether it is free (no free
 //! list runs through large blocks), and any thread takes and frees slots
-//! under one lock: large blocks are rare enough that mimalloc's per-thread
-//! pages buy nothing here, a remote free needs no owner to collect it, and
-//! one segment per class serves every thread. Per-thread pages of large
+//! under its class's lock: large blocks are rare enough that mimalloc's
+//! per-thread pages buy nothing here, a remote free needs no owner to
+//! collect it, and one segment per class serves every thread. Per-thread pages of large
 //! blocks kept a 4 MiB page per thread and class, each holding freed
 //! blocks resident, and emptied and refilled whole segments all the time.
 //!
@@ -45,7 +45,7 @@ const FIRST_BIN: usize = bin_of(MEDIUM_OBJ_MAX + 1);
 const CLASSES: usize = MAX_BIN + 1 - FIRST_BIN;
 
 struct Classes(UnsafeCell<[Class; CLASSES]>);
-// SAFETY: only touched under LOCK.
+// SAFETY: each class is only touched under its lock in LOCKS.
 unsafe impl Sync for Classes {}
 
 #[derive(Clone, Copy)]
@@ -62,10 +62,35 @@ static CLASSES_OF: Classes = Classes(UnsafeCell::new(
         count: 0,
     }; CLASSES],
 ));
-static LOCK: SpinLock = SpinLock::new();
+/// One lock per class, guarding the class and its segments' slot state:
+/// threads working on blocks of different sizes do not wait for each
+/// other.
+static LOCKS: [SpinLock; CLASSES] = [const { SpinLock::new() }; CLASSES];
 /// When the earliest free slot due for purging is (ms on the coarse
-/// clock), 0 if none.
+/// clock), 0 if none. Lowered with [`schedule`] from any class.
 static PURGE_DUE: AtomicU64 = AtomicU64::new(0);
+
+/// Class `c`.
+///
+/// # Safety
+/// `LOCKS[c]` must be held for as long as the reference lives.
+#[allow(clippy::mut_from_ref)]
+unsafe fn class(c: usize) -> &'static mut Class {
+    // SAFETY: `c < CLASSES`; per the caller only this thread touches the
+    // element, and no reference to the whole array is ever made.
+    unsafe { &mut *(CLASSES_OF.0.get() as *mut Class).add(c) }
+}
+
+/// Makes PURGE_DUE at most `due` (it stays the earliest of all classes').
+fn schedule(due: u64) {
+    let mut pending = PURGE_DUE.load(Ordering::Relaxed);
+    while pending == 0 || due < pending {
+        match PURGE_DUE.compare_exchange_weak(pending, due, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(seen) => pending = seen,
+        }
+    }
+}
 
 /// The bits of a segment's `count` slots.
 fn all_slots(count: usize) -> u64 {
@@ -90,10 +115,10 @@ pub fn alloc(bin: usize, size: usize) -> *mut u8 {
     let bsize = BLOCK_SIZE[bin];
     let (seg, slot) = loop {
         let taken = {
-            let _g = LOCK.lock();
-            // SAFETY: the classes and their segments' slot bits are only
-            // touched under LOCK.
-            unsafe { take_slot(&mut (*CLASSES_OF.0.get())[c]) }
+            let _g = LOCKS[c].lock();
+            // SAFETY: the class and its segments' slot bits are only
+            // touched under its lock, held.
+            unsafe { take_slot(class(c)) }
         };
         if let Some(t) = taken {
             break t;
@@ -123,10 +148,10 @@ pub fn alloc(bin: usize, size: usize) -> *mut u8 {
     }
 }
 
-/// Takes a random free slot of a segment of class `class`.
+/// Takes a free slot of a segment of class `class`.
 ///
 /// # Safety
-/// LOCK must be held.
+/// The class's lock must be held.
 unsafe fn take_slot(class: &mut Class) -> Option<(*mut Segment, usize)> {
     let seg = class.open;
     if seg.is_null() {
@@ -199,8 +224,8 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
         // threads.
         stats::PAGES.increase(1);
         stats::IN_USE.increase(count * bsize);
-        let _g = LOCK.lock();
-        let class = &mut (*CLASSES_OF.0.get())[c];
+        let _g = LOCKS[c].lock();
+        let class = class(c);
         (*seg).free_next = class.open;
         (*seg).in_free_list = true;
         class.open = seg;
@@ -216,7 +241,7 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
 /// `p` must be a live block of `seg`, being freed once.
 pub unsafe fn free(seg: *mut Segment, p: *mut u8) {
     // SAFETY: the segment is live while it has a live block; its slot bits
-    // and its class's list are only touched under LOCK.
+    // and its class's list are only touched under the class's lock.
     unsafe {
         let page = page(seg);
         let bsize = (*page).block_size;
@@ -224,8 +249,8 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8) {
         let c = (*page).bin as usize - FIRST_BIN;
         let all = all_slots((*page).reserved as usize);
         let release = {
-            let _g = LOCK.lock();
-            let class = &mut (*CLASSES_OF.0.get())[c];
+            let _g = LOCKS[c].lock();
+            let class = class(c);
             if (*seg).slots_free & (1 << slot) != 0 {
                 drop(_g);
                 error::report(ErrorKind::DoubleFree, p as usize, bsize);
@@ -260,15 +285,15 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8) {
 /// one otherwise), and drops the pages that sealed free slots kept: what
 /// `collect(true)` promises, all memory not in use back to the OS.
 pub fn collect() {
-    loop {
+    for (c, lock) in LOCKS.iter().enumerate() {
         let seg = {
-            let _g = LOCK.lock();
-            // SAFETY: the classes and their segments are only touched
-            // under LOCK.
-            unsafe { take_empty() }
+            let _g = lock.lock();
+            // SAFETY: the class and its segments are only touched under
+            // its lock, held.
+            unsafe { take_empty(class(c)) }
         };
         if seg.is_null() {
-            break;
+            continue;
         }
         // SAFETY: the segment has no block in use and is on no list.
         unsafe {
@@ -283,11 +308,11 @@ pub fn collect() {
         purge(0, true);
         return;
     }
-    let _g = LOCK.lock();
-    // SAFETY: as above; the free slots' blocks are sealed and nobody's.
-    unsafe {
-        for class in (*CLASSES_OF.0.get()).iter() {
-            let mut seg = class.open;
+    for (c, lock) in LOCKS.iter().enumerate() {
+        let _g = lock.lock();
+        // SAFETY: as above; the free slots' blocks are sealed and nobody's.
+        unsafe {
+            let mut seg = class(c).open;
             while !seg.is_null() {
                 harden::large::drop_free(page(seg), (*seg).slots_free);
                 seg = (*seg).free_next;
@@ -301,12 +326,12 @@ pub fn collect() {
 /// unless the slot is taken again first (at once with a delay of 0).
 ///
 /// # Safety
-/// LOCK must be held; `slot` is a free slot of the live `seg`.
+/// The class's lock must be held; `slot` is a free slot of the live `seg`.
 unsafe fn freed_unguarded(seg: *mut Segment, slot: usize) {
     // SAFETY: per the caller.
     unsafe {
-        // Writers hold LOCK, so a load and a store do; most freed slots
-        // were not zero, and skip the store.
+        // Writers hold the class's lock, so a load and a store do; most
+        // freed slots were not zero, and skip the store.
         let zero = (*seg).slots_zero.load(Ordering::Relaxed);
         if zero & (1 << slot) != 0 {
             (*seg).slots_zero.store(zero & !(1 << slot), Ordering::Relaxed);
@@ -321,10 +346,7 @@ unsafe fn freed_unguarded(seg: *mut Segment, slot: usize) {
         // Every free pushes the segment's time on, so a segment in active
         // use is not purged a slot at a time while its slots cycle.
         (*seg).purge_at = due;
-        let pending = PURGE_DUE.load(Ordering::Relaxed);
-        if pending == 0 || due < pending {
-            PURGE_DUE.store(due, Ordering::Relaxed);
-        }
+        schedule(due);
     }
 }
 
@@ -332,7 +354,8 @@ unsafe fn freed_unguarded(seg: *mut Segment, slot: usize) {
 /// adjacent slots; they read as zero after.
 ///
 /// # Safety
-/// LOCK must be held; `seg` is a live segment of slots without guards.
+/// The class's lock must be held; `seg` is a live segment of slots
+/// without guards.
 unsafe fn purge_slots(seg: *mut Segment) {
     // SAFETY: per the caller; the slots purged are free, nobody's.
     unsafe {
@@ -360,13 +383,13 @@ unsafe fn purge_slots(seg: *mut Segment) {
 /// Purges the free slots whose delay has passed (all of them with
 /// `force`), and records when the next fall due.
 fn purge(now: u64, force: bool) {
-    let _g = LOCK.lock();
     let mut next_due = 0u64;
-    // SAFETY: the classes and their segments are only touched under LOCK;
-    // a segment with a free slot is on its class's list.
-    unsafe {
-        for class in (*CLASSES_OF.0.get()).iter() {
-            let mut seg = class.open;
+    for (c, lock) in LOCKS.iter().enumerate() {
+        let _g = lock.lock();
+        // SAFETY: the class and its segments are only touched under its
+        // lock, held; a segment with a free slot is on its class's list.
+        unsafe {
+            let mut seg = class(c).open;
             while !seg.is_null() {
                 let due = (*seg).purge_at;
                 if (*seg).slots_unpurged != 0 {
@@ -380,7 +403,9 @@ fn purge(now: u64, force: bool) {
             }
         }
     }
-    PURGE_DUE.store(next_due, Ordering::Relaxed);
+    if next_due != 0 {
+        schedule(next_due);
+    }
 }
 
 /// When the earliest free slot falls due for purging, 0 if none.
@@ -418,23 +443,21 @@ pub unsafe fn was_zero(seg: *mut Segment, p: *const u8) -> bool {
     }
 }
 
-/// Takes a segment with no slot in use off its class, if there is one.
+/// Takes a segment with no slot in use off `class`, if there is one.
 ///
 /// # Safety
-/// LOCK must be held.
-unsafe fn take_empty() -> *mut Segment {
+/// The class's lock must be held.
+unsafe fn take_empty(class: &mut Class) -> *mut Segment {
     // SAFETY: per the caller.
     unsafe {
-        for class in (*CLASSES_OF.0.get()).iter_mut() {
-            let mut seg = class.open;
-            while !seg.is_null() {
-                if (*seg).slots_free == all_slots((*page(seg)).reserved as usize) {
-                    unlink(class, seg);
-                    class.count -= 1;
-                    return seg;
-                }
-                seg = (*seg).free_next;
+        let mut seg = class.open;
+        while !seg.is_null() {
+            if (*seg).slots_free == all_slots((*page(seg)).reserved as usize) {
+                unlink(class, seg);
+                class.count -= 1;
+                return seg;
             }
+            seg = (*seg).free_next;
         }
     }
     ptr::null_mut()
@@ -443,7 +466,7 @@ unsafe fn take_empty() -> *mut Segment {
 /// Takes `seg` off its class's list of segments with a free slot.
 ///
 /// # Safety
-/// LOCK must be held and `seg` on the list.
+/// The class's lock must be held and `seg` on the list.
 unsafe fn unlink(class: &mut Class, seg: *mut Segment) {
     // SAFETY: per the caller, the list's segments are live.
     unsafe {
@@ -460,20 +483,22 @@ unsafe fn unlink(class: &mut Class, seg: *mut Segment) {
     }
 }
 
-/// In a `fork` child: if a thread the child does not have held the lock,
-/// the lists may be half-updated, so they are set aside (their segments'
-/// live blocks can still be freed; their free slots leak).
+/// In a `fork` child: a class whose lock a thread the child does not have
+/// held may be half-updated, so its list is set aside (its segments' live
+/// blocks can still be freed; their free slots leak).
 pub fn after_fork() {
-    if LOCK.holder() != Holder::Other {
-        return;
+    for (c, lock) in LOCKS.iter().enumerate() {
+        if lock.holder() != Holder::Other {
+            continue;
+        }
+        // SAFETY: the lock's owner does not exist in the child, and this
+        // is the child's only thread.
+        unsafe {
+            *class(c) = Class {
+                open: ptr::null_mut(),
+                count: 0,
+            };
+        }
+        lock.force_release();
     }
-    // SAFETY: the lock's owner does not exist in the child, and this is the
-    // child's only thread.
-    unsafe {
-        *CLASSES_OF.0.get() = [Class {
-            open: ptr::null_mut(),
-            count: 0,
-        }; CLASSES];
-    }
-    LOCK.force_release();
 }

@@ -1,5 +1,5 @@
-//! A spin lock for the few global structures (abandoned segments, heap
-//! pool, arenas). It cannot use the allocator it protects, and is held
+//! A spin lock for the few shared structures (abandoned segments, heap
+//! pool, arenas, the classes of large blocks). It cannot use the allocator it protects, and is held
 //! only for a handful of pointer updates and the odd `mmap`.
 //!
 //! The lock word holds its owner's thread token, not just a flag: in a
@@ -45,11 +45,16 @@ impl SpinLock {
             .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            spins += 1;
-            if spins < 64 {
-                core::hint::spin_loop();
-            } else {
-                os::yield_now();
+            // Waiters read until the lock looks free, then try again: a
+            // failed compare-exchange takes the line for writing, and
+            // waiters doing that in a loop slow the holder down.
+            while self.owner.load(Ordering::Relaxed) != 0 {
+                spins += 1;
+                if spins < 64 {
+                    core::hint::spin_loop();
+                } else {
+                    os::yield_now();
+                }
             }
         }
         Guard { lock: self }

@@ -70,14 +70,14 @@ pub struct Segment {
     /// Large segments of the guard build (`large.rs`): for each slot, how
     /// many of its block's first bytes are accessible (`harden::large`),
     pub large_open: [AtomicU32; 64],
-    /// and which slots are free (bit per slot; under `large::LOCK`).
+    /// and which slots are free (bit per slot; under its class lock in `large`).
     pub slots_free: u64,
     /// Segments of slots without guards: the slots whose memory reads zero
     /// (fresh or purged, not written since it was last free; a live
     /// slot's bit says how it was when taken, for `calloc`),
     pub slots_zero: AtomicU64,
     /// and the free slots whose memory is still resident, to be purged at
-    /// `purge_at` (under `large::LOCK`).
+    /// `purge_at` (under its class lock in `large`).
     pub slots_unpurged: u64,
     pub pages: [Page; SMALL_PAGES_PER_SEGMENT + 1],
 }
