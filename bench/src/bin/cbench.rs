@@ -278,6 +278,7 @@ fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
         ("mstress", "mstress", None),
         ("thread-churn", "thread_churn", None),
         ("skewed-mass", "skewed_mass", None),
+        ("large-churn", "large_churn", None),
     ] {
         let exe = out.join(file);
         compile(&root.join("bench/c").join(format!("{file}.c")), &exe);
