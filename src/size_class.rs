@@ -6,11 +6,12 @@
 //! up to 20% of its block; eight keep every request above 8 words under
 //! 12.5% (at most 1/9 of the block), which our memory target asks for, at
 //! the cost of more (but emptier) page queues. Large blocks (up to 2 MiB)
-//! go back to four per power of two: their pages are whole 4 MiB segments
-//! holding a few blocks each, so every extra class costs a mostly empty
-//! segment per thread, more than the slack it saves (measured on a C
-//! workload with 1% of its blocks between 16 KiB and 1 MiB:
-//! docs/PERFORMANCE.md). In the guard-pages build a large request
+//! go back to four per power of two: each class lives in 4 MiB segments of
+//! slots holding a few blocks each (`large.rs`), so every extra class
+//! costs a mostly empty segment, more than the slack it saves (measured,
+//! when those segments were per thread, on a C workload with 1% of its
+//! blocks between 16 KiB and 1 MiB: docs/PERFORMANCE.md). In the
+//! guard-pages build a large request
 //! is padded by the guard page its block ends with (`harden::padded`).
 //! Bins above [`MAX_BIN`] do not exist: such requests are huge and get
 //! their own segment.
