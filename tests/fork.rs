@@ -209,9 +209,9 @@ fn stdio_case() {
                     let mut line: *mut c_char = std::ptr::null_mut();
                     let mut cap: libc::size_t = 0;
                     k += 1;
-                    // SAFETY: `line` is null or a 16-byte block from
-                    // malloc with `cap` its size, as getline requires; the
-                    // stream is open until every thread has stopped.
+                    // The stream is open until every thread has stopped.
+                    // SAFETY: `line` is null or a 16-byte block from malloc
+                    // with `cap` its size, as getline requires.
                     let n = unsafe {
                         if k % 2 == 1 {
                             cap = 16;
@@ -254,9 +254,9 @@ fn stdio_case() {
                 s.spawn(move || {
                     let mut seed = t + 1;
                     while !stop.load(Relaxed) {
-                        // SAFETY: the child runs only fork_child_work,
-                        // which allocates through fortalloc, starts one
-                        // thread and _exits: what this test checks is safe.
+                        // What this test checks is that this is safe.
+                        // SAFETY: the child runs only fork_child_work, which
+                        // allocates, starts one thread and _exits.
                         let pid = unsafe { libc::fork() };
                         if pid == 0 {
                             fork_child_work(seed);
@@ -385,9 +385,9 @@ fn sender(target: libc::pid_t, ack: c_int) -> ! {
 fn signal_case() -> c_int {
     const MAX_TIME: Duration = TIME_CAP;
     let mut fds = [0 as c_int; 2];
-    // SAFETY: sigaction and pipe get valid pointers to initialised locals;
-    // the handler is async-signal-safe as far as this test needs (atomics,
+    // The handler is async-signal-safe as far as this test needs (atomics,
     // fork, waitpid, write).
+    // SAFETY: sigaction and pipe get valid pointers to initialised locals.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_signal as extern "C" fn(c_int) as libc::sighandler_t;
@@ -472,9 +472,9 @@ fn command_case() {
                     while !stop.load(Relaxed) {
                         let mut cmd = Command::new("/bin/true");
                         let mib = 1 + (t as usize + spawns.load(Relaxed) as usize) % 6;
+                        // That this is safe there is what this test checks.
                         // SAFETY: the closure runs in the forked child before
-                        // exec and only allocates and frees through fortalloc,
-                        // which is what this test checks is safe there.
+                        // exec and only allocates and frees through fortalloc.
                         unsafe {
                             cmd.pre_exec(move || {
                                 let big = block(mib << 20, 5);
@@ -515,9 +515,8 @@ fn child() {
     match case.as_str() {
         "stdio" => stdio_case(),
         "signal" => {
-            // SAFETY: the child runs only signal_case and _exits; the other
-            // thread of this process (the harness's) holds no fortalloc lock
-            // while it waits for this test.
+            // The harness's other thread holds no fortalloc lock meanwhile.
+            // SAFETY: the child runs only signal_case and _exits.
             let pid = unsafe { libc::fork() };
             if pid == 0 {
                 // A panic must not unwind into the harness's code in a

@@ -182,9 +182,9 @@ fn child() {
     let Ok(case) = std::env::var("FA_TEST_CASE") else {
         return;
     };
-    // SAFETY: every case below deliberately breaks the allocator's contract
-    // (double frees, overflows, writes after free) in this child process,
-    // whose outcome the parent asserts; the pointers come from fortalloc.
+    // Every case below deliberately breaks the allocator's contract (double
+    // frees, overflows, writes after free); the parent asserts the outcome.
+    // SAFETY: this is a child process; the pointers come from fortalloc.
     unsafe {
         match case.as_str() {
             "double-free-immediate" => {
@@ -809,9 +809,9 @@ mod zero_on_free {
     #[test]
     fn a_dangling_reader_sees_zeros() {
         let p = malloc(256);
-        // SAFETY: `p` is a live 256-byte block; reading it after the free is
-        // what a dangling pointer does, and the memory stays mapped (its
-        // page holds other live blocks).
+        // Reading it after the free is what a dangling pointer does.
+        // SAFETY: `p` is a live 256-byte block; its memory stays mapped
+        // after the free (its page holds other live blocks).
         unsafe {
             let _keep = malloc(256);
             std::ptr::write_bytes(p, 0xab, 256);

@@ -133,9 +133,9 @@ impl Block {
     /// touched offsets).
     fn read(&self, index: usize) -> u8 {
         assert!(index < self.size);
-        // SAFETY: `index < size`, so the byte lies inside our live allocation; every caller
-        // passes an offset `new` (stamp), `poke` (stamp head) or `touch` (touched offsets,
-        // recorded by `touched_step`) has written, so the byte is initialised.
+        // Every caller passes an offset `new` (stamp), `poke` (stamp head) or `touch` (touched
+        // offsets, recorded by `touched_step`) has written.
+        // SAFETY: `index < size`: the byte lies inside our live allocation, and is initialised.
         unsafe { self.ptr.as_ptr().add(index).read_volatile() }
     }
 }

@@ -106,9 +106,9 @@ pub fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
                     let len = (len as usize % 8).min(n);
                     let at = offset as usize % (n - len + 1);
                     for (i, &b) in bytes.iter().take(len).enumerate() {
-                        // SAFETY: deliberately a use-after-free write, inside
-                        // the freed block, whose page stays mapped (its
-                        // neighbours are alive).
+                        // Deliberately a use-after-free write.
+                        // SAFETY: inside the freed block, whose page stays
+                        // mapped (its neighbours are alive).
                         unsafe { std::ptr::write_volatile(victim.add(at + i), b) };
                     }
                 }

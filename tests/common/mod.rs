@@ -82,9 +82,9 @@ pub fn run_with_limit(cmd: &mut Command, what: &str, limit: Duration) -> Finishe
         }
         if start.elapsed() >= limit {
             let pgid = child.id() as libc::pid_t;
-            // SAFETY: kill has no memory-safety preconditions; the group is
-            // the one this child leads (process_group(0)), and the child is
-            // not reaped yet, so its id cannot have been reused.
+            // The group is the one this child leads (process_group(0)), not
+            // reaped yet, so its id cannot have been reused.
+            // SAFETY: kill has no memory-safety preconditions.
             unsafe { libc::kill(-pgid, libc::SIGKILL) };
             let _ = child.wait();
             let (stdout, stderr) = (read(&out_path), read(&err_path));
