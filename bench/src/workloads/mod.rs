@@ -14,6 +14,7 @@ mod realloc_vec;
 mod rust_service;
 mod rust_shaped;
 mod skewed;
+mod skewed_mass;
 mod small;
 mod strings;
 
@@ -50,6 +51,11 @@ pub static ALL: &[Workload] = &[
         name: "skewed",
         about: skewed::ABOUT,
         run: skewed::run,
+    },
+    Workload {
+        name: "skewed-mass",
+        about: skewed_mass::ABOUT,
+        run: skewed_mass::run,
     },
     Workload {
         name: "small-1t",
