@@ -72,7 +72,7 @@ static POOL: Pool = Pool(UnsafeCell::new(ptr::null_mut()));
 /// Heap slots of the newest chunk not handed out yet: `(next, end)`.
 /// Carved one at a time, so a process with one thread touches one heap's
 /// pages, not the whole chunk's (linking every slot into the pool up front
-/// wrote to every page of it: 256 KiB resident in every process).
+/// wrote to every page of it, resident in every process).
 struct Carve(UnsafeCell<(usize, usize)>);
 // SAFETY: only touched under POOL_LOCK.
 unsafe impl Sync for Carve {}

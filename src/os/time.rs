@@ -27,10 +27,22 @@ pub fn now_ms() -> u64 {
     now
 }
 
+/// Whether `due` (a purge time, 0 for none) has come by `now`, claiming it
+/// (setting it to 0) for the calling thread if so: one thread purges, the
+/// others carry on instead of queueing behind its madvise calls.
+pub fn claim_due(due: &AtomicU64, now: u64) -> bool {
+    let d = due.load(Ordering::Relaxed);
+    d != 0
+        && now >= d
+        && due
+            .compare_exchange(d, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 /// The clock as some thread last read it, for stamping when something
 /// falls due: a free that schedules a purge need not read the clock
-/// itself (a large free did, and with the slow path's reads it was 3% of
-/// a mixed-size C workload). While purges are pending every slow path
+/// itself (a large free did, and with the slow path's reads that showed
+/// in a mixed-size C workload: docs/PERFORMANCE.md). While purges are pending every slow path
 /// reads the clock, so this lags by little in a busy process; in one
 /// that has been idle it may lag more, and the purge then comes early.
 pub fn recent_ms() -> u64 {
