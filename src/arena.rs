@@ -453,15 +453,7 @@ pub fn retired_count() -> usize {
 /// Cheap check from slow paths: purge if something fell due.
 #[inline]
 pub fn maybe_purge(now: u64) {
-    let due = PURGE_DUE.load(Ordering::Relaxed);
-    // One thread claims the due purge; the others carry on instead of
-    // queueing on the arena lock behind its madvise calls.
-    if due != 0
-        && now >= due
-        && PURGE_DUE
-            .compare_exchange(due, 0, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if os::claim_due(&PURGE_DUE, now) {
         purge(false);
     }
 }

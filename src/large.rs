@@ -416,13 +416,7 @@ pub fn purge_due() -> u64 {
 /// Purges free slots whose delay has passed, if any is due at `now`; one
 /// thread does it while the others carry on.
 pub fn maybe_purge(now: u64) {
-    let due = PURGE_DUE.load(Ordering::Relaxed);
-    if due != 0
-        && now >= due
-        && PURGE_DUE
-            .compare_exchange(due, 0, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if os::claim_due(&PURGE_DUE, now) {
         purge(now, false);
     }
 }

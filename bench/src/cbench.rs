@@ -52,22 +52,26 @@ impl Cell {
 /// no dynamic loader for `LD_PRELOAD` to act on and no libc start-up to time. Panics if it
 /// does not build.
 pub fn build_launcher(src: &Path, exe: &Path) {
-    let out = Command::new("cc")
-        .args([
-            "-O2",
-            "-static",
-            "-nostdlib",
-            "-ffreestanding",
-            // No libc: no stack-protector canary to check, and no memset or memcpy for the
-            // compiler to turn loops into.
-            "-fno-stack-protector",
-            "-fno-tree-loop-distribute-patterns",
-            "-o",
-        ])
-        .arg(exe)
-        .arg(src)
-        .output()
-        .expect("cc");
+    let mut cmd = Command::new("cc");
+    cmd.args([
+        "-O2",
+        "-static",
+        "-nostdlib",
+        "-ffreestanding",
+        // No libc: no stack-protector canary to check, and no memset or memcpy for the
+        // compiler to turn loops into.
+        "-fno-stack-protector",
+        "-fno-tree-loop-distribute-patterns",
+        "-o",
+    ])
+    .arg(exe)
+    .arg(src);
+    run_cc(cmd, src);
+}
+
+/// Runs a `cc` command building `src`; panics with the compiler's errors if it fails.
+pub fn run_cc(mut cmd: Command, src: &Path) {
+    let out = cmd.output().expect("cc");
     assert!(
         out.status.success(),
         "{}: {}",

@@ -22,4 +22,4 @@ pub use memory::{
 pub use process::{abort, write_fd, write_stderr, yield_now};
 pub use random::random_u64;
 pub use thread::{at_fork_child, thread_key_create, thread_key_set, thread_token};
-pub use time::{now_ms, recent_ms};
+pub use time::{claim_due, now_ms, recent_ms};

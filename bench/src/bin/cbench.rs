@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use fortalloc_bench::cbench::{build_launcher, parse_maxrss_kb, render, Cell, Job, Lib};
+use fortalloc_bench::cbench::{build_launcher, parse_maxrss_kb, render, run_cc, Cell, Job, Lib};
 
 const DEBIAN_LIBS: &str = "/usr/lib/x86_64-linux-gnu";
 
@@ -247,19 +247,9 @@ fn build_mimalloc(cargo: &str, root: &Path, out: &Path, defines: &[&str]) -> Opt
 }
 
 fn compile(src: &Path, exe: &Path) {
-    let out = Command::new("cc")
-        .args(["-O2", "-pthread", "-o"])
-        .arg(exe)
-        .arg(src)
-        .arg("-ldl")
-        .output()
-        .expect("cc");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut cmd = Command::new("cc");
+    cmd.args(["-O2", "-pthread", "-o"]).arg(exe).arg(src).arg("-ldl");
+    run_cc(cmd, src);
 }
 
 fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
