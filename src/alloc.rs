@@ -251,6 +251,10 @@ unsafe fn checked_page(p: *mut u8, what: &str) -> Option<(*mut Segment, *mut Pag
 
 /// Reports a pointer that is no live block's start. Returns only for a
 /// double free taken by an error handler.
+///
+/// # Safety
+/// `page` must be the descriptor of `p`'s page in a live segment, `off`
+/// the offset of `p` from that page's start.
 #[cold]
 #[inline(never)]
 unsafe fn bad_pointer(page: *mut Page, off: usize, p: *mut u8, what: &str) {
@@ -289,22 +293,28 @@ unsafe fn bad_pointer(page: *mut Page, off: usize, p: *mut u8, what: &str) {
 /// Frees a block. Null is a no-op; anything that is not the start of a
 /// fortalloc block aborts with a message.
 ///
+/// The checks inline here are the ones every free needs; null, zero-size
+/// pointers and every kind of bad pointer leave by a tail call to a cold
+/// function, so the common path saves the stack frame those calls need
+/// and null costs one failed lookup (a null `p - 1` lies outside the map).
+///
 /// # Safety
 /// `p` must be null or a pointer fortalloc returned and that is not freed
 /// yet (violations of the latter are only detected by the hardened build).
 #[inline]
 pub unsafe fn free(p: *mut u8) {
-    if p.is_null() {
-        return;
-    }
-    if harden::zero_size::ON && harden::zero_size::owns(p) {
-        return free_zero_size(p);
-    }
-    // SAFETY: `p` is non-null; the caller promises it was live.
+    let Some(seg) = segment_map::segment_of(p) else {
+        return free_unmapped(p);
+    };
+    // SAFETY: the segment map says a live segment covers `p - 1`, so its
+    // header and page descriptors are readable; the caller promises `p`
+    // was live.
     unsafe {
-        let Some((seg, page)) = checked_page(p, "invalid free") else {
-            return;
-        };
+        let page = segment::page_of(seg, p);
+        let off = (p as usize).wrapping_sub((*page).page_start as usize);
+        if !page::is_block_start(page, off) {
+            return free_bad(page, off, p);
+        }
         if !harden::on_free(page, p) {
             return;
         }
@@ -315,6 +325,31 @@ pub unsafe fn free(p: *mut u8) {
             free_other(seg, page, p as *mut Block);
         }
     }
+}
+
+/// [`free`] of a pointer outside every segment: null, a zero-size
+/// pointer of the guard build, or not fortalloc's.
+#[cold]
+#[inline(never)]
+fn free_unmapped(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    if harden::zero_size::ON && harden::zero_size::owns(p) {
+        return free_zero_size(p);
+    }
+    error::fatal("invalid free", p as usize, "not allocated by fortalloc", 0);
+}
+
+/// [`free`] of a pointer into a segment that starts no handed-out block.
+///
+/// # Safety
+/// As for [`bad_pointer`].
+#[cold]
+#[inline(never)]
+unsafe fn free_bad(page: *mut Page, off: usize, p: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe { bad_pointer(page, off, p, "invalid free") }
 }
 
 #[cold]

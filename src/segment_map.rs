@@ -65,10 +65,11 @@ pub fn remove_range(start: usize, len: usize) {
 #[inline(always)]
 pub fn segment_of(p: *const u8) -> Option<*mut Segment> {
     let q = (p as usize).wrapping_sub(1);
-    if q >> ADDRESS_BITS != 0 {
+    let g = q >> SEGMENT_SHIFT;
+    if g >= GRANULES {
         return None;
     }
-    if entry(q >> SEGMENT_SHIFT).load(Ordering::Relaxed) != 0 {
+    if entry(g).load(Ordering::Relaxed) != 0 {
         Some((q & !SEGMENT_MASK) as *mut Segment)
     } else {
         None
