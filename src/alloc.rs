@@ -42,18 +42,10 @@ fn malloc_block(req: usize, size: usize) -> *mut u8 {
 #[inline(always)]
 unsafe fn malloc_small(req: usize, size: usize) -> *mut u8 {
     let heap = thread::heap();
-    // The heap is this thread's, or the static empty one (no free blocks).
-    // SAFETY: `wsize_of(req) <= SMALL_WSIZE_MAX` (per the caller) bounds
-    // the index; a non-null `free` is a free block of a page we own.
-    unsafe {
-        let page = *(*heap).direct.get_unchecked(wsize_of(req));
-        if !(*page).free.is_null() {
-            let p = heap::pop_block(page);
-            if harden::on_alloc(page, p, size) {
-                stats::bump(&(*heap).counters.mallocs);
-                return p;
-            }
-        }
+    // SAFETY: per the caller.
+    let p = unsafe { pop_direct(heap, req, size) };
+    if !p.is_null() {
+        return p;
     }
     malloc_generic(heap, req, size)
 }
@@ -173,9 +165,9 @@ pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     let padded = harden::padded(size);
     let p = if size <= SMALL_SIZE_MAX {
         // A mask, not `next_multiple_of`: the compiler cannot see `align`
-        // is a power of two and would divide. At least `align`: a
-        // zero-size request must not get an 8-byte block.
-        let req = (padded.max(1) + align - 1) & !(align - 1);
+        // is a power of two and would divide. A zero-size request rounds
+        // to 0, whose bin is the two-word one (see `bin_of_wsize`).
+        let req = (padded + align - 1) & !(align - 1);
         if SMALL_STAYS_SMALL {
             // SAFETY: without padding, `req <= SMALL_SIZE_MAX` (see the
             // constant); the compiler could not see it through the mask.
@@ -197,6 +189,54 @@ pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
         unsafe { clear_new(p, size) };
     }
     p
+}
+
+/// [`aligned`]'s fast path alone: a block popped from the direct table for
+/// a small request, or null wherever `aligned` would go further (never
+/// for lack of memory alone). A caller with work to do on failure (the C
+/// library sets `errno`) calls this first and the full path only on null,
+/// so its common path makes no call and needs no stack frame.
+#[doc(hidden)]
+#[inline(always)]
+pub fn malloc_aligned_fast(size: usize, align: usize) -> *mut u8 {
+    if !align.is_power_of_two()
+        || align > SIZE_ALIGN_MAX
+        || size > SMALL_SIZE_MAX
+        || !SMALL_STAYS_SMALL
+        || (harden::zero_size::ON && size == 0)
+    {
+        return ptr::null_mut();
+    }
+    let align = align.max(MIN_ALIGN);
+    let req = (harden::padded(size) + align - 1) & !(align - 1);
+    let heap = thread::heap();
+    // SAFETY: `req <= SMALL_SIZE_MAX` per `SMALL_STAYS_SMALL`, so the
+    // index is in bounds; the heap is this thread's or the empty one.
+    unsafe { pop_direct(heap, req, size) }
+}
+
+/// A block from `heap`'s direct table for a small request, or null if
+/// that page has none free.
+///
+/// # Safety
+/// `req` must be at most SMALL_SIZE_MAX and `heap` this thread's heap or
+/// the empty one.
+#[inline(always)]
+unsafe fn pop_direct(heap: *mut heap::Heap, req: usize, size: usize) -> *mut u8 {
+    // The heap is this thread's, or the static empty one (no free blocks).
+    // SAFETY: `wsize_of(req) <= SMALL_WSIZE_MAX` (per the caller) bounds
+    // the index; a non-null `free` is a free block of a page we own.
+    unsafe {
+        let page = *(*heap).direct.get_unchecked(wsize_of(req));
+        if !(*page).free.is_null() {
+            let p = heap::pop_block(page);
+            if harden::on_alloc(page, p, size) {
+                stats::bump(&(*heap).counters.mallocs);
+                return p;
+            }
+        }
+    }
+    ptr::null_mut()
 }
 
 /// A small request rounded up to SIZE_ALIGN_MAX is still small: true
@@ -410,7 +450,7 @@ unsafe fn size_matches(page: *mut Page, p: *mut u8, size: usize, align: usize) -
         let req = if align <= MIN_ALIGN {
             Some(harden::padded(size))
         } else if align <= SIZE_ALIGN_MAX && size <= SMALL_SIZE_MAX {
-            Some((harden::padded(size).max(1) + align - 1) & !(align - 1))
+            Some((harden::padded(size) + align - 1) & !(align - 1))
         } else {
             natural_size_for_align(harden::padded(size), align)
         };

@@ -40,6 +40,8 @@ mod tls;
 
 use core::alloc::{GlobalAlloc, Layout};
 
+#[doc(hidden)]
+pub use alloc::malloc_aligned_fast;
 pub use alloc::{
     collect, free, free_sized, malloc, malloc_aligned, realloc, realloc_aligned, usable_size, zalloc,
     zalloc_aligned,

@@ -6,7 +6,7 @@ use core::ptr;
 use crate::constants::{SMALL_SIZE_MAX, WORD};
 use crate::heap::{Heap, EMPTY_PAGE_PTR, FULL_QUEUE};
 use crate::page::Page;
-use crate::size_class::BLOCK_SIZE;
+use crate::size_class::{bin_of_wsize, BLOCK_SIZE};
 
 #[derive(Clone, Copy)]
 pub struct PageQueue {
@@ -58,12 +58,15 @@ unsafe fn update_direct(heap: *mut Heap, bin: usize) {
         let first = (*heap).queues[bin].first;
         let page = if first.is_null() { EMPTY_PAGE_PTR } else { first };
         let start = if bin == 1 {
-            0
+            1
         } else {
             BLOCK_SIZE[bin - 1] / WORD + 1
         };
         for w in start..=bsize / WORD {
             (*heap).direct[w] = page;
+        }
+        if bin == bin_of_wsize(0) {
+            (*heap).direct[0] = page;
         }
     }
 }

@@ -40,8 +40,11 @@ pub const fn wsize_of(size: usize) -> usize {
 /// `LARGE_OBJ_MAX / WORD`.
 #[inline(always)]
 pub const fn bin_of_wsize(wsize: usize) -> usize {
-    if wsize <= 1 {
-        1
+    if wsize == 0 {
+        // The two-word bin: the C library asks for 16-byte alignment on
+        // every malloc, and a zero-size request rounded up to 16 is still
+        // 0; serving it here spares every malloc a `max(1)`.
+        2
     } else if wsize <= 8 {
         wsize
     } else {
@@ -132,7 +135,8 @@ mod tests {
             assert_eq!(bin_of(w * 8), w);
             assert_eq!(bsize, w * 8);
         }
-        assert_eq!(bin_of(0), 1);
+        // A zero-size request gets two words, as 16-byte alignment needs.
+        assert_eq!(bin_of(0), 2);
         assert_eq!(bin_of(1), 1);
         assert_eq!(bin_of(9), 2);
     }

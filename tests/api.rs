@@ -46,6 +46,29 @@ fn zero_size_allocations_are_unique_and_freeable() {
 }
 
 #[test]
+fn zero_size_requests_aligned_to_sixteen_get_sixteen_aligned_blocks() {
+    // Enough to empty several pages: the fast path (the direct table's
+    // entry for 0) and the slow one (a fresh page of the same bin) both.
+    let ptrs: Vec<*mut u8> = (0..5000)
+        .map(|i| fortalloc::malloc_aligned(0, if i % 2 == 0 { 16 } else { 8 }))
+        .collect();
+    for (i, &p) in ptrs.iter().enumerate() {
+        assert!(!p.is_null());
+        if i % 2 == 0 {
+            assert_eq!(p as usize % 16, 0, "request {i}");
+        }
+    }
+    let mut sorted: Vec<usize> = ptrs.iter().map(|&p| p as usize).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ptrs.len(), "distinct");
+    for p in ptrs {
+        // SAFETY: live, freed once.
+        unsafe { fortalloc::free(p) };
+    }
+}
+
+#[test]
 fn every_small_size_and_a_sample_of_big_ones() {
     let mut sizes: Vec<usize> = (1..=9000).collect();
     let mut s = 9000usize;

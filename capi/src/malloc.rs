@@ -20,6 +20,17 @@ pub const C_ALIGN: usize = 16;
 /// Callable from C at any time.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    let p = fortalloc::malloc_aligned_fast(size, C_ALIGN);
+    if !p.is_null() {
+        return p.cast();
+    }
+    malloc_slow(size)
+}
+
+/// The rest of `malloc`, out of line: it calls on and then looks at the
+/// result, which needs a stack frame that the fast path then does not.
+#[inline(never)]
+fn malloc_slow(size: usize) -> *mut c_void {
     let p = fortalloc::malloc_aligned(size, C_ALIGN);
     if p.is_null() {
         return enomem();
