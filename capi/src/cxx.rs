@@ -27,7 +27,19 @@ fn new_handler() -> NewHandler {
     }
 }
 
+/// Every `operator new`: the fast path inline, the rest (and the
+/// new-handler loop) out of line, as for `malloc`.
+#[inline(always)]
 fn new_impl(size: usize, align: usize, nothrow: bool) -> *mut c_void {
+    let p = fortalloc::malloc_aligned_fast(size, align);
+    if !p.is_null() {
+        return p.cast();
+    }
+    new_slow(size, align, nothrow)
+}
+
+#[inline(never)]
+fn new_slow(size: usize, align: usize, nothrow: bool) -> *mut c_void {
     loop {
         let p = fortalloc::malloc_aligned(size, align);
         if !p.is_null() {
