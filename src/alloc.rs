@@ -359,11 +359,11 @@ pub unsafe fn free(p: *mut u8) {
             return;
         }
         let heap = thread::heap();
-        if (*seg).owner.load(Ordering::Relaxed) == heap as usize {
-            heap::free_local(heap, page, p as *mut Block);
-        } else {
-            free_other(seg, page, p as *mut Block);
+        if !harden::QUARANTINE && (*seg).owner.load(Ordering::Relaxed) == heap as usize {
+            stats::bump(&(*heap).counters.frees);
+            return heap::free_local(heap, page, p as *mut Block);
         }
+        free_other(seg, page, p as *mut Block);
     }
 }
 
@@ -463,7 +463,8 @@ fn os_page_slack(align: usize) -> usize {
     crate::constants::SEGMENT_SIZE + align.max(crate::os::page_size())
 }
 
-/// Frees a block this thread does not own: huge, or another thread's.
+/// Frees a block this thread does not own (huge, large, or another
+/// thread's), and with the quarantine every block.
 ///
 /// # Safety
 /// `block` must be a checked, live block of `page` in `seg`.
@@ -473,21 +474,114 @@ unsafe fn free_other(seg: *mut Segment, page: *mut Page, block: *mut Block) {
     // is this thread's own.
     unsafe {
         let heap = thread::heap();
-        let huge = (*seg).kind == Kind::Huge;
+        let kind = (*seg).kind;
+        // Large and huge blocks belong to no thread.
+        let remote = (kind == Kind::Small || kind == Kind::Medium)
+            && (*seg).owner.load(Ordering::Relaxed) != heap as usize;
         if heap != heap::EMPTY_HEAP_PTR {
             stats::bump(&(*heap).counters.frees);
-            if !huge {
+            if remote {
                 stats::bump(&(*heap).counters.remote_frees);
             }
+            if harden::QUARANTINE && kind != Kind::Huge {
+                return quarantine(heap, block as *mut u8, (*page).block_size);
+            }
         } else {
-            stats::heapless_free(!huge);
+            stats::heapless_free(remote);
         }
-        if huge {
-            huge::free(seg);
-        } else if (*seg).kind == Kind::Large {
-            large::free(seg, block as *mut u8);
-        } else {
-            page::free_remote(page, block);
+        release(heap, seg, page, block);
+    }
+}
+
+/// Puts a freed block in this thread's quarantine, and frees for real
+/// the blocks that leave it for it.
+///
+/// # Safety
+/// `heap` must be this thread's initialised heap and `p` a freed (checked,
+/// wiped) block of `bsize` bytes, not huge.
+unsafe fn quarantine(heap: *mut heap::Heap, p: *mut u8, bsize: usize) {
+    // SAFETY: the heap is ours; each block leaving was freed by this
+    // thread and has waited since, so its segment is live.
+    unsafe {
+        let mut out = (*heap).quarantine.admit(&mut (*heap).rng, p, bsize);
+        while !out.is_null() {
+            leave_quarantine(heap, out);
+            out = (*heap).quarantine.excess(&mut (*heap).rng);
+        }
+        quarantine_levels(heap);
+    }
+}
+
+/// Frees every block in this thread's quarantine (at thread exit and on
+/// `collect`).
+///
+/// # Safety
+/// `heap` must be this thread's initialised heap.
+pub(crate) unsafe fn empty_quarantine(heap: *mut heap::Heap) {
+    if !harden::QUARANTINE {
+        return;
+    }
+    // SAFETY: per the caller; see `quarantine`.
+    unsafe {
+        loop {
+            let p = (*heap).quarantine.drain_one();
+            if p.is_null() {
+                break;
+            }
+            leave_quarantine(heap, p);
+        }
+        quarantine_levels(heap);
+    }
+}
+
+/// Publishes the quarantine's levels in the heap's counters.
+///
+/// # Safety
+/// `heap` must be this thread's initialised heap.
+unsafe fn quarantine_levels(heap: *mut heap::Heap) {
+    // SAFETY: per the caller: only this thread writes its counters.
+    unsafe {
+        let c = &(*heap).counters;
+        c.quarantined
+            .store((*heap).quarantine.len() as u64, Ordering::Relaxed);
+        c.quarantined_bytes
+            .store((*heap).quarantine.bytes() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Frees a block that waited in `heap`'s quarantine, if it is still as
+/// it was left.
+///
+/// # Safety
+/// `heap` must be this thread's initialised heap and `p` a block that
+/// waited in its quarantine.
+pub(crate) unsafe fn leave_quarantine(heap: *mut heap::Heap, p: *mut u8) {
+    // SAFETY: the block is still taken in its page, so its segment lives.
+    unsafe {
+        stats::bump(&(*heap).counters.evictions);
+        let seg = segment::of_block(p);
+        let page = segment::page_of(seg, p);
+        if !harden::leaving_quarantine(page, p) {
+            return;
+        }
+        release(heap, seg, page, p as *mut Block);
+    }
+}
+
+/// Hands a freed block back to its page (or its slot, or the OS).
+///
+/// # Safety
+/// `block` must be a freed block of `page` in `seg`, not on any list;
+/// `heap` this thread's heap (or the empty one).
+#[inline(always)]
+unsafe fn release(heap: *mut heap::Heap, seg: *mut Segment, page: *mut Page, block: *mut Block) {
+    // SAFETY: per the caller.
+    unsafe {
+        match (*seg).kind {
+            Kind::Huge => huge::free(seg),
+            Kind::Large => large::free(seg, block as *mut u8),
+            _ if (*seg).owner.load(Ordering::Relaxed) == heap as usize => heap::free_local(heap, page, block),
+            _ => page::free_remote(page, block),
         }
     }
 }
@@ -637,6 +731,7 @@ pub fn collect(force: bool) {
     if heap != heap::EMPTY_HEAP_PTR {
         // SAFETY: `heap` is this thread's initialised heap.
         unsafe {
+            empty_quarantine(heap);
             if force {
                 thread::reclaim_all(heap);
             }

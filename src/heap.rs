@@ -39,6 +39,9 @@ pub struct Heap {
     pub pool_next: *mut Heap,
     /// State of the hardened build's random generator.
     pub rng: u64,
+    /// Blocks this thread freed that are not reused yet (empty and
+    /// zero-sized without the `quarantine` feature).
+    pub quarantine: harden::Quarantine,
 }
 
 struct SyncPage(Page);
@@ -71,6 +74,7 @@ impl Heap {
             retired_max: 0,
             pool_next: ptr::null_mut(),
             rng: 0,
+            quarantine: harden::Quarantine::new(),
         }
     }
 }
@@ -262,7 +266,9 @@ unsafe fn unfull(heap: *mut Heap, page: *mut Page) {
     }
 }
 
-/// Frees a block of a page owned by the calling thread.
+/// Frees a block of a page owned by the calling thread (counted by the
+/// caller: a block freed by another thread and handed over through
+/// `delayed` was counted there).
 ///
 /// # Safety
 /// `page` must be owned by `heap`, the calling thread's heap, and `block` a
@@ -271,7 +277,6 @@ unsafe fn unfull(heap: *mut Heap, page: *mut Page) {
 pub unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
     // SAFETY: owner access per the caller.
     unsafe {
-        stats::bump(&(*heap).counters.frees);
         (*block).next = harden::encode_next(page, (*page).local_free, block);
         (*page).local_free = block;
         (*page).used -= 1;

@@ -47,7 +47,7 @@ pub use alloc::{
     zalloc_aligned,
 };
 pub use error::{set_error_handler, ErrorHandler, ErrorInfo, ErrorKind};
-pub use options::{init_from_env, set_purge_delay_ms, show_stats_requested, verbose};
+pub use options::{init_from_env, set_purge_delay_ms, set_quarantine, show_stats_requested, verbose};
 pub use os::set_huge_pages;
 pub use stats::{print_stats, print_stats_to, stats, GaugeValue, Stats};
 

@@ -10,13 +10,15 @@
 //! | `FORTALLOC_HUGE_PAGES=1` | advise transparent huge pages for fortalloc's memory |
 //! | `FORTALLOC_GUARDS=mprotect` | make guards with `mprotect` even where the kernel has guard markers |
 //! | `FORTALLOC_MAP_BUDGET=<n>` | the most kernel mappings `mprotect` guards may take the process to (default: half of `vm.max_map_count`) |
+//! | `FORTALLOC_QUARANTINE=<bytes>` | the most bytes of freed blocks each thread's quarantine holds (`quarantine` builds; default 512 KiB); 0 = no quarantine |
+//! | `FORTALLOC_QUARANTINE_BLOCKS=<n>` | the most blocks it holds (default and most: 1024); 0 = no quarantine |
 //!
 //! mimalloc users: these stand for `MIMALLOC_VERBOSE`, `MIMALLOC_SHOW_STATS`,
 //! `MIMALLOC_PURGE_DELAY` and `MIMALLOC_ALLOW_LARGE_OS_PAGES`. An unknown
 //! `FORTALLOC_*` name is reported on stderr, not ignored silently.
 
 use core::ffi::CStr;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::error::Line;
 use crate::os;
@@ -52,6 +54,36 @@ pub fn set_purge_delay_ms(ms: u64) {
     PURGE_DELAY_MS.store(ms, Ordering::Relaxed);
 }
 
+/// Default bound on the bytes a thread's quarantine holds (see
+/// `harden::quarantine`).
+pub const DEFAULT_QUARANTINE_BYTES: usize = 512 * 1024;
+/// Default bound on the blocks it holds (the most it can).
+pub const DEFAULT_QUARANTINE_BLOCKS: usize = 1024;
+
+static QUARANTINE_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_QUARANTINE_BYTES);
+static QUARANTINE_BLOCKS: AtomicUsize = AtomicUsize::new(DEFAULT_QUARANTINE_BLOCKS);
+
+/// The bound on the bytes of freed blocks a thread's quarantine holds.
+#[inline]
+pub fn quarantine_bytes() -> usize {
+    QUARANTINE_BYTES.load(Ordering::Relaxed)
+}
+
+/// The bound on the blocks a thread's quarantine holds.
+#[inline]
+pub fn quarantine_blocks() -> usize {
+    QUARANTINE_BLOCKS.load(Ordering::Relaxed)
+}
+
+/// Sets the bounds of every thread's quarantine (builds with the
+/// `quarantine` feature; others have none): the most bytes and the most
+/// blocks each holds, either 0 turning it off. Blocks over a lowered bound
+/// leave at their thread's next free. The block bound is capped at 1024.
+pub fn set_quarantine(bytes: usize, blocks: usize) {
+    QUARANTINE_BYTES.store(bytes, Ordering::Relaxed);
+    QUARANTINE_BLOCKS.store(blocks, Ordering::Relaxed);
+}
+
 /// Whether `FORTALLOC_VERBOSE` asked for messages.
 pub fn verbose() -> bool {
     VERBOSE.load(Ordering::Relaxed)
@@ -63,13 +95,15 @@ pub fn show_stats_requested() -> bool {
 }
 
 /// The options fortalloc knows, by their name after `FORTALLOC_`.
-const KNOWN: [&str; 6] = [
+const KNOWN: [&str; 8] = [
     "VERBOSE",
     "SHOW_STATS",
     "PURGE_DELAY",
     "HUGE_PAGES",
     "GUARDS",
     "MAP_BUDGET",
+    "QUARANTINE",
+    "QUARANTINE_BLOCKS",
 ];
 
 const NOT_READ: u8 = 0;
@@ -152,6 +186,14 @@ fn apply(name: &[u8], value: &[u8]) {
         b"MAP_BUDGET" => match parse_u64(value) {
             Some(n) if n > 0 => os::set_map_budget(n as usize),
             _ => warn(b"ignoring FORTALLOC_MAP_BUDGET: not a positive number: ", value),
+        },
+        b"QUARANTINE" => match parse_u64(value) {
+            Some(n) => QUARANTINE_BYTES.store(n as usize, Ordering::Relaxed),
+            None => warn(b"ignoring FORTALLOC_QUARANTINE: not a number of bytes: ", value),
+        },
+        b"QUARANTINE_BLOCKS" => match parse_u64(value) {
+            Some(n) => QUARANTINE_BLOCKS.store(n as usize, Ordering::Relaxed),
+            None => warn(b"ignoring FORTALLOC_QUARANTINE_BLOCKS: not a number: ", value),
         },
         b"PURGE_DELAY" => match parse_u64(value) {
             Some(ms) => set_purge_delay_ms(ms),

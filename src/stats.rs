@@ -80,6 +80,7 @@ pub static RECLAIMED: AtomicU64 = AtomicU64::new(0);
 static EXITED_MALLOCS: AtomicU64 = AtomicU64::new(0);
 static EXITED_FREES: AtomicU64 = AtomicU64::new(0);
 static EXITED_REMOTE_FREES: AtomicU64 = AtomicU64::new(0);
+static EXITED_EVICTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Per-heap counters. Only the owning thread writes them.
 #[repr(C)]
@@ -88,6 +89,11 @@ pub struct HeapCounters {
     pub frees: AtomicU64,
     /// Frees this thread made of blocks other threads own (huge included).
     pub remote_frees: AtomicU64,
+    /// Blocks and bytes in the heap's quarantine now, and the blocks that
+    /// have left it (all 0 without the `quarantine` feature).
+    pub quarantined: AtomicU64,
+    pub quarantined_bytes: AtomicU64,
+    pub evictions: AtomicU64,
 }
 
 impl HeapCounters {
@@ -96,6 +102,9 @@ impl HeapCounters {
             mallocs: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             remote_frees: AtomicU64::new(0),
+            quarantined: AtomicU64::new(0),
+            quarantined_bytes: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
         }
     }
 
@@ -105,6 +114,10 @@ impl HeapCounters {
         EXITED_MALLOCS.fetch_add(self.mallocs.swap(0, Relaxed), Relaxed);
         EXITED_FREES.fetch_add(self.frees.swap(0, Relaxed), Relaxed);
         EXITED_REMOTE_FREES.fetch_add(self.remote_frees.swap(0, Relaxed), Relaxed);
+        EXITED_EVICTIONS.fetch_add(self.evictions.swap(0, Relaxed), Relaxed);
+        // An exiting thread's quarantine was emptied (levels, not sums).
+        self.quarantined.store(0, Relaxed);
+        self.quarantined_bytes.store(0, Relaxed);
     }
 }
 
@@ -195,6 +208,11 @@ pub struct Stats {
     pub threads: u64,
     pub abandoned_segments: u64,
     pub reclaimed_segments: u64,
+    /// Freed blocks and their bytes waiting in the threads' quarantines,
+    /// and the blocks that have left them (0 without `quarantine`).
+    pub quarantined_blocks: u64,
+    pub quarantined_bytes: u64,
+    pub quarantine_evictions: u64,
 }
 
 impl Stats {
@@ -215,10 +233,14 @@ pub fn stats() -> Stats {
         frees += shard.frees.load(Relaxed);
         remote += shard.remote_frees.load(Relaxed);
     }
+    let (mut q_blocks, mut q_bytes, mut evictions) = (0, 0, EXITED_EVICTIONS.load(Relaxed));
     crate::thread::for_each_heap(|c| {
         mallocs += c.mallocs.load(Relaxed);
         frees += c.frees.load(Relaxed);
         remote += c.remote_frees.load(Relaxed);
+        q_blocks += c.quarantined.load(Relaxed);
+        q_bytes += c.quarantined_bytes.load(Relaxed);
+        evictions += c.evictions.load(Relaxed);
     });
     let guards = os::guard_counts();
     Stats {
@@ -240,6 +262,9 @@ pub fn stats() -> Stats {
         threads: THREADS.load(Relaxed),
         abandoned_segments: ABANDONED.load(Relaxed),
         reclaimed_segments: RECLAIMED.load(Relaxed),
+        quarantined_blocks: q_blocks,
+        quarantined_bytes: q_bytes,
+        quarantine_evictions: evictions,
     }
 }
 
@@ -291,6 +316,16 @@ pub fn print_stats_to(fd: i32) {
                 ("markers", s.guard_markers),
                 ("mprotect", s.guard_protects),
                 ("skipped", s.guards_skipped),
+            ],
+        );
+    }
+    if crate::harden::QUARANTINE {
+        row(
+            "quarantine",
+            &[
+                ("blocks", s.quarantined_blocks),
+                ("bytes", s.quarantined_bytes),
+                ("evictions", s.quarantine_evictions),
             ],
         );
     }

@@ -60,7 +60,10 @@ unsafe extern "C" fn thread_done(value: *mut libc::c_void) {
     }
     // SAFETY: `heap` is this exiting thread's heap; after this call nothing
     // refers to it, and later mallocs on this thread build a new one.
-    unsafe { abandon(heap) };
+    unsafe {
+        crate::alloc::empty_quarantine(heap);
+        abandon(heap)
+    };
 }
 
 // ---- the pool of heap structures ------------------------------------------

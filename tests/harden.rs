@@ -323,6 +323,9 @@ fn child() {
                 let _ = fortalloc::usable_size(p);
             }
             "poison-raw" | "poison-safe-linking" => {
+                // What a forged link does once on a free list: without the
+                // quarantine, which would catch the write as the block left it.
+                fortalloc::set_quarantine(0, 0);
                 static TARGET: [u64; 16] = [0; 16];
                 let target = TARGET.as_ptr() as usize;
                 let a = malloc(64);
@@ -370,7 +373,17 @@ fn child() {
                 assert_eq!(seen[0], (fortalloc::ErrorKind::DoubleFree, p as usize));
                 println!("carried on");
             }
-            "link-bit-flips" => link_bit_flips(false),
+            "reuse-order" => {
+                fortalloc::set_quarantine(0, 0);
+                let reused = reuse_after_freeing_256();
+                let list: Vec<String> = reused.iter().map(|i| i.to_string()).collect();
+                println!("reused={}", list.join(","));
+            }
+            "link-bit-flips" => {
+                // Flips of links on a free list: blocks go straight there.
+                fortalloc::set_quarantine(0, 0);
+                link_bit_flips(false)
+            }
             "link-bit-flips-remote" => link_bit_flips(true),
             "nul-overflows" => {
                 // A string's terminating NUL one past the end, in 20,000
@@ -606,6 +619,9 @@ fn child() {
                 println!("no fault");
             }
             "large-write-after-free-unsealed" => {
+                // The check at reuse, without the one on leaving the
+                // quarantine.
+                fortalloc::set_quarantine(0, 0);
                 // Past the mapping budget a freed large block stays open:
                 // it is wiped, and a write to it is caught when its slot is
                 // handed out again.
@@ -1000,13 +1016,10 @@ fn allocation_order_randomness() {
     }
 }
 
-/// Blocks freed together and then allocated again: the fraction of
-/// consecutive allocations that take the block freed just before the one
-/// taken previously, i.e. last-freed-first order. The plain build reuses in
-/// that order; `random-order` must not. The threshold is fixed and the
-/// plain build fails it.
-#[test]
-fn reuse_order_randomness() {
+/// Frees 256 blocks of 48 bytes, allocates 256 again, and returns which of
+/// the freed ones came back, in the order they came back (indices in the
+/// order they were freed).
+fn reuse_after_freeing_256() -> Vec<usize> {
     let first: Vec<usize> = (0..256).map(|_| malloc(48) as usize).collect();
     for &p in &first {
         // SAFETY: each block is live and freed once.
@@ -1016,16 +1029,38 @@ fn reuse_order_randomness() {
         first.iter().enumerate().map(|(i, &p)| (p, i)).collect();
     let again: Vec<usize> = (0..256).map(|_| malloc(48) as usize).collect();
     let reused: Vec<usize> = again.iter().filter_map(|p| freed_at.get(p).copied()).collect();
-    let lifo = reused.windows(2).filter(|w| w[1] + 1 == w[0]).count();
     for &p in &again {
         // SAFETY: each block is live and freed once.
         unsafe { free(p as *mut u8) };
     }
+    reused
+}
+
+/// Blocks freed together and then allocated again: the fraction of
+/// consecutive allocations that take the block freed just before the one
+/// taken previously, i.e. last-freed-first order. The plain build reuses in
+/// that order; `random-order` must not. The threshold is fixed and the
+/// plain build fails it. Measured in a child without the quarantine, which
+/// keeps the freed blocks out of the way entirely (see the next test).
+#[test]
+fn reuse_order_randomness() {
+    let o = run_case("reuse-order");
+    assert_eq!(o.code, Some(0), "{} / {}", o.stderr, o.stdout);
+    let reused: Vec<usize> = o
+        .stdout
+        .lines()
+        .find_map(|l| l.split_once("reused=").map(|(_, r)| r.trim()))
+        .expect("reused= line")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("index"))
+        .collect();
     assert!(
         reused.len() > 128,
         "only {} of the freed blocks came back",
         reused.len()
     );
+    let lifo = reused.windows(2).filter(|w| w[1] + 1 == w[0]).count();
     let f = lifo as f64 / (reused.len() - 1) as f64;
     if cfg!(feature = "random-order") {
         assert!(f < 0.2, "random order: {f:.3} of reuses are last-freed-first");
@@ -1033,6 +1068,88 @@ fn reuse_order_randomness() {
         assert!(
             f > 0.5,
             "plain reuse is last-freed-first, failing the threshold: {f:.3}"
+        );
+    }
+}
+
+/// With the quarantine, none of 256 blocks just freed is among the next
+/// 256 allocations of their size (nothing was freed in between to make
+/// room); without it, most are.
+#[test]
+fn freed_blocks_stay_out_of_the_next_allocations() {
+    let reused = reuse_after_freeing_256();
+    if cfg!(feature = "quarantine") {
+        assert!(reused.is_empty(), "{} came back: {reused:?}", reused.len());
+    } else {
+        assert!(
+            reused.len() > 128,
+            "without the quarantine freed blocks come back, failing the threshold: {}",
+            reused.len()
+        );
+    }
+}
+
+/// After `free(a); free(b)` of one size, how often either is among the
+/// next 64 allocations of that size, over 200 trials (the test):
+/// under 1% with the quarantine; every time without it.
+#[test]
+fn two_blocks_just_freed_are_not_among_the_next_64() {
+    let mut hit = 0;
+    for _ in 0..200 {
+        let a = malloc(64);
+        let b = malloc(64);
+        // SAFETY: live blocks, each freed once.
+        unsafe {
+            free(a);
+            free(b);
+        }
+        let next: Vec<*mut u8> = (0..64).map(|_| malloc(64)).collect();
+        if next.iter().any(|&p| p == a || p == b) {
+            hit += 1;
+        }
+        for p in next {
+            // SAFETY: live, freed once.
+            unsafe { free(p) };
+        }
+    }
+    if cfg!(feature = "quarantine") {
+        assert!(hit <= 2, "{hit} of 200 trials reused a or b");
+    } else {
+        assert!(
+            hit > 190,
+            "without the quarantine a or b comes back, failing the threshold: {hit} of 200"
+        );
+    }
+}
+
+/// `free(p); q = malloc(n)`: how often `q` is `p` (a later stale
+/// `free(p)` would then free `q` and go unnoticed): under 1% with the
+/// quarantine, over 1,000 trials.
+#[test]
+fn a_block_just_freed_is_not_the_next_one_handed_out() {
+    let mut same = 0;
+    let mut kept = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let n = 16 + (i % 64) * 16;
+        let p = malloc(n);
+        // SAFETY: live, freed once.
+        unsafe { free(p) };
+        let q = malloc(n);
+        if q == p {
+            same += 1;
+        }
+        kept.push(q);
+    }
+    for q in kept {
+        // SAFETY: live, freed once.
+        unsafe { free(q) };
+    }
+    if cfg!(feature = "quarantine") {
+        assert!(same < 10, "{same} of 1000");
+    } else {
+        assert!(
+            same >= 10,
+            "without the quarantine p comes back, failing the threshold: {same} of 1000"
         );
     }
 }

@@ -78,9 +78,14 @@ fn compile(compiler: &str, src: &str, out: &str) -> PathBuf {
 }
 
 fn run(exe: &Path, case: &str, lib: &Path) -> Output {
+    run_with(exe, case, lib, &[])
+}
+
+fn run_with(exe: &Path, case: &str, lib: &Path, env: &[(&str, &str)]) -> Output {
     Command::new(exe)
         .arg(case)
         .env("LD_PRELOAD", lib)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("running {} {case}: {e}", exe.display()))
 }
@@ -106,11 +111,22 @@ fn violation(case: &str, what: &str) {
     assert_detected(&run(&exe, case, &secure_library()), what);
 }
 
+/// A violation that needs freed blocks to go straight to a free list: the
+/// quarantine is off (it would catch the write as the block left it).
+fn violation_without_quarantine(case: &str, what: &str) {
+    let exe = compile("cc", "violations.c", "violations");
+    let out = run_with(&exe, case, &secure_library(), &[("FORTALLOC_QUARANTINE", "0")]);
+    assert_detected(&out, what);
+}
+
 #[test]
 fn double_frees() {
     violation("double-free", "double free");
     violation("double-free-aba", "double free");
     violation("double-free-thread", "double free");
+    // `free(p); q = malloc(n); free(p)`: the quarantine keeps `p` from
+    // being `q`, so the stale free is a double free, not `q`'s.
+    violation("double-free-stale", "double free");
 }
 
 #[test]
@@ -121,7 +137,10 @@ fn overflows() {
 
 #[test]
 fn write_after_free() {
+    // Caught as the block leaves the quarantine, and without it when the
+    // block is handed out again.
     violation("uaf-write", "write after free");
+    violation_without_quarantine("uaf-write", "write after free");
 }
 
 #[test]
@@ -132,7 +151,7 @@ fn realloc_of_a_freed_block() {
 #[test]
 fn free_list_poisoning() {
     let exe = compile("cc", "violations.c", "violations");
-    violation("poison", "corrupted free list");
+    violation_without_quarantine("poison", "corrupted free list");
     // The plain library follows the forged link: what the hardened one is for.
     let out = run(&exe, "poison", &plain_library());
     assert_eq!(
@@ -158,7 +177,7 @@ fn more_overflows() {
 #[test]
 fn free_list_poisoning_in_safe_linking_form() {
     let exe = compile("cc", "violations.c", "violations");
-    violation("poison-safe-linking", "corrupted free list");
+    violation_without_quarantine("poison-safe-linking", "corrupted free list");
     // The plain library does not undo glibc's mangling: the forged link
     // points nowhere useful, and the target is never returned.
     let out = run(&exe, "poison-safe-linking", &plain_library());

@@ -14,6 +14,7 @@ mod encode;
 pub mod guard;
 pub mod large;
 mod order;
+mod quarantine;
 pub mod random;
 pub mod zero;
 pub mod zero_size;
@@ -24,6 +25,10 @@ use crate::page::Page;
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, decode_next, encode_next};
 pub use order::{batch, build_free_list, shuffle};
+pub use quarantine::Quarantine;
+
+/// Freed blocks wait in their thread's quarantine (see `quarantine`).
+pub const QUARANTINE: bool = quarantine::ON;
 
 /// Any defence is on: the checks every hardened build makes (sized frees)
 /// are on too.
@@ -65,7 +70,7 @@ const CHECKS: bool = canary::ON || double_free::ON || zero::ON;
 /// Pages need secret keys.
 const KEYS: bool = encode::ON || canary::ON;
 /// Heaps need a random generator.
-pub const RANDOM: bool = order::ON;
+pub const RANDOM: bool = order::ON || quarantine::ON;
 /// Segments returned to an arena stay in the segment map until their memory
 /// is purged or reused, so a late second free of one of their blocks reads
 /// the stale header and is reported as a double free rather than as a
@@ -314,6 +319,28 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
             large::freed(page, p);
         } else if zero::ON {
             zero::wipe(p, bsize);
+        }
+        true
+    }
+}
+
+/// Checks a block leaving the quarantine: with `zero-on-free` it was wiped
+/// on the way in and must still be zero, its first word included. False
+/// (after reporting a write after free) means it must not be freed: it is
+/// left out of every free list.
+///
+/// # Safety
+/// `p` must be a block of the in-use `page` that waited in a quarantine.
+#[inline]
+pub unsafe fn leaving_quarantine(page: *const Page, p: *mut u8) -> bool {
+    // SAFETY: per the caller; a free block is ours to read.
+    unsafe {
+        if zero::ON && !guarded_large(page) {
+            let bsize = (*page).block_size;
+            if !zero::words_zero(p, bsize) {
+                error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
+                return false;
+            }
         }
         true
     }

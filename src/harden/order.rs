@@ -267,6 +267,9 @@ mod tests {
         unsafe {
             (b as *mut u64).write(0x1122_3344_5566_7788);
             crate::alloc::free(a);
+            // Out of the quarantine (where it waits in such builds) and
+            // onto its page's free list.
+            crate::alloc::empty_quarantine(crate::thread::heap());
             let ab = a as *mut Block;
             (*ab).next = encode_next(page, b as *mut Block, ab);
             crate::error::set_error_handler(Some(count));

@@ -49,6 +49,8 @@ int main(int argc, char **argv) {
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
     if (!strcmp(c, "double-free")) {
         char *p = malloc(40); free(p); say(p); free(p);
+    } else if (!strcmp(c, "double-free-stale")) {
+        char *p = malloc(64); free(p); sink = malloc(64); say(p); free(p);
     } else if (!strcmp(c, "double-free-aba")) {
         char *a = malloc(40), *b = malloc(40); free(a); free(b); say(a); free(a);
     } else if (!strcmp(c, "double-free-thread")) {
@@ -58,8 +60,10 @@ int main(int argc, char **argv) {
     } else if (!strcmp(c, "overflow-8-large")) {
         char *p = malloc(200000); say(p); for (int i = 0; i < 8; i++) ((volatile char *)p)[200000 + i] = 'x'; free(p);
     } else if (!strcmp(c, "uaf-write")) {
+        /* Caught when the block is handed out again, or, with the
+         * quarantine, when later frees push it out of there. */
         char *p = malloc(64); free(p); say(p); ((volatile char *)p)[20] = 'x';
-        for (int i = 0; i < 100000; i++) sink = malloc(64);
+        for (int i = 0; i < 100000; i++) { sink = malloc(64); free(sink); }
     } else if (!strcmp(c, "realloc-freed")) {
         char *p = malloc(64); char *keep = malloc(64); (void)keep; free(p); say(p); p = realloc(p, 128);
     } else if (!strcmp(c, "poison")) {
