@@ -9,16 +9,22 @@
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, RETIRE_CYCLES, SMALL_OBJ_MAX, SMALL_WSIZE_MAX};
+use crate::constants::{
+    LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, RETIRE_CYCLES, SMALL_OBJ_MAX, SMALL_SIZE_MAX, SMALL_WSIZE_MAX,
+};
 use crate::page::{self, Block, Page, NEVER_DELAYED_FREE, NO_DELAYED_FREE, USE_DELAYED_FREE};
 use crate::page_queue::{self, PageQueue};
 use crate::segment::{self, Segments};
-use crate::size_class::{bin_of, BIN_COUNT, BLOCK_SIZE};
+use crate::size_class::{bin_of, wsize_of, BIN_COUNT, BLOCK_SIZE};
 use crate::stats::{self, HeapCounters};
 use crate::{arena, harden, huge, large, os, thread};
 
 /// Abandoned segments tolerated before every slow path adopts one.
 const ABANDONED_SLACK: usize = 16;
+
+/// Slow paths served by the bin's first page alone between two runs of the
+/// deferred work (see [`malloc_generic`]).
+const DEFERRED_EVERY: u32 = 8;
 
 /// Index of the queue of full pages.
 pub const FULL_QUEUE: usize = BIN_COUNT;
@@ -35,6 +41,8 @@ pub struct Heap {
     /// Bins that may hold a retired (empty, kept) page.
     pub retired_min: usize,
     pub retired_max: usize,
+    /// Slow paths taken, counting towards the next deferred work.
+    pub slow_count: u32,
     /// Link in the pool of unused heaps.
     pub pool_next: *mut Heap,
     /// State of the hardened build's random generator.
@@ -72,6 +80,7 @@ impl Heap {
             segs: Segments::new(),
             retired_min: BIN_COUNT,
             retired_max: 0,
+            slow_count: 0,
             pool_next: ptr::null_mut(),
             rng: 0,
             quarantine: harden::Quarantine::new(),
@@ -97,8 +106,35 @@ pub unsafe fn pop_block(page: *mut Page) -> *mut u8 {
 /// Everything malloc's fast path does not: thread setup, deferred work,
 /// huge objects, and finding or making a page with room. `req` is the block
 /// size to ask for (`size` padded by the hardened build).
+///
+/// Most slow paths of a thread freeing its own blocks only find its bin's
+/// page empty while the blocks freed meanwhile wait on the page's local
+/// list. Those are served here by collecting them, without the deferred
+/// work (whose clock read and checks of shared state cost more than the
+/// collect) and without the frame of [`malloc_slow`]. The deferred work
+/// still runs on every slow path that needs more than that, and on every
+/// `DEFERRED_EVERY`th, so delayed frees and due purges wait at most that
+/// many slow paths longer.
 #[inline(never)]
-pub fn malloc_generic(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
+pub fn malloc_generic(heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
+    if heap != EMPTY_HEAP_PTR && req <= MEDIUM_OBJ_MAX {
+        // SAFETY: `heap` is this thread's initialised heap.
+        unsafe {
+            (*heap).slow_count = (*heap).slow_count.wrapping_add(1);
+            if !(*heap).slow_count.is_multiple_of(DEFERRED_EVERY) {
+                let p = take_collected(heap, req, size);
+                if !p.is_null() {
+                    return p;
+                }
+            }
+        }
+    }
+    malloc_slow(heap, req, size)
+}
+
+/// The rest of [`malloc_generic`].
+#[inline(never)]
+fn malloc_slow(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
     if heap == EMPTY_HEAP_PTR {
         heap = thread::heap_init();
         if heap.is_null() {
@@ -139,6 +175,42 @@ pub fn malloc_generic(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
             // cycle through the refused block): drop it; its blocks leak.
             (*page).free = ptr::null_mut();
         }
+    }
+}
+
+/// A block of the first page of the bin for `req` after collecting the
+/// blocks freed into it, or null if it has none (or the hardened checks
+/// refused the one taken, whose page's list is then dropped, as in
+/// [`malloc_generic`]).
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap and `req` at most
+/// `MEDIUM_OBJ_MAX`.
+#[inline(always)]
+unsafe fn take_collected(heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
+    // SAFETY: a page on this heap's queue is ours; the direct table holds
+    // the first page of the bin of every small size (the empty page, never
+    // written, when there is none).
+    unsafe {
+        let page = if req <= SMALL_SIZE_MAX {
+            *(*heap).direct.get_unchecked(wsize_of(req))
+        } else {
+            (*heap).queues[bin_of(req)].first
+        };
+        if page.is_null() || page == EMPTY_PAGE_PTR {
+            return ptr::null_mut();
+        }
+        page::collect(page, false);
+        if (*page).free.is_null() {
+            return ptr::null_mut();
+        }
+        let p = pop_block(page);
+        if !harden::on_alloc(page, p, size) {
+            (*page).free = ptr::null_mut();
+            return ptr::null_mut();
+        }
+        stats::bump(&(*heap).counters.mallocs);
+        p
     }
 }
 
@@ -551,5 +623,86 @@ pub unsafe fn reset(heap: *mut Heap) {
         if harden::RANDOM {
             (*heap).rng = harden::random::seed();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// Slow paths served from the bin's first page skip the deferred work,
+    /// but a block another thread freed into a full page (which goes on
+    /// the owner's delayed list) still comes back within
+    /// `DEFERRED_EVERY` of them.
+    #[test]
+    fn delayed_frees_wait_at_most_the_deferred_interval() {
+        std::thread::spawn(|| {
+            const SMALL: usize = 16;
+            const ROUND: usize = 512;
+            // Small blocks first, so the page serving them has grown to
+            // hold a whole round and its slow paths only collect.
+            let mut small: Vec<*mut u8> = Vec::with_capacity(ROUND);
+            let cycle = |small: &mut Vec<*mut u8>| {
+                for _ in 0..ROUND {
+                    small.push(crate::alloc::malloc(SMALL));
+                }
+                for p in small.drain(..) {
+                    // SAFETY: a live block of this thread, freed once.
+                    unsafe { crate::alloc::free(p) };
+                }
+            };
+            for _ in 0..4 {
+                cycle(&mut small);
+            }
+            let heap = thread::heap();
+            // Fill pages of another class until one moves to the full queue.
+            let mut big = Vec::new();
+            // SAFETY: `heap` is this thread's heap; only this thread
+            // changes its queues.
+            while unsafe { (*heap).queues[FULL_QUEUE].first.is_null() } {
+                let p = crate::alloc::malloc(3000);
+                assert!(!p.is_null());
+                big.push(p as usize);
+            }
+            // SAFETY: as above; the blocks are live, so their segment is.
+            let full = unsafe { (*heap).queues[FULL_QUEUE].first };
+            let victim = big
+                .iter()
+                .position(|&p| {
+                    // SAFETY: as above.
+                    unsafe { segment::page_of(segment::of_block(p as *const u8), p as *const u8) == full }
+                })
+                .expect("a block of the full page");
+            let p = big.swap_remove(victim);
+            std::thread::spawn(move || {
+                // SAFETY: a live block, freed once, by another thread.
+                unsafe { crate::alloc::free(p as *mut u8) }
+            })
+            .join()
+            .expect("freeing thread");
+            // SAFETY: the delayed list head is atomic; `slow_count` is
+            // only written by this thread.
+            let pending = || unsafe { (*heap).delayed.load(Ordering::Relaxed) != 0 };
+            // SAFETY: as above.
+            let slow = || unsafe { (*heap).slow_count };
+            assert!(pending(), "the free went through the delayed list");
+            let start = slow();
+            while pending() {
+                cycle(&mut small);
+                let taken = slow().wrapping_sub(start);
+                assert!(
+                    !pending() || taken < DEFERRED_EVERY,
+                    "delayed free still pending after {taken} slow paths"
+                );
+            }
+            assert!(slow() != start, "only a slow path takes delayed frees");
+            for p in big {
+                // SAFETY: live blocks of this thread, freed once.
+                unsafe { crate::alloc::free(p as *mut u8) };
+            }
+        })
+        .join()
+        .expect("test thread");
     }
 }
