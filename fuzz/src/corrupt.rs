@@ -6,7 +6,9 @@
 //! its link word (zero-on-free checks it, so a written freed block is
 //! either reported or never handed out), and the first bytes of a live
 //! block, where a free list's link would go, stay its owner's (a forged
-//! link must not lead a walk of a free list into a live block).
+//! link must not lead a walk of a free list into a live block). Each
+//! input runs with the quarantine off, at its default bounds, or tiny, so
+//! writes land in quarantined blocks and in blocks on free lists alike.
 //!
 //! The plain build promises nothing once a freed block or a canary is
 //! written to (a forged free-list link is followed: see SECURITY.md), so
@@ -52,6 +54,9 @@ pub enum Op {
         len: u8,
         byte: u8,
     },
+    /// Empty this thread's quarantine (every block in it is checked as it
+    /// leaves) and give back what can be.
+    Collect,
 }
 
 /// Small and medium sizes only: freed large and huge blocks are made
@@ -62,6 +67,7 @@ fn size_of(n: u16) -> usize {
 
 pub fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
     fortalloc::set_error_handler(Some(handler));
+    crate::quarantine_for(u.arbitrary()?);
     let mut model = Model::default();
     let mut seed = 1u8;
     let mut steps = 0;
@@ -113,6 +119,7 @@ pub fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
                     }
                 }
             }
+            Op::Collect => fortalloc::collect(false),
             Op::Overflow { pick, len, byte } => {
                 if let Some((p, l)) = model.pick(pick as usize) {
                     // A zero-size block points at never-accessible memory

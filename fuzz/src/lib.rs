@@ -12,3 +12,15 @@ pub mod capi;
 pub mod corrupt;
 mod model;
 pub mod ops;
+
+/// The quarantine's bounds for one input (builds with the `quarantine`
+/// feature; a no-op in others): off (freed blocks go straight to free
+/// lists), the default, or tiny (a block leaves it, checked, after a few
+/// more frees).
+pub fn quarantine_for(choice: u8) {
+    match choice % 3 {
+        0 => fortalloc::set_quarantine(0, 0),
+        1 => fortalloc::set_quarantine(512 * 1024, 1024),
+        _ => fortalloc::set_quarantine(16 * 1024, 4),
+    }
+}

@@ -68,6 +68,7 @@ fn align_of(log: u8) -> usize {
 
 /// Runs one sequence; returns Err only when the input ran out.
 pub fn run(u: &mut Unstructured) -> arbitrary::Result<()> {
+    crate::quarantine_for(u.arbitrary()?);
     let mut model = Model::default();
     let mut seed: u8 = 1;
     let mut steps = 0;
