@@ -505,7 +505,7 @@ unsafe fn quarantine(heap: *mut heap::Heap, p: *mut u8, bsize: usize) {
     unsafe {
         let mut out = (*heap).quarantine.admit(&mut (*heap).rng, p, bsize);
         while !out.is_null() {
-            leave_quarantine(heap, out);
+            leave_quarantine(heap, out, false);
             out = (*heap).quarantine.excess(&mut (*heap).rng);
         }
         quarantine_levels(heap);
@@ -528,7 +528,7 @@ pub(crate) unsafe fn empty_quarantine(heap: *mut heap::Heap) {
             if p.is_null() {
                 break;
             }
-            leave_quarantine(heap, p);
+            leave_quarantine(heap, p, true);
         }
         quarantine_levels(heap);
     }
@@ -550,18 +550,19 @@ unsafe fn quarantine_levels(heap: *mut heap::Heap) {
 }
 
 /// Frees a block that waited in `heap`'s quarantine, if it is still as
-/// it was left.
+/// it was left (all of it checked with `whole`, see
+/// `harden::leaving_quarantine`).
 ///
 /// # Safety
 /// `heap` must be this thread's initialised heap and `p` a block that
 /// waited in its quarantine.
-pub(crate) unsafe fn leave_quarantine(heap: *mut heap::Heap, p: *mut u8) {
+pub(crate) unsafe fn leave_quarantine(heap: *mut heap::Heap, p: *mut u8, whole: bool) {
     // SAFETY: the block is still taken in its page, so its segment lives.
     unsafe {
         stats::bump(&(*heap).counters.evictions);
         let seg = segment::of_block(p);
         let page = segment::page_of(seg, p);
-        if !harden::leaving_quarantine(page, p) {
+        if !harden::leaving_quarantine(page, p, whole) {
             return;
         }
         release(heap, seg, page, p as *mut Block);

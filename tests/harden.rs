@@ -300,13 +300,41 @@ fn child() {
             }
             "write-after-free" => {
                 let p = malloc(64);
+                // A live neighbour keeps the page in use, so it is not
+                // released (and purged) with the write in it before `p`
+                // comes round again.
+                let _keep = malloc(64);
                 free(p);
                 say_addr(p);
                 // Past the first word (the free-list link).
                 *p.add(16) = 0x41;
+                // Frees too: with the quarantine, they push `p` out of it.
                 for _ in 0..100_000 {
-                    let _ = std::hint::black_box(malloc(64));
+                    let q = std::hint::black_box(malloc(64));
+                    free(q);
                 }
+            }
+            "quarantined-write-then-collect" => {
+                let p = malloc(64);
+                free(p);
+                say_addr(p);
+                *p.add(40) = 0x41;
+                // Emptying the quarantine reads every block in it whole.
+                fortalloc::collect(false);
+                println!("not caught");
+            }
+            "quarantined-first-word-write-then-frees" => {
+                let p = malloc(64);
+                free(p);
+                say_addr(p);
+                (p as *mut u64).write(0x4141);
+                // Frees push `p` out; its first word is read as it leaves,
+                // before a free-list link covers it.
+                for _ in 0..100_000 {
+                    let q = std::hint::black_box(malloc(64));
+                    free(q);
+                }
+                println!("not caught");
             }
             "realloc-of-freed" => {
                 let p = malloc(64);
@@ -820,6 +848,17 @@ mod zero_on_free {
     #[test]
     fn write_after_free_is_caught_when_the_block_is_reused() {
         assert_detected("write-after-free", "write after free");
+    }
+
+    /// A write to a block waiting in the quarantine is caught as it
+    /// leaves: all of it when the quarantine is emptied (`collect`, thread
+    /// exit), its first word when later frees push it out (the rest when
+    /// it is handed out again, the test above).
+    #[cfg(feature = "quarantine")]
+    #[test]
+    fn a_write_while_quarantined_is_caught_as_the_block_leaves() {
+        assert_detected("quarantined-write-then-collect", "write after free");
+        assert_detected("quarantined-first-word-write-then-frees", "write after free");
     }
 
     #[test]

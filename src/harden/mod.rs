@@ -325,25 +325,38 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
 }
 
 /// Checks a block leaving the quarantine: with `zero-on-free` it was wiped
-/// on the way in, and its first word, which the free-list link is about to
-/// cover, must still be zero (the rest is checked, as for every freed
-/// block, when it is handed out again: reading it all here too cost the
-/// time the quarantine may take, see docs/PERFORMANCE.md). False (after
-/// reporting a write after free) means it must not be freed: it is left
-/// out of every free list.
+/// on the way in and must still be zero. When a later free pushes it out,
+/// only its first word is read, which the free-list link is about to cover:
+/// the rest is checked, as for every freed block, when it is handed out
+/// again (reading it all here too doubled the zero check; see
+/// docs/PERFORMANCE.md). With `whole` (the quarantine being emptied, at
+/// thread exit or `collect`, where a block may never be handed out again)
+/// all of it is read. False (after reporting a write after free) means it
+/// must not be freed: it is left out of every free list.
 ///
 /// # Safety
 /// `p` must be a block of the in-use `page` that waited in a quarantine.
 #[inline]
-pub unsafe fn leaving_quarantine(page: *const Page, p: *mut u8) -> bool {
+pub unsafe fn leaving_quarantine(page: *const Page, p: *mut u8, whole: bool) -> bool {
+    if !zero::ON {
+        return true;
+    }
     // SAFETY: per the caller; a free block is ours to read, and every
     // block is at least a word.
     unsafe {
-        if zero::ON && !guarded_large(page) && (p as *const usize).read() != 0 {
-            error::report(ErrorKind::WriteAfterFree, p as usize, (*page).block_size);
-            return false;
+        if guarded_large(page) {
+            return true;
         }
-        true
+        let bsize = (*page).block_size;
+        let clean = if whole {
+            zero::words_zero(p, bsize)
+        } else {
+            (p as *const usize).read() == 0
+        };
+        if !clean {
+            error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
+        }
+        clean
     }
 }
 
