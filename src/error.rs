@@ -113,6 +113,10 @@ pub enum ErrorKind {
     CorruptedFreeList,
     /// The bytes past the requested size were changed: a heap overflow.
     BufferOverflow,
+    /// The byte just before a small or medium block (the last of the slot
+    /// before it) was changed: a heap underflow. The address is the block
+    /// written below.
+    BufferUnderflow,
     /// A freed block was written to before it was handed out again.
     WriteAfterFree,
     /// `realloc` or `usable_size` of a block that is not live.
@@ -129,6 +133,7 @@ impl ErrorKind {
             ErrorKind::DoubleFree => "double free",
             ErrorKind::CorruptedFreeList => "corrupted free list",
             ErrorKind::BufferOverflow => "heap buffer overflow",
+            ErrorKind::BufferUnderflow => "heap buffer underflow",
             ErrorKind::WriteAfterFree => "write after free",
             ErrorKind::InvalidPointer => "invalid pointer (not a live block)",
             ErrorKind::SizeMismatch => "sized free with the wrong size",

@@ -328,8 +328,10 @@ pub unsafe fn extend(page: *mut Page) {
             // the slot started on zero memory) spares the memset.
             ptr::write_bytes(first, 0, count * bsize);
         }
+        harden::carved(page, first, bsize, count);
         if (*page).free.is_null() {
-            // Carving writes only the links.
+            // Carving writes only the links (and the canary build's slot
+            // trailers, past every request).
             (*page).free_zero = (*page).zero_start || harden::ZERO_FRESH;
         }
         let heap = (*page).heap.load(Ordering::Relaxed);

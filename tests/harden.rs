@@ -176,6 +176,32 @@ unsafe fn free_on_another_thread(p: usize) {
     .expect("freeing thread");
 }
 
+/// Two live blocks of a 48-byte size class, the first in the slot right
+/// below the second in the same page (which `b - 48` in the same 64 KiB
+/// window guarantees for small pages), for the underflow cases; the other
+/// blocks allocated to find them stay live.
+fn slot_below_and_block() -> (*mut u8, *mut u8) {
+    let blocks: Vec<usize> = (0..512).map(|_| malloc(40) as usize).collect();
+    let set: std::collections::HashSet<usize> = blocks.iter().copied().collect();
+    let b = *blocks
+        .iter()
+        .find(|&&b| set.contains(&(b - 48)) && (b - 48) >> 16 == b >> 16)
+        .expect("two neighbouring blocks in one page");
+    std::mem::forget(blocks);
+    ((b - 48) as *mut u8, b as *mut u8)
+}
+
+/// Writes `len` bytes of 0x41 just below `b`.
+///
+/// # Safety
+/// Deliberately out of bounds: the caller's test of an underflow.
+unsafe fn write_below(b: *mut u8, len: usize) {
+    for i in 1..=len {
+        // SAFETY: per the caller; the bytes lie in the slot below, mapped.
+        unsafe { std::ptr::write_volatile(b.sub(i), 0x41) };
+    }
+}
+
 /// The dispatcher the children run; a no-op in the parent.
 #[test]
 fn child() {
@@ -333,6 +359,45 @@ fn child() {
                 for _ in 0..100_000 {
                     let q = std::hint::black_box(malloc(64));
                     free(q);
+                }
+                println!("not caught");
+            }
+            "underflow-1-below-live"
+            | "underflow-16-below-live"
+            | "underflow-1-below-free"
+            | "underflow-16-below-free"
+            | "underflow-16-below-live-realloc" => {
+                let (below, b) = slot_below_and_block();
+                if case.contains("below-free") {
+                    free(below);
+                }
+                let len = if case.contains("-16-") { 16 } else { 1 };
+                write_below(b, len);
+                say_addr(b);
+                if case.ends_with("realloc") {
+                    let _ = std::hint::black_box(fortalloc::realloc(b, 4000));
+                } else {
+                    free(b);
+                }
+                println!("not caught");
+            }
+            "underflow-1-seen-when-below-freed" => {
+                let (below, b) = slot_below_and_block();
+                write_below(b, 1);
+                say_addr(b);
+                free(below);
+                println!("not caught");
+            }
+            "underflow-16-seen-when-below-handed-out" => {
+                // Without the quarantine, the slot below is handed out
+                // again by the next allocations of its size.
+                fortalloc::set_quarantine(0, 0);
+                let (below, b) = slot_below_and_block();
+                free(below);
+                write_below(b, 16);
+                say_addr(b);
+                for _ in 0..10_000 {
+                    let _ = std::hint::black_box(malloc(40));
                 }
                 println!("not caught");
             }
@@ -808,6 +873,25 @@ mod canary {
         let o = run_case("nul-overflows");
         assert_eq!(o.code, Some(0), "{} / {}", o.stderr, o.stdout);
         assert!(o.stdout.contains("caught 20000 of 20000"), "{}", o.stdout);
+    }
+
+    /// A write of 1 or 16 bytes just below a block, reported as an
+    /// underflow of that block when it is freed or reallocated, with the
+    /// slot below it live or free, and when the slot below is freed or
+    /// handed out again.
+    #[test]
+    fn underflows_below_a_small_block() {
+        for case in [
+            "underflow-1-below-live",
+            "underflow-16-below-live",
+            "underflow-1-below-free",
+            "underflow-16-below-free",
+            "underflow-16-below-live-realloc",
+            "underflow-1-seen-when-below-freed",
+            "underflow-16-seen-when-below-handed-out",
+        ] {
+            assert_detected(case, "heap buffer underflow");
+        }
     }
 
     #[test]

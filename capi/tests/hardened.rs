@@ -136,6 +136,13 @@ fn overflows() {
 }
 
 #[test]
+fn underflows() {
+    violation("underflow-1", "heap buffer underflow");
+    violation("underflow-16", "heap buffer underflow");
+    violation("underflow-16-below-free", "heap buffer underflow");
+}
+
+#[test]
 fn write_after_free() {
     // Caught as the block leaves the quarantine, and without it when the
     // block is handed out again.

@@ -3,15 +3,23 @@
 //! caught.
 //!
 //! ```text
-//! block                size          size + n            bsize - 4    bsize
-//! | caller's bytes ... | canary bytes | (slack, unchecked) | tail: u32 |
+//! block                size          size + n            bsize - 4          bsize - 1  bsize
+//! | caller's bytes ... | canary bytes | (slack, unchecked) | tail: 3 bytes ... | trailer |
 //! ```
 //! `n` is up to 8 bytes (at least 1): a linear overflow passes through them
 //! first, so checking more would cost time in proportion to the slack and
-//! catch nothing more. The tail holds `(bsize - size) ^ key`, so the
-//! requested size can be recovered (for `usable_size`) and an overflow that
-//! reaches the tail garbles it. Each canary byte is a byte of the page key
-//! chosen by its address, so a run of equal bytes never matches.
+//! catch nothing more. The tail holds `(bsize - size) ^ key` in its low 24
+//! bits, so the requested size can be recovered (for `usable_size`) and an
+//! overflow that reaches the tail garbles it. Each canary byte is a byte of
+//! the page key chosen by its address, so a run of equal bytes never
+//! matches.
+//!
+//! The trailer, the slot's last byte, is a keyed byte of its address alone,
+//! whatever the slot holds: in small and medium pages every slot has it from
+//! when it is carved, live or free (zero-on-free keeps it), so a write that
+//! ends just before a block (an underflow of 1 byte or more) changes the
+//! trailer of the slot before, and is seen when that block is freed or
+//! reallocated and when the slot before is freed or handed out.
 
 use crate::page::Page;
 
@@ -45,6 +53,41 @@ fn key(page: *const Page) -> usize {
 fn canary_word(key: usize, p: *mut u8, i: usize) -> u64 {
     ((key as u64) ^ 0x5a5a_5a5a_5a5a_5a5a).rotate_right((((p as usize + i) & 7) * 8) as u32)
         | 0x8080_8080_8080_8080
+}
+
+/// The trailer byte of the slot that ends at `end`: top bit set, so a
+/// write of a NUL or ASCII byte always shows (others 1 time in 128).
+#[inline(always)]
+fn trailer_byte(key: usize, end: usize) -> u8 {
+    (((key ^ end.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u64 ^ 0x3c3c_3c3c_3c3c_3c3c) >> 56) as u8 | 0x80
+}
+
+/// Whether the slot of `bsize` bytes at `slot` still ends in its trailer.
+///
+/// # Safety
+/// `[slot, slot + bsize)` must be readable, `page` its page's descriptor.
+#[inline(always)]
+pub unsafe fn trailer_intact(page: *const Page, slot: *const u8, bsize: usize) -> bool {
+    let end = slot as usize + bsize;
+    // SAFETY: per the caller.
+    unsafe { *(end as *const u8).sub(1) == trailer_byte(key(page), end) }
+}
+
+/// Writes the trailer of the slot of `bsize` bytes at `slot`.
+///
+/// # Safety
+/// The slot's last byte must be the caller's to write.
+#[inline(always)]
+pub unsafe fn set_trailer(page: *const Page, slot: *mut u8, bsize: usize) {
+    let end = slot as usize + bsize;
+    // SAFETY: per the caller.
+    unsafe { *(end as *mut u8).sub(1) = trailer_byte(key(page), end) };
+}
+
+/// The block's tail word: the keyed size difference and the trailer.
+#[inline(always)]
+fn tail_word(key: usize, p: *mut u8, bsize: usize, delta: usize) -> u32 {
+    (((delta ^ key) as u32) & 0x00ff_ffff) | ((trailer_byte(key, p as usize + bsize) as u32) << 24)
 }
 
 /// Bytes checked after the request: up to 8, before the tail.
@@ -106,7 +149,7 @@ unsafe fn arm(page: *const Page, p: *mut u8, size: usize, keep: bool) {
         let w = p.add(at) as *mut u64;
         let kept = if keep { w.read_unaligned() & !mask } else { 0 };
         w.write_unaligned(kept | (canary_word(k, p, at) & mask));
-        (p.add(bsize - 4) as *mut u32).write_unaligned(((bsize - size) ^ k) as u32);
+        (p.add(bsize - 4) as *mut u32).write_unaligned(tail_word(k, p, bsize, bsize - size));
     }
 }
 
@@ -119,7 +162,9 @@ pub unsafe fn check(page: *const Page, p: *mut u8) -> Option<usize> {
     unsafe {
         let bsize = super::block_usable(page, p);
         let k = key(page);
-        let delta = ((p.add(bsize - 4) as *const u32).read_unaligned() ^ k as u32) as usize;
+        let tail = (p.add(bsize - 4) as *const u32).read_unaligned();
+        let delta = ((tail ^ k as u32) & 0x00ff_ffff) as usize;
+        // The trailer (the top byte) is checked apart: `trailer_intact`.
         if !(EXTRA..=bsize).contains(&delta) {
             return None;
         }

@@ -227,7 +227,11 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
             return true;
         }
         let bsize = (*page).block_size;
-        if zero::ON && !zero::fresh(page, p) && !zero::still_zero(page, p, bsize) {
+        let trailer = trailers(page);
+        if trailer {
+            check_own_trailer(page, p, bsize);
+        }
+        if zero::ON && !zero::fresh(page, p) && !zero::still_zero(page, p, bsize, trailer) {
             error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
             return false;
         }
@@ -308,6 +312,12 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
             }
             return true;
         }
+        if guarded_large(page) && bsize == 0 {
+            // Nothing of it is open: a freed slot, sealed. Its slot's bit
+            // tells `large::free` it is a second free (the canary, past
+            // the seal, must not be read).
+            return true;
+        }
         if double_free::ON && !double_free::mark_free(p) {
             error::report(ErrorKind::DoubleFree, p as usize, bsize);
             return false;
@@ -315,12 +325,89 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
         if canary::applies(page) && canary::check(page, p).is_none() {
             error::report(ErrorKind::BufferOverflow, p as usize, bsize);
         }
+        let trailer = trailers(page);
+        if trailer {
+            check_own_trailer(page, p, bsize);
+            check_below(page, p, bsize);
+        }
         if guarded_large(page) {
             large::freed(page, p);
         } else if zero::ON {
             zero::wipe(p, bsize);
+            if trailer {
+                canary::set_trailer(page, p, bsize);
+            }
         }
         true
+    }
+}
+
+/// Slots of small and medium pages of the canary build end in a trailer
+/// byte, live or free (see `canary`), so underflows show. Not 8-byte
+/// slots: a free one is all link.
+///
+/// # Safety
+/// `page` must be a valid descriptor.
+#[inline(always)]
+unsafe fn trailers(page: *const Page) -> bool {
+    // SAFETY: per the caller.
+    canary::ON
+        && unsafe {
+            let bsize = (*page).block_size;
+            !is_huge(page) && (16..=crate::constants::MEDIUM_OBJ_MAX).contains(&bsize)
+        }
+}
+
+/// Fresh blocks were just carved: each gets its trailer.
+///
+/// # Safety
+/// `[first, first + count * bsize)` must be fresh blocks of the owned,
+/// in-use `page`, not on any list yet.
+#[inline(always)]
+pub unsafe fn carved(page: *const Page, first: *mut u8, bsize: usize, count: usize) {
+    // SAFETY: per the caller, every slot written lies in the carved range.
+    unsafe {
+        if trailers(page) {
+            for i in 0..count {
+                canary::set_trailer(page, first.add(i * bsize), bsize);
+            }
+        }
+    }
+}
+
+/// Checks the trailer of the slot before block `p` (none for a page's
+/// first block): changed, it is an underflow of `p`, reported (and
+/// mended, so an error handler hears of it once).
+///
+/// # Safety
+/// `p` must be a block start of the in-use `page` with trailers.
+#[inline(always)]
+unsafe fn check_below(page: *const Page, p: *mut u8, bsize: usize) {
+    // SAFETY: per the caller, the slot before `p` lies in the same page.
+    unsafe {
+        if p as usize - (*page).page_start as usize >= bsize {
+            let below = p.sub(bsize);
+            if !canary::trailer_intact(page, below, bsize) {
+                error::report(ErrorKind::BufferUnderflow, p as usize, bsize);
+                canary::set_trailer(page, below, bsize);
+            }
+        }
+    }
+}
+
+/// Checks the trailer of block `p`'s own slot: changed, it is an underflow
+/// of the block after it, reported at that block's address (and mended).
+///
+/// # Safety
+/// `p` must be a block start of the in-use `page` with trailers.
+#[inline(always)]
+unsafe fn check_own_trailer(page: *const Page, p: *mut u8, bsize: usize) {
+    // SAFETY: per the caller.
+    unsafe {
+        if !canary::trailer_intact(page, p, bsize) {
+            error::report(ErrorKind::BufferUnderflow, p as usize + bsize, bsize);
+            canary::set_trailer(page, p, bsize);
+        }
     }
 }
 
@@ -349,7 +436,7 @@ pub unsafe fn leaving_quarantine(page: *const Page, p: *mut u8, whole: bool) -> 
         }
         let bsize = (*page).block_size;
         let clean = if whole {
-            zero::words_zero(p, bsize)
+            (p as *const usize).read() == 0 && zero::still_zero(page, p, bsize, trailers(page))
         } else {
             (p as *const usize).read() == 0
         };
@@ -370,12 +457,20 @@ pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
     // SAFETY: per the caller.
     unsafe {
         let bsize = block_usable(page, p);
+        if guarded_large(page) && bsize == 0 {
+            // A freed slot, sealed (see `on_free`): not live.
+            error::report(ErrorKind::InvalidPointer, p as usize, (*page).block_size);
+            return None;
+        }
         if !CHECKS || (is_huge(page) && !canary::ON) {
             return Some(bsize);
         }
         if double_free::ON && !is_huge(page) && !double_free::is_live(p) {
             error::report(ErrorKind::InvalidPointer, p as usize, bsize);
             return None;
+        }
+        if trailers(page) {
+            check_below(page, p, bsize);
         }
         if canary::applies(page) {
             let size = canary::check(page, p);

@@ -37,12 +37,21 @@ pub unsafe fn wipe(p: *mut u8, bsize: usize) {
     unsafe { core::ptr::write_bytes(p, 0, bsize) };
 }
 
-/// True if a free block of `page` is still zero past its link word.
+/// True if a free block of `page` is still zero past its link word (and
+/// before its last byte, with `trailer`: the canary build's slot trailer).
 ///
 /// # Safety
-/// `p` must be a free block of `bsize` bytes of the in-use `page`.
+/// `p` must be a free block of `bsize` bytes of the in-use `page`; with
+/// `trailer`, `bsize >= 16`.
 #[inline]
-pub unsafe fn still_zero(page: *const Page, p: *const u8, bsize: usize) -> bool {
+pub unsafe fn still_zero(page: *const Page, p: *const u8, bsize: usize, trailer: bool) -> bool {
+    if trailer {
+        // SAFETY: per the caller; the last word is inside the block.
+        let last = unsafe { (p.add(bsize - 8) as *const u64).read() };
+        // Little-endian: the slot's last byte is the word's top byte.
+        // SAFETY: as for the whole block, with 8 bytes fewer.
+        return last & 0x00ff_ffff_ffff_ffff == 0 && unsafe { still_zero(page, p, bsize - 8, false) };
+    }
     // A racing write after free is exactly what this looks for: it reads
     // as nonzero or not, either way no undefined value is used.
     // SAFETY: reads stay inside the block (word multiples, word aligned),
@@ -216,15 +225,15 @@ mod tests {
             // and it is only reached through `m`.
             unsafe {
                 m.write(0xdead); // the link word is not checked
-                assert!(still_zero(&page, p, bsize), "bsize {bsize}: zero");
+                assert!(still_zero(&page, p, bsize, false), "bsize {bsize}: zero");
                 for w in 1..bsize / 8 {
                     m.add(w).write(1 << (w % 64));
-                    assert!(!still_zero(&page, p, bsize), "bsize {bsize}: word {w}");
+                    assert!(!still_zero(&page, p, bsize, false), "bsize {bsize}: word {w}");
                     m.add(w).write(0);
                 }
                 // Past the block does not count.
                 m.add(bsize / 8).write(1);
-                assert!(still_zero(&page, p, bsize), "bsize {bsize}: beyond");
+                assert!(still_zero(&page, p, bsize, false), "bsize {bsize}: beyond");
                 m.add(bsize / 8).write(0);
             }
         }

@@ -38,6 +38,19 @@ static int poison(int safe_linking) {
     return 0;
 }
 
+/* Two live 40-byte blocks (48-byte slots), the first in the slot right
+ * below the second, in one page (same 64 KiB window); sets *below, *b. */
+static int neighbours(char **below, char **b) {
+    static char *blocks[512];
+    for (int i = 0; i < 512; i++) blocks[i] = malloc(40);
+    for (int i = 0; i < 512; i++)
+        for (int j = 0; j < 512; j++)
+            if (blocks[j] == blocks[i] - 48 && ((uintptr_t)blocks[j] >> 16) == ((uintptr_t)blocks[i] >> 16)) {
+                *below = blocks[j]; *b = blocks[i]; return 1;
+            }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     const char *c = argv[1];
@@ -51,6 +64,13 @@ int main(int argc, char **argv) {
         char *p = malloc(40); free(p); say(p); free(p);
     } else if (!strcmp(c, "double-free-stale")) {
         char *p = malloc(64); free(p); sink = malloc(64); say(p); free(p);
+    } else if (!strcmp(c, "underflow-1") || !strcmp(c, "underflow-16") || !strcmp(c, "underflow-16-below-free")) {
+        char *below, *b;
+        if (!neighbours(&below, &b)) return 4;
+        if (strstr(c, "below-free")) free(below);
+        int len = strstr(c, "16") ? 16 : 1;
+        for (int i = 1; i <= len; i++) ((volatile char *)b)[-i] = 'A';
+        say(b); free(b);
     } else if (!strcmp(c, "double-free-aba")) {
         char *a = malloc(40), *b = malloc(40); free(a); free(b); say(a); free(a);
     } else if (!strcmp(c, "double-free-thread")) {
