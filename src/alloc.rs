@@ -410,7 +410,7 @@ unsafe fn free_other(seg: *mut Segment, page: *mut Page, block: *mut Block) {
         if huge {
             huge::free(seg);
         } else if (*seg).kind == Kind::Large {
-            large::free(seg, block as *mut u8);
+            large::free(heap, seg, block as *mut u8);
         } else {
             page::free_remote(page, block);
         }
@@ -559,6 +559,8 @@ fn grown_size(usable: usize, new_size: usize) -> usize {
 /// threads.
 pub fn collect(force: bool) {
     let heap = thread::heap();
+    // SAFETY: the calling thread's heap.
+    unsafe { large::flush(heap) };
     if heap != heap::EMPTY_HEAP_PTR {
         // SAFETY: `heap` is this thread's initialised heap.
         unsafe {

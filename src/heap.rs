@@ -39,6 +39,8 @@ pub struct Heap {
     pub pool_next: *mut Heap,
     /// State of the hardened build's random generator.
     pub rng: u64,
+    /// Large blocks this thread freed, for its next large mallocs.
+    pub large: large::Cache,
 }
 
 struct SyncPage(Page);
@@ -71,6 +73,7 @@ impl Heap {
             retired_max: 0,
             pool_next: ptr::null_mut(),
             rng: 0,
+            large: large::Cache::new(),
         }
     }
 }
@@ -103,8 +106,19 @@ pub fn malloc_generic(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
     }
     // SAFETY: `heap` is this thread's initialised heap.
     unsafe {
+        let large = req > MEDIUM_OBJ_MAX && req <= LARGE_OBJ_MAX;
+        // A large block the thread freed lately is the large sizes' fast
+        // path: it skips the deferred work, as a small block does.
+        if large {
+            if let Some(p) = large::alloc_cached(heap, bin_of(req), size) {
+                if !p.is_null() {
+                    stats::bump(&(*heap).counters.mallocs);
+                }
+                return p;
+            }
+        }
         deferred_work(heap);
-        if req > MEDIUM_OBJ_MAX && req <= LARGE_OBJ_MAX {
+        if large {
             let p = large::alloc(bin_of(req), size);
             if !p.is_null() {
                 stats::bump(&(*heap).counters.mallocs);
@@ -158,13 +172,13 @@ unsafe fn deferred_work(heap: *mut Heap) {
         }
         // One clock read for all three (it was up to three a slow path).
         let due = (*heap).segs.purge_due;
-        if due | arena::purge_due() | large::purge_due() != 0 {
+        if due | arena::purge_due() | large::purge_due(heap) != 0 {
             let now = os::now_ms();
             if due != 0 && now >= due {
                 segment::purge_expired(heap, now, false);
             }
             arena::maybe_purge(now);
-            large::maybe_purge(now);
+            large::maybe_purge(heap, now);
         }
     }
 }

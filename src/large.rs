@@ -22,6 +22,32 @@
 //! takes a random free slot of a segment of its class (among those whose
 //! pages were kept, if any), so reuse is not predictable.
 //!
+//! In front of the slots each thread keeps a small cache of the large
+//! blocks it freed (a few per class, a few MiB in all), and its next
+//! malloc of a class takes the last one it freed there, without the
+//! class's lock: threads churning large buffers took that lock on every
+//! malloc and free, and waited for each other on it. A block is cached by
+//! whichever thread frees it, since no thread owns a slot and any may take
+//! it, but only by a thread that allocates large blocks itself, so a
+//! thread that only frees what others allocate strands nothing. A cached
+//! block stays live in its slot and holds its [`tag`] in its first word
+//! (cleared when it leaves the cache): a second free finds the tag, or
+//! the slot's free bit once the cache gave it back, and is reported. The
+//! tag lives in the block, not in a bitmap of its segment, because two
+//! threads churning blocks of one class share its segments: a bit per
+//! slot set and cleared on every cached free and malloc kept one line of
+//! the header moving between their cores, which cost as much as the lock
+//! had. Cached blocks stay resident, which the cache's bound in bytes
+//! keeps in check; a cache no block came into for a purge delay gives its
+//! blocks back, purged, on its thread's next slow path (as a freed slot
+//! is purged a delay after its segment's last free). The cache goes back
+//! to the slots at thread exit and on `collect`; a `fork` child
+//! keeps the forking thread's cache (only that thread touches it) and
+//! leaks the others', as it leaks their threads' live blocks. The
+//! hardened build has no cache: its defences each want something of a
+//! freed large block that a cache would undo or have to repeat (see
+//! [`CACHE_ON`]), and `secure` seals freed blocks anyway.
+//!
 //! A segment whose slots are all free is released: the arena hands the
 //! next segment (of any class, or a huge block) the memory it left, still
 //! resident. Keeping one per class held 4 MiB per class that nothing else
@@ -34,6 +60,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::constants::MEDIUM_OBJ_MAX;
 use crate::error::{self, ErrorKind};
+use crate::heap::{Heap, EMPTY_HEAP_PTR};
 use crate::lock::{Holder, SpinLock};
 use crate::page::Page;
 use crate::segment::{self, Segment};
@@ -43,6 +70,59 @@ use crate::{harden, options, os, stats};
 /// The first bin of large blocks.
 const FIRST_BIN: usize = bin_of(MEDIUM_OBJ_MAX + 1);
 const CLASSES: usize = MAX_BIN + 1 - FIRST_BIN;
+
+/// Whether threads cache the large blocks they free (see the module
+/// doc): only in the plain build. Guard pages seal a freed block at once
+/// and draw the next one at random, which reuse of the last block freed
+/// would undo; with zero-on-free or encoded links freed memory shows no
+/// plain address, and the tag is one; random order promises reuse that
+/// is not last-in first-out.
+const CACHE_ON: bool = !harden::HARDENED;
+/// Blocks a thread's cache holds per class: enough for a thread that
+/// keeps a few buffers of a class cycling to find one there.
+const CACHE_DEPTH: usize = 8;
+/// Bytes a thread's cache holds in all: they stay resident (a block freed
+/// to its slot would be purged after the delay), once per thread.
+const CACHE_BYTES: usize = 2 << 20;
+
+/// Mixed into a cached block's tag.
+const TAG_MIX: usize = 0x9e37_79b9_7f4a_7c15_u64 as usize;
+
+/// What the first word of block `p` holds while `p` sits in a cache: a
+/// value no program writes to the start of a block in use by chance, so
+/// a free that finds it there is a second one.
+fn tag(p: *const u8) -> usize {
+    (p as usize).rotate_left(32) ^ TAG_MIX
+}
+
+/// A thread's cache of large blocks it freed (see the module doc), in its
+/// heap; only that thread touches it.
+pub struct Cache {
+    /// Per class, the blocks cached, the last freed on top.
+    blocks: [[*mut u8; CACHE_DEPTH]; CLASSES],
+    counts: [u8; CLASSES],
+    /// Bytes cached, at most [`CACHE_BYTES`].
+    bytes: usize,
+    /// When the cached blocks go back to their slots, purged (ms on the
+    /// coarse clock): a purge delay after the last one came in, as a freed
+    /// slot is purged a delay after its segment's last free. 0 if empty.
+    due: u64,
+    /// The thread has allocated a large block since the cache was last
+    /// flushed: only then does it cache the blocks it frees.
+    active: bool,
+}
+
+impl Cache {
+    pub const fn new() -> Cache {
+        Cache {
+            blocks: [[ptr::null_mut(); CACHE_DEPTH]; CLASSES],
+            counts: [0; CLASSES],
+            bytes: 0,
+            due: 0,
+            active: false,
+        }
+    }
+}
 
 struct Classes(UnsafeCell<[Class; CLASSES]>);
 // SAFETY: each class is only touched under its lock in LOCKS.
@@ -107,9 +187,58 @@ fn page(seg: *mut Segment) -> *mut Page {
     unsafe { ptr::addr_of_mut!((*seg).pages).cast() }
 }
 
-/// Allocates a large block of bin `bin` for a request of `size` bytes.
-/// Null when out of memory (or when something wrote to the slot taken
-/// after it was freed and an error handler took the report).
+/// The slot of block `p` of the segment of slots `seg`.
+///
+/// # Safety
+/// `seg` must be a live segment of slots and `p` one of its blocks.
+unsafe fn slot_of(seg: *mut Segment, p: *const u8) -> usize {
+    // SAFETY: per the caller, the descriptor is live and `p` a block
+    // start, so the multiply by the inverse is the division.
+    unsafe {
+        let page = page(seg);
+        crate::page::block_index(page, p as usize - (*page).page_start as usize) as usize
+    }
+}
+
+/// Allocates a large block of bin `bin` for a request of `size` bytes
+/// from the calling thread's cache: None if it holds none of the class,
+/// else the block, or null if something wrote to it after it was freed
+/// (and an error handler took the report).
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+#[inline(always)]
+pub unsafe fn alloc_cached(heap: *mut Heap, bin: usize, size: usize) -> Option<*mut u8> {
+    if !CACHE_ON {
+        return None;
+    }
+    let c = bin - FIRST_BIN;
+    // SAFETY: the cache is the calling thread's, per the caller; a cached
+    // block is live in its slot, so its segment is too.
+    unsafe {
+        let cache = &mut (*heap).large;
+        cache.active = true;
+        let n = cache.counts[c] as usize;
+        if n == 0 {
+            return None;
+        }
+        let p = cache.blocks[c][n - 1];
+        cache.counts[c] = (n - 1) as u8;
+        cache.bytes -= BLOCK_SIZE[bin];
+        if cache.bytes == 0 {
+            cache.due = 0;
+        }
+        // The tag would read as a second free of a block in use (and the
+        // zero-on-free build checks the block is zero).
+        (p as *mut usize).write(0);
+        Some(hand_out(segment::of_block(p), p, size))
+    }
+}
+
+/// Allocates a large block of bin `bin` for a request of `size` bytes
+/// from a free slot of its class. Null when out of memory (or when
+/// something wrote to the slot taken after it was freed and an error
+/// handler took the report).
 pub fn alloc(bin: usize, size: usize) -> *mut u8 {
     let c = bin - FIRST_BIN;
     let bsize = BLOCK_SIZE[bin];
@@ -129,9 +258,21 @@ pub fn alloc(bin: usize, size: usize) -> *mut u8 {
         }
     };
     // SAFETY: the slot was free and is now ours alone.
+    unsafe { hand_out(seg, (*page(seg)).page_start.add(slot * bsize), size) }
+}
+
+/// Vets the block `p` of `seg`, just taken from its slot or a cache, and
+/// hands it out for a request of `size` bytes. Null if it was written
+/// after its free (reported; the slot is left taken).
+///
+/// # Safety
+/// `p` must be a block of the segment of slots `seg` that was free (in
+/// its slot or a cache) and is now the caller's alone.
+unsafe fn hand_out(seg: *mut Segment, p: *mut u8, size: usize) -> *mut u8 {
+    // SAFETY: per the caller.
     unsafe {
         let page = page(seg);
-        let p = (*page).page_start.add(slot * bsize);
+        let bsize = (*page).block_size;
         // Zero-on-free without guards: a freed block was wiped, so one not
         // fresh or purged since must still read zero, else something wrote
         // to it after its free (the guard build seals it instead).
@@ -141,7 +282,6 @@ pub fn alloc(bin: usize, size: usize) -> *mut u8 {
             return ptr::null_mut();
         }
         if !harden::large_taken(page, p, size) {
-            // Written after its free: reported; the slot is left taken.
             return ptr::null_mut();
         }
         p
@@ -159,7 +299,7 @@ unsafe fn take_slot(class: &mut Class) -> Option<(*mut Segment, usize)> {
     }
     // SAFETY: per the caller; segments on the list are live.
     unsafe {
-        let free = (*seg).slots_free;
+        let free = (*seg).slots_free.load(Ordering::Relaxed);
         // Among the free slots whose pages were kept, if any: a slot
         // sealed with markers, or never used, faults in every page its
         // next block touches.
@@ -177,9 +317,9 @@ unsafe fn take_slot(class: &mut Class) -> Option<(*mut Segment, usize)> {
             slot = bits.trailing_zeros() as usize;
             k -= 1;
         }
-        (*seg).slots_free = free & !(1 << slot);
+        (*seg).slots_free.store(free & !(1 << slot), Ordering::Relaxed);
         (*seg).slots_unpurged &= !(1 << slot);
-        if (*seg).slots_free == 0 {
+        if free & !(1 << slot) == 0 {
             class.open = (*seg).free_next;
             (*seg).free_next = ptr::null_mut();
             (*seg).in_free_list = false;
@@ -235,29 +375,120 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
 }
 
 /// Frees the large block `p` of the segment of slots `seg` (it passed the
-/// free checks and is sealed already), from any thread.
+/// free checks and is sealed already), from any thread: into the thread's
+/// cache if it has room, else back to its slot.
 ///
 /// # Safety
-/// `p` must be a live block of `seg`, being freed once.
-pub unsafe fn free(seg: *mut Segment, p: *mut u8) {
-    // SAFETY: the segment is live while it has a live block; its slot bits
-    // and its class's list are only touched under the class's lock.
+/// `p` must be a block of `seg` that was live (a second free is reported);
+/// `heap` the calling thread's heap, or the empty one.
+pub unsafe fn free(heap: *mut Heap, seg: *mut Segment, p: *mut u8) {
+    // SAFETY: the segment is live while it has a live (or cached) block; a
+    // heap other than the empty one is the calling thread's.
+    unsafe {
+        let slot = slot_of(seg, p);
+        if CACHE_ON && heap != EMPTY_HEAP_PTR && cache_push(&mut (*heap).large, seg, p, slot) {
+            return;
+        }
+        free_slot(seg, p, slot, Source::Program);
+    }
+}
+
+/// Puts the freed block `p`, slot `slot` of `seg`, in the thread's
+/// `cache` if it has room. True if it did, or if it reported `p` as
+/// freed already.
+///
+/// # Safety
+/// `cache` must be the calling thread's; `p` a block of the live `seg`.
+unsafe fn cache_push(cache: &mut Cache, seg: *mut Segment, p: *mut u8, slot: usize) -> bool {
+    // SAFETY: per the caller.
     unsafe {
         let page = page(seg);
         let bsize = (*page).block_size;
-        let slot = (p as usize - (*page).page_start as usize) / bsize;
+        let c = (*page).bin as usize - FIRST_BIN;
+        let n = cache.counts[c] as usize;
+        if !cache.active || n == CACHE_DEPTH || cache.bytes + bsize > CACHE_BYTES {
+            return false;
+        }
+        // With no delay a freed block's memory goes back at once.
+        let delay = options::purge_delay_ms();
+        if delay == 0 {
+            return false;
+        }
+        let bit = 1u64 << slot;
+        // A live slot's free bit is clear and stays so (nobody takes a
+        // live slot), so a set one means `p` went back to its slot already.
+        if freed_already(seg, p, bit) {
+            error::report(ErrorKind::DoubleFree, p as usize, bsize);
+            return true;
+        }
+        // Written by its owner, most likely: `calloc` must clear it when it
+        // comes back. Nobody sets a live slot's bit meanwhile.
+        if (*seg).slots_zero.load(Ordering::Relaxed) & bit != 0 {
+            (*seg).slots_zero.fetch_and(!bit, Ordering::Relaxed);
+        }
+        (p as *mut usize).write(tag(p));
+        cache.blocks[c][n] = p;
+        cache.counts[c] = (n + 1) as u8;
+        cache.bytes += bsize;
+        cache.due = os::recent_ms() + delay;
+        true
+    }
+}
+
+/// Whether the block `p` of `seg`, whose slot's bit is `bit`, is free
+/// already: in its slot, or in a cache.
+///
+/// # Safety
+/// `p` must be a block of the live `seg`.
+unsafe fn freed_already(seg: *mut Segment, p: *mut u8, bit: u64) -> bool {
+    // A sealed block of the guard build is not read (it has no cache).
+    // SAFETY: per the caller; a block of a live segment without guards
+    // is mapped and readable, free or not.
+    unsafe {
+        (*seg).slots_free.load(Ordering::Relaxed) & bit != 0
+            || (CACHE_ON && (p as *const usize).read() == tag(p))
+    }
+}
+
+/// Where a block given back to its slot comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A free by the program: reported if the block is free already.
+    Program,
+    /// The calling thread's cache.
+    Cache,
+    /// The calling thread's cache, its memory purged since.
+    PurgedCache,
+}
+
+/// Gives the freed block `p`, slot `slot` of `seg`, back to its slot
+/// under its class's lock, and releases the segment if that emptied it.
+///
+/// # Safety
+/// `p` must be a block of the live `seg`; unless `from` is
+/// [`Source::Program`], one the calling thread just took out of its cache.
+unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, from: Source) {
+    // SAFETY: the segment is live while it has a live block; its slot bits
+    // and its class's list are only written under the class's lock.
+    unsafe {
+        let page = page(seg);
+        let bsize = (*page).block_size;
         let c = (*page).bin as usize - FIRST_BIN;
         let all = all_slots((*page).reserved as usize);
+        let bit = 1u64 << slot;
         let release = {
             let _g = LOCKS[c].lock();
             let class = class(c);
-            if (*seg).slots_free & (1 << slot) != 0 {
+            if from == Source::Program && freed_already(seg, p, bit) {
                 drop(_g);
                 error::report(ErrorKind::DoubleFree, p as usize, bsize);
                 return;
             }
-            (*seg).slots_free |= 1 << slot;
-            if !harden::guard::ON {
+            let free = (*seg).slots_free.load(Ordering::Relaxed);
+            (*seg).slots_free.store(free | bit, Ordering::Relaxed);
+            if from == Source::PurgedCache {
+                (*seg).slots_zero.fetch_or(bit, Ordering::Relaxed);
+            } else if !harden::guard::ON {
                 freed_unguarded(seg, slot);
             }
             if !(*seg).in_free_list {
@@ -265,7 +496,7 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8) {
                 (*seg).in_free_list = true;
                 class.open = seg;
             }
-            let empty = (*seg).slots_free == all && (class.count > 1 || !harden::guard::ON);
+            let empty = free | bit == all && (class.count > 1 || !harden::guard::ON);
             if empty {
                 unlink(class, seg);
                 class.count -= 1;
@@ -278,6 +509,58 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8) {
             crate::page::reset(page);
             segment::os_free(seg);
         }
+    }
+}
+
+/// Gives the blocks in the calling thread's cache back to their slots
+/// (at thread exit, and on `collect`, so its memory can be purged and its
+/// segments released), and stops caching until the thread allocates a
+/// large block again.
+///
+/// # Safety
+/// `heap` must be the calling thread's heap, or the empty one.
+pub unsafe fn flush(heap: *mut Heap) {
+    if !CACHE_ON || heap == EMPTY_HEAP_PTR {
+        return;
+    }
+    // SAFETY: the cache is the calling thread's, per the caller.
+    unsafe {
+        (*heap).large.active = false;
+        empty_cache(&mut (*heap).large, false);
+    }
+}
+
+/// Gives every block in `cache` back to its slot; with `purge`, its
+/// memory first.
+///
+/// # Safety
+/// `cache` must be the calling thread's.
+unsafe fn empty_cache(cache: &mut Cache, purge: bool) {
+    // SAFETY: cached blocks are the thread's, live in their slots, so
+    // their segments are live too.
+    unsafe {
+        for c in 0..CLASSES {
+            while cache.counts[c] > 0 {
+                let n = cache.counts[c] as usize - 1;
+                let p = cache.blocks[c][n];
+                cache.counts[c] = n as u8;
+                let seg = segment::of_block(p);
+                let bsize = (*page(seg)).block_size;
+                cache.bytes -= bsize;
+                let from = if purge {
+                    // Still ours: nobody can take the slot meanwhile.
+                    os::purge(p, bsize);
+                    Source::PurgedCache
+                } else {
+                    // Left there, the tag would make the block's next
+                    // owner's free look like a second one.
+                    (p as *mut usize).write(0);
+                    Source::Cache
+                };
+                free_slot(seg, p, slot_of(seg, p), from);
+            }
+        }
+        cache.due = 0;
     }
 }
 
@@ -314,7 +597,7 @@ pub fn collect() {
         unsafe {
             let mut seg = class(c).open;
             while !seg.is_null() {
-                harden::large::drop_free(page(seg), (*seg).slots_free);
+                harden::large::drop_free(page(seg), (*seg).slots_free.load(Ordering::Relaxed));
                 seg = (*seg).free_next;
             }
         }
@@ -330,11 +613,10 @@ pub fn collect() {
 unsafe fn freed_unguarded(seg: *mut Segment, slot: usize) {
     // SAFETY: per the caller.
     unsafe {
-        // Writers hold the class's lock, so a load and a store do; most
-        // freed slots were not zero, and skip the store.
-        let zero = (*seg).slots_zero.load(Ordering::Relaxed);
-        if zero & (1 << slot) != 0 {
-            (*seg).slots_zero.store(zero & !(1 << slot), Ordering::Relaxed);
+        // Most freed slots were not zero, and skip the write. Atomic: a
+        // free into a cache clears another slot's bit without the lock.
+        if (*seg).slots_zero.load(Ordering::Relaxed) & (1 << slot) != 0 {
+            (*seg).slots_zero.fetch_and(!(1 << slot), Ordering::Relaxed);
         }
         (*seg).slots_unpurged |= 1 << slot;
         let delay = options::purge_delay_ms();
@@ -361,7 +643,7 @@ unsafe fn purge_slots(seg: *mut Segment) {
     unsafe {
         let page = page(seg);
         let bsize = (*page).block_size;
-        let mut bits = (*seg).slots_unpurged & (*seg).slots_free;
+        let mut bits = (*seg).slots_unpurged & (*seg).slots_free.load(Ordering::Relaxed);
         while bits != 0 {
             let first = bits.trailing_zeros() as usize;
             let run = (bits >> first).trailing_ones() as usize;
@@ -372,8 +654,9 @@ unsafe fn purge_slots(seg: *mut Segment) {
                 ((1u64 << run) - 1) << first
             };
             bits &= !mask;
-            let zero = (*seg).slots_zero.load(Ordering::Relaxed);
-            (*seg).slots_zero.store(zero | mask, Ordering::Relaxed);
+            // Atomic: a free into a cache clears another slot's bit
+            // without the lock.
+            (*seg).slots_zero.fetch_or(mask, Ordering::Relaxed);
         }
         (*seg).slots_unpurged = 0;
         (*seg).purge_at = 0;
@@ -408,16 +691,32 @@ fn purge(now: u64, force: bool) {
     }
 }
 
-/// When the earliest free slot falls due for purging, 0 if none.
-pub fn purge_due() -> u64 {
-    PURGE_DUE.load(Ordering::Relaxed)
+/// When the earliest free slot, or the calling thread's cache, falls due
+/// for purging; 0 if none (else only its being 0 or not means anything).
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn purge_due(heap: *mut Heap) -> u64 {
+    // SAFETY: the cache is the calling thread's, per the caller.
+    PURGE_DUE.load(Ordering::Relaxed) | unsafe { (*heap).large.due }
 }
 
-/// Purges free slots whose delay has passed, if any is due at `now`; one
-/// thread does it while the others carry on.
-pub fn maybe_purge(now: u64) {
+/// Purges free slots whose delay has passed, if any is due at `now` (one
+/// thread does it while the others carry on), and the calling thread's
+/// cache if it is due.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
     if os::claim_due(&PURGE_DUE, now) {
         purge(now, false);
+    }
+    // SAFETY: the cache is the calling thread's, per the caller.
+    unsafe {
+        let cache = &mut (*heap).large;
+        if cache.due != 0 && now >= cache.due {
+            empty_cache(cache, true);
+        }
     }
 }
 
@@ -430,11 +729,7 @@ pub fn maybe_purge(now: u64) {
 pub unsafe fn was_zero(seg: *mut Segment, p: *const u8) -> bool {
     // SAFETY: per the caller; a live slot's bit changes only when it is
     // freed, which its owner has not done.
-    unsafe {
-        let page = page(seg);
-        let slot = (p as usize - (*page).page_start as usize) / (*page).block_size;
-        (*seg).slots_zero.load(Ordering::Relaxed) & (1 << slot) != 0
-    }
+    unsafe { (*seg).slots_zero.load(Ordering::Relaxed) & (1 << slot_of(seg, p)) != 0 }
 }
 
 /// Takes a segment with no slot in use off `class`, if there is one.
@@ -446,7 +741,7 @@ unsafe fn take_empty(class: &mut Class) -> *mut Segment {
     unsafe {
         let mut seg = class.open;
         while !seg.is_null() {
-            if (*seg).slots_free == all_slots((*page(seg)).reserved as usize) {
+            if (*seg).slots_free.load(Ordering::Relaxed) == all_slots((*page(seg)).reserved as usize) {
                 unlink(class, seg);
                 class.count -= 1;
                 return seg;
