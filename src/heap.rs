@@ -119,7 +119,7 @@ pub fn malloc_generic(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
         }
         deferred_work(heap);
         if large {
-            let p = large::alloc(bin_of(req), size);
+            let p = large::alloc(heap, bin_of(req), size);
             if !p.is_null() {
                 stats::bump(&(*heap).counters.mallocs);
             }

@@ -23,13 +23,17 @@
 //! pages were kept, if any), so reuse is not predictable.
 //!
 //! In front of the slots each thread keeps a small cache of the large
-//! blocks it freed (a few per class, a few MiB in all), and its next
-//! malloc of a class takes the last one it freed there, without the
+//! blocks up to 512 KiB it freed (a few per class, 2 MiB in all), and its
+//! next malloc of a class takes the last one it freed there, without the
 //! class's lock: threads churning large buffers took that lock on every
 //! malloc and free, and waited for each other on it. A block is cached by
 //! whichever thread frees it, since no thread owns a slot and any may take
-//! it, but only by a thread that allocates large blocks itself, so a
-//! thread that only frees what others allocate strands nothing. A cached
+//! it, but only by a thread that allocates large blocks itself (one that
+//! only frees what others allocate would strand them) and has found a
+//! class's lock held by another thread: a cached block keeps its segment
+//! from being released, which costs a program that spreads a few blocks
+//! over many classes memory and page faults and buys it nothing when it
+//! takes the locks alone. A cached
 //! block stays live in its slot and holds its [`tag`] in its first word
 //! (cleared when it leaves the cache): a second free finds the tag, or
 //! the slot's free bit once the cache gave it back, and is reported. The
@@ -61,7 +65,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::constants::MEDIUM_OBJ_MAX;
 use crate::error::{self, ErrorKind};
 use crate::heap::{Heap, EMPTY_HEAP_PTR};
-use crate::lock::{Holder, SpinLock};
+use crate::lock::{Guard, Holder, SpinLock};
 use crate::page::Page;
 use crate::segment::{self, Segment};
 use crate::size_class::{bin_of, BLOCK_SIZE, MAX_BIN};
@@ -84,6 +88,12 @@ const CACHE_DEPTH: usize = 8;
 /// Bytes a thread's cache holds in all: they stay resident (a block freed
 /// to its slot would be purged after the delay), once per thread.
 const CACHE_BYTES: usize = 2 << 20;
+/// The largest blocks cached. A segment has few slots of the classes
+/// above, so a cached block of one keeps most of a segment from being
+/// released, and its bytes pay for the lock many times over anyway.
+const CACHE_MAX_BLOCK: usize = 512 << 10;
+/// Classes whose blocks are cached: the first ones.
+const CACHED_CLASSES: usize = bin_of(CACHE_MAX_BLOCK) + 1 - FIRST_BIN;
 
 /// Mixed into a cached block's tag.
 const TAG_MIX: usize = 0x9e37_79b9_7f4a_7c15_u64 as usize;
@@ -99,8 +109,8 @@ fn tag(p: *const u8) -> usize {
 /// heap; only that thread touches it.
 pub struct Cache {
     /// Per class, the blocks cached, the last freed on top.
-    blocks: [[*mut u8; CACHE_DEPTH]; CLASSES],
-    counts: [u8; CLASSES],
+    blocks: [[*mut u8; CACHE_DEPTH]; CACHED_CLASSES],
+    counts: [u8; CACHED_CLASSES],
     /// Bytes cached, at most [`CACHE_BYTES`].
     bytes: usize,
     /// When the cached blocks go back to their slots, purged (ms on the
@@ -108,18 +118,25 @@ pub struct Cache {
     /// slot is purged a delay after its segment's last free. 0 if empty.
     due: u64,
     /// The thread has allocated a large block since the cache was last
-    /// flushed: only then does it cache the blocks it frees.
+    /// flushed or expired,
     active: bool,
+    /// and found a class's lock held by another thread: only then does it
+    /// cache the blocks it frees. A thread that takes the lock alone pays
+    /// little for it, and a cached block keeps its segment from being
+    /// released, which a program spreading a few blocks over many classes
+    /// paid for in memory and page faults.
+    contended: bool,
 }
 
 impl Cache {
     pub const fn new() -> Cache {
         Cache {
-            blocks: [[ptr::null_mut(); CACHE_DEPTH]; CLASSES],
-            counts: [0; CLASSES],
+            blocks: [[ptr::null_mut(); CACHE_DEPTH]; CACHED_CLASSES],
+            counts: [0; CACHED_CLASSES],
             bytes: 0,
             due: 0,
             active: false,
+            contended: false,
         }
     }
 }
@@ -187,6 +204,18 @@ fn page(seg: *mut Segment) -> *mut Page {
     unsafe { ptr::addr_of_mut!((*seg).pages).cast() }
 }
 
+/// Takes class `c`'s lock, noting in the calling thread's `cache` (if it
+/// has one) when another thread held it.
+fn lock_class(c: usize, cache: Option<&mut Cache>) -> Guard<'static> {
+    if let Some(g) = LOCKS[c].try_lock() {
+        return g;
+    }
+    if let Some(cache) = cache {
+        cache.contended = true;
+    }
+    LOCKS[c].lock()
+}
+
 /// The slot of block `p` of the segment of slots `seg`.
 ///
 /// # Safety
@@ -209,10 +238,10 @@ unsafe fn slot_of(seg: *mut Segment, p: *const u8) -> usize {
 /// `heap` must be the calling thread's initialised heap.
 #[inline(always)]
 pub unsafe fn alloc_cached(heap: *mut Heap, bin: usize, size: usize) -> Option<*mut u8> {
-    if !CACHE_ON {
+    let c = bin - FIRST_BIN;
+    if !CACHE_ON || c >= CACHED_CLASSES {
         return None;
     }
-    let c = bin - FIRST_BIN;
     // SAFETY: the cache is the calling thread's, per the caller; a cached
     // block is live in its slot, so its segment is too.
     unsafe {
@@ -239,12 +268,16 @@ pub unsafe fn alloc_cached(heap: *mut Heap, bin: usize, size: usize) -> Option<*
 /// from a free slot of its class. Null when out of memory (or when
 /// something wrote to the slot taken after it was freed and an error
 /// handler took the report).
-pub fn alloc(bin: usize, size: usize) -> *mut u8 {
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn alloc(heap: *mut Heap, bin: usize, size: usize) -> *mut u8 {
     let c = bin - FIRST_BIN;
     let bsize = BLOCK_SIZE[bin];
     let (seg, slot) = loop {
         let taken = {
-            let _g = LOCKS[c].lock();
+            // SAFETY: the cache is the calling thread's, per the caller.
+            let _g = lock_class(c, CACHE_ON.then(|| unsafe { &mut (*heap).large }));
             // SAFETY: the class and its segments' slot bits are only
             // touched under its lock, held.
             unsafe { take_slot(class(c)) }
@@ -386,10 +419,17 @@ pub unsafe fn free(heap: *mut Heap, seg: *mut Segment, p: *mut u8) {
     // heap other than the empty one is the calling thread's.
     unsafe {
         let slot = slot_of(seg, p);
-        if CACHE_ON && heap != EMPTY_HEAP_PTR && cache_push(&mut (*heap).large, seg, p, slot) {
-            return;
+        let mut cache = if CACHE_ON && heap != EMPTY_HEAP_PTR {
+            Some(&mut (*heap).large)
+        } else {
+            None
+        };
+        if let Some(cache) = cache.as_deref_mut() {
+            if cache_push(cache, seg, p, slot) {
+                return;
+            }
         }
-        free_slot(seg, p, slot, Source::Program);
+        free_slot(seg, p, slot, Source::Program, cache);
     }
 }
 
@@ -405,8 +445,11 @@ unsafe fn cache_push(cache: &mut Cache, seg: *mut Segment, p: *mut u8, slot: usi
         let page = page(seg);
         let bsize = (*page).block_size;
         let c = (*page).bin as usize - FIRST_BIN;
+        if c >= CACHED_CLASSES {
+            return false;
+        }
         let n = cache.counts[c] as usize;
-        if !cache.active || n == CACHE_DEPTH || cache.bytes + bsize > CACHE_BYTES {
+        if !(cache.active && cache.contended) || n == CACHE_DEPTH || cache.bytes + bsize > CACHE_BYTES {
             return false;
         }
         // With no delay a freed block's memory goes back at once.
@@ -420,6 +463,15 @@ unsafe fn cache_push(cache: &mut Cache, seg: *mut Segment, p: *mut u8, slot: usi
         if freed_already(seg, p, bit) {
             error::report(ErrorKind::DoubleFree, p as usize, bsize);
             return true;
+        }
+        // The segment's last block in use goes back, so that the segment
+        // is released: cached, it would keep the segment's memory from
+        // every other class and from huge blocks. (Other cached blocks
+        // count as in use here, so a segment may still be held by cached
+        // blocks alone, by a few at most.)
+        let others = (*seg).slots_free.load(Ordering::Relaxed) | bit;
+        if others == all_slots((*page).reserved as usize) {
+            return false;
         }
         // Written by its owner, most likely: `calloc` must clear it when it
         // comes back. Nobody sets a live slot's bit meanwhile.
@@ -464,10 +516,12 @@ enum Source {
 /// Gives the freed block `p`, slot `slot` of `seg`, back to its slot
 /// under its class's lock, and releases the segment if that emptied it.
 ///
+/// `cache` is the calling thread's, if it has one.
+///
 /// # Safety
 /// `p` must be a block of the live `seg`; unless `from` is
 /// [`Source::Program`], one the calling thread just took out of its cache.
-unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, from: Source) {
+unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, from: Source, cache: Option<&mut Cache>) {
     // SAFETY: the segment is live while it has a live block; its slot bits
     // and its class's list are only written under the class's lock.
     unsafe {
@@ -477,7 +531,7 @@ unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, from: Source) {
         let all = all_slots((*page).reserved as usize);
         let bit = 1u64 << slot;
         let release = {
-            let _g = LOCKS[c].lock();
+            let _g = lock_class(c, cache);
             let class = class(c);
             if from == Source::Program && freed_already(seg, p, bit) {
                 drop(_g);
@@ -525,8 +579,10 @@ pub unsafe fn flush(heap: *mut Heap) {
     }
     // SAFETY: the cache is the calling thread's, per the caller.
     unsafe {
-        (*heap).large.active = false;
-        empty_cache(&mut (*heap).large, false);
+        let cache = &mut (*heap).large;
+        cache.active = false;
+        cache.contended = false;
+        empty_cache(cache, false);
     }
 }
 
@@ -539,7 +595,7 @@ unsafe fn empty_cache(cache: &mut Cache, purge: bool) {
     // SAFETY: cached blocks are the thread's, live in their slots, so
     // their segments are live too.
     unsafe {
-        for c in 0..CLASSES {
+        for c in 0..CACHED_CLASSES {
             while cache.counts[c] > 0 {
                 let n = cache.counts[c] as usize - 1;
                 let p = cache.blocks[c][n];
@@ -557,7 +613,7 @@ unsafe fn empty_cache(cache: &mut Cache, purge: bool) {
                     (p as *mut usize).write(0);
                     Source::Cache
                 };
-                free_slot(seg, p, slot_of(seg, p), from);
+                free_slot(seg, p, slot_of(seg, p), from, None);
             }
         }
         cache.due = 0;
@@ -716,6 +772,10 @@ pub unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
         let cache = &mut (*heap).large;
         if cache.due != 0 && now >= cache.due {
             empty_cache(cache, true);
+            // Idle for a delay: the thread caches again once it churns
+            // large blocks against another thread again.
+            cache.active = false;
+            cache.contended = false;
         }
     }
 }
@@ -789,5 +849,154 @@ pub fn after_fork() {
             };
         }
         lock.force_release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc::{free, malloc};
+    use std::sync::mpsc;
+
+    /// The calling thread's heap, made if need be, marked as if another
+    /// thread had held a lock it wanted (so its frees are cached), with its
+    /// cache empty; None when this build or the purge delay has no cache.
+    fn contended_heap() -> Option<*mut Heap> {
+        // SAFETY: a block just allocated, freed once.
+        unsafe { free(malloc(16)) };
+        let heap = crate::thread::heap();
+        if !CACHE_ON || options::purge_delay_ms() == 0 {
+            return None;
+        }
+        // SAFETY: the calling thread's initialised heap.
+        unsafe {
+            flush(heap);
+            (*heap).large.contended = true;
+        }
+        Some(heap)
+    }
+
+    /// Slot bit, free bit and zero bit of the block `p` of a segment of
+    /// slots kept live by the caller.
+    fn bits(p: *mut u8) -> (u64, bool, bool) {
+        // SAFETY: per the caller, the segment is live.
+        unsafe {
+            let seg = segment::of_block(p);
+            let bit = 1u64 << slot_of(seg, p);
+            (
+                bit,
+                (*seg).slots_free.load(Ordering::Relaxed) & bit != 0,
+                (*seg).slots_zero.load(Ordering::Relaxed) & bit != 0,
+            )
+        }
+    }
+
+    // Each test takes blocks of a class of its own, so tests running on
+    // other threads do not take its slots.
+
+    #[test]
+    fn a_freed_block_waits_tagged_in_the_cache_and_comes_back_untagged() {
+        let Some(heap) = contended_heap() else { return };
+        let size = 300_000;
+        let keep = malloc(size);
+        let p = malloc(size);
+        // The cache and the slot bits are read on this thread, which owns
+        // both blocks, cached or live.
+        // SAFETY: `p` is live with `size` bytes, then freed once.
+        unsafe {
+            p.write_bytes(0xab, size);
+            free(p);
+            let c = bin_of(size) - FIRST_BIN;
+            assert_eq!((*heap).large.counts[c], 1);
+            assert_eq!((*heap).large.blocks[c][0], p);
+            let (bit, is_free, zero) = bits(p);
+            assert!(!is_free && !zero, "a cached block stays live, not known zero");
+            assert!(
+                freed_already(segment::of_block(p), p, bit),
+                "the tag marks it freed"
+            );
+            let q = malloc(size);
+            assert_eq!(q, p, "the thread's next malloc of the class takes it");
+            assert_eq!((*heap).large.counts[c], 0);
+            assert!(
+                !freed_already(segment::of_block(q), q, bit),
+                "a block in use has no tag"
+            );
+            assert!(
+                !crate::large::was_zero(segment::of_block(q), q),
+                "calloc must clear it"
+            );
+            free(q);
+            free(keep);
+            flush(heap);
+        }
+    }
+
+    #[test]
+    fn a_flushed_block_is_free_in_its_slot_without_its_tag() {
+        let Some(heap) = contended_heap() else { return };
+        let size = 380_000;
+        let keep = malloc(size);
+        let p = malloc(size);
+        // SAFETY: freed once; `keep` keeps the segment, so the freed
+        // block's memory stays mapped for the reads.
+        unsafe {
+            free(p);
+            flush(heap);
+            let (bit, is_free, _) = bits(p);
+            assert!(is_free, "the flush gave the block back to its slot");
+            assert_ne!((p as *const usize).read(), tag(p), "the tag went with it");
+            assert!(
+                freed_already(segment::of_block(p), p, bit),
+                "its free bit marks it freed"
+            );
+            free(keep);
+        }
+    }
+
+    #[test]
+    fn an_idle_cache_goes_back_purged_and_stops_caching() {
+        let Some(heap) = contended_heap() else { return };
+        let size = 460_000;
+        let keep = malloc(size);
+        let p = malloc(size);
+        // SAFETY: freed once; `keep` keeps the segment mapped.
+        unsafe {
+            p.write_bytes(0xcd, size);
+            free(p);
+            let due = (*heap).large.due;
+            assert_ne!(due, 0);
+            maybe_purge(heap, due - 1);
+            assert_eq!((*heap).large.bytes, bin_size(size), "not due yet");
+            maybe_purge(heap, due);
+            assert_eq!((*heap).large.bytes, 0);
+            let (_, is_free, zero) = bits(p);
+            assert!(is_free && zero, "back in its slot, purged");
+            assert!(!(*heap).large.active && !(*heap).large.contended);
+            free(keep);
+        }
+    }
+
+    fn bin_size(size: usize) -> usize {
+        BLOCK_SIZE[bin_of(size)]
+    }
+
+    #[test]
+    fn a_lock_held_by_another_thread_marks_the_cache_contended() {
+        let c = CLASSES - 1;
+        let (held_tx, held_rx) = mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let _g = LOCKS[c].lock();
+            held_tx.send(()).expect("send");
+            std::thread::sleep(core::time::Duration::from_millis(20));
+        });
+        held_rx.recv().expect("held");
+        let mut cache = Cache::new();
+        drop(lock_class(c, Some(&mut cache)));
+        assert!(cache.contended);
+        holder.join().expect("holder");
+        let mut alone = Cache::new();
+        drop(lock_class(c, Some(&mut alone)));
+        assert!(!alone.contended);
     }
 }

@@ -3,11 +3,10 @@
 //! its pages untouched, a freed one's memory goes back to the OS after the
 //! purge delay (the plain build; the guard build seals it at once), a
 //! reused one reads zero from `calloc`, and a second free is reported,
-//! whether the block waits in a thread's cache of freed large blocks (all
-//! builds but the guard build's), went back to its slot from there, or is
-//! freed again by another thread. The cache gives its blocks back at
-//! thread exit and on `collect`, survives `fork`, and keeps the counters
-//! right.
+//! also after threads churned its class (which turns on the plain build's
+//! per-thread caches of freed blocks; `src/large.rs` tests those closely),
+//! after `collect`, and from another thread. Reuse, thread exit, `fork`
+//! and the counters keep their promises too.
 //! Each case runs in a child process of its own, so no other test takes
 //! the slots it watches.
 
@@ -290,6 +289,37 @@ fn child() {
             }
             println!("child={child} parent_reused={}", q == p);
         }
+        "double-free-churning" => {
+            // Two threads churning one class take its lock against each
+            // other, which turns their caches on; the second free of a
+            // block that sits in one is reported.
+            fortalloc::set_error_handler(Some(record));
+            let size = 200_000;
+            let keep = fortalloc::malloc(size);
+            let churn = move || {
+                for _ in 0..20_000 {
+                    let a = fortalloc::malloc(size);
+                    let b = fortalloc::malloc(size);
+                    // SAFETY: each freed once.
+                    unsafe {
+                        fortalloc::free(a);
+                        fortalloc::free(b);
+                    }
+                }
+            };
+            let other = std::thread::spawn(churn);
+            churn();
+            other.join().unwrap();
+            let p = fortalloc::malloc(size);
+            // SAFETY: the second free is the violation under test.
+            unsafe {
+                fortalloc::free(p);
+                fortalloc::free(p);
+                fortalloc::free(keep);
+            }
+            let seen = SEEN.load(std::sync::atomic::Ordering::SeqCst);
+            println!("reported={}", seen == p as usize);
+        }
         other => panic!("unknown case {other}"),
     }
 }
@@ -372,6 +402,11 @@ const CACHED: bool = !(cfg!(feature = "guard-pages")
 #[test]
 fn a_second_free_after_the_cache_gave_the_block_back_is_reported() {
     assert!(run("double-free-after-flush").contains("reported=true"));
+}
+
+#[test]
+fn a_second_free_after_threads_churned_the_class_is_reported() {
+    assert!(run("double-free-churning").contains("reported=true"));
 }
 
 #[test]
