@@ -43,9 +43,11 @@
 //! the header moving between their cores, which cost as much as the lock
 //! had. Cached blocks stay resident, which the cache's bound in bytes
 //! keeps in check; a cache no block came into for a purge delay gives its
-//! blocks back, purged, on its thread's next slow path (as a freed slot
-//! is purged a delay after its segment's last free). The cache goes back
-//! to the slots at thread exit and on `collect`; a `fork` child
+//! blocks back to their slots on its thread's next slow path, where they
+//! are purged after the delay as any freed slot is. (Purged at once, they
+//! faulted in again where a freed slot's memory, whose purge every free
+//! in its segment puts off, would have been reused resident.) The cache
+//! goes back to the slots at thread exit and on `collect`; a `fork` child
 //! keeps the forking thread's cache (only that thread touches it) and
 //! leaks the others', as it leaks their threads' live blocks. The
 //! hardened build has no cache: its defences each want something of a
@@ -113,19 +115,21 @@ pub struct Cache {
     counts: [u8; CACHED_CLASSES],
     /// Bytes cached, at most [`CACHE_BYTES`].
     bytes: usize,
-    /// When the cached blocks go back to their slots, purged (ms on the
-    /// coarse clock): a purge delay after the last one came in, as a freed
-    /// slot is purged a delay after its segment's last free. 0 if empty.
+    /// When the cached blocks go back to their slots (ms on the coarse
+    /// clock): a purge delay after the last one came in. 0 if empty.
     due: u64,
     /// The thread has allocated a large block since the cache was last
     /// flushed or expired,
     active: bool,
-    /// and found a class's lock held by another thread: only then does it
-    /// cache the blocks it frees. A thread that takes the lock alone pays
-    /// little for it, and a cached block keeps its segment from being
-    /// released, which a program spreading a few blocks over many classes
-    /// paid for in memory and page faults.
-    contended: bool,
+    /// and has met another thread in a class (taken its lock after
+    /// another thread did) since the cache was last flushed: only then
+    /// does it cache the blocks it frees. A thread alone in its classes
+    /// takes their locks uncontended, and a cached block keeps its segment
+    /// from being released, which a program spreading a few blocks over
+    /// many classes paid for in memory and page faults. (Contention itself
+    /// was a worse sign: once one thread's cache absorbed its churn, the
+    /// other thread never met the lock held again, and never cached.)
+    shared: bool,
 }
 
 impl Cache {
@@ -136,7 +140,7 @@ impl Cache {
             bytes: 0,
             due: 0,
             active: false,
-            contended: false,
+            shared: false,
         }
     }
 }
@@ -151,12 +155,16 @@ struct Class {
     open: *mut Segment,
     /// Segments of the class.
     count: usize,
+    /// The cache (so the thread) that took the lock last with one, 0 if
+    /// none did.
+    user: usize,
 }
 
 static CLASSES_OF: Classes = Classes(UnsafeCell::new(
     [Class {
         open: ptr::null_mut(),
         count: 0,
+        user: 0,
     }; CLASSES],
 ));
 /// One lock per class, guarding the class and its segments' slot state:
@@ -205,15 +213,20 @@ fn page(seg: *mut Segment) -> *mut Page {
 }
 
 /// Takes class `c`'s lock, noting in the calling thread's `cache` (if it
-/// has one) when another thread held it.
+/// has one) when another thread took it last.
 fn lock_class(c: usize, cache: Option<&mut Cache>) -> Guard<'static> {
-    if let Some(g) = LOCKS[c].try_lock() {
-        return g;
-    }
+    let g = LOCKS[c].lock();
     if let Some(cache) = cache {
-        cache.contended = true;
+        let me = cache as *mut Cache as usize;
+        // SAFETY: the class is only touched under its lock, held; the
+        // reference ends here.
+        let class = unsafe { class(c) };
+        if class.user != me {
+            cache.shared |= class.user != 0;
+            class.user = me;
+        }
     }
-    LOCKS[c].lock()
+    g
 }
 
 /// The slot of block `p` of the segment of slots `seg`.
@@ -429,7 +442,7 @@ pub unsafe fn free(heap: *mut Heap, seg: *mut Segment, p: *mut u8) {
                 return;
             }
         }
-        free_slot(seg, p, slot, Source::Program, cache);
+        free_slot(seg, p, slot, false, cache);
     }
 }
 
@@ -449,7 +462,7 @@ unsafe fn cache_push(cache: &mut Cache, seg: *mut Segment, p: *mut u8, slot: usi
             return false;
         }
         let n = cache.counts[c] as usize;
-        if !(cache.active && cache.contended) || n == CACHE_DEPTH || cache.bytes + bsize > CACHE_BYTES {
+        if !(cache.active && cache.shared) || n == CACHE_DEPTH || cache.bytes + bsize > CACHE_BYTES {
             return false;
         }
         // With no delay a freed block's memory goes back at once.
@@ -502,26 +515,17 @@ unsafe fn freed_already(seg: *mut Segment, p: *mut u8, bit: u64) -> bool {
     }
 }
 
-/// Where a block given back to its slot comes from.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// A free by the program: reported if the block is free already.
-    Program,
-    /// The calling thread's cache.
-    Cache,
-    /// The calling thread's cache, its memory purged since.
-    PurgedCache,
-}
-
 /// Gives the freed block `p`, slot `slot` of `seg`, back to its slot
 /// under its class's lock, and releases the segment if that emptied it.
+/// A block from the caller's cache (`cached`) is trusted; any other is
+/// reported if it is free already.
 ///
 /// `cache` is the calling thread's, if it has one.
 ///
 /// # Safety
-/// `p` must be a block of the live `seg`; unless `from` is
-/// [`Source::Program`], one the calling thread just took out of its cache.
-unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, from: Source, cache: Option<&mut Cache>) {
+/// `p` must be a block of the live `seg`; if `cached`, one the calling
+/// thread just took out of its cache.
+unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, cached: bool, cache: Option<&mut Cache>) {
     // SAFETY: the segment is live while it has a live block; its slot bits
     // and its class's list are only written under the class's lock.
     unsafe {
@@ -533,16 +537,14 @@ unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, from: Source, ca
         let release = {
             let _g = lock_class(c, cache);
             let class = class(c);
-            if from == Source::Program && freed_already(seg, p, bit) {
+            if !cached && freed_already(seg, p, bit) {
                 drop(_g);
                 error::report(ErrorKind::DoubleFree, p as usize, bsize);
                 return;
             }
             let free = (*seg).slots_free.load(Ordering::Relaxed);
             (*seg).slots_free.store(free | bit, Ordering::Relaxed);
-            if from == Source::PurgedCache {
-                (*seg).slots_zero.fetch_or(bit, Ordering::Relaxed);
-            } else if !harden::guard::ON {
+            if !harden::guard::ON {
                 freed_unguarded(seg, slot);
             }
             if !(*seg).in_free_list {
@@ -581,17 +583,17 @@ pub unsafe fn flush(heap: *mut Heap) {
     unsafe {
         let cache = &mut (*heap).large;
         cache.active = false;
-        cache.contended = false;
-        empty_cache(cache, false);
+        cache.shared = false;
+        empty_cache(cache);
     }
 }
 
-/// Gives every block in `cache` back to its slot; with `purge`, its
-/// memory first.
+/// Gives every block in `cache` back to its slot, where it is purged
+/// after the delay as any freed slot is.
 ///
 /// # Safety
 /// `cache` must be the calling thread's.
-unsafe fn empty_cache(cache: &mut Cache, purge: bool) {
+unsafe fn empty_cache(cache: &mut Cache) {
     // SAFETY: cached blocks are the thread's, live in their slots, so
     // their segments are live too.
     unsafe {
@@ -601,19 +603,11 @@ unsafe fn empty_cache(cache: &mut Cache, purge: bool) {
                 let p = cache.blocks[c][n];
                 cache.counts[c] = n as u8;
                 let seg = segment::of_block(p);
-                let bsize = (*page(seg)).block_size;
-                cache.bytes -= bsize;
-                let from = if purge {
-                    // Still ours: nobody can take the slot meanwhile.
-                    os::purge(p, bsize);
-                    Source::PurgedCache
-                } else {
-                    // Left there, the tag would make the block's next
-                    // owner's free look like a second one.
-                    (p as *mut usize).write(0);
-                    Source::Cache
-                };
-                free_slot(seg, p, slot_of(seg, p), from, None);
+                cache.bytes -= (*page(seg)).block_size;
+                // Left there, the tag would make the block's next owner's
+                // free look like a second one.
+                (p as *mut usize).write(0);
+                free_slot(seg, p, slot_of(seg, p), true, None);
             }
         }
         cache.due = 0;
@@ -771,11 +765,8 @@ pub unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
     unsafe {
         let cache = &mut (*heap).large;
         if cache.due != 0 && now >= cache.due {
-            empty_cache(cache, true);
-            // Idle for a delay: the thread caches again once it churns
-            // large blocks against another thread again.
+            empty_cache(cache);
             cache.active = false;
-            cache.contended = false;
         }
     }
 }
@@ -846,6 +837,7 @@ pub fn after_fork() {
             *class(c) = Class {
                 open: ptr::null_mut(),
                 count: 0,
+                user: 0,
             };
         }
         lock.force_release();
@@ -856,12 +848,11 @@ pub fn after_fork() {
 mod tests {
     use super::*;
     use crate::alloc::{free, malloc};
-    use std::sync::mpsc;
 
-    /// The calling thread's heap, made if need be, marked as if another
-    /// thread had held a lock it wanted (so its frees are cached), with its
+    /// The calling thread's heap, made if need be, marked as if it had met
+    /// another thread in a class (so its frees are cached), with its
     /// cache empty; None when this build or the purge delay has no cache.
-    fn contended_heap() -> Option<*mut Heap> {
+    fn shared_heap() -> Option<*mut Heap> {
         // SAFETY: a block just allocated, freed once.
         unsafe { free(malloc(16)) };
         let heap = crate::thread::heap();
@@ -871,7 +862,7 @@ mod tests {
         // SAFETY: the calling thread's initialised heap.
         unsafe {
             flush(heap);
-            (*heap).large.contended = true;
+            (*heap).large.shared = true;
         }
         Some(heap)
     }
@@ -896,7 +887,7 @@ mod tests {
 
     #[test]
     fn a_freed_block_waits_tagged_in_the_cache_and_comes_back_untagged() {
-        let Some(heap) = contended_heap() else { return };
+        let Some(heap) = shared_heap() else { return };
         let size = 300_000;
         let keep = malloc(size);
         let p = malloc(size);
@@ -934,7 +925,7 @@ mod tests {
 
     #[test]
     fn a_flushed_block_is_free_in_its_slot_without_its_tag() {
-        let Some(heap) = contended_heap() else { return };
+        let Some(heap) = shared_heap() else { return };
         let size = 380_000;
         let keep = malloc(size);
         let p = malloc(size);
@@ -955,8 +946,8 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_cache_goes_back_purged_and_stops_caching() {
-        let Some(heap) = contended_heap() else { return };
+    fn an_idle_cache_goes_back_to_the_slots_until_the_thread_allocates_again() {
+        let Some(heap) = shared_heap() else { return };
         let size = 460_000;
         let keep = malloc(size);
         let p = malloc(size);
@@ -970,9 +961,10 @@ mod tests {
             assert_eq!((*heap).large.bytes, bin_size(size), "not due yet");
             maybe_purge(heap, due);
             assert_eq!((*heap).large.bytes, 0);
-            let (_, is_free, zero) = bits(p);
-            assert!(is_free && zero, "back in its slot, purged");
-            assert!(!(*heap).large.active && !(*heap).large.contended);
+            let (bit, is_free, zero) = bits(p);
+            assert!(is_free && !zero, "back in its slot, not purged yet");
+            assert_ne!((*segment::of_block(p)).slots_unpurged & bit, 0, "due for purging");
+            assert!(!(*heap).large.active && (*heap).large.shared);
             free(keep);
         }
     }
@@ -982,21 +974,16 @@ mod tests {
     }
 
     #[test]
-    fn a_lock_held_by_another_thread_marks_the_cache_contended() {
+    fn a_class_another_thread_took_marks_the_cache_shared() {
         let c = CLASSES - 1;
-        let (held_tx, held_rx) = mpsc::channel();
-        let holder = std::thread::spawn(move || {
-            let _g = LOCKS[c].lock();
-            held_tx.send(()).expect("send");
-            std::thread::sleep(core::time::Duration::from_millis(20));
-        });
-        held_rx.recv().expect("held");
-        let mut cache = Cache::new();
-        drop(lock_class(c, Some(&mut cache)));
-        assert!(cache.contended);
-        holder.join().expect("holder");
-        let mut alone = Cache::new();
-        drop(lock_class(c, Some(&mut alone)));
-        assert!(!alone.contended);
+        let mut mine = Cache::new();
+        let mut other = Cache::new();
+        // Whoever took the class before (another test's thread, if any).
+        drop(lock_class(c, Some(&mut other)));
+        drop(lock_class(c, Some(&mut mine)));
+        assert!(mine.shared, "another cache took the class last");
+        mine.shared = false;
+        drop(lock_class(c, Some(&mut mine)));
+        assert!(!mine.shared, "it took the class last itself");
     }
 }

@@ -60,14 +60,6 @@ impl SpinLock {
         Guard { lock: self }
     }
 
-    /// The lock, if nobody holds it now.
-    pub fn try_lock(&self) -> Option<Guard<'_>> {
-        self.owner
-            .compare_exchange(0, os::thread_token(), Ordering::Acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| Guard { lock: self })
-    }
-
     /// Who holds the lock right now.
     pub fn holder(&self) -> Holder {
         match self.owner.load(Ordering::Acquire) {
