@@ -23,36 +23,36 @@
 //! pages were kept, if any), so reuse is not predictable.
 //!
 //! In front of the slots each thread keeps a small cache of the large
-//! blocks up to 512 KiB it freed (a few per class, 2 MiB in all), and its
+//! blocks up to 256 KiB it freed (a few per class, 2 MiB in all), and its
 //! next malloc of a class takes the last one it freed there, without the
 //! class's lock: threads churning large buffers took that lock on every
 //! malloc and free, and waited for each other on it. A block is cached by
 //! whichever thread frees it, since no thread owns a slot and any may take
 //! it, but only by a thread that allocates large blocks itself (one that
-//! only frees what others allocate would strand them) and has found a
-//! class's lock held by another thread: a cached block keeps its segment
-//! from being released, which costs a program that spreads a few blocks
-//! over many classes memory and page faults and buys it nothing when it
-//! takes the locks alone. A cached
-//! block stays live in its slot and holds its [`tag`] in its first word
-//! (cleared when it leaves the cache): a second free finds the tag, or
-//! the slot's free bit once the cache gave it back, and is reported. The
-//! tag lives in the block, not in a bitmap of its segment, because two
-//! threads churning blocks of one class share its segments: a bit per
-//! slot set and cleared on every cached free and malloc kept one line of
-//! the header moving between their cores, which cost as much as the lock
-//! had. Cached blocks stay resident, which the cache's bound in bytes
+//! only frees what others allocate would strand them) and shares a class
+//! with another thread (took its lock after another thread did): a cached
+//! block keeps its segment from being released, which costs a program that
+//! spreads a few blocks over many classes memory and page faults, and buys
+//! a thread alone in its classes nothing, as nobody contends for their
+//! locks. A cached block stays live in its slot and holds its [`tag`] in
+//! its first word (cleared when it leaves the cache): a second free finds
+//! the tag, or the slot's free bit once the cache gave it back, and is
+//! reported. The tag lives in the block, not in a bitmap of its segment,
+//! because two threads churning blocks of one class share its segments: a
+//! bit per slot set and cleared on every cached free and malloc kept one
+//! line of the header moving between their cores, which cost as much as the
+//! lock had. Cached blocks stay resident, which the cache's bound in bytes
 //! keeps in check; a cache no block came into for a purge delay gives its
 //! blocks back to their slots on its thread's next slow path, where they
 //! are purged after the delay as any freed slot is. (Purged at once, they
-//! faulted in again where a freed slot's memory, whose purge every free
-//! in its segment puts off, would have been reused resident.) The cache
-//! goes back to the slots at thread exit and on `collect`; a `fork` child
-//! keeps the forking thread's cache (only that thread touches it) and
-//! leaks the others', as it leaks their threads' live blocks. The
-//! hardened build has no cache: its defences each want something of a
-//! freed large block that a cache would undo or have to repeat (see
-//! [`CACHE_ON`]), and `secure` seals freed blocks anyway.
+//! faulted in again where a freed slot's memory, whose purge every free in
+//! its segment puts off, would have been reused resident.) The cache goes
+//! back to the slots at thread exit and on `collect`; a `fork` child keeps
+//! the forking thread's cache (only that thread touches it) and leaks the
+//! others', as it leaks their threads' live blocks. The hardened build has
+//! no cache: its defences each want something of a freed large block that a
+//! cache would undo or have to repeat (see [`CACHE_ON`]), and `secure`
+//! seals freed blocks anyway.
 //!
 //! A segment whose slots are all free is released: the arena hands the
 //! next segment (of any class, or a huge block) the memory it left, still
@@ -90,10 +90,12 @@ const CACHE_DEPTH: usize = 8;
 /// Bytes a thread's cache holds in all: they stay resident (a block freed
 /// to its slot would be purged after the delay), once per thread.
 const CACHE_BYTES: usize = 2 << 20;
-/// The largest blocks cached. A segment has few slots of the classes
-/// above, so a cached block of one keeps most of a segment from being
-/// released, and its bytes pay for the lock many times over anyway.
-const CACHE_MAX_BLOCK: usize = 512 << 10;
+/// The largest blocks cached (as tcmalloc's thread caches). A larger
+/// block pays for the lock many times over in the bytes its owner uses,
+/// and a cached one holds more memory, dirty, away from the other
+/// threads: a program taking sparsely used zeroed buffers then got them
+/// from fresh or purged slots, and faulted their pages in.
+const CACHE_MAX_BLOCK: usize = 256 << 10;
 /// Classes whose blocks are cached: the first ones.
 const CACHED_CLASSES: usize = bin_of(CACHE_MAX_BLOCK) + 1 - FIRST_BIN;
 
@@ -888,7 +890,7 @@ mod tests {
     #[test]
     fn a_freed_block_waits_tagged_in_the_cache_and_comes_back_untagged() {
         let Some(heap) = shared_heap() else { return };
-        let size = 300_000;
+        let size = 140_000;
         let keep = malloc(size);
         let p = malloc(size);
         // The cache and the slot bits are read on this thread, which owns
@@ -926,7 +928,7 @@ mod tests {
     #[test]
     fn a_flushed_block_is_free_in_its_slot_without_its_tag() {
         let Some(heap) = shared_heap() else { return };
-        let size = 380_000;
+        let size = 180_000;
         let keep = malloc(size);
         let p = malloc(size);
         // SAFETY: freed once; `keep` keeps the segment, so the freed
@@ -948,7 +950,7 @@ mod tests {
     #[test]
     fn an_idle_cache_goes_back_to_the_slots_until_the_thread_allocates_again() {
         let Some(heap) = shared_heap() else { return };
-        let size = 460_000;
+        let size = 240_000;
         let keep = malloc(size);
         let p = malloc(size);
         // SAFETY: freed once; `keep` keeps the segment mapped.
