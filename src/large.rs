@@ -497,7 +497,7 @@ unsafe fn cache_push(cache: &mut Cache, seg: *mut Segment, p: *mut u8, slot: usi
         cache.blocks[c][n] = p;
         cache.counts[c] = (n + 1) as u8;
         cache.bytes += bsize;
-        cache.due = os::recent_ms() + delay;
+        cache.due = os::recent_ms().saturating_add(delay);
         true
     }
 }
@@ -676,7 +676,7 @@ unsafe fn freed_unguarded(seg: *mut Segment, slot: usize) {
             purge_slots(seg);
             return;
         }
-        let due = os::recent_ms() + delay;
+        let due = os::recent_ms().saturating_add(delay);
         // Every free pushes the segment's time on, so a segment in active
         // use is not purged a slot at a time while its slots cycle.
         (*seg).purge_at = due;
