@@ -580,7 +580,7 @@ unsafe fn release(heap: *mut heap::Heap, seg: *mut Segment, page: *mut Page, blo
     unsafe {
         match (*seg).kind {
             Kind::Huge => huge::free(seg),
-            Kind::Large => large::free(seg, block as *mut u8),
+            Kind::Large => large::free(heap, seg, block as *mut u8),
             _ if (*seg).owner.load(Ordering::Relaxed) == heap as usize => heap::free_local(heap, page, block),
             _ => page::free_remote(page, block),
         }
@@ -729,6 +729,8 @@ fn grown_size(usable: usize, new_size: usize) -> usize {
 /// threads.
 pub fn collect(force: bool) {
     let heap = thread::heap();
+    // SAFETY: the calling thread's heap.
+    unsafe { large::flush(heap) };
     if heap != heap::EMPTY_HEAP_PTR {
         // SAFETY: `heap` is this thread's initialised heap.
         unsafe {

@@ -34,7 +34,10 @@
 //! that a vanished thread had marked "delayed free in progress" get their
 //! mark back (the owner would otherwise wait for it for ever); the
 //! hardened build's random generators are reseeded, so sibling children
-//! do not share their parent's future choices.
+//! do not share their parent's future choices. A thread's cache of freed
+//! large blocks needs nothing: only its thread touches it, so the forking
+//! thread's is whole (or made whole when an interrupted update resumes)
+//! and the vanished threads' leak, as their live blocks do.
 //!
 //! The handler is registered once per process, at the first heap's
 //! creation (so Rust programs get it with no call of their own) or when

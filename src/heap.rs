@@ -50,6 +50,8 @@ pub struct Heap {
     /// Blocks this thread freed that are not reused yet (empty and
     /// zero-sized without the `quarantine` feature).
     pub quarantine: harden::Quarantine,
+    /// Large blocks this thread freed, for its next large mallocs.
+    pub large: large::Cache,
 }
 
 struct SyncPage(Page);
@@ -84,6 +86,7 @@ impl Heap {
             pool_next: ptr::null_mut(),
             rng: 0,
             quarantine: harden::Quarantine::new(),
+            large: large::Cache::new(),
         }
     }
 }
@@ -143,9 +146,20 @@ fn malloc_slow(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
     }
     // SAFETY: `heap` is this thread's initialised heap.
     unsafe {
+        let large = req > MEDIUM_OBJ_MAX && req <= LARGE_OBJ_MAX;
+        // A large block the thread freed lately is the large sizes' fast
+        // path: it skips the deferred work, as a small block does.
+        if large {
+            if let Some(p) = large::alloc_cached(heap, bin_of(req), size) {
+                if !p.is_null() {
+                    stats::bump(&(*heap).counters.mallocs);
+                }
+                return p;
+            }
+        }
         deferred_work(heap);
-        if req > MEDIUM_OBJ_MAX && req <= LARGE_OBJ_MAX {
-            let p = large::alloc(bin_of(req), size);
+        if large {
+            let p = large::alloc(heap, bin_of(req), size);
             if !p.is_null() {
                 stats::bump(&(*heap).counters.mallocs);
             }
@@ -234,13 +248,13 @@ unsafe fn deferred_work(heap: *mut Heap) {
         }
         // One clock read for all three (it was up to three a slow path).
         let due = (*heap).segs.purge_due;
-        if due | arena::purge_due() | large::purge_due() != 0 {
+        if due | arena::purge_due() | large::purge_due(heap) != 0 {
             let now = os::now_ms();
             if due != 0 && now >= due {
                 segment::purge_expired(heap, now, false);
             }
             arena::maybe_purge(now);
-            large::maybe_purge(now);
+            large::maybe_purge(heap, now);
         }
     }
 }

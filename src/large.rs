@@ -22,6 +22,38 @@
 //! takes a random free slot of a segment of its class (among those whose
 //! pages were kept, if any), so reuse is not predictable.
 //!
+//! In front of the slots each thread keeps a small cache of the large
+//! blocks up to 256 KiB it freed (a few per class, 2 MiB in all), and its
+//! next malloc of a class takes the last one it freed there, without the
+//! class's lock: threads churning large buffers took that lock on every
+//! malloc and free, and waited for each other on it. A block is cached by
+//! whichever thread frees it, since no thread owns a slot and any may take
+//! it, but only by a thread that allocates large blocks itself (one that
+//! only frees what others allocate would strand them) and shares a class
+//! with another thread (took its lock after another thread did): a cached
+//! block keeps its segment from being released, which costs a program that
+//! spreads a few blocks over many classes memory and page faults, and buys
+//! a thread alone in its classes nothing, as nobody contends for their
+//! locks. A cached block stays live in its slot and holds its [`tag`] in
+//! its first word (cleared when it leaves the cache): a second free finds
+//! the tag, or the slot's free bit once the cache gave it back, and is
+//! reported. The tag lives in the block, not in a bitmap of its segment,
+//! because two threads churning blocks of one class share its segments: a
+//! bit per slot set and cleared on every cached free and malloc kept one
+//! line of the header moving between their cores, which cost as much as the
+//! lock had. Cached blocks stay resident, which the cache's bound in bytes
+//! keeps in check; a cache no block came into for a purge delay gives its
+//! blocks back to their slots on its thread's next slow path, where they
+//! are purged after the delay as any freed slot is. (Purged at once, they
+//! faulted in again where a freed slot's memory, whose purge every free in
+//! its segment puts off, would have been reused resident.) The cache goes
+//! back to the slots at thread exit and on `collect`; a `fork` child keeps
+//! the forking thread's cache (only that thread touches it) and leaks the
+//! others', as it leaks their threads' live blocks. The hardened build has
+//! no cache: its defences each want something of a freed large block that a
+//! cache would undo or have to repeat (see [`CACHE_ON`]), and `secure`
+//! seals freed blocks anyway.
+//!
 //! A segment whose slots are all free is released: the arena hands the
 //! next segment (of any class, or a huge block) the memory it left, still
 //! resident. Keeping one per class held 4 MiB per class that nothing else
@@ -34,7 +66,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::constants::MEDIUM_OBJ_MAX;
 use crate::error::{self, ErrorKind};
-use crate::lock::{Holder, SpinLock};
+use crate::heap::{Heap, EMPTY_HEAP_PTR};
+use crate::lock::{Guard, Holder, SpinLock};
 use crate::page::Page;
 use crate::segment::{self, Segment};
 use crate::size_class::{bin_of, BLOCK_SIZE, MAX_BIN};
@@ -43,6 +76,76 @@ use crate::{harden, options, os, stats};
 /// The first bin of large blocks.
 const FIRST_BIN: usize = bin_of(MEDIUM_OBJ_MAX + 1);
 const CLASSES: usize = MAX_BIN + 1 - FIRST_BIN;
+
+/// Whether threads cache the large blocks they free (see the module
+/// doc): only in the plain build. Guard pages seal a freed block at once
+/// and draw the next one at random, which reuse of the last block freed
+/// would undo; with zero-on-free or encoded links freed memory shows no
+/// plain address, and the tag is one; random order promises reuse that
+/// is not last-in first-out.
+const CACHE_ON: bool = !harden::HARDENED;
+/// Blocks a thread's cache holds per class: enough for a thread that
+/// keeps a few buffers of a class cycling to find one there.
+const CACHE_DEPTH: usize = 8;
+/// Bytes a thread's cache holds in all: they stay resident (a block freed
+/// to its slot would be purged after the delay), once per thread.
+const CACHE_BYTES: usize = 2 << 20;
+/// The largest blocks cached (as tcmalloc's thread caches). A larger
+/// block pays for the lock many times over in the bytes its owner uses,
+/// and a cached one holds more memory, dirty, away from the other
+/// threads: a program taking sparsely used zeroed buffers then got them
+/// from fresh or purged slots, and faulted their pages in.
+const CACHE_MAX_BLOCK: usize = 256 << 10;
+/// Classes whose blocks are cached: the first ones.
+const CACHED_CLASSES: usize = bin_of(CACHE_MAX_BLOCK) + 1 - FIRST_BIN;
+
+/// Mixed into a cached block's tag.
+const TAG_MIX: usize = 0x9e37_79b9_7f4a_7c15_u64 as usize;
+
+/// What the first word of block `p` holds while `p` sits in a cache: a
+/// value no program writes to the start of a block in use by chance, so
+/// a free that finds it there is a second one.
+fn tag(p: *const u8) -> usize {
+    (p as usize).rotate_left(32) ^ TAG_MIX
+}
+
+/// A thread's cache of large blocks it freed (see the module doc), in its
+/// heap; only that thread touches it.
+pub struct Cache {
+    /// Per class, the blocks cached, the last freed on top.
+    blocks: [[*mut u8; CACHE_DEPTH]; CACHED_CLASSES],
+    counts: [u8; CACHED_CLASSES],
+    /// Bytes cached, at most [`CACHE_BYTES`].
+    bytes: usize,
+    /// When the cached blocks go back to their slots (ms on the coarse
+    /// clock): a purge delay after the last one came in. 0 if empty.
+    due: u64,
+    /// The thread has allocated a large block since the cache was last
+    /// flushed or expired,
+    active: bool,
+    /// and has met another thread in a class (taken its lock after
+    /// another thread did) since the cache was last flushed: only then
+    /// does it cache the blocks it frees. A thread alone in its classes
+    /// takes their locks uncontended, and a cached block keeps its segment
+    /// from being released, which a program spreading a few blocks over
+    /// many classes paid for in memory and page faults. (Contention itself
+    /// was a worse sign: once one thread's cache absorbed its churn, the
+    /// other thread never met the lock held again, and never cached.)
+    shared: bool,
+}
+
+impl Cache {
+    pub const fn new() -> Cache {
+        Cache {
+            blocks: [[ptr::null_mut(); CACHE_DEPTH]; CACHED_CLASSES],
+            counts: [0; CACHED_CLASSES],
+            bytes: 0,
+            due: 0,
+            active: false,
+            shared: false,
+        }
+    }
+}
 
 struct Classes(UnsafeCell<[Class; CLASSES]>);
 // SAFETY: each class is only touched under its lock in LOCKS.
@@ -54,12 +157,16 @@ struct Class {
     open: *mut Segment,
     /// Segments of the class.
     count: usize,
+    /// The cache (so the thread) that took the lock last with one, 0 if
+    /// none did.
+    user: usize,
 }
 
 static CLASSES_OF: Classes = Classes(UnsafeCell::new(
     [Class {
         open: ptr::null_mut(),
         count: 0,
+        user: 0,
     }; CLASSES],
 ));
 /// One lock per class, guarding the class and its segments' slot state:
@@ -107,15 +214,85 @@ fn page(seg: *mut Segment) -> *mut Page {
     unsafe { ptr::addr_of_mut!((*seg).pages).cast() }
 }
 
-/// Allocates a large block of bin `bin` for a request of `size` bytes.
-/// Null when out of memory (or when something wrote to the slot taken
-/// after it was freed and an error handler took the report).
-pub fn alloc(bin: usize, size: usize) -> *mut u8 {
+/// Takes class `c`'s lock, noting in the calling thread's `cache` (if it
+/// has one) when another thread took it last.
+fn lock_class(c: usize, cache: Option<&mut Cache>) -> Guard<'static> {
+    let g = LOCKS[c].lock();
+    if let Some(cache) = cache {
+        let me = cache as *mut Cache as usize;
+        // SAFETY: the class is only touched under its lock, held; the
+        // reference ends here.
+        let class = unsafe { class(c) };
+        if class.user != me {
+            cache.shared |= class.user != 0;
+            class.user = me;
+        }
+    }
+    g
+}
+
+/// The slot of block `p` of the segment of slots `seg`.
+///
+/// # Safety
+/// `seg` must be a live segment of slots and `p` one of its blocks.
+unsafe fn slot_of(seg: *mut Segment, p: *const u8) -> usize {
+    // SAFETY: per the caller, the descriptor is live and `p` a block
+    // start, so the multiply by the inverse is the division.
+    unsafe {
+        let page = page(seg);
+        crate::page::block_index(page, p as usize - (*page).page_start as usize) as usize
+    }
+}
+
+/// Allocates a large block of bin `bin` for a request of `size` bytes
+/// from the calling thread's cache: None if it holds none of the class,
+/// else the block, or null if something wrote to it after it was freed
+/// (and an error handler took the report).
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+#[inline(always)]
+pub unsafe fn alloc_cached(heap: *mut Heap, bin: usize, size: usize) -> Option<*mut u8> {
+    let c = bin - FIRST_BIN;
+    if !CACHE_ON || c >= CACHED_CLASSES {
+        return None;
+    }
+    // SAFETY: the cache is the calling thread's, per the caller; a cached
+    // block is live in its slot, so its segment is too.
+    unsafe {
+        let cache = &mut (*heap).large;
+        cache.active = true;
+        let n = cache.counts[c] as usize;
+        if n == 0 {
+            return None;
+        }
+        let p = cache.blocks[c][n - 1];
+        cache.counts[c] = (n - 1) as u8;
+        cache.bytes -= BLOCK_SIZE[bin];
+        if cache.bytes == 0 {
+            cache.due = 0;
+        }
+        // The tag would read as a second free of a block in use (and the
+        // zero-on-free build checks the block is zero).
+        (p as *mut usize).write(0);
+        Some(hand_out(segment::of_block(p), p, size))
+    }
+}
+
+/// Allocates a large block of bin `bin` for a request of `size` bytes
+/// from a free slot of its class. Null when out of memory (or when
+/// something wrote to the slot taken after it was freed and an error
+/// handler took the report).
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn alloc(heap: *mut Heap, bin: usize, size: usize) -> *mut u8 {
     let c = bin - FIRST_BIN;
     let bsize = BLOCK_SIZE[bin];
     let (seg, slot) = loop {
         let taken = {
-            let _g = LOCKS[c].lock();
+            // SAFETY: the cache is the calling thread's, per the caller.
+            let _g = lock_class(c, CACHE_ON.then(|| unsafe { &mut (*heap).large }));
             // SAFETY: the class and its segments' slot bits are only
             // touched under its lock, held.
             unsafe { take_slot(class(c)) }
@@ -129,9 +306,21 @@ pub fn alloc(bin: usize, size: usize) -> *mut u8 {
         }
     };
     // SAFETY: the slot was free and is now ours alone.
+    unsafe { hand_out(seg, (*page(seg)).page_start.add(slot * bsize), size) }
+}
+
+/// Vets the block `p` of `seg`, just taken from its slot or a cache, and
+/// hands it out for a request of `size` bytes. Null if it was written
+/// after its free (reported; the slot is left taken).
+///
+/// # Safety
+/// `p` must be a block of the segment of slots `seg` that was free (in
+/// its slot or a cache) and is now the caller's alone.
+unsafe fn hand_out(seg: *mut Segment, p: *mut u8, size: usize) -> *mut u8 {
+    // SAFETY: per the caller.
     unsafe {
         let page = page(seg);
-        let p = (*page).page_start.add(slot * bsize);
+        let bsize = (*page).block_size;
         // Zero-on-free without guards: a freed block was wiped, so one not
         // fresh or purged since must still read zero, else something wrote
         // to it after its free (the guard build seals it instead).
@@ -141,7 +330,6 @@ pub fn alloc(bin: usize, size: usize) -> *mut u8 {
             return ptr::null_mut();
         }
         if !harden::large_taken(page, p, size) {
-            // Written after its free: reported; the slot is left taken.
             return ptr::null_mut();
         }
         p
@@ -159,7 +347,7 @@ unsafe fn take_slot(class: &mut Class) -> Option<(*mut Segment, usize)> {
     }
     // SAFETY: per the caller; segments on the list are live.
     unsafe {
-        let free = (*seg).slots_free;
+        let free = (*seg).slots_free.load(Ordering::Relaxed);
         // Among the free slots whose pages were kept, if any: a slot
         // sealed with markers, or never used, faults in every page its
         // next block touches.
@@ -177,9 +365,9 @@ unsafe fn take_slot(class: &mut Class) -> Option<(*mut Segment, usize)> {
             slot = bits.trailing_zeros() as usize;
             k -= 1;
         }
-        (*seg).slots_free = free & !(1 << slot);
+        (*seg).slots_free.store(free & !(1 << slot), Ordering::Relaxed);
         (*seg).slots_unpurged &= !(1 << slot);
-        if (*seg).slots_free == 0 {
+        if free & !(1 << slot) == 0 {
             class.open = (*seg).free_next;
             (*seg).free_next = ptr::null_mut();
             (*seg).in_free_list = false;
@@ -235,28 +423,129 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
 }
 
 /// Frees the large block `p` of the segment of slots `seg` (it passed the
-/// free checks and is sealed already), from any thread.
+/// free checks and is sealed already), from any thread: into the thread's
+/// cache if it has room, else back to its slot.
 ///
 /// # Safety
-/// `p` must be a live block of `seg`, being freed once.
-pub unsafe fn free(seg: *mut Segment, p: *mut u8) {
-    // SAFETY: the segment is live while it has a live block; its slot bits
-    // and its class's list are only touched under the class's lock.
+/// `p` must be a block of `seg` that was live (a second free is reported);
+/// `heap` the calling thread's heap, or the empty one.
+pub unsafe fn free(heap: *mut Heap, seg: *mut Segment, p: *mut u8) {
+    // SAFETY: the segment is live while it has a live (or cached) block; a
+    // heap other than the empty one is the calling thread's.
+    unsafe {
+        let slot = slot_of(seg, p);
+        let mut cache = if CACHE_ON && heap != EMPTY_HEAP_PTR {
+            Some(&mut (*heap).large)
+        } else {
+            None
+        };
+        if let Some(cache) = cache.as_deref_mut() {
+            if cache_push(cache, seg, p, slot) {
+                return;
+            }
+        }
+        free_slot(seg, p, slot, false, cache);
+    }
+}
+
+/// Puts the freed block `p`, slot `slot` of `seg`, in the thread's
+/// `cache` if it has room. True if it did, or if it reported `p` as
+/// freed already.
+///
+/// # Safety
+/// `cache` must be the calling thread's; `p` a block of the live `seg`.
+unsafe fn cache_push(cache: &mut Cache, seg: *mut Segment, p: *mut u8, slot: usize) -> bool {
+    // SAFETY: per the caller.
     unsafe {
         let page = page(seg);
         let bsize = (*page).block_size;
-        let slot = (p as usize - (*page).page_start as usize) / bsize;
+        let c = (*page).bin as usize - FIRST_BIN;
+        if c >= CACHED_CLASSES {
+            return false;
+        }
+        let n = cache.counts[c] as usize;
+        if !(cache.active && cache.shared) || n == CACHE_DEPTH || cache.bytes + bsize > CACHE_BYTES {
+            return false;
+        }
+        // With no delay a freed block's memory goes back at once.
+        let delay = options::purge_delay_ms();
+        if delay == 0 {
+            return false;
+        }
+        let bit = 1u64 << slot;
+        // A live slot's free bit is clear and stays so (nobody takes a
+        // live slot), so a set one means `p` went back to its slot already.
+        if freed_already(seg, p, bit) {
+            error::report(ErrorKind::DoubleFree, p as usize, bsize);
+            return true;
+        }
+        // The segment's last block in use goes back, so that the segment
+        // is released: cached, it would keep the segment's memory from
+        // every other class and from huge blocks. (Other cached blocks
+        // count as in use here, so a segment may still be held by cached
+        // blocks alone, by a few at most.)
+        let others = (*seg).slots_free.load(Ordering::Relaxed) | bit;
+        if others == all_slots((*page).reserved as usize) {
+            return false;
+        }
+        // Written by its owner, most likely: `calloc` must clear it when it
+        // comes back. Nobody sets a live slot's bit meanwhile.
+        if (*seg).slots_zero.load(Ordering::Relaxed) & bit != 0 {
+            (*seg).slots_zero.fetch_and(!bit, Ordering::Relaxed);
+        }
+        (p as *mut usize).write(tag(p));
+        cache.blocks[c][n] = p;
+        cache.counts[c] = (n + 1) as u8;
+        cache.bytes += bsize;
+        cache.due = os::recent_ms().saturating_add(delay);
+        true
+    }
+}
+
+/// Whether the block `p` of `seg`, whose slot's bit is `bit`, is free
+/// already: in its slot, or in a cache.
+///
+/// # Safety
+/// `p` must be a block of the live `seg`.
+unsafe fn freed_already(seg: *mut Segment, p: *mut u8, bit: u64) -> bool {
+    // A sealed block of the guard build is not read (it has no cache).
+    // SAFETY: per the caller; a block of a live segment without guards
+    // is mapped and readable, free or not.
+    unsafe {
+        (*seg).slots_free.load(Ordering::Relaxed) & bit != 0
+            || (CACHE_ON && (p as *const usize).read() == tag(p))
+    }
+}
+
+/// Gives the freed block `p`, slot `slot` of `seg`, back to its slot
+/// under its class's lock, and releases the segment if that emptied it.
+/// A block from the caller's cache (`cached`) is trusted; any other is
+/// reported if it is free already.
+///
+/// `cache` is the calling thread's, if it has one.
+///
+/// # Safety
+/// `p` must be a block of the live `seg`; if `cached`, one the calling
+/// thread just took out of its cache.
+unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, cached: bool, cache: Option<&mut Cache>) {
+    // SAFETY: the segment is live while it has a live block; its slot bits
+    // and its class's list are only written under the class's lock.
+    unsafe {
+        let page = page(seg);
+        let bsize = (*page).block_size;
         let c = (*page).bin as usize - FIRST_BIN;
         let all = all_slots((*page).reserved as usize);
+        let bit = 1u64 << slot;
         let release = {
-            let _g = LOCKS[c].lock();
+            let _g = lock_class(c, cache);
             let class = class(c);
-            if (*seg).slots_free & (1 << slot) != 0 {
+            if !cached && freed_already(seg, p, bit) {
                 drop(_g);
                 error::report(ErrorKind::DoubleFree, p as usize, bsize);
                 return;
             }
-            (*seg).slots_free |= 1 << slot;
+            let free = (*seg).slots_free.load(Ordering::Relaxed);
+            (*seg).slots_free.store(free | bit, Ordering::Relaxed);
             if !harden::guard::ON {
                 freed_unguarded(seg, slot);
             }
@@ -265,7 +554,7 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8) {
                 (*seg).in_free_list = true;
                 class.open = seg;
             }
-            let empty = (*seg).slots_free == all && (class.count > 1 || !harden::guard::ON);
+            let empty = free | bit == all && (class.count > 1 || !harden::guard::ON);
             if empty {
                 unlink(class, seg);
                 class.count -= 1;
@@ -278,6 +567,52 @@ pub unsafe fn free(seg: *mut Segment, p: *mut u8) {
             crate::page::reset(page);
             segment::os_free(seg);
         }
+    }
+}
+
+/// Gives the blocks in the calling thread's cache back to their slots
+/// (at thread exit, and on `collect`, so its memory can be purged and its
+/// segments released), and stops caching until the thread allocates a
+/// large block again.
+///
+/// # Safety
+/// `heap` must be the calling thread's heap, or the empty one.
+pub unsafe fn flush(heap: *mut Heap) {
+    if !CACHE_ON || heap == EMPTY_HEAP_PTR {
+        return;
+    }
+    // SAFETY: the cache is the calling thread's, per the caller.
+    unsafe {
+        let cache = &mut (*heap).large;
+        cache.active = false;
+        cache.shared = false;
+        empty_cache(cache);
+    }
+}
+
+/// Gives every block in `cache` back to its slot, where it is purged
+/// after the delay as any freed slot is.
+///
+/// # Safety
+/// `cache` must be the calling thread's.
+unsafe fn empty_cache(cache: &mut Cache) {
+    // SAFETY: cached blocks are the thread's, live in their slots, so
+    // their segments are live too.
+    unsafe {
+        for c in 0..CACHED_CLASSES {
+            while cache.counts[c] > 0 {
+                let n = cache.counts[c] as usize - 1;
+                let p = cache.blocks[c][n];
+                cache.counts[c] = n as u8;
+                let seg = segment::of_block(p);
+                cache.bytes -= (*page(seg)).block_size;
+                // Left there, the tag would make the block's next owner's
+                // free look like a second one.
+                (p as *mut usize).write(0);
+                free_slot(seg, p, slot_of(seg, p), true, None);
+            }
+        }
+        cache.due = 0;
     }
 }
 
@@ -314,7 +649,7 @@ pub fn collect() {
         unsafe {
             let mut seg = class(c).open;
             while !seg.is_null() {
-                harden::large::drop_free(page(seg), (*seg).slots_free);
+                harden::large::drop_free(page(seg), (*seg).slots_free.load(Ordering::Relaxed));
                 seg = (*seg).free_next;
             }
         }
@@ -330,11 +665,10 @@ pub fn collect() {
 unsafe fn freed_unguarded(seg: *mut Segment, slot: usize) {
     // SAFETY: per the caller.
     unsafe {
-        // Writers hold the class's lock, so a load and a store do; most
-        // freed slots were not zero, and skip the store.
-        let zero = (*seg).slots_zero.load(Ordering::Relaxed);
-        if zero & (1 << slot) != 0 {
-            (*seg).slots_zero.store(zero & !(1 << slot), Ordering::Relaxed);
+        // Most freed slots were not zero, and skip the write. Atomic: a
+        // free into a cache clears another slot's bit without the lock.
+        if (*seg).slots_zero.load(Ordering::Relaxed) & (1 << slot) != 0 {
+            (*seg).slots_zero.fetch_and(!(1 << slot), Ordering::Relaxed);
         }
         (*seg).slots_unpurged |= 1 << slot;
         let delay = options::purge_delay_ms();
@@ -342,7 +676,7 @@ unsafe fn freed_unguarded(seg: *mut Segment, slot: usize) {
             purge_slots(seg);
             return;
         }
-        let due = os::recent_ms() + delay;
+        let due = os::recent_ms().saturating_add(delay);
         // Every free pushes the segment's time on, so a segment in active
         // use is not purged a slot at a time while its slots cycle.
         (*seg).purge_at = due;
@@ -361,7 +695,7 @@ unsafe fn purge_slots(seg: *mut Segment) {
     unsafe {
         let page = page(seg);
         let bsize = (*page).block_size;
-        let mut bits = (*seg).slots_unpurged & (*seg).slots_free;
+        let mut bits = (*seg).slots_unpurged & (*seg).slots_free.load(Ordering::Relaxed);
         while bits != 0 {
             let first = bits.trailing_zeros() as usize;
             let run = (bits >> first).trailing_ones() as usize;
@@ -372,8 +706,9 @@ unsafe fn purge_slots(seg: *mut Segment) {
                 ((1u64 << run) - 1) << first
             };
             bits &= !mask;
-            let zero = (*seg).slots_zero.load(Ordering::Relaxed);
-            (*seg).slots_zero.store(zero | mask, Ordering::Relaxed);
+            // Atomic: a free into a cache clears another slot's bit
+            // without the lock.
+            (*seg).slots_zero.fetch_or(mask, Ordering::Relaxed);
         }
         (*seg).slots_unpurged = 0;
         (*seg).purge_at = 0;
@@ -408,16 +743,33 @@ fn purge(now: u64, force: bool) {
     }
 }
 
-/// When the earliest free slot falls due for purging, 0 if none.
-pub fn purge_due() -> u64 {
-    PURGE_DUE.load(Ordering::Relaxed)
+/// When the earliest free slot, or the calling thread's cache, falls due
+/// for purging; 0 if none (else only its being 0 or not means anything).
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn purge_due(heap: *mut Heap) -> u64 {
+    // SAFETY: the cache is the calling thread's, per the caller.
+    PURGE_DUE.load(Ordering::Relaxed) | unsafe { (*heap).large.due }
 }
 
-/// Purges free slots whose delay has passed, if any is due at `now`; one
-/// thread does it while the others carry on.
-pub fn maybe_purge(now: u64) {
+/// Purges free slots whose delay has passed, if any is due at `now` (one
+/// thread does it while the others carry on), and the calling thread's
+/// cache if it is due.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
     if os::claim_due(&PURGE_DUE, now) {
         purge(now, false);
+    }
+    // SAFETY: the cache is the calling thread's, per the caller.
+    unsafe {
+        let cache = &mut (*heap).large;
+        if cache.due != 0 && now >= cache.due {
+            empty_cache(cache);
+            cache.active = false;
+        }
     }
 }
 
@@ -430,11 +782,7 @@ pub fn maybe_purge(now: u64) {
 pub unsafe fn was_zero(seg: *mut Segment, p: *const u8) -> bool {
     // SAFETY: per the caller; a live slot's bit changes only when it is
     // freed, which its owner has not done.
-    unsafe {
-        let page = page(seg);
-        let slot = (p as usize - (*page).page_start as usize) / (*page).block_size;
-        (*seg).slots_zero.load(Ordering::Relaxed) & (1 << slot) != 0
-    }
+    unsafe { (*seg).slots_zero.load(Ordering::Relaxed) & (1 << slot_of(seg, p)) != 0 }
 }
 
 /// Takes a segment with no slot in use off `class`, if there is one.
@@ -446,7 +794,7 @@ unsafe fn take_empty(class: &mut Class) -> *mut Segment {
     unsafe {
         let mut seg = class.open;
         while !seg.is_null() {
-            if (*seg).slots_free == all_slots((*page(seg)).reserved as usize) {
+            if (*seg).slots_free.load(Ordering::Relaxed) == all_slots((*page(seg)).reserved as usize) {
                 unlink(class, seg);
                 class.count -= 1;
                 return seg;
@@ -491,8 +839,153 @@ pub fn after_fork() {
             *class(c) = Class {
                 open: ptr::null_mut(),
                 count: 0,
+                user: 0,
             };
         }
         lock.force_release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc::{free, malloc};
+
+    /// The calling thread's heap, made if need be, marked as if it had met
+    /// another thread in a class (so its frees are cached), with its
+    /// cache empty; None when this build or the purge delay has no cache.
+    fn shared_heap() -> Option<*mut Heap> {
+        // SAFETY: a block just allocated, freed once.
+        unsafe { free(malloc(16)) };
+        let heap = crate::thread::heap();
+        if !CACHE_ON || options::purge_delay_ms() == 0 {
+            return None;
+        }
+        // SAFETY: the calling thread's initialised heap.
+        unsafe {
+            flush(heap);
+            (*heap).large.shared = true;
+        }
+        Some(heap)
+    }
+
+    /// Slot bit, free bit and zero bit of the block `p` of a segment of
+    /// slots kept live by the caller.
+    fn bits(p: *mut u8) -> (u64, bool, bool) {
+        // SAFETY: per the caller, the segment is live.
+        unsafe {
+            let seg = segment::of_block(p);
+            let bit = 1u64 << slot_of(seg, p);
+            (
+                bit,
+                (*seg).slots_free.load(Ordering::Relaxed) & bit != 0,
+                (*seg).slots_zero.load(Ordering::Relaxed) & bit != 0,
+            )
+        }
+    }
+
+    // Each test takes blocks of a class of its own, so tests running on
+    // other threads do not take its slots.
+
+    #[test]
+    fn a_freed_block_waits_tagged_in_the_cache_and_comes_back_untagged() {
+        let Some(heap) = shared_heap() else { return };
+        let size = 140_000;
+        let keep = malloc(size);
+        let p = malloc(size);
+        // The cache and the slot bits are read on this thread, which owns
+        // both blocks, cached or live.
+        // SAFETY: `p` is live with `size` bytes, then freed once.
+        unsafe {
+            p.write_bytes(0xab, size);
+            free(p);
+            let c = bin_of(size) - FIRST_BIN;
+            assert_eq!((*heap).large.counts[c], 1);
+            assert_eq!((*heap).large.blocks[c][0], p);
+            let (bit, is_free, zero) = bits(p);
+            assert!(!is_free && !zero, "a cached block stays live, not known zero");
+            assert!(
+                freed_already(segment::of_block(p), p, bit),
+                "the tag marks it freed"
+            );
+            let q = malloc(size);
+            assert_eq!(q, p, "the thread's next malloc of the class takes it");
+            assert_eq!((*heap).large.counts[c], 0);
+            assert!(
+                !freed_already(segment::of_block(q), q, bit),
+                "a block in use has no tag"
+            );
+            assert!(
+                !crate::large::was_zero(segment::of_block(q), q),
+                "calloc must clear it"
+            );
+            free(q);
+            free(keep);
+            flush(heap);
+        }
+    }
+
+    #[test]
+    fn a_flushed_block_is_free_in_its_slot_without_its_tag() {
+        let Some(heap) = shared_heap() else { return };
+        let size = 180_000;
+        let keep = malloc(size);
+        let p = malloc(size);
+        // SAFETY: freed once; `keep` keeps the segment, so the freed
+        // block's memory stays mapped for the reads.
+        unsafe {
+            free(p);
+            flush(heap);
+            let (bit, is_free, _) = bits(p);
+            assert!(is_free, "the flush gave the block back to its slot");
+            assert_ne!((p as *const usize).read(), tag(p), "the tag went with it");
+            assert!(
+                freed_already(segment::of_block(p), p, bit),
+                "its free bit marks it freed"
+            );
+            free(keep);
+        }
+    }
+
+    #[test]
+    fn an_idle_cache_goes_back_to_the_slots_until_the_thread_allocates_again() {
+        let Some(heap) = shared_heap() else { return };
+        let size = 240_000;
+        let keep = malloc(size);
+        let p = malloc(size);
+        // SAFETY: freed once; `keep` keeps the segment mapped.
+        unsafe {
+            p.write_bytes(0xcd, size);
+            free(p);
+            let due = (*heap).large.due;
+            assert_ne!(due, 0);
+            maybe_purge(heap, due - 1);
+            assert_eq!((*heap).large.bytes, bin_size(size), "not due yet");
+            maybe_purge(heap, due);
+            assert_eq!((*heap).large.bytes, 0);
+            let (bit, is_free, zero) = bits(p);
+            assert!(is_free && !zero, "back in its slot, not purged yet");
+            assert_ne!((*segment::of_block(p)).slots_unpurged & bit, 0, "due for purging");
+            assert!(!(*heap).large.active && (*heap).large.shared);
+            free(keep);
+        }
+    }
+
+    fn bin_size(size: usize) -> usize {
+        BLOCK_SIZE[bin_of(size)]
+    }
+
+    #[test]
+    fn a_class_another_thread_took_marks_the_cache_shared() {
+        let c = CLASSES - 1;
+        let mut mine = Cache::new();
+        let mut other = Cache::new();
+        // Whoever took the class before (another test's thread, if any).
+        drop(lock_class(c, Some(&mut other)));
+        drop(lock_class(c, Some(&mut mine)));
+        assert!(mine.shared, "another cache took the class last");
+        mine.shared = false;
+        drop(lock_class(c, Some(&mut mine)));
+        assert!(!mine.shared, "it took the class last itself");
     }
 }

@@ -70,8 +70,9 @@ pub struct Segment {
     /// Large segments of the guard build (`large.rs`): for each slot, how
     /// many of its block's first bytes are accessible (`harden::large`),
     pub large_open: [AtomicU32; 64],
-    /// and which slots are free (bit per slot; under its class lock in `large`).
-    pub slots_free: u64,
+    /// and which slots are free (bit per slot; written under its class
+    /// lock in `large`, read without it by a free into a thread's cache).
+    pub slots_free: AtomicU64,
     /// Segments of slots without guards: the slots whose memory reads zero
     /// (fresh or purged, not written since it was last free; a live
     /// slot's bit says how it was when taken, for `calloc`),
@@ -725,11 +726,12 @@ pub unsafe fn init_slots(seg: *mut Segment, bin: usize) -> (*mut u8, usize) {
         // live bits tell a free one from a live one.
         (*page).capacity.store(count as u32, Ordering::Relaxed);
         (*seg).used_pages = 1;
-        (*seg).slots_free = if count == 64 {
+        let all = if count == 64 {
             u64::MAX
         } else {
             (1u64 << count) - 1
         };
+        (*seg).slots_free.store(all, Ordering::Relaxed);
         (start as *mut u8, count)
     }
 }

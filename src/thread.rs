@@ -240,6 +240,7 @@ pub fn abandoned_count() -> usize {
 pub unsafe fn abandon(heap: *mut Heap) {
     // SAFETY: owner access to the heap and its segments.
     unsafe {
+        crate::large::flush(heap);
         heap::abandon_pages(heap);
         loop {
             let seg = (*heap).segs.all;

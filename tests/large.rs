@@ -2,7 +2,11 @@
 //! threads, in every build: `calloc` of one whose memory is fresh leaves
 //! its pages untouched, a freed one's memory goes back to the OS after the
 //! purge delay (the plain build; the guard build seals it at once), a
-//! reused one reads zero from `calloc`, and a second free is reported.
+//! reused one reads zero from `calloc`, and a second free is reported,
+//! also after threads churned its class (which turns on the plain build's
+//! per-thread caches of freed blocks; `src/large.rs` tests those closely),
+//! after `collect`, and from another thread. Reuse, thread exit, `fork`
+//! and the counters keep their promises too.
 //! Each case runs in a child process of its own, so no other test takes
 //! the slots it watches.
 
@@ -131,6 +135,191 @@ fn child() {
             let seen = SEEN.load(std::sync::atomic::Ordering::SeqCst);
             println!("reported={}", seen == p as usize);
         }
+        "double-free-after-flush" => {
+            fortalloc::set_error_handler(Some(record));
+            let keep = fortalloc::malloc(BIG);
+            let p = fortalloc::malloc(BIG);
+            // SAFETY: the second free is the violation under test.
+            unsafe {
+                fortalloc::free(p);
+                // Gives the cached block back to its slot.
+                fortalloc::collect(false);
+                fortalloc::free(p);
+                fortalloc::free(keep);
+            }
+            let seen = SEEN.load(std::sync::atomic::Ordering::SeqCst);
+            println!("reported={}", seen == p as usize);
+        }
+        "double-free-other-thread" => {
+            fortalloc::set_error_handler(Some(record));
+            let keep = fortalloc::malloc(BIG);
+            let p = fortalloc::malloc(BIG);
+            // SAFETY: freed once here; the threads below free it again.
+            unsafe { fortalloc::free(p) };
+            let mut reported = Vec::new();
+            // A thread that allocates no large block frees through the
+            // lock; one that does, through its own cache.
+            for allocates in [false, true] {
+                SEEN.store(0, std::sync::atomic::Ordering::SeqCst);
+                let addr = p as usize;
+                std::thread::spawn(move || {
+                    let own = if allocates {
+                        fortalloc::malloc(BIG)
+                    } else {
+                        std::ptr::null_mut()
+                    };
+                    // SAFETY: the second free of `addr` is the violation
+                    // under test; `own` is freed once.
+                    unsafe {
+                        fortalloc::free(addr as *mut u8);
+                        fortalloc::free(own);
+                    }
+                })
+                .join()
+                .unwrap();
+                reported.push(SEEN.load(std::sync::atomic::Ordering::SeqCst) == p as usize);
+            }
+            // SAFETY: freed once.
+            unsafe { fortalloc::free(keep) };
+            println!("reported={reported:?}");
+        }
+        "reuse-and-exit" => {
+            fortalloc::set_purge_delay_ms(60_000);
+            let keep = fortalloc::malloc(BIG);
+            // A freed block comes back to the thread that freed it.
+            let p = fortalloc::malloc(BIG);
+            // SAFETY: freed once.
+            unsafe { fortalloc::free(p) };
+            let again = fortalloc::malloc(BIG);
+            // A block a thread freed is in nobody else's way once the
+            // thread is gone: its slot is the resident free one the next
+            // malloc takes.
+            let addr = std::thread::spawn(|| {
+                let q = fortalloc::malloc(BIG);
+                // SAFETY: freed once, into this thread's cache.
+                unsafe { fortalloc::free(q) };
+                q as usize
+            })
+            .join()
+            .unwrap();
+            let next = fortalloc::malloc(BIG);
+            // SAFETY: each freed once.
+            unsafe {
+                fortalloc::free(next);
+                fortalloc::free(again);
+                fortalloc::free(keep);
+            }
+            println!("reused={} taken_after_exit={}", again == p, next as usize == addr);
+        }
+        "counters" => {
+            fortalloc::set_purge_delay_ms(60_000);
+            let before = fortalloc::stats();
+            // In an array: a `Vec` would count an allocation of its own.
+            let mut blocks = [std::ptr::null_mut(); 6];
+            for (i, b) in blocks.iter_mut().enumerate() {
+                *b = fortalloc::malloc(70_000 + i * 40_000);
+            }
+            let held = fortalloc::stats();
+            for &b in &blocks {
+                // SAFETY: each freed once.
+                unsafe { fortalloc::free(b) };
+            }
+            let freed = fortalloc::stats();
+            fortalloc::collect(true);
+            let collected = fortalloc::stats();
+            println!(
+                "allocations={} frees={} segments_held={} segments_after={} segments_before={} in_use_after={} in_use_before={}",
+                freed.allocations - before.allocations,
+                freed.frees - before.frees,
+                held.segments.current,
+                collected.segments.current,
+                before.segments.current,
+                collected.bytes_in_use.current,
+                before.bytes_in_use.current,
+            );
+        }
+        "fork" => {
+            fortalloc::set_error_handler(Some(record));
+            fortalloc::set_purge_delay_ms(60_000);
+            let keep = fortalloc::malloc(BIG);
+            let p = fortalloc::malloc(BIG);
+            fill(p, BIG, 0x5a);
+            // SAFETY: freed once, into this thread's cache.
+            unsafe { fortalloc::free(p) };
+            // SAFETY: the child only uses the allocator and `_exit`s.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                // The child has the forking thread's cache: the block comes
+                // back, zeroed by `calloc`, and a second free of it is seen.
+                let q = fortalloc::zalloc(BIG);
+                let mut code = 0;
+                if q != p {
+                    code |= 1;
+                }
+                if !all_zero(q, BIG) {
+                    code |= 2;
+                }
+                // SAFETY: the second free is the violation under test.
+                unsafe {
+                    fortalloc::free(q);
+                    fortalloc::free(q);
+                }
+                if SEEN.load(std::sync::atomic::Ordering::SeqCst) != q as usize {
+                    code |= 4;
+                }
+                // SAFETY: ends the child without the harness.
+                unsafe { libc::_exit(code) };
+            }
+            let mut status = 0;
+            // SAFETY: `pid` is our child; `status` a valid out-pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+            assert_eq!(r, pid);
+            let child = if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                -1
+            };
+            // The parent's own cache is untouched by the child's use.
+            let q = fortalloc::malloc(BIG);
+            // SAFETY: each freed once.
+            unsafe {
+                fortalloc::free(q);
+                fortalloc::free(keep);
+            }
+            println!("child={child} parent_reused={}", q == p);
+        }
+        "double-free-churning" => {
+            // Two threads churning one class take its lock against each
+            // other, which turns their caches on; the second free of a
+            // block that sits in one is reported.
+            fortalloc::set_error_handler(Some(record));
+            let size = 200_000;
+            let keep = fortalloc::malloc(size);
+            let churn = move || {
+                for _ in 0..20_000 {
+                    let a = fortalloc::malloc(size);
+                    let b = fortalloc::malloc(size);
+                    // SAFETY: each freed once.
+                    unsafe {
+                        fortalloc::free(a);
+                        fortalloc::free(b);
+                    }
+                }
+            };
+            let other = std::thread::spawn(churn);
+            churn();
+            other.join().unwrap();
+            let p = fortalloc::malloc(size);
+            // SAFETY: the second free is the violation under test.
+            unsafe {
+                fortalloc::free(p);
+                fortalloc::free(p);
+                fortalloc::free(keep);
+            }
+            let seen = SEEN.load(std::sync::atomic::Ordering::SeqCst);
+            println!("reported={}", seen == p as usize);
+        }
         other => panic!("unknown case {other}"),
     }
 }
@@ -199,4 +388,67 @@ fn calloc_of_reused_blocks_reads_zero() {
 #[test]
 fn a_second_free_of_a_large_block_is_reported_in_every_build() {
     assert!(run("double-free").contains("reported=true"));
+}
+
+/// The cache of freed large blocks is off in the hardened build (any
+/// defence on).
+const CACHED: bool = !(cfg!(feature = "guard-pages")
+    || cfg!(feature = "encoded-freelist")
+    || cfg!(feature = "random-order")
+    || cfg!(feature = "double-free")
+    || cfg!(feature = "canary")
+    || cfg!(feature = "zero-on-free"));
+
+#[test]
+fn a_second_free_after_the_cache_gave_the_block_back_is_reported() {
+    assert!(run("double-free-after-flush").contains("reported=true"));
+}
+
+#[test]
+fn a_second_free_after_threads_churned_the_class_is_reported() {
+    assert!(run("double-free-churning").contains("reported=true"));
+}
+
+#[test]
+fn a_second_free_from_another_thread_is_reported() {
+    let out = run("double-free-other-thread");
+    assert!(out.contains("reported=[true, true]"), "{out}");
+}
+
+#[test]
+fn a_freed_large_block_is_reused_by_its_thread_and_released_at_its_exit() {
+    let out = run("reuse-and-exit");
+    if CACHED {
+        assert!(out.contains("reused=true taken_after_exit=true"), "{out}");
+    }
+}
+
+#[test]
+fn counters_stay_right_and_collect_releases_cached_blocks() {
+    let out = run("counters");
+    assert_eq!(field(&out, "allocations"), 6, "{out}");
+    assert_eq!(field(&out, "frees"), 6, "{out}");
+    assert!(
+        field(&out, "segments_held") > field(&out, "segments_before"),
+        "{out}"
+    );
+    assert_eq!(
+        field(&out, "segments_after"),
+        field(&out, "segments_before"),
+        "{out}"
+    );
+    assert_eq!(field(&out, "in_use_after"), field(&out, "in_use_before"), "{out}");
+}
+
+#[test]
+fn a_fork_child_uses_the_forking_threads_cache() {
+    let out = run("fork");
+    if CACHED {
+        assert!(out.contains("child=0 parent_reused=true"), "{out}");
+    } else {
+        // Without a cache the child takes some free slot; it still reads
+        // zero from `calloc` and sees the second free.
+        let child = field(&out, "child");
+        assert_eq!(child & !1, 0, "{out}");
+    }
 }

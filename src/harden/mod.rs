@@ -312,15 +312,16 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
             }
             return true;
         }
-        if guarded_large(page) && bsize == 0 {
-            // Nothing of it is open: a freed slot, sealed. Its slot's bit
-            // tells `large::free` it is a second free (the canary, past
-            // the seal, must not be read).
-            return true;
-        }
         if double_free::ON && !double_free::mark_free(p) {
             error::report(ErrorKind::DoubleFree, p as usize, bsize);
             return false;
+        }
+        if guarded_large(page) && bsize == 0 {
+            // Nothing of it is open: a freed slot, sealed (a second free
+            // the bitmaps, when on, reported above). Its slot's bit tells
+            // `large::free` it is a second free; the canary, past the
+            // seal, must not be read.
+            return true;
         }
         if canary::applies(page) && canary::check(page, p).is_none() {
             error::report(ErrorKind::BufferOverflow, p as usize, bsize);
