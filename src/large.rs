@@ -557,7 +557,10 @@ unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, cached: bool, ca
             let empty = free | bit == all && (class.count > 1 || !harden::guard::ON);
             if empty {
                 unlink(class, seg);
-                class.count -= 1;
+                // Saturating: in a fork child a set-aside class (see
+                // `after_fork`) counts none of its old segments, which
+                // still come back here as their blocks are freed.
+                class.count = class.count.saturating_sub(1);
             }
             empty
         };
@@ -796,7 +799,7 @@ unsafe fn take_empty(class: &mut Class) -> *mut Segment {
         while !seg.is_null() {
             if (*seg).slots_free.load(Ordering::Relaxed) == all_slots((*page(seg)).reserved as usize) {
                 unlink(class, seg);
-                class.count -= 1;
+                class.count = class.count.saturating_sub(1);
                 return seg;
             }
             seg = (*seg).free_next;
