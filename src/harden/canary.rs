@@ -84,6 +84,20 @@ pub unsafe fn set_trailer(page: *const Page, slot: *mut u8, bsize: usize) {
     unsafe { *(end as *mut u8).sub(1) = trailer_byte(key(page), end) };
 }
 
+/// Writes the last word of the slot of `bsize` bytes at `slot` as zero
+/// but for its trailer, in one store (the trailer byte never changes).
+///
+/// # Safety
+/// The slot's last word must be the caller's to write, `bsize` a multiple
+/// of 8 of at least 16.
+#[inline(always)]
+pub unsafe fn set_last_word_trailer(page: *const Page, slot: *mut u8, bsize: usize) {
+    let end = slot as usize + bsize;
+    let word = (trailer_byte(key(page), end) as u64) << 56;
+    // SAFETY: per the caller; the word is 8-aligned as blocks are.
+    unsafe { core::ptr::write_volatile((end as *mut u64).sub(1), word) };
+}
+
 /// The block's tail word: the keyed size difference and the trailer.
 #[inline(always)]
 fn tail_word(key: usize, p: *mut u8, bsize: usize, delta: usize) -> u32 {

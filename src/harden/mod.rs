@@ -334,9 +334,13 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
         if guarded_large(page) {
             large::freed(page, p);
         } else if zero::ON {
-            zero::wipe(p, bsize);
             if trailer {
-                canary::set_trailer(page, p, bsize);
+                // Never zero for a moment: the owner of the block above
+                // may be reading it from another thread.
+                zero::wipe(p, bsize - 8);
+                canary::set_last_word_trailer(page, p, bsize);
+            } else {
+                zero::wipe(p, bsize);
             }
         }
         true
