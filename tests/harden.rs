@@ -381,6 +381,27 @@ fn child() {
                 }
                 println!("not caught");
             }
+            "neighbours-freed-by-two-threads" => {
+                // Two threads free alternate blocks of one page at once:
+                // each free reads the trailer of the slot below, which the
+                // other thread is wiping; no underflow may be reported.
+                for _ in 0..40 {
+                    let blocks: Vec<usize> = (0..20_000).map(|_| malloc(40) as usize).collect();
+                    let blocks = std::sync::Arc::new(blocks);
+                    let b2 = blocks.clone();
+                    let odd = std::thread::spawn(move || {
+                        for &p in b2.iter().skip(1).step_by(2) {
+                            // SAFETY: each block freed once, by this thread.
+                            unsafe { free(p as *mut u8) };
+                        }
+                    });
+                    for &p in blocks.iter().step_by(2) {
+                        free(p as *mut u8);
+                    }
+                    odd.join().unwrap();
+                }
+                println!("no report");
+            }
             "underflow-1-seen-when-below-freed" => {
                 let (below, b) = slot_below_and_block();
                 write_below(b, 1);
@@ -892,6 +913,15 @@ mod canary {
         ] {
             assert_detected(case, "heap buffer underflow");
         }
+    }
+
+    /// Neighbours freed at once by two threads: the wipe of one never
+    /// shows the other a changed trailer.
+    #[test]
+    fn neighbours_freed_by_two_threads_report_nothing() {
+        let o = run_case("neighbours-freed-by-two-threads");
+        assert_eq!(o.code, Some(0), "{} / {}", o.stderr, o.stdout);
+        assert!(o.stdout.contains("no report"), "{}", o.stdout);
     }
 
     #[test]
