@@ -390,9 +390,10 @@ fn child() {
                     let blocks = std::sync::Arc::new(blocks);
                     let b2 = blocks.clone();
                     let odd = std::thread::spawn(move || {
+                        // Each block freed once, by this thread (inside
+                        // the dispatcher's unsafe block).
                         for &p in b2.iter().skip(1).step_by(2) {
-                            // SAFETY: each block freed once, by this thread.
-                            unsafe { free(p as *mut u8) };
+                            free(p as *mut u8);
                         }
                     });
                     for &p in blocks.iter().step_by(2) {
