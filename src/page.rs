@@ -405,7 +405,7 @@ unsafe fn collect_thread_free(page: *mut Page) {
         // shuffled (see `collect`): walking it would chase pointers through
         // blocks last touched on another core, one cache miss after another.
         if harden::UNWALKED_REMOTE_LISTS {
-            if (*page).free.is_null() {
+            if (*page).free.is_null() && !harden::shuffle_remote_lists() {
                 (*page).free = head;
                 (*page).free_zero = false;
                 (*page).used -= count;

@@ -488,6 +488,25 @@ fn child() {
                 assert_eq!(seen[0], (fortalloc::ErrorKind::DoubleFree, p as usize));
                 println!("carried on");
             }
+            "reuse-order-remote" => {
+                // Freed by another thread, in allocation order.
+                fortalloc::set_quarantine(0, 0);
+                let first: Vec<usize> = (0..256).map(|_| malloc(48) as usize).collect();
+                let theirs = first.clone();
+                std::thread::spawn(move || {
+                    for p in theirs {
+                        free(p as *mut u8);
+                    }
+                })
+                .join()
+                .unwrap();
+                let freed_at: std::collections::HashMap<usize, usize> =
+                    first.iter().enumerate().map(|(i, &p)| (p, i)).collect();
+                let again: Vec<usize> = (0..256).map(|_| malloc(48) as usize).collect();
+                let reused: Vec<usize> = again.iter().filter_map(|p| freed_at.get(p).copied()).collect();
+                let list: Vec<String> = reused.iter().map(|i| i.to_string()).collect();
+                println!("reused={}", list.join(","));
+            }
             "reuse-order" => {
                 fortalloc::set_quarantine(0, 0);
                 let reused = reuse_after_freeing_256();
@@ -1222,6 +1241,36 @@ fn reuse_order_randomness() {
         assert!(
             f > 0.5,
             "plain reuse is last-freed-first, failing the threshold: {f:.3}"
+        );
+    }
+}
+
+/// Blocks freed by another thread, then allocated again: consecutive
+/// allocations taking blocks freed one after the other (in either
+/// direction) are the plain order; `random-order` must not keep it. The
+/// plain build fails the threshold.
+#[test]
+fn reuse_order_randomness_of_blocks_freed_by_another_thread() {
+    let o = run_case("reuse-order-remote");
+    assert_eq!(o.code, Some(0), "{} / {}", o.stderr, o.stdout);
+    let reused: Vec<usize> = o
+        .stdout
+        .lines()
+        .find_map(|l| l.split_once("reused=").map(|(_, r)| r.trim()))
+        .expect("reused= line")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("index"))
+        .collect();
+    assert!(reused.len() > 128, "only {} came back", reused.len());
+    let ordered = reused.windows(2).filter(|w| w[1].abs_diff(w[0]) == 1).count();
+    let f = ordered as f64 / (reused.len() - 1) as f64;
+    if cfg!(feature = "random-order") {
+        assert!(f < 0.2, "random order: {f:.3} of reuses follow the freeing order");
+    } else {
+        assert!(
+            f > 0.5,
+            "plain reuse follows the freeing order, failing the threshold: {f:.3}"
         );
     }
 }

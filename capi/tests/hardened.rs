@@ -135,6 +135,35 @@ fn overflows() {
     violation("overflow-8-large", "heap buffer overflow");
 }
 
+/// Issue 15's rates through the C library: with the secure library's
+/// quarantine, `a` or `b` just freed is among the next 64 allocations of
+/// its size in at most 2 of 200 trials, and `free(p); q = malloc(n)` gives
+/// `q == p` in under 1% of 1,000; the plain library fails both thresholds.
+#[test]
+fn freed_blocks_come_back_late_under_the_secure_library() {
+    let exe = compile("cc", "violations.c", "violations");
+    let rates = |lib: &Path| -> (u32, u32) {
+        let out = run(&exe, "reuse-rates", lib);
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = stdout.lines().find(|l| l.starts_with("back=")).expect("rates");
+        let mut it = line
+            .split(' ')
+            .map(|kv| kv.split_once('=').expect("k=v").1.parse().expect("n"));
+        (it.next().expect("back"), it.next().expect("same"))
+    };
+    let (back, same) = rates(&secure_library());
+    assert!(
+        back <= 2 && same < 10,
+        "secure: back {back} of 200, same {same} of 1000"
+    );
+    let (back, same) = rates(&plain_library());
+    assert!(
+        back > 2 && same >= 10,
+        "plain fails the thresholds: back {back}, same {same}"
+    );
+}
+
 #[test]
 fn underflows() {
     violation("underflow-1", "heap buffer underflow");

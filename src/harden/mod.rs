@@ -83,6 +83,15 @@ pub const STALE_SEGMENTS: bool = double_free::ON;
 /// round (every popped link is decoded and checked too). Other hardened
 /// builds walk each list and check its length against forged cycles.
 pub const UNWALKED_REMOTE_LISTS: bool = !HARDENED || double_free::ON;
+/// Whether a list of blocks freed by other threads must go to
+/// `local_free`, which is shuffled before reuse, never straight to `free`:
+/// with `random-order`, unless a quarantine is in effect, whose random
+/// departures already made the order in which other threads' frees arrive
+/// a random one.
+#[inline]
+pub fn shuffle_remote_lists() -> bool {
+    order::ON && !(quarantine::ON && quarantine::in_effect())
+}
 /// The size to ask `huge::alloc` for, for a request of `size` bytes: room
 /// for the canary (the guard follows the block there).
 #[inline(always)]

@@ -38,6 +38,12 @@ fn max_blocks() -> usize {
     }
 }
 
+/// Whether freed blocks are held at all (both bounds above zero).
+#[inline]
+pub fn in_effect() -> bool {
+    max_blocks() > 0 && options::quarantine_bytes() > 0
+}
+
 /// A thread's quarantine: the first `len` entries of `held` wait, and
 /// `bytes` is their sum of block sizes.
 #[repr(C)]

@@ -101,6 +101,30 @@ int main(int argc, char **argv) {
         char *p = malloc(20); say(p); for (int i = 0; i < 8; i++) ((volatile char *)p)[20 + i] = 'x'; free(p);
     } else if (!strcmp(c, "overflow-1-large")) {
         char *p = malloc(200000); say(p); ((volatile char *)p)[200000] = 0; free(p);
+    } else if (!strcmp(c, "reuse-rates")) {
+        /* Not a violation: issue 15's two measurements. After free(a);
+         * free(b) of 64 bytes, is either among the next 64 allocations of
+         * 64 bytes (200 trials)? After free(p), is the next malloc p
+         * (1,000 trials, 16 B to 1 KiB)? */
+        static void *next[64];
+        static void *kept[1000];
+        int back = 0, same = 0;
+        for (int t = 0; t < 200; t++) {
+            char *a = malloc(64), *b = malloc(64);
+            free(a); free(b);
+            int hit = 0;
+            for (int i = 0; i < 64; i++) { next[i] = malloc(64); hit |= next[i] == a || next[i] == b; }
+            back += hit;
+            for (int i = 0; i < 64; i++) free(next[i]);
+        }
+        for (int t = 0; t < 1000; t++) {
+            size_t n = 16 + (t % 64) * 16;
+            char *p = malloc(n); free(p);
+            kept[t] = malloc(n);
+            same += kept[t] == p;
+        }
+        for (int t = 0; t < 1000; t++) free(kept[t]);
+        printf("back=%d same=%d\n", back, same);
     } else if (!strcmp(c, "poison-safe-linking")) {
         return poison(1);
     } else if (!strcmp(c, "usable-size-freed")) {
