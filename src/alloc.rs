@@ -503,10 +503,11 @@ unsafe fn quarantine(heap: *mut heap::Heap, p: *mut u8, bsize: usize) {
     // SAFETY: the heap is ours; each block leaving was freed by this
     // thread and has waited since, so its segment is live.
     unsafe {
-        let mut out = (*heap).quarantine.admit(&mut (*heap).rng, p, bsize);
+        let bounds = harden::QuarantineBounds::now();
+        let mut out = (*heap).quarantine.admit(&mut (*heap).rng, p, bsize, bounds);
         while !out.is_null() {
             leave_quarantine(heap, out, false);
-            out = (*heap).quarantine.excess(&mut (*heap).rng);
+            out = (*heap).quarantine.excess(&mut (*heap).rng, bounds);
         }
         quarantine_levels(heap);
     }

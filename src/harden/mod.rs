@@ -25,7 +25,7 @@ use crate::page::Page;
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, decode_next, encode_next};
 pub use order::{batch, build_free_list, shuffle};
-pub use quarantine::Quarantine;
+pub use quarantine::{Bounds as QuarantineBounds, Quarantine};
 
 /// Freed blocks wait in their thread's quarantine (see `quarantine`).
 pub const QUARANTINE: bool = quarantine::ON;

@@ -44,6 +44,23 @@ pub fn in_effect() -> bool {
     max_blocks() > 0 && options::quarantine_bytes() > 0
 }
 
+/// The bounds in effect, read once per free.
+#[derive(Clone, Copy)]
+pub struct Bounds {
+    blocks: usize,
+    bytes: usize,
+}
+
+impl Bounds {
+    #[inline]
+    pub fn now() -> Bounds {
+        Bounds {
+            blocks: max_blocks(),
+            bytes: options::quarantine_bytes(),
+        }
+    }
+}
+
 /// A thread's quarantine: the first `len` entries of `held` wait, and
 /// `bytes` is their sum of block sizes.
 #[repr(C)]
@@ -87,16 +104,15 @@ impl Quarantine {
     /// quarantine is full (possibly `block` itself), or `block` at once if
     /// the quarantine is off or `block` alone is over its byte bound. Call
     /// [`Quarantine::excess`] after it until that returns null.
-    pub fn admit(&mut self, rng: &mut u64, block: *mut u8, size: usize) -> *mut u8 {
-        let max_blocks = max_blocks();
-        if max_blocks == 0 || size > options::quarantine_bytes() {
+    pub fn admit(&mut self, rng: &mut u64, block: *mut u8, size: usize, b: Bounds) -> *mut u8 {
+        if b.blocks == 0 || size > b.bytes {
             return block;
         }
-        if self.len < max_blocks {
+        if self.len < b.blocks {
             self.held[self.len] = Held { block, size };
             self.len += 1;
             self.bytes += size;
-            return self.excess(rng);
+            return self.excess(rng, b);
         }
         // Full: the newcomer takes the place of a random one.
         let i = random::below(rng, self.len + 1);
@@ -112,9 +128,8 @@ impl Quarantine {
     /// A random block that must leave because the quarantine is over a
     /// bound (after an admission, or after the bounds were lowered), or
     /// null when it is within both.
-    pub fn excess(&mut self, rng: &mut u64) -> *mut u8 {
-        let max_blocks = max_blocks();
-        if self.len == 0 || (self.len <= max_blocks && self.bytes <= options::quarantine_bytes()) {
+    pub fn excess(&mut self, rng: &mut u64, b: Bounds) -> *mut u8 {
+        if self.len == 0 || (self.len <= b.blocks && self.bytes <= b.bytes) {
             return core::ptr::null_mut();
         }
         self.remove(random::below(rng, self.len))
@@ -151,14 +166,14 @@ mod tests {
         let mut rng = 99;
         let n = options::quarantine_blocks().min(SLOTS);
         for i in 0..n {
-            assert!(q.admit(&mut rng, block(i), 64).is_null(), "{i}");
+            assert!(q.admit(&mut rng, block(i), 64, Bounds::now()).is_null(), "{i}");
         }
         assert_eq!((q.len(), q.bytes()), (n, n * 64));
         // Past the bound every admission lets one out, drawn from all the
         // n + 1 candidates: over many rounds, early and late blocks alike.
         let mut out = std::collections::HashSet::new();
         for i in n..n + 4 * n {
-            let b = q.admit(&mut rng, block(i), 64);
+            let b = q.admit(&mut rng, block(i), 64, Bounds::now());
             assert!(!b.is_null());
             out.insert(b as usize);
         }
@@ -184,15 +199,15 @@ mod tests {
         let big = max / 4 + 1;
         let mut out = 0;
         for i in 0..8 {
-            let mut b = q.admit(&mut rng, block(i), big);
+            let mut b = q.admit(&mut rng, block(i), big, Bounds::now());
             while !b.is_null() {
                 out += 1;
-                b = q.excess(&mut rng);
+                b = q.excess(&mut rng, Bounds::now());
             }
             assert!(q.bytes() <= max);
         }
         assert_eq!(q.len() + out, 8);
         assert_eq!(q.len(), 3);
-        assert_eq!(q.admit(&mut rng, block(100), max + 1), block(100));
+        assert_eq!(q.admit(&mut rng, block(100), max + 1, Bounds::now()), block(100));
     }
 }
