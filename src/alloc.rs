@@ -346,9 +346,9 @@ pub unsafe fn free(p: *mut u8) {
     let Some(seg) = segment_map::segment_of(p) else {
         return free_unmapped(p);
     };
+    // The caller promises `p` was live.
     // SAFETY: the segment map says a live segment covers `p - 1`, so its
-    // header and page descriptors are readable; the caller promises `p`
-    // was live.
+    // header and page descriptors are readable.
     unsafe {
         let page = segment::page_of(seg, p);
         let off = (p as usize).wrapping_sub((*page).page_start as usize);

@@ -202,9 +202,9 @@ fn malloc_slow(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
 /// `MEDIUM_OBJ_MAX`.
 #[inline(always)]
 unsafe fn take_collected(heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
-    // SAFETY: a page on this heap's queue is ours; the direct table holds
-    // the first page of the bin of every small size (the empty page, never
-    // written, when there is none).
+    // The direct table holds the first page of the bin of every small
+    // size (the empty page, never written, when there is none).
+    // SAFETY: a page on this heap's queue, or that empty page, is ours.
     unsafe {
         let page = if req <= SMALL_SIZE_MAX {
             *(*heap).direct.get_unchecked(wsize_of(req))
