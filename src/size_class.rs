@@ -3,16 +3,15 @@
 //! Sizes up to 8 words get one bin per word count; above that there are
 //! eight bins per power of two up to the largest medium block (64 KiB).
 //! mimalloc uses four, which lets a request just past a power of two waste
-//! up to 20% of its block; eight keep every request above 8 words under
-//! 12.5% (at most 1/9 of the block), which our memory target asks for, at
-//! the cost of more (but emptier) page queues. Large blocks (up to 2 MiB)
-//! go back to four per power of two: each class lives in 4 MiB segments of
-//! slots holding a few blocks each (`large.rs`), so every extra class
-//! costs a mostly empty segment, more than the slack it saves (measured,
-//! when those segments were per thread, on a C workload with 1% of its
-//! blocks between 16 KiB and 1 MiB: docs/PERFORMANCE.md). In the
-//! guard-pages build a large request
-//! is padded by the guard page its block ends with (`harden::padded`).
+//! up to a fifth of its block; eight keep every request above 8 words
+//! under an eighth (at most 1/9 of the block), which our memory target
+//! asks for, at the cost of more (but emptier) page queues. Large blocks
+//! (up to 2 MiB) go back to four per power of two: each class lives in
+//! 4 MiB segments of slots holding a few blocks each (`large.rs`), so every
+//! extra class costs a mostly empty segment, more than the slack it saves
+//! (measured when those segments were per thread: docs/PERFORMANCE.md).
+//! In the guard-pages build a large request is padded by the guard page
+//! its block ends with (`harden::padded`).
 //! Bins above [`MAX_BIN`] do not exist: such requests are huge and get
 //! their own segment.
 
@@ -164,7 +163,7 @@ mod tests {
             let bsize = block_size_of(size);
             let waste = bsize - size;
             if size <= MEDIUM_OBJ_MAX {
-                // Strictly less than 12.5% of the block for every size.
+                // Strictly less than an eighth of the block for every size.
                 assert!(waste * 8 < bsize, "size {size} block {bsize}");
                 assert!(waste * 9 <= bsize + 9 * 7, "size {size} block {bsize}");
             } else {

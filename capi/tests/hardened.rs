@@ -138,7 +138,8 @@ fn overflows() {
 /// Issue 15's rates through the C library: with the secure library's
 /// quarantine, `a` or `b` just freed is among the next 64 allocations of
 /// its size in at most 2 of 200 trials, and `free(p); q = malloc(n)` gives
-/// `q == p` in under 1% of 1,000; the plain library fails both thresholds.
+/// `q == p` in fewer than 10 of 1,000; the plain library fails both
+/// thresholds.
 #[test]
 fn freed_blocks_come_back_late_under_the_secure_library() {
     let exe = compile("cc", "violations.c", "violations");
