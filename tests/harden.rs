@@ -191,6 +191,12 @@ fn slot_below_and_block() -> (*mut u8, *mut u8) {
     ((b - 48) as *mut u8, b as *mut u8)
 }
 
+/// What a reuse case prints for [`reused_in_child`].
+fn print_reused(reused: &[usize]) {
+    let list: Vec<String> = reused.iter().map(|i| i.to_string()).collect();
+    println!("reused={}", list.join(","));
+}
+
 /// Writes `len` bytes of 0x41 just below `b`.
 ///
 /// # Safety
@@ -504,14 +510,12 @@ fn child() {
                     first.iter().enumerate().map(|(i, &p)| (p, i)).collect();
                 let again: Vec<usize> = (0..256).map(|_| malloc(48) as usize).collect();
                 let reused: Vec<usize> = again.iter().filter_map(|p| freed_at.get(p).copied()).collect();
-                let list: Vec<String> = reused.iter().map(|i| i.to_string()).collect();
-                println!("reused={}", list.join(","));
+                print_reused(&reused);
             }
             "reuse-order" => {
                 fortalloc::set_quarantine(0, 0);
                 let reused = reuse_after_freeing_256();
-                let list: Vec<String> = reused.iter().map(|i| i.to_string()).collect();
-                println!("reused={}", list.join(","));
+                print_reused(&reused);
             }
             "link-bit-flips" => {
                 // Flips of links on a free list: blocks go straight there.
@@ -1209,6 +1213,21 @@ fn reuse_after_freeing_256() -> Vec<usize> {
     reused
 }
 
+/// Runs a reuse case in a child and returns the indices (in freeing
+/// order) of the freed blocks that came back, in the order they did.
+fn reused_in_child(case: &str) -> Vec<usize> {
+    let o = run_case(case);
+    assert_eq!(o.code, Some(0), "{} / {}", o.stderr, o.stdout);
+    o.stdout
+        .lines()
+        .find_map(|l| l.split_once("reused=").map(|(_, r)| r.trim()))
+        .expect("reused= line")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().expect("index"))
+        .collect()
+}
+
 /// Blocks freed together and then allocated again: the fraction of
 /// consecutive allocations that take the block freed just before the one
 /// taken previously, i.e. last-freed-first order. The plain build reuses in
@@ -1217,17 +1236,7 @@ fn reuse_after_freeing_256() -> Vec<usize> {
 /// keeps the freed blocks out of the way entirely (see the next test).
 #[test]
 fn reuse_order_randomness() {
-    let o = run_case("reuse-order");
-    assert_eq!(o.code, Some(0), "{} / {}", o.stderr, o.stdout);
-    let reused: Vec<usize> = o
-        .stdout
-        .lines()
-        .find_map(|l| l.split_once("reused=").map(|(_, r)| r.trim()))
-        .expect("reused= line")
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().expect("index"))
-        .collect();
+    let reused = reused_in_child("reuse-order");
     assert!(
         reused.len() > 128,
         "only {} of the freed blocks came back",
@@ -1251,17 +1260,7 @@ fn reuse_order_randomness() {
 /// plain build fails the threshold.
 #[test]
 fn reuse_order_randomness_of_blocks_freed_by_another_thread() {
-    let o = run_case("reuse-order-remote");
-    assert_eq!(o.code, Some(0), "{} / {}", o.stderr, o.stdout);
-    let reused: Vec<usize> = o
-        .stdout
-        .lines()
-        .find_map(|l| l.split_once("reused=").map(|(_, r)| r.trim()))
-        .expect("reused= line")
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().expect("index"))
-        .collect();
+    let reused = reused_in_child("reuse-order-remote");
     assert!(reused.len() > 128, "only {} came back", reused.len());
     let ordered = reused.windows(2).filter(|w| w[1].abs_diff(w[0]) == 1).count();
     let f = ordered as f64 / (reused.len() - 1) as f64;
