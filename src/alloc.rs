@@ -359,7 +359,13 @@ pub unsafe fn free(p: *mut u8) {
             return;
         }
         let heap = thread::heap();
-        if !harden::QUARANTINE && (*seg).owner.load(Ordering::Relaxed) == heap as usize {
+        if harden::QUARANTINE {
+            let bounds = harden::QuarantineBounds::now();
+            if bounds.holding() && (*seg).kind != Kind::Huge && heap != heap::EMPTY_HEAP_PTR {
+                return quarantine(heap, page, p, bounds);
+            }
+        }
+        if (*seg).owner.load(Ordering::Relaxed) == heap as usize {
             stats::bump(&(*heap).counters.frees);
             return heap::free_local(heap, page, p as *mut Block);
         }
@@ -464,7 +470,7 @@ fn os_page_slack(align: usize) -> usize {
 }
 
 /// Frees a block this thread does not own (huge, large, or another
-/// thread's), and with the quarantine every block.
+/// thread's).
 ///
 /// # Safety
 /// `block` must be a checked, live block of `page` in `seg`.
@@ -474,17 +480,11 @@ unsafe fn free_other(seg: *mut Segment, page: *mut Page, block: *mut Block) {
     // is this thread's own.
     unsafe {
         let heap = thread::heap();
-        let kind = (*seg).kind;
-        // Large and huge blocks belong to no thread.
-        let remote = (kind == Kind::Small || kind == Kind::Medium)
-            && (*seg).owner.load(Ordering::Relaxed) != heap as usize;
+        let remote = is_remote(heap, seg);
         if heap != heap::EMPTY_HEAP_PTR {
             stats::bump(&(*heap).counters.frees);
             if remote {
                 stats::bump(&(*heap).counters.remote_frees);
-            }
-            if harden::QUARANTINE && kind != Kind::Huge {
-                return quarantine(heap, block as *mut u8, (*page).block_size);
             }
         } else {
             stats::heapless_free(remote);
@@ -493,23 +493,64 @@ unsafe fn free_other(seg: *mut Segment, page: *mut Page, block: *mut Block) {
     }
 }
 
-/// Puts a freed block in this thread's quarantine, and frees for real
-/// the blocks that leave it for it.
+/// Whether freeing a block of `seg` is a cross-thread free for `heap`'s
+/// thread (large and huge blocks belong to no thread).
 ///
 /// # Safety
-/// `heap` must be this thread's initialised heap and `p` a freed (checked,
-/// wiped) block of `bsize` bytes, not huge.
-unsafe fn quarantine(heap: *mut heap::Heap, p: *mut u8, bsize: usize) {
-    // SAFETY: the heap is ours; each block leaving was freed by this
-    // thread and has waited since, so its segment is live.
+/// `seg` must be a live segment.
+#[inline(always)]
+unsafe fn is_remote(heap: *mut heap::Heap, seg: *mut Segment) -> bool {
+    // SAFETY: per the caller.
     unsafe {
-        let bounds = harden::QuarantineBounds::now();
-        let mut out = (*heap).quarantine.admit(&mut (*heap).rng, p, bsize, bounds);
-        while !out.is_null() {
-            leave_quarantine(heap, out, false);
-            out = (*heap).quarantine.excess(&mut (*heap).rng, bounds);
+        let kind = (*seg).kind;
+        (kind == Kind::Small || kind == Kind::Medium) && (*seg).owner.load(Ordering::Relaxed) != heap as usize
+    }
+}
+
+/// Puts a freed block in this thread's quarantine (after letting others
+/// out if it is full).
+///
+/// # Safety
+/// `heap` must be this thread's initialised heap and `p` a checked, live
+/// block of `page`, not huge.
+#[inline(always)]
+unsafe fn quarantine(heap: *mut heap::Heap, page: *mut Page, p: *mut u8, bounds: harden::QuarantineBounds) {
+    // SAFETY: the heap is ours, and `p` a block of `page`.
+    unsafe {
+        stats::bump(&(*heap).counters.frees);
+        let size = (*page).block_size;
+        if !bounds.can_hold(size) {
+            return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
+        }
+        if (*heap).quarantine.needs_room(size, bounds) {
+            make_room(heap, size, bounds);
+        }
+        if !(*heap).quarantine.enter(p, page, size, bounds) {
+            return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
         }
         quarantine_levels(heap);
+    }
+}
+
+/// Lets random blocks out of this thread's full quarantine until there is
+/// room for one of `size` bytes, and some to spare (see
+/// `harden::Quarantine::make_room`).
+///
+/// # Safety
+/// `heap` must be this thread's initialised heap.
+#[inline(never)]
+unsafe fn make_room(heap: *mut heap::Heap, size: usize, bounds: harden::QuarantineBounds) {
+    // SAFETY: each block leaving was freed by this thread and has waited
+    // since, so its page is still in use.
+    unsafe {
+        let room = bounds.room_for(size);
+        loop {
+            let out = (*heap).quarantine.make_room(&mut (*heap).rng, room);
+            if !out.is_some() {
+                break;
+            }
+            leave_quarantine(heap, out, false);
+        }
     }
 }
 
@@ -525,48 +566,58 @@ pub(crate) unsafe fn empty_quarantine(heap: *mut heap::Heap) {
     // SAFETY: per the caller; see `quarantine`.
     unsafe {
         loop {
-            let p = (*heap).quarantine.drain_one();
-            if p.is_null() {
+            let held = (*heap).quarantine.drain_one();
+            if !held.is_some() {
                 break;
             }
-            leave_quarantine(heap, p, true);
+            leave_quarantine(heap, held, true);
         }
         quarantine_levels(heap);
     }
 }
 
-/// Publishes the quarantine's levels in the heap's counters.
+/// Publishes the quarantine's levels in the heap's counters, which other
+/// threads read.
 ///
 /// # Safety
 /// `heap` must be this thread's initialised heap.
+#[inline(always)]
 unsafe fn quarantine_levels(heap: *mut heap::Heap) {
     // SAFETY: per the caller: only this thread writes its counters.
     unsafe {
-        let c = &(*heap).counters;
-        c.quarantined
-            .store((*heap).quarantine.len() as u64, Ordering::Relaxed);
-        c.quarantined_bytes
-            .store((*heap).quarantine.bytes() as u64, Ordering::Relaxed);
+        let (q, c) = (&(*heap).quarantine, &(*heap).counters);
+        c.quarantined.store(q.len() as u64, Ordering::Relaxed);
+        c.quarantined_bytes.store(q.bytes() as u64, Ordering::Relaxed);
     }
 }
 
 /// Frees a block that waited in `heap`'s quarantine, if it is still as
 /// it was left (all of it checked with `whole`, see
-/// `harden::leaving_quarantine`).
+/// `harden::leaving_quarantine`). A block of another thread's page counts
+/// as a cross-thread free now, when it reaches that thread.
 ///
 /// # Safety
-/// `heap` must be this thread's initialised heap and `p` a block that
+/// `heap` must be this thread's initialised heap and `held` a block that
 /// waited in its quarantine.
-pub(crate) unsafe fn leave_quarantine(heap: *mut heap::Heap, p: *mut u8, whole: bool) {
+#[inline(always)]
+unsafe fn leave_quarantine(heap: *mut heap::Heap, held: harden::QuarantineHeld, whole: bool) {
     // SAFETY: the block is still taken in its page, so its segment lives.
     unsafe {
         stats::bump(&(*heap).counters.evictions);
-        let seg = segment::of_block(p);
-        let page = segment::page_of(seg, p);
-        if !harden::leaving_quarantine(page, p, whole) {
+        if !harden::leaving_quarantine(held, whole) {
             return;
         }
-        release(heap, seg, page, p as *mut Block);
+        let (seg, block) = (segment::of_block(held.block), held.block as *mut Block);
+        match (*seg).kind {
+            Kind::Large => large::free(heap, seg, held.block),
+            _ if (*seg).owner.load(Ordering::Relaxed) == heap as usize => {
+                heap::free_local(heap, held.page, block)
+            }
+            _ => {
+                stats::bump(&(*heap).counters.remote_frees);
+                page::free_remote(held.page, block)
+            }
+        }
     }
 }
 

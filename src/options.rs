@@ -57,8 +57,10 @@ pub fn set_purge_delay_ms(ms: u64) {
 /// Default bound on the bytes a thread's quarantine holds (see
 /// `harden::quarantine`).
 pub const DEFAULT_QUARANTINE_BYTES: usize = 512 * 1024;
-/// Default bound on the blocks it holds (the most it can).
-pub const DEFAULT_QUARANTINE_BLOCKS: usize = 1024;
+/// The most blocks a thread's quarantine can hold (its array's length),
+/// and the default.
+pub const MAX_QUARANTINE_BLOCKS: usize = 1024;
+pub const DEFAULT_QUARANTINE_BLOCKS: usize = MAX_QUARANTINE_BLOCKS;
 
 static QUARANTINE_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_QUARANTINE_BYTES);
 static QUARANTINE_BLOCKS: AtomicUsize = AtomicUsize::new(DEFAULT_QUARANTINE_BLOCKS);
@@ -81,7 +83,7 @@ pub fn quarantine_blocks() -> usize {
 /// leave at their thread's next free. The block bound is capped at 1024.
 pub fn set_quarantine(bytes: usize, blocks: usize) {
     QUARANTINE_BYTES.store(bytes, Ordering::Relaxed);
-    QUARANTINE_BLOCKS.store(blocks, Ordering::Relaxed);
+    QUARANTINE_BLOCKS.store(blocks.min(MAX_QUARANTINE_BLOCKS), Ordering::Relaxed);
 }
 
 /// Whether `FORTALLOC_VERBOSE` asked for messages.
@@ -192,7 +194,7 @@ fn apply(name: &[u8], value: &[u8]) {
             None => warn(b"ignoring FORTALLOC_QUARANTINE: not a number of bytes: ", value),
         },
         b"QUARANTINE_BLOCKS" => match parse_u64(value) {
-            Some(n) => QUARANTINE_BLOCKS.store(n as usize, Ordering::Relaxed),
+            Some(n) => QUARANTINE_BLOCKS.store((n as usize).min(MAX_QUARANTINE_BLOCKS), Ordering::Relaxed),
             None => warn(b"ignoring FORTALLOC_QUARANTINE_BLOCKS: not a number: ", value),
         },
         b"PURGE_DELAY" => match parse_u64(value) {

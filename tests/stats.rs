@@ -116,4 +116,51 @@ fn counters_follow_the_program() {
     let purged = fortalloc::stats();
     assert!(purged.purges > without.purges, "{without:?} -> {purged:?}");
     assert!(purged.purged_bytes >= without.purged_bytes + (6 << 20));
+
+    quarantine_levels_and_evictions();
+}
+
+/// Frees wait in this thread's quarantine (builds with the feature): the
+/// levels count them, the evictions count those let out, and `collect`
+/// empties it. Without the feature all three stay 0.
+fn quarantine_levels_and_evictions() {
+    let alloc_n = |n: usize| -> Vec<usize> { (0..n).map(|_| fortalloc::malloc(32) as usize).collect() };
+    let free_all = |blocks: Vec<usize>| {
+        for p in blocks {
+            // SAFETY: each block is live and freed once.
+            unsafe { fortalloc::free(p as *mut u8) };
+        }
+    };
+    fortalloc::collect(false);
+    let empty = fortalloc::stats();
+    free_all(alloc_n(100));
+    let held = fortalloc::stats();
+    free_all(alloc_n(3_000));
+    let full = fortalloc::stats();
+    fortalloc::collect(false);
+    let emptied = fortalloc::stats();
+    if !cfg!(feature = "quarantine") {
+        for s in [held, full, emptied] {
+            assert_eq!(
+                (s.quarantined_blocks, s.quarantined_bytes, s.quarantine_evictions),
+                (0, 0, 0)
+            );
+        }
+        return;
+    }
+    // Other threads' quarantines (the test harness's) may hold some too.
+    assert!(
+        held.quarantined_blocks >= empty.quarantined_blocks + 100
+            && held.quarantined_bytes >= empty.quarantined_bytes + 100 * 32,
+        "{empty:?} -> {held:?}"
+    );
+    assert!(
+        full.quarantine_evictions >= held.quarantine_evictions + 3_100 - 1024,
+        "{held:?} -> {full:?}"
+    );
+    assert!(
+        emptied.quarantined_blocks + 100 <= full.quarantined_blocks
+            && emptied.quarantine_evictions >= full.quarantine_evictions + 100,
+        "{full:?} -> {emptied:?}"
+    );
 }

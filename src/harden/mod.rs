@@ -25,7 +25,7 @@ use crate::page::Page;
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, decode_next, encode_next};
 pub use order::{batch, build_free_list, shuffle};
-pub use quarantine::{Bounds as QuarantineBounds, Quarantine};
+pub use quarantine::{Bounds as QuarantineBounds, Held as QuarantineHeld, Quarantine};
 
 /// Freed blocks wait in their thread's quarantine (see `quarantine`).
 pub const QUARANTINE: bool = quarantine::ON;
@@ -426,7 +426,7 @@ unsafe fn check_own_trailer(page: *const Page, p: *mut u8, bsize: usize) {
 }
 
 /// Checks a block leaving the quarantine: with `zero-on-free` it was wiped
-/// on the way in and must still be zero. When a later free pushes it out,
+/// on the way in and must still be zero. When a full quarantine lets it out,
 /// only its first word is read, which the free-list link is about to cover:
 /// the rest is checked, as for every freed block, when it is handed out
 /// again (reading it all here too doubled the zero check; see
@@ -436,24 +436,21 @@ unsafe fn check_own_trailer(page: *const Page, p: *mut u8, bsize: usize) {
 /// must not be freed: it is left out of every free list.
 ///
 /// # Safety
-/// `p` must be a block of the in-use `page` that waited in a quarantine.
-#[inline]
-pub unsafe fn leaving_quarantine(page: *const Page, p: *mut u8, whole: bool) -> bool {
-    if !zero::ON {
+/// `held` must be a block that waited in a quarantine (so its page is in
+/// use and it is not huge).
+#[inline(always)]
+pub unsafe fn leaving_quarantine(held: QuarantineHeld, whole: bool) -> bool {
+    // A guarded large block is sealed while free: nothing to read (and
+    // nothing a write could have reached).
+    if !zero::ON || (guard::ON && held.size() > crate::constants::MEDIUM_OBJ_MAX) {
         return true;
     }
+    let (page, p, bsize) = (held.page, held.block, held.size());
     // SAFETY: per the caller; a free block is ours to read, and every
     // block is at least a word.
     unsafe {
-        if guarded_large(page) {
-            return true;
-        }
-        let bsize = (*page).block_size;
-        let clean = if whole {
-            (p as *const usize).read() == 0 && zero::still_zero(page, p, bsize, trailers(page))
-        } else {
-            (p as *const usize).read() == 0
-        };
+        let clean =
+            (p as *const usize).read() == 0 && (!whole || zero::still_zero(page, p, bsize, trailers(page)));
         if !clean {
             error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
         }
