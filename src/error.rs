@@ -102,6 +102,17 @@ pub fn fatal(what: &str, addr: usize, detail: &str, block_size: usize) -> ! {
     os::abort()
 }
 
+/// Prints `fortalloc: <message>` and aborts: for conditions that are not
+/// about a pointer (the process cannot go on safely at all).
+#[cold]
+#[inline(never)]
+pub fn fatal_message(message: &str) -> ! {
+    let mut line = Line::new();
+    line.str("fortalloc: ").str(message).str("\n");
+    os::write_stderr(line.as_bytes());
+    os::abort()
+}
+
 /// What a hardened-build check found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

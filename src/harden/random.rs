@@ -6,6 +6,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::error;
 use crate::os;
 
 const INCREMENT: u64 = 0xa076_1d64_78bd_642f;
@@ -30,9 +31,17 @@ pub fn below(state: &mut u64, n: usize) -> usize {
     ((next(state) as u128 * n as u128) >> 64) as usize
 }
 
-/// A fresh seed from the kernel.
+/// A fresh seed from the kernel. Without one the hardened build stops with
+/// a message rather than run with secrets an attacker could guess (why:
+/// SECURITY.md, "Randomness").
 pub fn seed() -> u64 {
-    os::random_u64()
+    match os::random_u64() {
+        Some(v) => v,
+        None => error::fatal_message(
+            "no randomness from the kernel (getrandom(2) and /dev/urandom both failed): \
+             the hardened build does not run with guessable secrets",
+        ),
+    }
 }
 
 /// Process-wide generator for callers without a heap at hand (page keys).
