@@ -6,11 +6,12 @@ use core::ptr;
 use core::sync::atomic::Ordering;
 
 use crate::constants::{LARGE_OBJ_MAX, MAX_ALLOC, MIN_ALIGN, SIZE_ALIGN_MAX, SMALL_SIZE_MAX};
+use crate::error::{self, Entry, NotABlock};
 use crate::heap::{self, malloc_generic};
 use crate::page::{self, Block, Page};
 use crate::segment::{self, Kind, Segment};
 use crate::size_class::{block_size_of, natural_size_for_align, wsize_of};
-use crate::{arena, error, harden, huge, large, segment_map, stats, thread};
+use crate::{arena, harden, huge, large, segment_map, stats, thread};
 
 /// Allocates `size` bytes aligned to at least a word. Null on failure.
 #[inline]
@@ -140,6 +141,30 @@ pub fn zalloc_aligned(size: usize, align: usize) -> *mut u8 {
     aligned(size, align, true)
 }
 
+/// The block size a request of `size` bytes aligned to `align` (a power
+/// of two) asks the size classes for, padding included; None when it
+/// needs a huge block. One function for allocating and for checking a
+/// sized free, which must agree. Small requests are rounded up to the
+/// alignment (see `aligned`); larger ones need nothing more up to
+/// [`SIZE_ALIGN_MAX`], since every block size past the small ones is a
+/// multiple of it (a `size_class` test checks it) and blocks are aligned
+/// as their size allows.
+#[inline(always)]
+fn request_size(size: usize, align: usize) -> Option<usize> {
+    let padded = harden::padded(size);
+    if align <= SIZE_ALIGN_MAX {
+        if size <= SMALL_SIZE_MAX {
+            // A mask, not `next_multiple_of`: the compiler cannot see
+            // `align` is a power of two and would divide. A zero-size
+            // request rounds to 0, whose bin is the two-word one (see
+            // `bin_of_wsize`).
+            return Some((padded + align - 1) & !(align - 1));
+        }
+        return (padded <= LARGE_OBJ_MAX).then_some(padded);
+    }
+    natural_size_for_align(padded, align).filter(|&r| r <= LARGE_OBJ_MAX)
+}
+
 /// Alignments up to [`SIZE_ALIGN_MAX`] are met by rounding the block size
 /// up to a multiple of the alignment (see `size_class`), which keeps
 /// malloc's fast path; `GlobalAlloc` comes here for every `Layout` with an
@@ -162,27 +187,16 @@ pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     if align > SIZE_ALIGN_MAX {
         return aligned_slow(size, align, zero);
     }
-    let padded = harden::padded(size);
-    let p = if size <= SMALL_SIZE_MAX {
-        // A mask, not `next_multiple_of`: the compiler cannot see `align`
-        // is a power of two and would divide. A zero-size request rounds
-        // to 0, whose bin is the two-word one (see `bin_of_wsize`).
-        let req = (padded + align - 1) & !(align - 1);
-        if SMALL_STAYS_SMALL {
+    // Past the small sizes any block will do, without `aligned_slow`'s
+    // class lookup (every C malloc over 1 KiB).
+    let p = match request_size(size, align) {
+        Some(req) if size <= SMALL_SIZE_MAX && SMALL_STAYS_SMALL => {
             // SAFETY: without padding, `req <= SMALL_SIZE_MAX` (see the
             // constant); the compiler could not see it through the mask.
             unsafe { malloc_small(req, size) }
-        } else {
-            malloc_block(req, size)
         }
-    } else if padded <= LARGE_OBJ_MAX {
-        // Every block size past the small ones is a multiple of
-        // SIZE_ALIGN_MAX (a `size_class` test checks it), and blocks are
-        // aligned as their size allows: any block will do, without
-        // `aligned_slow`'s class lookup (every C malloc over 1 KiB).
-        malloc_block(padded, size)
-    } else {
-        return aligned_slow(size, align, zero);
+        Some(req) => malloc_block(req, size),
+        None => return aligned_slow(size, align, zero),
     };
     if zero && !p.is_null() {
         // SAFETY: `p` is a fresh block of at least `size` bytes.
@@ -207,8 +221,9 @@ pub fn malloc_aligned_fast(size: usize, align: usize) -> *mut u8 {
     {
         return ptr::null_mut();
     }
-    let align = align.max(MIN_ALIGN);
-    let req = (harden::padded(size) + align - 1) & !(align - 1);
+    let Some(req) = request_size(size, align.max(MIN_ALIGN)) else {
+        return ptr::null_mut();
+    };
     let heap = thread::heap();
     // SAFETY: `req <= SMALL_SIZE_MAX` per `SMALL_STAYS_SMALL`, so the
     // index is in bounds; the heap is this thread's or the empty one.
@@ -249,8 +264,8 @@ fn aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
     if !align.is_power_of_two() || size > MAX_ALLOC || align > MAX_ALLOC {
         return ptr::null_mut();
     }
-    let p = match natural_size_for_align(harden::padded(size), align) {
-        Some(req) if req <= LARGE_OBJ_MAX => {
+    let p = match request_size(size, align) {
+        Some(req) => {
             let p = malloc_block(req, size);
             if zero && !p.is_null() {
                 // SAFETY: `p` is a fresh block of at least `size` bytes.
@@ -272,9 +287,9 @@ fn aligned_slow(size: usize, align: usize, zero: bool) -> *mut u8 {
 /// `p` must be non-null. If fortalloc owns its segment, the segment must not
 /// be concurrently unmapped (true for any pointer that was live).
 #[inline(always)]
-unsafe fn checked_page(p: *mut u8, what: &str) -> Option<(*mut Segment, *mut Page)> {
+unsafe fn checked_page(p: *mut u8, entry: Entry) -> Option<(*mut Segment, *mut Page)> {
     let Some(seg) = segment_map::segment_of(p) else {
-        error::fatal(what, p as usize, "not allocated by fortalloc", 0);
+        error::not_a_block(entry, NotABlock::Foreign, p as usize, 0);
     };
     // SAFETY: the segment map says a live segment covers `p - 1`, so its
     // header and page descriptors are readable.
@@ -282,7 +297,7 @@ unsafe fn checked_page(p: *mut u8, what: &str) -> Option<(*mut Segment, *mut Pag
         let page = segment::page_of(seg, p);
         let off = (p as usize).wrapping_sub((*page).page_start as usize);
         if !page::is_block_start(page, off) {
-            bad_pointer(page, off, p, what);
+            bad_pointer(page, off, p, entry);
             return None;
         }
         Some((seg, page))
@@ -297,7 +312,7 @@ unsafe fn checked_page(p: *mut u8, what: &str) -> Option<(*mut Segment, *mut Pag
 /// the offset of `p` from that page's start.
 #[cold]
 #[inline(never)]
-unsafe fn bad_pointer(page: *mut Page, off: usize, p: *mut u8, what: &str) {
+unsafe fn bad_pointer(page: *mut Page, off: usize, p: *mut u8, entry: Entry) {
     // SAFETY: `page` is a readable descriptor per `checked_page`.
     let (bsize, cap) = unsafe {
         let bsize = (*page).block_size;
@@ -312,22 +327,18 @@ unsafe fn bad_pointer(page: *mut Page, off: usize, p: *mut u8, what: &str) {
         // first byte.
         let old = old.or_else(|| (unsafe { harden::was_freed(p) }).then_some(bsize));
         if let Some(old) = old {
-            let kind = if what == "invalid free" {
-                error::ErrorKind::DoubleFree
-            } else {
-                error::ErrorKind::InvalidPointer
-            };
-            error::report(kind, p as usize, old);
+            error::report(entry.of_freed_block(), p as usize, old);
             return;
         }
     }
-    if bsize == 0 {
-        error::fatal(what, p as usize, "no live block there", 0)
+    let why = if bsize == 0 {
+        NotABlock::NoLiveBlock
     } else if off < cap {
-        error::fatal(what, p as usize, "interior pointer into", bsize)
+        NotABlock::Interior
     } else {
-        error::fatal(what, p as usize, "never-allocated slot of", bsize)
-    }
+        NotABlock::NeverAllocated
+    };
+    error::not_a_block(entry, why, p as usize, bsize)
 }
 
 /// Frees a block. Null is a no-op; anything that is not the start of a
@@ -384,7 +395,7 @@ fn free_unmapped(p: *mut u8) {
     if harden::zero_size::ON && harden::zero_size::owns(p) {
         return free_zero_size(p);
     }
-    error::fatal("invalid free", p as usize, "not allocated by fortalloc", 0);
+    error::not_a_block(Entry::Free, NotABlock::Foreign, p as usize, 0);
 }
 
 /// [`free`] of a pointer into a segment that starts no handed-out block.
@@ -395,7 +406,7 @@ fn free_unmapped(p: *mut u8) {
 #[inline(never)]
 unsafe fn free_bad(page: *mut Page, off: usize, p: *mut u8) {
     // SAFETY: forwarded from the caller.
-    unsafe { bad_pointer(page, off, p, "invalid free") }
+    unsafe { bad_pointer(page, off, p, Entry::Free) }
 }
 
 #[cold]
@@ -423,7 +434,7 @@ pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
     if harden::HARDENED && !p.is_null() {
         // SAFETY: `p` is non-null and, per the caller, was live.
         unsafe {
-            let Some((_, page)) = checked_page(p, "invalid free") else {
+            let Some((_, page)) = checked_page(p, Entry::Free) else {
                 return;
             };
             if !size_matches(page, p, size, align) {
@@ -453,14 +464,7 @@ unsafe fn size_matches(page: *mut Page, p: *mut u8, size: usize, align: usize) -
         if let Some(requested) = harden::requested_size(page, p) {
             return requested == size;
         }
-        let req = if align <= MIN_ALIGN {
-            Some(harden::padded(size))
-        } else if align <= SIZE_ALIGN_MAX && size <= SMALL_SIZE_MAX {
-            Some((harden::padded(size) + align - 1) & !(align - 1))
-        } else {
-            natural_size_for_align(harden::padded(size), align)
-        };
-        req.is_some_and(|r| r <= LARGE_OBJ_MAX && block_size_of(r) == bsize)
+        request_size(size, align).is_some_and(|r| block_size_of(r) == bsize)
     }
 }
 
@@ -649,7 +653,7 @@ pub unsafe fn usable_size(p: *const u8) -> usize {
     }
     // SAFETY: non-null, live per the caller.
     unsafe {
-        let Some((_, page)) = checked_page(p as *mut u8, "invalid pointer to usable_size") else {
+        let Some((_, page)) = checked_page(p as *mut u8, Entry::UsableSize) else {
             return 0;
         };
         harden::usable(page, p as *mut u8).unwrap_or(0)
@@ -685,7 +689,7 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
     }
     // SAFETY: `p` is live per the caller.
     unsafe {
-        let Some((_, page)) = checked_page(p, "invalid pointer to realloc") else {
+        let Some((_, page)) = checked_page(p, Entry::Realloc) else {
             return ptr::null_mut();
         };
         let Some(usable) = harden::usable(page, p) else {
@@ -738,17 +742,9 @@ fn malloc_with_room(size: usize, room: usize, align: usize) -> *mut u8 {
     if !align.is_power_of_two() || room > MAX_ALLOC {
         return ptr::null_mut();
     }
-    let padded = harden::padded(room);
-    let req = if align <= MIN_ALIGN {
-        Some(padded)
-    } else if align <= SIZE_ALIGN_MAX && room <= SMALL_SIZE_MAX {
-        Some((padded.max(1) + align - 1) & !(align - 1))
-    } else {
-        natural_size_for_align(padded, align)
-    };
-    match req {
-        Some(req) if req <= LARGE_OBJ_MAX => malloc_block(req, size),
-        _ => aligned(size, align, false),
+    match request_size(room, align) {
+        Some(req) => malloc_block(req, size),
+        None => aligned(size, align, false),
     }
 }
 

@@ -87,17 +87,93 @@ impl Line {
     }
 }
 
-/// Prints `fortalloc: <what> at <addr> (<detail>)` and aborts.
+/// The entry point that was handed a pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Free,
+    Realloc,
+    UsableSize,
+}
+
+impl Entry {
+    /// How a pointer that is no live block is named in the message.
+    fn invalid(self) -> &'static str {
+        match self {
+            Entry::Free => "invalid free",
+            Entry::Realloc => "invalid pointer to realloc",
+            Entry::UsableSize => "invalid pointer to usable_size",
+        }
+    }
+
+    /// What handing this entry point a block that was freed is.
+    pub fn of_freed_block(self) -> ErrorKind {
+        match self {
+            Entry::Free => ErrorKind::DoubleFree,
+            Entry::Realloc | Entry::UsableSize => ErrorKind::InvalidPointer,
+        }
+    }
+}
+
+/// Why a pointer is no live block's start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotABlock {
+    /// Outside every segment: never fortalloc's.
+    Foreign,
+    /// In a segment, on no page in use.
+    NoLiveBlock,
+    /// Inside a block, past its start.
+    Interior,
+    /// Where a block of the page could be but never was handed out.
+    NeverAllocated,
+}
+
+impl NotABlock {
+    fn detail(self) -> &'static str {
+        match self {
+            NotABlock::Foreign => "not allocated by fortalloc",
+            NotABlock::NoLiveBlock => "no live block there",
+            NotABlock::Interior => "interior pointer into",
+            NotABlock::NeverAllocated => "never-allocated slot of",
+        }
+    }
+}
+
+/// Prints `fortalloc: <entry's words> at <addr> (<why>[ a <n>-byte
+/// block])` and aborts: every build stops at a pointer that is no block
+/// of fortalloc's, since freeing or reading through it would corrupt
+/// memory it does not own.
 #[cold]
 #[inline(never)]
-pub fn fatal(what: &str, addr: usize, detail: &str, block_size: usize) -> ! {
+pub fn not_a_block(entry: Entry, why: NotABlock, addr: usize, block_size: usize) -> ! {
     let mut line = Line::new();
-    line.str("fortalloc: ").str(what).str(" at ").hex(addr).str(" (");
+    line.str("fortalloc: ")
+        .str(entry.invalid())
+        .str(" at ")
+        .hex(addr)
+        .str(" (")
+        .str(why.detail());
     if block_size != 0 {
-        line.str(detail).str(" a ").dec(block_size).str("-byte block)\n");
-    } else {
-        line.str(detail).str(")\n");
+        line.str(" a ").dec(block_size).str("-byte block");
     }
+    line.str(")\n");
+    os::write_stderr(line.as_bytes());
+    os::abort()
+}
+
+/// Prints `fortalloc: the kernel would not <what> <n> bytes at <addr>`
+/// and aborts: a change of protection the allocator's safety depends on
+/// failed (the process is out of kernel mappings or memory).
+#[cold]
+#[inline(never)]
+pub fn kernel_refused(what: &str, addr: usize, bytes: usize) -> ! {
+    let mut line = Line::new();
+    line.str("fortalloc: the kernel would not ")
+        .str(what)
+        .str(" ")
+        .dec(bytes)
+        .str(" bytes at ")
+        .hex(addr)
+        .str("\n");
     os::write_stderr(line.as_bytes());
     os::abort()
 }

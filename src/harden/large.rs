@@ -207,12 +207,7 @@ unsafe fn unseal(p: *mut u8, st: State, want: usize) {
         }
     };
     if !done {
-        crate::error::fatal(
-            "malloc",
-            p as usize,
-            "the kernel would not reopen part of",
-            want - end,
-        );
+        crate::error::kernel_refused("reopen", p as usize + end, want - end);
     }
 }
 
