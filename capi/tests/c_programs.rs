@@ -123,7 +123,7 @@ fn stats_value(stderr: &str, row: &str) -> u64 {
 
 /// fortalloc.h in a strict C11 program that warnings fail, linked against
 /// the library: each declared function called once, and the statistics it
-/// prints count the program's blocks.
+/// prints name the process and count the program's blocks.
 #[test]
 fn the_header_compiles_strictly_and_its_functions_work() {
     let include = format!("-I{}", include_dir().display());
@@ -134,9 +134,22 @@ fn the_header_compiles_strictly_and_its_functions_work() {
         true,
         &["-std=c11", "-Wall", "-Wextra", "-Werror", &include],
     );
-    let out = run(&mut Command::new(&exe), false);
+    let child = Command::new(&exe)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
     assert_ok(&out, "header ok");
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let heading = format!("fortalloc: statistics of process {pid} (");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&heading) && l.ends_with("header)")),
+        "a heading with the pid and the program's name: {stderr}"
+    );
     assert!(stats_value(&stderr, "allocations") >= 100, "{stderr}");
     assert!(stats_value(&stderr, "live blocks") >= 100, "{stderr}");
 }
