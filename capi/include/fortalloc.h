@@ -17,7 +17,7 @@
  * that this library handed out (or NULL): a pointer it does not own, or
  * one into the middle of a block, is reported on stderr and the process
  * aborts. The hardened build (`--features secure`) also aborts on a double
- * free and on a size or alignment that does not match the block.
+ * free and on a size or alignment the block was not allocated with.
  *
  * Use with either linking (-lfortalloc) or LD_PRELOAD: a program that must
  * also run without fortalloc can declare these weak and test for NULL.
