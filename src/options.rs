@@ -5,7 +5,8 @@
 //! | variable | meaning |
 //! |---|---|
 //! | `FORTALLOC_VERBOSE=1` | print what fortalloc does at start and exit (options in effect) |
-//! | `FORTALLOC_SHOW_STATS=1` | print the statistics table to stderr at exit (the C library) |
+//! | `FORTALLOC_SHOW_STATS=1` | print the statistics table to stderr at exit (the C library), in every process that loads it |
+//! | `FORTALLOC_SHOW_STATS=pid:<n>` | print it only in the process with id `n`, not in the programs it runs or forks (the launcher's `--stats` names the program it `exec`s, which keeps the launcher's pid; `--stats-all` sets `1`) |
 //! | `FORTALLOC_PURGE_DELAY=<ms>` | delay before empty pages and freed large blocks go back to the OS (ten times it for whole free segments); 0 = at once |
 //! | `FORTALLOC_HUGE_PAGES=1` | advise transparent huge pages for fortalloc's memory |
 //! | `FORTALLOC_GUARDS=mprotect` | make guards with `mprotect` even where the kernel has guard markers |
@@ -18,7 +19,7 @@
 //! `FORTALLOC_*` name is reported on stderr, not ignored silently.
 
 use core::ffi::CStr;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::error::Line;
 use crate::os;
@@ -29,6 +30,10 @@ pub const DEFAULT_PURGE_DELAY_MS: u64 = 10;
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(DEFAULT_PURGE_DELAY_MS);
 static VERBOSE: AtomicBool = AtomicBool::new(false);
 static SHOW_STATS: AtomicBool = AtomicBool::new(false);
+/// The one process `FORTALLOC_SHOW_STATS=pid:<n>` asked for; 0 for all. The
+/// variable is inherited by every program the process runs, and a forked
+/// child inherits this value, so only the pid can tell the process apart.
+static SHOW_STATS_PID: AtomicI32 = AtomicI32::new(0);
 
 #[inline]
 pub fn purge_delay_ms() -> u64 {
@@ -91,9 +96,14 @@ pub fn verbose() -> bool {
     VERBOSE.load(Ordering::Relaxed)
 }
 
-/// Whether `FORTALLOC_SHOW_STATS` asked for the statistics at exit.
+/// Whether `FORTALLOC_SHOW_STATS` asked for this process's statistics at
+/// exit.
 pub fn show_stats_requested() -> bool {
-    SHOW_STATS.load(Ordering::Relaxed)
+    if !SHOW_STATS.load(Ordering::Relaxed) {
+        return false;
+    }
+    let pid = SHOW_STATS_PID.load(Ordering::Relaxed);
+    pid == 0 || pid == os::process_id()
 }
 
 /// The options fortalloc knows, by their name after `FORTALLOC_`.
@@ -176,7 +186,19 @@ fn for_each_var(mut f: impl FnMut(&[u8], &[u8])) {
 fn apply(name: &[u8], value: &[u8]) {
     match name {
         b"VERBOSE" => VERBOSE.store(truthy(value), Ordering::Relaxed),
-        b"SHOW_STATS" => SHOW_STATS.store(truthy(value), Ordering::Relaxed),
+        b"SHOW_STATS" => match value.strip_prefix(b"pid:") {
+            None => SHOW_STATS.store(truthy(value), Ordering::Relaxed),
+            Some(pid) => match parse_u64(pid) {
+                Some(n) if n > 0 && n <= i32::MAX as u64 => {
+                    SHOW_STATS_PID.store(n as i32, Ordering::Relaxed);
+                    SHOW_STATS.store(true, Ordering::Relaxed);
+                }
+                _ => warn(
+                    b"ignoring FORTALLOC_SHOW_STATS: not 1 or pid:<process id>: ",
+                    value,
+                ),
+            },
+        },
         b"HUGE_PAGES" => os::set_huge_pages(truthy(value)),
         // The launcher's own variable (where the library is), not an option.
         b"LIB" => {}

@@ -269,7 +269,8 @@ pub fn stats() -> Stats {
 }
 
 /// Writes the statistics as a table to stderr, one `write` per line,
-/// without allocating.
+/// without allocating: a heading with the process id and the program's
+/// name, then a row per counter.
 pub fn print_stats() {
     print_stats_to(2);
 }
@@ -278,6 +279,20 @@ pub fn print_stats() {
 /// past programs that close theirs at exit, as coreutils do).
 pub fn print_stats_to(fd: i32) {
     let s = stats();
+    // Under a shell script many processes print a table to one stderr; the
+    // heading tells them apart.
+    let mut name = [0u8; 128];
+    let name_len = os::program_name(&mut name);
+    let mut heading = Line::new();
+    heading
+        .str("fortalloc: statistics of process ")
+        .dec(os::process_id().max(0) as usize)
+        .str(" (");
+    for &b in name.get(..name_len).unwrap_or(&[]) {
+        heading.byte_lossy(b);
+    }
+    heading.str(")\n");
+    os::write_fd(fd, heading.as_bytes());
     let row = |name: &str, v: &[(&str, u64)]| {
         let mut line = Line::new();
         line.str("fortalloc: ").str(name);

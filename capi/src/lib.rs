@@ -5,7 +5,9 @@
 //!
 //! Build: `cargo build --release -p fortalloc-capi` writes
 //! `target/release/libfortalloc.so` (for `LD_PRELOAD` or linking) and
-//! `libfortalloc.a`. Nothing here allocates through the exported `malloc`
+//! `libfortalloc.a`. `include/fortalloc.h` declares the exports that the
+//! C library's own headers may lack (`fortalloc_print_stats`, the C23
+//! sized frees, ...); `tests/c_programs.rs` keeps it compiling. Nothing here allocates through the exported `malloc`
 //! while starting: the library's own Rust code uses fortalloc directly as
 //! its global allocator.
 

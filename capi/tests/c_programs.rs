@@ -108,6 +108,87 @@ fn every_export_preloaded() {
     assert!(!run(&mut Command::new(exe), false).status.success());
 }
 
+fn include_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("include")
+}
+
+/// The value after `row`'s name in the statistics table in `stderr`.
+fn stats_value(stderr: &str, row: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("fortalloc: ")?.strip_prefix(row))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no `{row}` row: {stderr}"))
+}
+
+/// fortalloc.h in a strict C11 program that warnings fail, linked against
+/// the library: each declared function called once, and the statistics it
+/// prints name the process and count the program's blocks.
+#[test]
+fn the_header_compiles_strictly_and_its_functions_work() {
+    let include = format!("-I{}", include_dir().display());
+    let exe = compile(
+        "cc",
+        "header.c",
+        "header",
+        true,
+        &["-std=c11", "-Wall", "-Wextra", "-Werror", &include],
+    );
+    let child = Command::new(&exe)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    assert_ok(&out, "header ok");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let heading = format!("fortalloc: statistics of process {pid} (");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with(&heading) && l.ends_with("header)")),
+        "a heading with the pid and the program's name: {stderr}"
+    );
+    assert!(stats_value(&stderr, "allocations") >= 100, "{stderr}");
+    assert!(stats_value(&stderr, "live blocks") >= 100, "{stderr}");
+}
+
+/// fortalloc.h is valid C++ (its own and after the C library's headers,
+/// whose declarations of the same functions it must match).
+#[test]
+fn the_header_compiles_as_cxx() {
+    if !have("c++") {
+        eprintln!("skipped: no C++ compiler (c++) to check fortalloc.h with");
+        return;
+    }
+    let header = include_dir().join("fortalloc.h");
+    let out = Command::new("c++")
+        .args(["-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-x", "c++"])
+        .arg(&header)
+        .output()
+        .expect("c++");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let unit = scratch().join("header_after_libc.cc");
+    let text = format!(
+        "#include <stdlib.h>\n#include <malloc.h>\n#include \"{}\"\nint main() {{ fortalloc_print_stats(); return malloc_trim(0) == 1 ? 0 : 1; }}\n",
+        header.display()
+    );
+    std::fs::write(&unit, text).expect("write");
+    for std in ["-std=c++98", "-std=c++17"] {
+        let out = Command::new("c++")
+            .args(["-fsyntax-only", "-Wall", "-Wextra", "-Werror", std])
+            .arg(&unit)
+            .output()
+            .expect("c++");
+        assert!(
+            out.status.success(),
+            "{std}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn threads_with_cross_thread_frees_and_churn() {
     let exe = compile("cc", "threads.c", "threads", false, &[]);

@@ -12,8 +12,12 @@ options:
   --secure            use the hardened library (guard pages, encoded free
                       lists, random order, double-free detection, canaries,
                       zero-on-free; see SECURITY.md)
-  --stats             print fortalloc's statistics to stderr at exit
-                      (FORTALLOC_SHOW_STATS=1)
+  --stats             print the program's statistics to stderr at exit, not
+                      those of the programs it runs
+                      (FORTALLOC_SHOW_STATS=pid:<the program's pid>)
+  --stats-all         print every process's statistics at exit: the
+                      program's and those of all programs it runs, each
+                      table headed by its pid and name (FORTALLOC_SHOW_STATS=1)
   --verbose           print the options in effect at start (FORTALLOC_VERBOSE=1)
   --purge-delay MS    milliseconds before freed memory goes back to the OS
                       (FORTALLOC_PURGE_DELAY)
@@ -27,6 +31,7 @@ builds with cargo if the library is missing there).";
 pub struct Args {
     pub secure: bool,
     pub stats: bool,
+    pub stats_all: bool,
     pub verbose: bool,
     pub help: bool,
     pub purge_delay: Option<String>,
@@ -42,6 +47,7 @@ pub fn parse(mut it: impl Iterator<Item = OsString>) -> Result<Args, String> {
             Some("--") => break,
             Some("--secure") => args.secure = true,
             Some("--stats") => args.stats = true,
+            Some("--stats-all") => args.stats_all = true,
             Some("--verbose") => args.verbose = true,
             Some("-h" | "--help") => {
                 args.help = true;
@@ -80,7 +86,8 @@ mod tests {
     #[test]
     fn options_then_program() {
         let a = p(&["--secure", "--stats", "--", "ls", "-l", "--stats"]).expect("parse");
-        assert!(a.secure && a.stats && !a.verbose);
+        assert!(a.secure && a.stats && !a.stats_all && !a.verbose);
+        assert!(p(&["--stats-all", "ls"]).expect("parse").stats_all);
         assert_eq!(a.program, "ls");
         assert_eq!(a.rest, ["-l", "--stats"]);
     }

@@ -45,8 +45,11 @@ fn command(args: &Args, lib: PathBuf) -> Command {
     }
     let mut cmd = Command::new(&args.program);
     cmd.args(&args.rest).env("LD_PRELOAD", preload);
-    if args.stats {
+    if args.stats_all {
         cmd.env("FORTALLOC_SHOW_STATS", "1");
+    } else if args.stats {
+        // `exec` keeps this pid for the program; what it runs gets others.
+        cmd.env("FORTALLOC_SHOW_STATS", format!("pid:{}", std::process::id()));
     }
     if args.verbose {
         cmd.env("FORTALLOC_VERBOSE", "1");

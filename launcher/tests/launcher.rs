@@ -46,6 +46,95 @@ fn runs_the_program_on_fortalloc_with_stats_and_its_exit_status() {
     );
 }
 
+/// The names in the statistics tables' headings on `stderr`, one per
+/// table, sorted; each heading must carry a pid.
+fn tables(stderr: &str) -> Vec<(u32, String)> {
+    let mut found: Vec<(u32, String)> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("fortalloc: statistics of process "))
+        .map(|rest| {
+            let (pid, name) = rest.split_once(" (").expect("pid (name)");
+            let name = name.strip_suffix(')').expect("name)");
+            (pid.parse().expect("pid"), name.to_string())
+        })
+        .collect();
+    found.sort_by(|a, b| a.1.cmp(&b.1));
+    found
+}
+
+/// A program that runs two others, all three allocating and exiting
+/// through `exit` (so each would print a table).
+const PARENT: [&str; 3] = [
+    "perl",
+    "-e",
+    "system(qw(ls -d /)) == 0 or exit 5; system(q(true)) == 0 or exit 6",
+];
+
+#[test]
+fn stats_are_the_programs_alone() {
+    let child = launcher()
+        .arg("--stats")
+        .arg("--")
+        .args(PARENT)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("launcher");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        tables(&stderr),
+        [(pid, "perl".to_string())],
+        "one table, the program's, under the launcher's pid: {stderr}"
+    );
+    assert_eq!(stderr.matches("fortalloc: allocations").count(), 1, "{stderr}");
+}
+
+#[test]
+fn stats_all_are_every_processs() {
+    let out = launcher()
+        .arg("--stats-all")
+        .arg("--")
+        .args(PARENT)
+        .output()
+        .expect("launcher");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let found = tables(&stderr);
+    let names: Vec<&str> = found.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["ls", "perl", "true"], "{stderr}");
+    assert!(
+        found[0].0 != found[1].0 && found[1].0 != found[2].0 && found[0].0 != found[2].0,
+        "three processes: {found:?}"
+    );
+}
+
+/// The variable the launcher sets, used directly: a table only in the
+/// process it names, and a value that names none is reported.
+#[test]
+fn show_stats_for_one_pid() {
+    let run = |value: &str| {
+        Command::new("true")
+            .env("LD_PRELOAD", library())
+            .env("FORTALLOC_SHOW_STATS", value)
+            .output()
+            .expect("true")
+    };
+    let out = run("pid:1");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "not process 1");
+    let out = run("pid:x");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ignoring FORTALLOC_SHOW_STATS") && !stderr.contains("allocations"),
+        "{stderr}"
+    );
+    let out = run("1");
+    assert_eq!(tables(&String::from_utf8_lossy(&out.stderr)).len(), 1);
+}
+
 #[test]
 fn keeps_existing_preloads_and_sets_options() {
     let out = launcher()

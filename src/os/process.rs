@@ -1,4 +1,5 @@
-//! Reporting and ending the process without allocating or unwinding.
+//! The process: reporting, naming it and ending it without allocating or
+//! unwinding.
 
 /// Writes all of `msg` to stderr with raw `write(2)` calls.
 pub fn write_stderr(msg: &[u8]) {
@@ -36,4 +37,63 @@ pub fn yield_now() {
     unsafe {
         libc::sched_yield();
     }
+}
+
+/// The calling process's id: a `fork` child's own, not its parent's.
+pub fn process_id() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// Fills `buf` with the program's name, so output can say which process
+/// it comes from, and returns the name's length (0 without `/proc`). The
+/// name is argv[0] as `/proc/self/cmdline` has it, or the kernel's short
+/// name in `/proc/self/comm` where argv[0] is empty; cut at `buf`'s end.
+/// errno is kept: a program may print statistics between a failed call
+/// and its look at errno.
+pub fn program_name(buf: &mut [u8]) -> usize {
+    // SAFETY: reading errno has no preconditions.
+    let saved = unsafe { *libc::__errno_location() };
+    let upto = |buf: &[u8], n: usize, end: u8| {
+        let read = buf.get(..n).unwrap_or(&[]);
+        read.iter().position(|&b| b == end).unwrap_or(read.len())
+    };
+    let read = read_file(c"/proc/self/cmdline", buf);
+    let mut n = upto(buf, read, 0);
+    if n == 0 {
+        let read = read_file(c"/proc/self/comm", buf);
+        n = upto(buf, read, b'\n');
+    }
+    // SAFETY: errno is this thread's, writable at any time.
+    unsafe { *libc::__errno_location() = saved };
+    n
+}
+
+/// Reads the start of the file at `path` into `buf` with raw calls;
+/// returns the bytes read (0 when it cannot be opened).
+fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
+    // SAFETY: `path` is null-terminated; the descriptor is closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return 0;
+    }
+    let mut len = 0;
+    while let Some(rest) = buf.get_mut(len..).filter(|r| !r.is_empty()) {
+        // SAFETY: `rest` is a valid writable slice for its whole length.
+        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
+        if n < 0 {
+            // SAFETY: reading errno has no preconditions.
+            if unsafe { *libc::__errno_location() } == libc::EINTR {
+                continue;
+            }
+            break;
+        }
+        if n == 0 {
+            break;
+        }
+        len += (n as usize).min(rest.len());
+    }
+    // SAFETY: `fd` was opened above and is closed once.
+    unsafe { libc::close(fd) };
+    len
 }
