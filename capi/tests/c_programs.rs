@@ -19,20 +19,19 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// libfortalloc.so, built by cargo alongside this test; built explicitly if
-/// a run of this test binary alone left it out.
+/// libfortalloc.so of the current sources. `cargo test` does not build a
+/// `cdylib` for its tests, and a library left by an earlier `cargo build`
+/// may be stale, so it is built here once per run (a no-op when fresh).
 fn library() -> PathBuf {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
         let lib = target_dir().join("libfortalloc.so");
-        if !lib.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "fortalloc-capi"])
-                .status()
-                .expect("cargo build");
-            assert!(status.success());
-        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "fortalloc-capi"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success());
         assert!(lib.exists(), "{} missing", lib.display());
         lib
     })

@@ -10,16 +10,19 @@ fn launcher() -> Command {
     cmd
 }
 
-/// The debug library of this workspace, built if needed.
+/// The debug library of this workspace, of the current sources: built
+/// once per run (a no-op when fresh), since `cargo test` does not build a
+/// `cdylib` and one left by an earlier `cargo build` may be stale.
 fn library() -> PathBuf {
-    let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let exe = std::env::current_exe().expect("test exe");
-    let lib = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("libfortalloc.so");
-    if !lib.exists() {
+    static LIB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| {
+        let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let exe = std::env::current_exe().expect("test exe");
+        let lib = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .join("libfortalloc.so");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let ok = Command::new(cargo)
             .current_dir(ws)
@@ -27,8 +30,9 @@ fn library() -> PathBuf {
             .status()
             .expect("cargo");
         assert!(ok.success());
-    }
-    lib
+        lib
+    })
+    .clone()
 }
 
 #[test]
