@@ -25,6 +25,7 @@ mod fork;
 mod harden;
 mod heap;
 mod huge;
+mod init;
 mod large;
 mod lock;
 mod options;
@@ -47,9 +48,9 @@ pub use alloc::{
     zalloc_aligned,
 };
 pub use error::{set_error_handler, ErrorHandler, ErrorInfo, ErrorKind};
-pub use options::{init_from_env, set_purge_delay_ms, set_quarantine, show_stats_requested, verbose};
+pub use options::{set_purge_delay_ms, set_quarantine};
 pub use os::set_huge_pages;
-pub use stats::{print_stats, print_stats_to, stats, GaugeValue, Stats};
+pub use stats::{print_stats, stats, GaugeValue, Stats};
 
 /// The allocator, for `#[global_allocator]`.
 pub struct FortAlloc;

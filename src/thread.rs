@@ -173,6 +173,7 @@ pub fn heap_init() -> *mut Heap {
         os::thread_key_set(k, heap.cast());
     }
     crate::fork::install();
+    crate::init::keep();
     heap
 }
 

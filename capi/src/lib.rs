@@ -19,7 +19,6 @@ mod cxx;
 mod errno;
 mod glibc;
 mod info;
-mod init;
 mod malloc;
 
 #[global_allocator]

@@ -97,3 +97,13 @@ fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
     unsafe { libc::close(fd) };
     len
 }
+
+/// A close-on-exec copy of `fd` numbered 3 or above, kept for writing at
+/// exit (programs that close their stderr first still get the output);
+/// None if the kernel would not make one.
+pub fn dup_for_exit(fd: i32) -> Option<i32> {
+    // SAFETY: fcntl on a file descriptor number has no memory-safety
+    // preconditions.
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    (copy >= 0).then_some(copy)
+}

@@ -87,10 +87,6 @@ fn usage() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // fortalloc's `FORTALLOC_*` options, as the C library reads them, so
-    // one worker can be measured with its options varied.
-    #[cfg(any(feature = "alloc-fortalloc", feature = "alloc-fortalloc-secure"))]
-    fortalloc::init_from_env();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         [flag] if flag == "--which" => {
