@@ -16,8 +16,8 @@ use crate::{arena, harden, huge, large, segment_map, stats, thread};
 /// Allocates `size` bytes aligned to at least a word. Null on failure.
 #[inline]
 pub fn malloc(size: usize) -> *mut u8 {
-    if harden::zero_size::ON && size == 0 {
-        return harden::zero_size::alloc();
+    if harden::ZERO_SIZE_SLOTS && size == 0 {
+        return harden::zero_size_alloc();
     }
     malloc_block(harden::padded(size), size)
 }
@@ -88,8 +88,8 @@ unsafe fn clear_new(p: *mut u8, size: usize) {
             let seg = segment::of_block(p);
             let known_zero = match (*seg).kind {
                 Kind::Huge => false,
-                _ if harden::zero::ON => true,
-                Kind::Large if harden::guard::ON => false,
+                _ if harden::ZERO_ON_FREE => true,
+                Kind::Large if harden::GUARD_PAGES => false,
                 Kind::Large => large::was_zero(seg, p),
                 _ => (*segment::page_of(seg, p)).free_zero,
             };
@@ -181,8 +181,8 @@ pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     }
     // The C library asks for 16 on every `malloc`, `malloc(0)` included;
     // zero-size slots are 16-byte aligned.
-    if harden::zero_size::ON && size == 0 && align <= harden::zero_size::SLOT {
-        return harden::zero_size::alloc();
+    if harden::ZERO_SIZE_SLOTS && size == 0 && align <= harden::ZERO_SIZE_SLOT {
+        return harden::zero_size_alloc();
     }
     if align > SIZE_ALIGN_MAX {
         return aligned_slow(size, align, zero);
@@ -217,7 +217,7 @@ pub fn malloc_aligned_fast(size: usize, align: usize) -> *mut u8 {
         || align > SIZE_ALIGN_MAX
         || size > SMALL_SIZE_MAX
         || !SMALL_STAYS_SMALL
-        || (harden::zero_size::ON && size == 0)
+        || (harden::ZERO_SIZE_SLOTS && size == 0)
     {
         return ptr::null_mut();
     }
@@ -392,7 +392,7 @@ fn free_unmapped(p: *mut u8) {
     if p.is_null() {
         return;
     }
-    if harden::zero_size::ON && harden::zero_size::owns(p) {
+    if harden::ZERO_SIZE_SLOTS && harden::zero_size_owns(p) {
         return free_zero_size(p);
     }
     error::not_a_block(Entry::Free, NotABlock::Foreign, p as usize, 0);
@@ -411,7 +411,7 @@ unsafe fn free_bad(page: *mut Page, off: usize, p: *mut u8) {
 
 #[cold]
 fn free_zero_size(p: *mut u8) {
-    if harden::zero_size::free(p).is_err() {
+    if harden::zero_size_free(p).is_err() {
         error::report(error::ErrorKind::DoubleFree, p as usize, 0);
     }
 }
@@ -424,7 +424,7 @@ fn free_zero_size(p: *mut u8) {
 /// # Safety
 /// As for [`free`].
 pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
-    if harden::zero_size::ON && harden::zero_size::owns(p) {
+    if harden::ZERO_SIZE_SLOTS && harden::zero_size_owns(p) {
         if size != 0 {
             error::report(error::ErrorKind::SizeMismatch, p as usize, 0);
             return;
@@ -456,7 +456,7 @@ unsafe fn size_matches(page: *mut Page, p: *mut u8, size: usize, align: usize) -
     // SAFETY: per the caller.
     unsafe {
         let bsize = (*page).block_size;
-        if harden::is_huge(page) {
+        if page::is_huge(page) {
             // Huge: the block is the request rounded up to OS pages (plus
             // the alignment's offset at most).
             return size <= bsize && bsize - size < os_page_slack(align);
@@ -648,7 +648,7 @@ unsafe fn release(heap: *mut heap::Heap, seg: *mut Segment, page: *mut Page, blo
 /// # Safety
 /// `p` must be null or a live pointer returned by fortalloc.
 pub unsafe fn usable_size(p: *const u8) -> usize {
-    if p.is_null() || (harden::zero_size::ON && harden::zero_size::owns(p)) {
+    if p.is_null() || (harden::ZERO_SIZE_SLOTS && harden::zero_size_owns(p)) {
         return 0;
     }
     // SAFETY: non-null, live per the caller.
@@ -680,7 +680,7 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
     if p.is_null() {
         return malloc_aligned(new_size, align);
     }
-    if harden::zero_size::ON && harden::zero_size::owns(p) {
+    if harden::ZERO_SIZE_SLOTS && harden::zero_size_owns(p) {
         let q = malloc_aligned(new_size, align);
         if !q.is_null() {
             free_zero_size(p);
@@ -701,14 +701,14 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
             && if req <= bsize {
                 req >= bsize / 2
             } else {
-                harden::is_huge(page) && huge::grow_in_place(segment::of_block(p), page, p, new_size)
+                page::is_huge(page) && huge::grow_in_place(segment::of_block(p), page, p, new_size)
             };
         if in_place {
             // What was accessible before: the block, or the open part of a
             // large block of the guard build.
             let open = harden::block_usable(page, p).min(bsize);
             harden::resizing(page, p, new_size);
-            if harden::zero::ON && new_size > usable {
+            if harden::ZERO_ON_FREE && new_size > usable {
                 // What lay past the old size (its canary, keyed, and the
                 // recorded size) is now the caller's to read: zero, as a
                 // moved block's would be. Growth past what was accessible

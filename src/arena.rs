@@ -95,7 +95,7 @@ const GUARDED_FREE_MAX: usize = 64;
 /// sealed): always with guard markers, which cost no mappings; with
 /// `mprotect` guards, until [`GUARDED_FREE_MAX`] free slices have theirs.
 pub fn keep_guards() -> bool {
-    crate::harden::guard::ON
+    crate::harden::GUARD_PAGES
         && (!os::guards_split_mappings() || GUARDED_FREE.load(Ordering::Relaxed) < GUARDED_FREE_MAX)
 }
 
@@ -115,7 +115,7 @@ fn set_bit(map: &mut [u64; WORDS], i: usize, on: bool) {
 /// taken from the dirty free ones first, since its memory is still resident
 /// and reusing it saves a purge now and page faults after.
 fn find_run(a: &Arena, n: usize, want: u8) -> Option<usize> {
-    if n == 1 && crate::harden::guard::ON {
+    if n == 1 && crate::harden::GUARD_PAGES {
         // The hardened build takes a random free slice, so segment
         // addresses do not repeat from run to run. Among them it prefers
         // one left with the page guards the caller's segment needs (no
@@ -142,7 +142,7 @@ fn find_run(a: &Arena, n: usize, want: u8) -> Option<usize> {
             return None;
         }
         let count = (0..SLICES).filter(|&i| score(i) == best).count();
-        let mut k = crate::harden::guard::pick(count);
+        let mut k = crate::harden::pick_slot(count);
         for i in 0..SLICES {
             if score(i) == best {
                 if k == 0 {
@@ -249,7 +249,7 @@ pub fn alloc(size: usize, want: u8) -> Option<Span> {
             if arenas.count == MAX_ARENAS {
                 return None;
             }
-            let hint = crate::harden::guard::arena_hint(ARENA_SIZE);
+            let hint = crate::harden::arena_hint(ARENA_SIZE);
             let base = os::map_aligned_at_hint(ARENA_SIZE, SEGMENT_SIZE, hint);
             if base.is_null() {
                 return None;

@@ -190,13 +190,13 @@ mod tests {
     #[test]
     fn a_child_draws_from_a_new_seed() {
         ensure_handler();
-        let _ = harden::random::shared_next();
-        let before = harden::random::shared_state();
+        let _ = harden::shared_next();
+        let before = harden::shared_state();
         let code = fork_and_wait(|| {
             // Without a reseed the state is the parent's, moved on by at
             // most the draws other test threads made meanwhile.
-            let now = harden::random::shared_state();
-            i32::from(harden::random::draws_between(before, now, 100_000).is_none())
+            let now = harden::shared_state();
+            i32::from(harden::draws_between(before, now, 100_000).is_none())
         });
         // The hardened build reseeds; the plain one has no secrets to
         // protect and leaves the state as it was.

@@ -621,7 +621,7 @@ pub unsafe fn after_fork(heap: *mut Heap) {
             steps += 1;
         }
         if harden::RANDOM {
-            (*heap).rng = harden::random::seed();
+            (*heap).rng = harden::seed();
         }
     }
 }
@@ -635,7 +635,7 @@ pub unsafe fn reset(heap: *mut Heap) {
     unsafe {
         ptr::write(heap, Heap::new());
         if harden::RANDOM {
-            (*heap).rng = harden::random::seed();
+            (*heap).rng = harden::seed();
         }
     }
 }

@@ -31,7 +31,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let info = segment::info_size();
     // The hardened build keeps at least one OS page after the block, as a
     // guard.
-    let tail = harden::guard::header_guard();
+    let tail = harden::header_guard();
     let (seg, total, offset, is_zero, in_arena, prior) = if align <= SEGMENT_SIZE {
         let offset = round_up(info, align.max(WORD));
         let total = round_up(offset + size.max(1) + tail, SEGMENT_SIZE);
@@ -51,7 +51,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         stats::RESERVED.increase(total);
         stats::SEGMENTS.increase(1);
         // SAFETY: the mapping was just made and is ours alone.
-        unsafe { harden::guard::segment_taken(raw, total, info, Prior::Open, false) };
+        unsafe { harden::segment_taken(raw, total, info, Prior::Open, false) };
         // SAFETY: the mapping was just made.
         unsafe { os::advise_huge_pages(raw, total) };
         let seg = raw as *mut Segment;
@@ -62,7 +62,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     unsafe {
         // Usable up to the end of the block's last OS page; past it, in the
         // hardened build, the guard.
-        let block_size = if harden::guard::ON {
+        let block_size = if harden::GUARD_PAGES {
             round_up(offset + size.max(1), os::page_size()) - offset
         } else {
             total - offset
@@ -70,7 +70,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         segment::init_huge(seg, total, offset, block_size);
         (*seg).in_arena = in_arena;
         let block = (seg as *mut u8).add(offset);
-        harden::guard::open_block(
+        harden::open_block(
             seg as usize + info,
             block as usize,
             block as usize + size.max(1),
@@ -81,10 +81,10 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         stats::HUGE_BYTES.increase(total - offset);
         stats::IN_USE.increase(total - offset);
         if !is_zero {
-            if harden::ZERO_FRESH {
+            if harden::ZERO_ON_FREE {
                 // Reused arena memory may hold an old owner's bytes, which
                 // the zero-on-free build never shows a new owner.
-                harden::zero::zero_reused(block, block_size);
+                harden::zero_reused(block, block_size);
             } else if zero {
                 ptr::write_bytes(block, 0, size);
             }
@@ -105,7 +105,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 /// `p` must be the live block of the huge segment `seg`, owned by the
 /// caller, and `page` its descriptor.
 pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size: usize) -> bool {
-    if !harden::guard::ON {
+    if !harden::GUARD_PAGES {
         return false;
     }
     let ps = os::page_size();
@@ -125,13 +125,13 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
         if new <= old || offset + new + ps > (*seg).size {
             return false;
         }
-        if !harden::guard::grow_block(p.add(old), new - old) {
+        if !harden::grow_block(p.add(old), new - old) {
             return false;
         }
-        if harden::zero::ON {
+        if harden::ZERO_ON_FREE {
             // The segment's memory past the block may hold an old owner's
             // bytes: it was sealed, not wiped.
-            harden::zero::zero_reused(p.add(old), new - old);
+            harden::zero_reused(p.add(old), new - old);
         }
         (*page).block_size = new;
         true

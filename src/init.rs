@@ -10,7 +10,8 @@
 
 use core::sync::atomic::{AtomicI32, Ordering};
 
-use crate::{options, os, stats};
+use crate::error::Line;
+use crate::{harden, options, os, stats};
 
 /// Where the table goes: a copy of stderr, since some programs
 /// (coreutils) close fd 2 at exit, before the table is printed.
@@ -24,6 +25,17 @@ extern "C" fn on_load() {
         if let Some(fd) = os::dup_for_exit(2) {
             STATS_FD.store(fd, Ordering::Relaxed);
         }
+    }
+    if options::verbose() {
+        let mut line = Line::new();
+        line.str("fortalloc: options: purge delay ")
+            .dec(options::purge_delay_ms() as usize)
+            .str(" ms, show stats ")
+            .dec(options::show_stats_requested() as usize)
+            .str(", hardened ")
+            .dec(harden::HARDENED as usize)
+            .str("\n");
+        os::write_stderr(line.as_bytes());
     }
 }
 

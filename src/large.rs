@@ -324,7 +324,7 @@ unsafe fn hand_out(seg: *mut Segment, p: *mut u8, size: usize) -> *mut u8 {
         // Zero-on-free without guards: a freed block was wiped, so one not
         // fresh or purged since must still read zero, else something wrote
         // to it after its free (the guard build seals it instead).
-        if harden::zero::ON && !harden::guard::ON && !was_zero(seg, p) && !harden::zero::words_zero(p, bsize)
+        if harden::ZERO_ON_FREE && !harden::GUARD_PAGES && !was_zero(seg, p) && !harden::words_zero(p, bsize)
         {
             error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
             return ptr::null_mut();
@@ -351,13 +351,13 @@ unsafe fn take_slot(class: &mut Class) -> Option<(*mut Segment, usize)> {
         // Among the free slots whose pages were kept, if any: a slot
         // sealed with markers, or never used, faults in every page its
         // next block touches.
-        let warm = if harden::guard::ON {
-            harden::large::warm(page(seg), free)
+        let warm = if harden::GUARD_PAGES {
+            harden::large_warm(page(seg), free)
         } else {
             free & !(*seg).slots_zero.load(Ordering::Relaxed)
         };
         let choice = if warm != 0 { warm } else { free };
-        let mut k = harden::guard::pick(choice.count_ones() as usize);
+        let mut k = harden::pick_slot(choice.count_ones() as usize);
         let mut bits = choice;
         let mut slot = bits.trailing_zeros() as usize;
         while k > 0 {
@@ -392,14 +392,14 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
         let (start, count) = segment::init_slots(seg, bin);
         let page = page(seg);
         let bsize = BLOCK_SIZE[bin];
-        if harden::guard::ON {
-            let state = harden::large::slots_made(start, count, bsize, !fresh.zero);
+        if harden::GUARD_PAGES {
+            let state = harden::large_slots_made(start, count, bsize, !fresh.zero);
             for i in 0..count {
-                harden::large::set_state(page, start.add(i * bsize), state);
+                harden::large_set_state(page, start.add(i * bsize), state);
             }
         }
         let mut zero = if fresh.zero { all_slots(count) } else { 0 };
-        if harden::zero::ON && !harden::guard::ON && !fresh.zero {
+        if harden::ZERO_ON_FREE && !harden::GUARD_PAGES && !fresh.zero {
             // Reused memory may hold an old owner's bytes, and zero-on-free
             // hands out only zero blocks: dropped, it reads as zero.
             os::purge(start, count * bsize);
@@ -546,7 +546,7 @@ unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, cached: bool, ca
             }
             let free = (*seg).slots_free.load(Ordering::Relaxed);
             (*seg).slots_free.store(free | bit, Ordering::Relaxed);
-            if !harden::guard::ON {
+            if !harden::GUARD_PAGES {
                 freed_unguarded(seg, slot);
             }
             if !(*seg).in_free_list {
@@ -554,7 +554,7 @@ unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, cached: bool, ca
                 (*seg).in_free_list = true;
                 class.open = seg;
             }
-            let empty = free | bit == all && (class.count > 1 || !harden::guard::ON);
+            let empty = free | bit == all && (class.count > 1 || !harden::GUARD_PAGES);
             if empty {
                 unlink(class, seg);
                 // Saturating: in a fork child a set-aside class (see
@@ -642,7 +642,7 @@ pub fn collect() {
             segment::os_free(seg);
         }
     }
-    if !harden::guard::ON {
+    if !harden::GUARD_PAGES {
         purge(0, true);
         return;
     }
@@ -652,7 +652,7 @@ pub fn collect() {
         unsafe {
             let mut seg = class(c).open;
             while !seg.is_null() {
-                harden::large::drop_free(page(seg), (*seg).slots_free.load(Ordering::Relaxed));
+                harden::large_drop_free(page(seg), (*seg).slots_free.load(Ordering::Relaxed));
                 seg = (*seg).free_next;
             }
         }

@@ -138,17 +138,6 @@ pub fn init_from_env() {
     }
     for_each_var(apply);
     STATE.store(READ, Ordering::Release);
-    if verbose() {
-        let mut line = Line::new();
-        line.str("fortalloc: options: purge delay ")
-            .dec(purge_delay_ms() as usize)
-            .str(" ms, show stats ")
-            .dec(show_stats_requested() as usize)
-            .str(", hardened ")
-            .dec(crate::harden::HARDENED as usize)
-            .str("\n");
-        os::write_stderr(line.as_bytes());
-    }
 }
 
 /// In a `fork` child: options being read by a thread the child does not

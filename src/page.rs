@@ -319,7 +319,7 @@ pub unsafe fn extend(page: *mut Page) {
         let left = (*page).reserved as usize - capacity;
         let count = harden::batch(bsize, left);
         let first = (*page).page_start.add(capacity * bsize);
-        if harden::ZERO_FRESH && !(*page).zero_start {
+        if harden::ZERO_ON_FREE && !(*page).zero_start {
             // Reused segment memory may hold an old owner's bytes. Fresh
             // blocks are zeroed here rather than trusted to be: a flag saying
             // "fresh, skip the check" in the encoded link could be set by a
@@ -332,7 +332,7 @@ pub unsafe fn extend(page: *mut Page) {
         if (*page).free.is_null() {
             // Carving writes only the links (and the canary build's slot
             // trailers, past every request).
-            (*page).free_zero = (*page).zero_start || harden::ZERO_FRESH;
+            (*page).free_zero = (*page).zero_start || harden::ZERO_ON_FREE;
         }
         let heap = (*page).heap.load(Ordering::Relaxed);
         let rng = &mut (*heap).rng;
@@ -557,6 +557,18 @@ pub unsafe fn free_remote(page: *mut Page, block: *mut Block) {
             }
         }
     }
+}
+
+/// A huge object's page (its own segment; `bin` 0, which no size class
+/// has). Its block size says nothing: a huge block aligned to more than a
+/// segment can be a single OS page.
+///
+/// # Safety
+/// `page` must be a valid descriptor.
+#[inline(always)]
+pub unsafe fn is_huge(page: *const Page) -> bool {
+    // SAFETY: per the caller.
+    unsafe { (*page).bin == 0 }
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ pub fn info_size() -> usize {
     // The hardened build's live-block bitmaps follow the descriptors, and a
     // guard page follows them.
     let bytes = core::mem::size_of::<Segment>().next_multiple_of(64) + harden::BITMAP_BYTES;
-    ((bytes + ps - 1) & !(ps - 1)) + harden::guard::header_guard()
+    ((bytes + ps - 1) & !(ps - 1)) + harden::header_guard()
 }
 
 /// The segment whose header holds `page`.
@@ -215,7 +215,7 @@ pub struct Fresh {
 /// `arena::Guards`): small and medium segments of the hardened build.
 fn layout(kind: Kind) -> u8 {
     match kind {
-        Kind::Small | Kind::Medium if harden::guard::ON => kind as u8 + 1,
+        Kind::Small | Kind::Medium if harden::GUARD_PAGES => kind as u8 + 1,
         _ => 0,
     }
 }
@@ -255,7 +255,7 @@ pub fn os_alloc(size: usize, whole: bool, want: u8) -> Option<Fresh> {
         segment_map::remove_range(fresh.seg as usize, size);
     }
     // SAFETY: the memory was just taken and is ours alone.
-    unsafe { harden::guard::segment_taken(fresh.seg.cast(), size, info_size(), fresh.prior, whole) };
+    unsafe { harden::segment_taken(fresh.seg.cast(), size, info_size(), fresh.prior, whole) };
     segment_map::insert(fresh.seg);
     stats::SEGMENTS.increase(1);
     Some(fresh)
@@ -284,7 +284,7 @@ pub unsafe fn os_free(seg: *mut Segment) {
             } else {
                 Guards::default()
             };
-            let sealed = guards.layout == 0 && harden::guard::segment_released(seg.cast(), size, info_size());
+            let sealed = guards.layout == 0 && harden::segment_released(seg.cast(), size, info_size());
             arena::free(seg.cast(), size, sealed, guards);
         } else {
             os::unmap(seg.cast(), size);
@@ -559,9 +559,9 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
         let page = pages.add(idx);
         // The hardened build keeps the area's last OS page as a guard (its
         // large blocks are not on pages: see `large.rs`).
-        let guarded = harden::guard::ON;
+        let guarded = harden::GUARD_PAGES;
         let blocks_end = if guarded {
-            area_end - harden::guard::page_guard()
+            area_end - harden::page_guard()
         } else {
             area_end
         };
@@ -571,7 +571,7 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
             0
         };
         if guarded && reserved > 0 {
-            harden::guard::page_slot(page, area_end);
+            harden::page_slot(page, area_end);
         }
         harden::clear_live_bits(start, start + reserved * bsize);
         page::init(page, heap, bin as u8, bsize, start as *mut u8, reserved);

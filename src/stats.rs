@@ -65,12 +65,6 @@ pub static HUGE: Gauge = Gauge::new();
 pub static HUGE_BYTES: Gauge = Gauge::new();
 /// Bytes reserved from the OS (arenas, segments mapped on their own).
 pub static RESERVED: Gauge = Gauge::new();
-/// Purge calls (`madvise`) and the bytes they returned.
-pub static PURGES: AtomicU64 = AtomicU64::new(0);
-pub static PURGED_BYTES: AtomicU64 = AtomicU64::new(0);
-/// `mprotect` calls (the `guard-pages` build's guards and seals, where
-/// guard markers are not used).
-pub static PROTECTS: AtomicU64 = AtomicU64::new(0);
 /// Thread heaps created, and segments abandoned at thread exit / reclaimed.
 pub static THREADS: AtomicU64 = AtomicU64::new(0);
 pub static ABANDONED: AtomicU64 = AtomicU64::new(0);
@@ -243,6 +237,7 @@ pub fn stats() -> Stats {
         evictions += c.evictions.load(Relaxed);
     });
     let guards = os::guard_counts();
+    let memory = os::memory_counts();
     Stats {
         allocations: mallocs,
         frees,
@@ -253,9 +248,9 @@ pub fn stats() -> Stats {
         huge_bytes: HUGE_BYTES.read(),
         segments: SEGMENTS.read(),
         reserved_bytes: RESERVED.read(),
-        purges: PURGES.load(Relaxed),
-        purged_bytes: PURGED_BYTES.load(Relaxed),
-        protect_calls: PROTECTS.load(Relaxed) + guards.marker_calls,
+        purges: memory.purges,
+        purged_bytes: memory.purged_bytes,
+        protect_calls: memory.protects + guards.marker_calls,
         guard_markers: guards.markers,
         guard_protects: guards.protects,
         guards_skipped: guards.skipped,
@@ -324,7 +319,7 @@ pub fn print_stats_to(fd: i32) {
     gauge("reserved bytes", s.reserved_bytes);
     row("purges", &[("", s.purges), ("bytes", s.purged_bytes)]);
     row("protection changes", &[("", s.protect_calls)]);
-    if crate::harden::guard::ON {
+    if crate::harden::GUARD_PAGES {
         row(
             "guards",
             &[

@@ -137,12 +137,12 @@ pub unsafe fn clear_range(start: usize, end: usize) {
     }
     // The "ever freed" bits are read before they are first written (at
     // each hand-out, see `zero::fresh`): where a purge emptied their OS
-    // page, see `super::touch_for_write`. A write that changes nothing
+    // page, see `crate::os::touch_for_write`. A write that changes nothing
     // comes first instead, on every OS page the bits span: 1 KiB
     // for a 64 KiB page, 8 KiB for a 512 KiB one, so at most three 4 KiB
     // pages, each holding one of these words.
     for w in [words.start, words.end - 1, (words.start + words.end) / 2] {
         // SAFETY: as above, in the second bitmap, of the same layout.
-        unsafe { super::touch_for_write(base.add(w).byte_add(ONE_MAP) as *mut u64) };
+        unsafe { crate::os::touch_for_write(base.add(w).byte_add(ONE_MAP) as *mut u64) };
     }
 }

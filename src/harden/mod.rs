@@ -1,88 +1,93 @@
 //! The hardened build's defences, one file each, and the hooks through
 //! which the core calls them.
 //!
-//! Every defence is a Cargo feature (`secure` turns on all of them). Each
-//! file exports `ON`, and every hook is `#[inline(always)]` and tests `ON`
-//! first, so with a feature off its code folds away and the plain build
-//! runs the plain operation: links stored as raw addresses, blocks carved
-//! in address order, nothing checked beyond the free-pointer check every
-//! build does.
+//! Every defence is a Cargo feature (`secure` turns on all of them). This
+//! file is the only door: the files are private, each defence's switch is
+//! named once below (`GUARD_PAGES`, `CANARY`, ...), and the core calls
+//! only the hooks and names exported here. Every hook is
+//! `#[inline(always)]` and tests its switch first, so with a feature off
+//! its code folds away and the plain build runs the plain operation: links
+//! stored as raw addresses, blocks carved in address order, nothing
+//! checked beyond the free-pointer check every build does.
 
 mod canary;
 mod double_free;
 mod encode;
-pub mod guard;
-pub mod large;
+mod guard;
+mod large;
 mod order;
 mod quarantine;
-pub mod random;
-pub mod zero;
-pub mod zero_size;
+mod random;
+mod zero;
+mod zero_size;
 
 use crate::error::{self, ErrorKind};
-use crate::page::Page;
+use crate::page::{is_huge, Page};
 
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, decode_next, encode_next};
+pub use guard::{
+    arena_hint, grow_block, header_guard, open_block, page_guard, page_slot, pick as pick_slot,
+    segment_released, segment_taken,
+};
+pub use large::{
+    drop_free as large_drop_free, set_state as large_set_state, slots_made as large_slots_made,
+    warm as large_warm,
+};
 pub use order::{batch, build_free_list, shuffle};
 pub use quarantine::{Bounds as QuarantineBounds, Held as QuarantineHeld, Quarantine};
+pub use random::seed;
+#[cfg(test)]
+pub use random::{draws_between, shared_next, shared_state};
+pub use zero::{words_zero, zero_reused};
+pub use zero_size::{
+    alloc as zero_size_alloc, free as zero_size_free, owns as zero_size_owns, SLOT as ZERO_SIZE_SLOT,
+};
 
-/// Freed blocks wait in their thread's quarantine (see `quarantine`).
+// The switches, one per defence: the only names the core tests. Each is
+// its feature (see SECURITY.md for what it catches), false when off.
+
+/// `guard-pages`: guards after pages, around headers, large and huge blocks.
+pub const GUARD_PAGES: bool = guard::ON;
+/// `encoded-freelist`: free-list links stored encoded with per-page keys.
+pub const ENCODED_FREELIST: bool = encode::ON;
+/// `random-order`: fresh blocks in random order, freed lists shuffled.
+pub const RANDOM_ORDER: bool = order::ON;
+/// `double-free`: live and freed bitmaps checked on every free.
+pub const DOUBLE_FREE: bool = double_free::ON;
+/// `canary`: keyed bytes after every request, and trailers below blocks.
+pub const CANARY: bool = canary::ON;
+/// `zero-on-free`: freed blocks wiped, and checked still zero on reuse;
+/// fresh blocks must be zero too.
+pub const ZERO_ON_FREE: bool = zero::ON;
+/// `quarantine`: freed blocks wait in their thread's quarantine.
 pub const QUARANTINE: bool = quarantine::ON;
+/// Zero-size requests get their own inaccessible slots (with
+/// `guard-pages`), so a write through one faults.
+pub const ZERO_SIZE_SLOTS: bool = zero_size::ON;
 
 /// Any defence is on: the checks every hardened build makes (sized frees)
 /// are on too.
-pub const HARDENED: bool = CHECKS || KEYS || RANDOM || guard::ON;
-
-/// Writes to the word at `p` without changing it, so that this is the
-/// first access to its OS page if nothing touched the page yet: a first
-/// read of never-touched memory maps the kernel's shared zero page, and the
-/// first write after it faults again and flushes the TLB of every CPU the
-/// process runs on. (An atomic OR with zero is no such write: the compiler
-/// turns it into a load.)
-///
-/// # Safety
-/// `p` must be a valid, 8-aligned word of writable memory; a concurrent
-/// write to it is not lost.
-#[inline(always)]
-pub(crate) unsafe fn touch_for_write(p: *mut u64) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: per the caller; a locked OR with zero is an atomic write of
-    // the value already there.
-    unsafe {
-        core::arch::asm!("lock or qword ptr [{p}], 0", p = in(reg) p, options(nostack));
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    // SAFETY: per the caller; a compare-exchange of 0 for 0 writes nothing
-    // new, and touches the word for writing where the hardware does.
-    unsafe {
-        let _ = core::sync::atomic::AtomicU64::from_ptr(p).compare_exchange(
-            0,
-            0,
-            core::sync::atomic::Ordering::Relaxed,
-            core::sync::atomic::Ordering::Relaxed,
-        );
-    }
-}
+pub const HARDENED: bool = CHECKS || KEYS || RANDOM || GUARD_PAGES;
 
 /// Some defence that checks blocks on malloc or free is on.
-const CHECKS: bool = canary::ON || double_free::ON || zero::ON;
+const CHECKS: bool = CANARY || DOUBLE_FREE || ZERO_ON_FREE;
 /// Pages need secret keys.
-const KEYS: bool = encode::ON || canary::ON;
+const KEYS: bool = ENCODED_FREELIST || CANARY;
 /// Heaps need a random generator.
-pub const RANDOM: bool = order::ON || quarantine::ON;
+pub const RANDOM: bool = RANDOM_ORDER || QUARANTINE;
 /// Segments returned to an arena stay in the segment map until their memory
 /// is purged or reused, so a late second free of one of their blocks reads
 /// the stale header and is reported as a double free rather than as a
 /// foreign pointer.
-pub const STALE_SEGMENTS: bool = double_free::ON;
+pub const STALE_SEGMENTS: bool = DOUBLE_FREE;
 /// A list of blocks freed by other threads may be taken over without
 /// walking it (its length rides in `thread_free`): in the plain build,
 /// which checks no link, and with `double-free`, whose bitmap refuses a
 /// live block popped again, so a forged cycle is caught when it comes
 /// round (every popped link is decoded and checked too). Other hardened
 /// builds walk each list and check its length against forged cycles.
-pub const UNWALKED_REMOTE_LISTS: bool = !HARDENED || double_free::ON;
+pub const UNWALKED_REMOTE_LISTS: bool = !HARDENED || DOUBLE_FREE;
 /// Whether a list of blocks freed by other threads must go to
 /// `local_free`, which is shuffled before reuse, never straight to `free`:
 /// with `random-order`, unless a quarantine is in effect, whose random
@@ -121,21 +126,6 @@ pub fn after_fork() {
     if HARDENED {
         random::reseed_after_fork();
     }
-}
-
-/// Fresh blocks must be zero (for the write-after-free check on reuse).
-pub const ZERO_FRESH: bool = zero::ON;
-
-/// A huge object's page (its own segment; `bin` 0, which no size class
-/// has). Its block size says nothing: a huge block aligned to more than a
-/// segment can be a single OS page.
-///
-/// # Safety
-/// `page` must be a valid descriptor.
-#[inline(always)]
-pub unsafe fn is_huge(page: *const Page) -> bool {
-    // SAFETY: per the caller.
-    unsafe { (*page).bin == 0 }
 }
 
 /// Draws the per-page secrets.
@@ -554,42 +544,5 @@ pub unsafe fn resized(page: *const Page, p: *mut u8, size: usize) {
         if canary::applies(page) {
             canary::write(page, p, size);
         }
-    }
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use super::touch_for_write;
-
-    fn minor_faults() -> i64 {
-        // SAFETY: getrusage writes the struct it is given.
-        unsafe {
-            let mut u: libc::rusage = core::mem::zeroed();
-            libc::getrusage(libc::RUSAGE_THREAD, &mut u);
-            u.ru_minflt
-        }
-    }
-
-    #[test]
-    fn a_touch_for_write_makes_the_first_write_the_only_fault() {
-        let ps = crate::os::page_size();
-        let pages = 16;
-        let mem = crate::os::map(pages * ps);
-        assert!(!mem.is_null());
-        let before = minor_faults();
-        for i in 0..pages {
-            // SAFETY: the mapping is ours, fresh and `pages` pages long.
-            unsafe {
-                let w = mem.add(i * ps) as *mut u64;
-                touch_for_write(w);
-                assert_eq!(w.read_volatile(), 0);
-                w.add(1).write_volatile(7);
-            }
-        }
-        // One fault per page: a read first would map the zero page and
-        // the write after it fault again (two per page).
-        assert_eq!(minor_faults() - before, pages as i64);
-        // SAFETY: the mapping is ours and no longer used.
-        unsafe { crate::os::unmap(mem, pages * ps) };
     }
 }

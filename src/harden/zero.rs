@@ -90,7 +90,7 @@ pub unsafe fn words_zero(p: *const u8, len: usize) -> bool {
 }
 
 /// Makes the first access to each OS page past the block's first word a
-/// write that changes nothing (see `super::touch_for_write`). In a page
+/// write that changes nothing (see `crate::os::touch_for_write`). In a page
 /// whose memory was purged, a block freed before the purge is checked
 /// again when handed out, and the check's reads would map the kernel's
 /// zero page where the purge emptied an OS page of the block.
@@ -105,7 +105,7 @@ unsafe fn touch_for_write(from: usize, end: usize) {
         // The write keeps whatever is there, even a racing write after free.
         // SAFETY: `at` is a page-aligned (so word-aligned) word inside the
         // free block.
-        unsafe { super::touch_for_write(at as *mut u64) };
+        unsafe { crate::os::touch_for_write(at as *mut u64) };
         at += ps;
     }
 }

@@ -1,9 +1,33 @@
 //! Virtual memory: reserve+commit (mmap), release (munmap), purge (madvise).
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// `mprotect` calls, and purges with the bytes they returned: counted
+/// here, where the calls are made, and read by the statistics (this layer
+/// imports nothing above it).
+static PROTECTS: AtomicU64 = AtomicU64::new(0);
+static PURGES: AtomicU64 = AtomicU64::new(0);
+static PURGED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// The memory calls counted so far.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryCounts {
+    pub protects: u64,
+    pub purges: u64,
+    pub purged_bytes: u64,
+}
+
+/// The memory calls counted so far.
+pub fn memory_counts() -> MemoryCounts {
+    MemoryCounts {
+        protects: PROTECTS.load(Ordering::Relaxed),
+        purges: PURGES.load(Ordering::Relaxed),
+        purged_bytes: PURGED_BYTES.load(Ordering::Relaxed),
+    }
+}
 
 /// The OS page size, read once at run time (never assumed to be 4 KiB).
 #[inline]
@@ -131,7 +155,7 @@ pub unsafe fn protect(p: *mut u8, size: usize, accessible: bool) -> bool {
     } else {
         libc::PROT_NONE
     };
-    crate::stats::PROTECTS.fetch_add(1, Ordering::Relaxed);
+    PROTECTS.fetch_add(1, Ordering::Relaxed);
     // A failure (ENOMEM when the process is out of mappings) leaves the
     // range as it was: a guard that is missing, never memory that is.
     // SAFETY: the caller guarantees the range is ours and unused while
@@ -163,8 +187,8 @@ pub unsafe fn purge(p: *mut u8, size: usize) {
     unsafe {
         libc::madvise(p.cast(), size, libc::MADV_DONTNEED);
     }
-    crate::stats::PURGES.fetch_add(1, Ordering::Relaxed);
-    crate::stats::PURGED_BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    PURGES.fetch_add(1, Ordering::Relaxed);
+    PURGED_BYTES.fetch_add(size as u64, Ordering::Relaxed);
 }
 
 /// Fills `vec[i]` with whether OS page `i` of `[p, p + len)` is resident
@@ -208,4 +232,72 @@ pub fn map_aligned_offset(size: usize, align: usize, offset: usize) -> *mut u8 {
         }
     }
     p as *mut u8
+}
+
+/// Writes to the word at `p` without changing it, so that this is the
+/// first access to its OS page if nothing touched the page yet: a first
+/// read of never-touched memory maps the kernel's shared zero page, and the
+/// first write after it faults again and flushes the TLB of every CPU the
+/// process runs on. (An atomic OR with zero is no such write: the compiler
+/// turns it into a load.)
+///
+/// # Safety
+/// `p` must be a valid, 8-aligned word of writable memory; a concurrent
+/// write to it is not lost.
+#[inline(always)]
+pub unsafe fn touch_for_write(p: *mut u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: per the caller; a locked OR with zero is an atomic write of
+    // the value already there.
+    unsafe {
+        core::arch::asm!("lock or qword ptr [{p}], 0", p = in(reg) p, options(nostack));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: per the caller; a compare-exchange of 0 for 0 writes nothing
+    // new, and touches the word for writing where the hardware does.
+    unsafe {
+        let _ = core::sync::atomic::AtomicU64::from_ptr(p).compare_exchange(
+            0,
+            0,
+            core::sync::atomic::Ordering::Relaxed,
+            core::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::touch_for_write;
+
+    fn minor_faults() -> i64 {
+        // SAFETY: getrusage writes the struct it is given.
+        unsafe {
+            let mut u: libc::rusage = core::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_THREAD, &mut u);
+            u.ru_minflt
+        }
+    }
+
+    #[test]
+    fn a_touch_for_write_makes_the_first_write_the_only_fault() {
+        let ps = crate::os::page_size();
+        let pages = 16;
+        let mem = crate::os::map(pages * ps);
+        assert!(!mem.is_null());
+        let before = minor_faults();
+        for i in 0..pages {
+            // SAFETY: the mapping is ours, fresh and `pages` pages long.
+            unsafe {
+                let w = mem.add(i * ps) as *mut u64;
+                touch_for_write(w);
+                assert_eq!(w.read_volatile(), 0);
+                w.add(1).write_volatile(7);
+            }
+        }
+        // One fault per page: a read first would map the zero page and
+        // the write after it fault again (two per page).
+        assert_eq!(minor_faults() - before, pages as i64);
+        // SAFETY: the mapping is ours and no longer used.
+        unsafe { crate::os::unmap(mem, pages * ps) };
+    }
 }

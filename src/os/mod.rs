@@ -16,8 +16,8 @@ pub use guard::{
     unmark, Guarded,
 };
 pub use memory::{
-    advise_huge_pages, map, map_aligned, map_aligned_at_hint, map_aligned_offset, page_size, protect, purge,
-    residency, set_huge_pages, unmap,
+    advise_huge_pages, map, map_aligned, map_aligned_at_hint, map_aligned_offset, memory_counts, page_size,
+    protect, purge, residency, set_huge_pages, touch_for_write, unmap,
 };
 pub use process::{abort, dup_for_exit, process_id, program_name, write_fd, write_stderr, yield_now};
 pub use random::random_u64;
