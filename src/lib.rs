@@ -27,6 +27,7 @@ mod heap;
 mod huge;
 mod init;
 mod large;
+mod list;
 mod lock;
 mod options;
 mod os;

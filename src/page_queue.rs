@@ -5,21 +5,22 @@ use core::ptr;
 
 use crate::constants::{SMALL_SIZE_MAX, WORD};
 use crate::heap::{Heap, EMPTY_PAGE_PTR, FULL_QUEUE};
+use crate::list::{Linked, List};
 use crate::page::Page;
 use crate::size_class::{bin_of_wsize, BLOCK_SIZE};
 
-#[derive(Clone, Copy)]
-pub struct PageQueue {
-    pub first: *mut Page,
-    pub last: *mut Page,
-}
+/// A queue of pages (linked by `Page::next`/`prev`).
+pub type PageQueue = List<Page, InQueue>;
 
-impl PageQueue {
-    pub const fn new() -> PageQueue {
-        PageQueue {
-            first: ptr::null_mut(),
-            last: ptr::null_mut(),
-        }
+/// The list kind of the page queues.
+pub struct InQueue;
+
+// SAFETY: `next` and `prev` are a page's queue links, written only here.
+unsafe impl Linked<InQueue> for Page {
+    #[inline(always)]
+    unsafe fn links(page: *mut Page) -> (*mut *mut Page, *mut *mut Page) {
+        // SAFETY: per the caller, `page` is live.
+        unsafe { (ptr::addr_of_mut!((*page).next), ptr::addr_of_mut!((*page).prev)) }
     }
 }
 
@@ -78,15 +79,7 @@ unsafe fn update_direct(heap: *mut Heap, bin: usize) {
 pub unsafe fn push_front(heap: *mut Heap, qi: usize, page: *mut Page) {
     // SAFETY: queue nodes are pages of this heap.
     unsafe {
-        let q = &mut (*heap).queues[qi];
-        (*page).prev = ptr::null_mut();
-        (*page).next = q.first;
-        if q.first.is_null() {
-            q.last = page;
-        } else {
-            (*q.first).prev = page;
-        }
-        q.first = page;
+        (*heap).queues[qi].push_front(page);
         update_direct(heap, qi);
     }
 }
@@ -99,15 +92,10 @@ pub unsafe fn push_back(heap: *mut Heap, qi: usize, page: *mut Page) {
     // SAFETY: queue nodes are pages of this heap.
     unsafe {
         let q = &mut (*heap).queues[qi];
-        (*page).next = ptr::null_mut();
-        (*page).prev = q.last;
-        if q.last.is_null() {
-            q.first = page;
-            q.last = page;
+        let was_empty = q.is_empty();
+        q.push_back(page);
+        if was_empty {
             update_direct(heap, qi);
-        } else {
-            (*q.last).next = page;
-            q.last = page;
         }
     }
 }
@@ -120,21 +108,8 @@ pub unsafe fn remove(heap: *mut Heap, qi: usize, page: *mut Page) {
     // SAFETY: queue nodes are pages of this heap.
     unsafe {
         let q = &mut (*heap).queues[qi];
-        if !(*page).prev.is_null() {
-            (*(*page).prev).next = (*page).next;
-        }
-        if !(*page).next.is_null() {
-            (*(*page).next).prev = (*page).prev;
-        }
-        if q.last == page {
-            q.last = (*page).prev;
-        }
         let was_first = q.first == page;
-        if was_first {
-            q.first = (*page).next;
-        }
-        (*page).next = ptr::null_mut();
-        (*page).prev = ptr::null_mut();
+        q.remove(page);
         if was_first {
             update_direct(heap, qi);
         }

@@ -25,6 +25,7 @@ use crate::constants::{
     SMALL_PAGES_PER_SEGMENT, SMALL_PAGE_SHIFT,
 };
 use crate::heap::Heap;
+use crate::list::{Linked, List};
 use crate::page::{self, Page};
 use crate::{arena, harden, options, os, segment_map, size_class, stats};
 
@@ -147,11 +148,43 @@ fn shape(kind: Kind) -> (u8, u32) {
     }
 }
 
+/// The list kind of a heap's segments (links `next`/`prev`).
+pub struct AllSegments;
+/// The list kind of a heap's segments with a free page slot (links
+/// `free_next`/`free_prev`).
+pub struct WithFreeSlot;
+
+// SAFETY: `next`/`prev` are written only by lists of all segments (and,
+// after a segment left its heap's list, by the abandoned list's `next`).
+unsafe impl Linked<AllSegments> for Segment {
+    #[inline(always)]
+    unsafe fn links(seg: *mut Segment) -> (*mut *mut Segment, *mut *mut Segment) {
+        // SAFETY: per the caller, `seg` is live.
+        unsafe { (ptr::addr_of_mut!((*seg).next), ptr::addr_of_mut!((*seg).prev)) }
+    }
+}
+
+// SAFETY: for small and medium segments `free_next`/`free_prev` are
+// written only by these lists (large segments' `free_next` links their
+// class's open list in `large.rs`, and they are never on these).
+unsafe impl Linked<WithFreeSlot> for Segment {
+    #[inline(always)]
+    unsafe fn links(seg: *mut Segment) -> (*mut *mut Segment, *mut *mut Segment) {
+        // SAFETY: per the caller, `seg` is live.
+        unsafe {
+            (
+                ptr::addr_of_mut!((*seg).free_next),
+                ptr::addr_of_mut!((*seg).free_prev),
+            )
+        }
+    }
+}
+
 /// Heap-side bookkeeping of segments.
 pub struct Segments {
-    pub all: *mut Segment,
-    pub small_free: *mut Segment,
-    pub medium_free: *mut Segment,
+    pub all: List<Segment, AllSegments>,
+    pub small_free: List<Segment, WithFreeSlot>,
+    pub medium_free: List<Segment, WithFreeSlot>,
     pub count: usize,
     /// Earliest pending purge (monotonic ms), 0 if none.
     pub purge_due: u64,
@@ -160,9 +193,9 @@ pub struct Segments {
 impl Segments {
     pub const fn new() -> Segments {
         Segments {
-            all: ptr::null_mut(),
-            small_free: ptr::null_mut(),
-            medium_free: ptr::null_mut(),
+            all: List::new(),
+            small_free: List::new(),
+            medium_free: List::new(),
             count: 0,
             purge_due: 0,
         }
@@ -318,20 +351,13 @@ unsafe fn guards_left(seg: *mut Segment) -> Guards {
     }
 }
 
-// ---- intrusive lists ------------------------------------------------------
+// ---- the heap's lists -----------------------------------------------------
 
 /// # Safety
 /// `seg` must be valid and not on the list.
 unsafe fn all_push(segs: &mut Segments, seg: *mut Segment) {
     // SAFETY: list nodes are live segments owned by this heap.
-    unsafe {
-        (*seg).prev = ptr::null_mut();
-        (*seg).next = segs.all;
-        if !segs.all.is_null() {
-            (*segs.all).prev = seg;
-        }
-    }
-    segs.all = seg;
+    unsafe { segs.all.push_front(seg) };
     segs.count += 1;
 }
 
@@ -339,18 +365,7 @@ unsafe fn all_push(segs: &mut Segments, seg: *mut Segment) {
 /// `seg` must be on the `all` list.
 unsafe fn all_remove(segs: &mut Segments, seg: *mut Segment) {
     // SAFETY: list nodes are live segments owned by this heap.
-    unsafe {
-        if !(*seg).prev.is_null() {
-            (*(*seg).prev).next = (*seg).next;
-        } else {
-            segs.all = (*seg).next;
-        }
-        if !(*seg).next.is_null() {
-            (*(*seg).next).prev = (*seg).prev;
-        }
-        (*seg).next = ptr::null_mut();
-        (*seg).prev = ptr::null_mut();
-    }
+    unsafe { segs.all.remove(seg) };
     segs.count -= 1;
 }
 
@@ -358,13 +373,13 @@ unsafe fn all_remove(segs: &mut Segments, seg: *mut Segment) {
 /// `kind` (large pages fill a segment, so never).
 pub fn has_free_slot(segs: &Segments, kind: Kind) -> bool {
     match kind {
-        Kind::Small => !segs.small_free.is_null(),
-        Kind::Medium => !segs.medium_free.is_null(),
+        Kind::Small => !segs.small_free.is_empty(),
+        Kind::Medium => !segs.medium_free.is_empty(),
         Kind::Large | Kind::Huge => false,
     }
 }
 
-fn free_list_head(segs: &mut Segments, kind: Kind) -> &mut *mut Segment {
+fn free_list(segs: &mut Segments, kind: Kind) -> &mut List<Segment, WithFreeSlot> {
     if kind == Kind::Small {
         &mut segs.small_free
     } else {
@@ -380,13 +395,7 @@ unsafe fn free_push(segs: &mut Segments, seg: *mut Segment) {
         if (*seg).in_free_list {
             return;
         }
-        let head = free_list_head(segs, (*seg).kind);
-        (*seg).free_prev = ptr::null_mut();
-        (*seg).free_next = *head;
-        if !head.is_null() {
-            (**head).free_prev = seg;
-        }
-        *head = seg;
+        free_list(segs, (*seg).kind).push_front(seg);
         (*seg).in_free_list = true;
     }
 }
@@ -399,17 +408,7 @@ unsafe fn free_remove(segs: &mut Segments, seg: *mut Segment) {
         if !(*seg).in_free_list {
             return;
         }
-        let head = free_list_head(segs, (*seg).kind);
-        if !(*seg).free_prev.is_null() {
-            (*(*seg).free_prev).free_next = (*seg).free_next;
-        } else {
-            *head = (*seg).free_next;
-        }
-        if !(*seg).free_next.is_null() {
-            (*(*seg).free_next).free_prev = (*seg).free_prev;
-        }
-        (*seg).free_next = ptr::null_mut();
-        (*seg).free_prev = ptr::null_mut();
+        free_list(segs, (*seg).kind).remove(seg);
         (*seg).in_free_list = false;
     }
 }
@@ -521,8 +520,8 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
     // SAFETY: all segments reached are owned by `heap`, i.e. by this thread.
     unsafe {
         let mut seg = match kind {
-            Kind::Small => (*heap).segs.small_free,
-            Kind::Medium => (*heap).segs.medium_free,
+            Kind::Small => (*heap).segs.small_free.first,
+            Kind::Medium => (*heap).segs.medium_free.first,
             _ => ptr::null_mut(),
         };
         if seg.is_null() {
@@ -648,7 +647,7 @@ pub unsafe fn purge_expired(heap: *mut Heap, now: u64, force: bool) {
     let mut next_due = 0u64;
     // SAFETY: all segments reached are owned by `heap`.
     unsafe {
-        let mut seg = (*heap).segs.all;
+        let mut seg = (*heap).segs.all.first;
         while !seg.is_null() {
             let due = (*seg).purge_at;
             if due != 0 {
@@ -658,7 +657,7 @@ pub unsafe fn purge_expired(heap: *mut Heap, now: u64, force: bool) {
                     next_due = due;
                 }
             }
-            seg = (*seg).next;
+            seg = List::<Segment, AllSegments>::next(seg);
         }
         (*heap).segs.purge_due = next_due;
     }

@@ -244,7 +244,7 @@ pub unsafe fn abandon(heap: *mut Heap) {
         crate::large::flush(heap);
         heap::abandon_pages(heap);
         loop {
-            let seg = (*heap).segs.all;
+            let seg = (*heap).segs.all.first;
             if seg.is_null() {
                 break;
             }
