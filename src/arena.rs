@@ -476,12 +476,28 @@ mod tests {
         }
         // SAFETY: the span came from `alloc` and is no longer used.
         unsafe { free(a.ptr, 3 * SEGMENT_SIZE, false, Guards::default()) };
-        // First fit: a smaller request fits in the hole just freed (unless a
-        // concurrent test took it first, in which case it lies elsewhere).
         let b = alloc(SEGMENT_SIZE, 0).expect("arena span");
         assert_eq!(b.ptr as usize % SEGMENT_SIZE, 0);
         // SAFETY: as above.
         unsafe { free(b.ptr, SEGMENT_SIZE, false, Guards::default()) };
+
+        // Where the next span comes from is asked of an arena of our own:
+        // concurrent tests take and free global slices at will. Slice 0 is
+        // fresh, 1..10 used, and 5..8 freed just now (dirty): a request of
+        // any size fits in that hole, not in the fresh memory below it or
+        // past it.
+        let mut a = local_arena();
+        for i in 1..10 {
+            take(&mut a, i, 1, 0);
+        }
+        give_back(&mut a, 5, 3, false, Guards::default(), 0);
+        for n in 1..=3 {
+            let start = find_run(&a, n, 0).expect("a free run");
+            assert!(
+                (5..=8 - n).contains(&start),
+                "{n} slices taken at {start}, not in the hole at 5..8"
+            );
+        }
     }
 
     /// An arena of slices that are all free and fresh, as a value: the
@@ -560,21 +576,50 @@ mod tests {
 
     #[test]
     fn purged_spans_read_as_zero_and_say_so() {
-        let a = alloc(SEGMENT_SIZE, 0).expect("arena span");
-        // SAFETY: the span is ours.
-        unsafe { a.ptr.add(4096).write(0xab) };
-        // SAFETY: the span came from `alloc` and is no longer used.
-        unsafe { free(a.ptr, SEGMENT_SIZE, false, Guards::default()) };
-        purge(true);
-        // Whatever span we get now is either fresh or purged, or dirty and
-        // reported as such.
-        let b = alloc(SEGMENT_SIZE, 0).expect("arena span");
-        if b.zero {
-            // SAFETY: the span is ours and 4 MiB long.
-            let bytes = unsafe { core::slice::from_raw_parts(b.ptr, SEGMENT_SIZE) };
-            assert!(bytes.iter().all(|&x| x == 0));
+        // A guard layout no segment has: in the hardened build, which picks
+        // among free slices at random, a slice freed with it is the one
+        // asked for with it; the plain build takes back the lowest dirty
+        // slice, then the lowest free one, which this span becomes within
+        // a round or two. A concurrent test may take it in between: the
+        // round is then tried again.
+        const MARK: u8 = 0xee;
+        let mark = Guards {
+            layout: MARK,
+            mask: 0,
+        };
+        let (mut seen_dirty, mut seen_purged) = (false, false);
+        for _ in 0..100 {
+            let a = alloc(SEGMENT_SIZE, MARK).expect("arena span");
+            // SAFETY: the span is ours.
+            unsafe { a.ptr.add(4096).write(0xab) };
+            // SAFETY: the span came from `alloc` and is no longer used.
+            unsafe { free(a.ptr, SEGMENT_SIZE, false, mark) };
+            let b = alloc(SEGMENT_SIZE, MARK).expect("arena span");
+            if b.ptr == a.ptr {
+                // SAFETY: the span is ours.
+                let byte = unsafe { b.ptr.add(4096).read() };
+                // Zero only if it reads zero: a concurrent purge may have
+                // come first, or a concurrent test used the slice meanwhile.
+                assert!(!b.zero || byte == 0, "zero but the byte reads {byte:#x}");
+                seen_dirty |= !b.zero && byte == 0xab;
+            }
+            // SAFETY: the span came from `alloc` and is no longer used.
+            unsafe { free(b.ptr, SEGMENT_SIZE, false, mark) };
+            purge(true);
+            let c = alloc(SEGMENT_SIZE, MARK).expect("arena span");
+            if c.zero {
+                // SAFETY: the span is ours and 4 MiB long.
+                let bytes = unsafe { core::slice::from_raw_parts(c.ptr, SEGMENT_SIZE) };
+                assert!(bytes.iter().all(|&x| x == 0), "a span said zero but is not");
+            }
+            seen_purged |= c.ptr == b.ptr && b.ptr == a.ptr && c.zero;
+            // Unmarked: no slice keeps the made-up layout after the test.
+            // SAFETY: as above.
+            unsafe { free(c.ptr, SEGMENT_SIZE, false, Guards::default()) };
+            if seen_dirty && seen_purged {
+                return;
+            }
         }
-        // SAFETY: as above.
-        unsafe { free(b.ptr, SEGMENT_SIZE, false, Guards::default()) };
+        panic!("in 100 rounds: a freed span taken back dirty: {seen_dirty}, purged: {seen_purged}");
     }
 }

@@ -2,9 +2,9 @@
 //! A child inherits a copy of memory but only the forking thread; a
 //! fortalloc lock some other thread held at that instant stays locked in
 //! the child, and the child's first allocation that needs it waits for
-//! ever. Each case runs in a child process (this test binary re-run with
-//! `FA_TEST_CASE` set) under a time limit, so a deadlock fails the test as
-//! "hung" instead of blocking the suite:
+//! ever. Each case runs in a child process (`common::child`) under a time
+//! limit, so a deadlock fails the test as "hung" instead of blocking the
+//! suite:
 //!
 //! - `stdio`: forks from several threads beside threads reading long lines
 //!   with `getline` from one shared `FILE`, threads calling `fflush(NULL)`,
@@ -506,58 +506,55 @@ fn command_case() {
     );
 }
 
-/// The dispatcher the children run; a no-op in the parent.
-#[test]
-fn child() {
-    let Ok(case) = std::env::var("FA_TEST_CASE") else {
-        return;
-    };
-    match case.as_str() {
-        "stdio" => stdio_case(),
-        "signal" => {
-            // The harness's other thread holds no fortalloc lock meanwhile.
-            // SAFETY: the child runs only signal_case and _exits.
-            let pid = unsafe { libc::fork() };
-            if pid == 0 {
-                // A panic must not unwind into the harness's code in a
-                // process that lacks the harness's main thread.
-                let code = std::panic::catch_unwind(signal_case).unwrap_or(101);
-                // SAFETY: ends the single-threaded child.
-                unsafe { libc::_exit(code) };
-            }
-            assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
-            assert!(reap(pid), "the signal case failed");
-        }
-        "command" => command_case(),
-        other => panic!("unknown case {other}"),
+/// Case `signal`: the fork into [`signal_case`], whose child is the
+/// process with a single thread that case needs.
+fn signal_fork() {
+    // The harness's other thread holds no fortalloc lock meanwhile.
+    // SAFETY: the child runs only signal_case and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // A panic must not unwind into the harness's code in a process
+        // that lacks the harness's main thread.
+        let code = std::panic::catch_unwind(signal_case).unwrap_or(101);
+        // SAFETY: ends the single-threaded child.
+        unsafe { libc::_exit(code) };
     }
+    assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+    assert!(reap(pid), "the signal case failed");
 }
 
-/// Runs `case` in a child process within [`LIMIT`] and checks it printed
-/// `prefix` and a count of at least `at_least`.
-fn run(case: &str, prefix: &str, at_least: u64) {
-    let out = common::run_case("child", case, LIMIT);
-    out.assert_success(case);
-    let n = common::count_after(&out, prefix);
-    assert!(
-        n >= at_least,
-        "{case}: only {n} (wanted {at_least})\n{}",
-        out.stdout
-    );
-    eprintln!("{case}: {n} in {:.1?}", out.elapsed);
+/// Runs `body` as `case` in a child process within [`LIMIT`] and checks it
+/// printed `prefix` and a count of at least `at_least`.
+#[track_caller]
+fn run(case: &str, body: impl FnOnce(), prefix: &str, at_least: u64) {
+    common::child(case).limit(LIMIT).run(body).check(|out| {
+        out.assert_success(case);
+        let n = common::count_after(out, prefix);
+        assert!(
+            n >= at_least,
+            "{case}: only {n} (wanted {at_least})\n{}",
+            out.stdout
+        );
+        eprintln!("{case}: {n} in {:.1?}", out.elapsed);
+    });
 }
 
 #[test]
 fn fork_from_threads_beside_stdio_getline_fflush_and_thread_churn() {
-    run("stdio", "fork stdio ok: ", STDIO_FORKS.into());
+    run("stdio", stdio_case, "fork stdio ok: ", STDIO_FORKS.into());
 }
 
 #[test]
 fn fork_from_signal_handlers_into_a_malloc_loop() {
-    run("signal", "fork signal ok: ", SIGNAL_FORKS.into());
+    run("signal", signal_fork, "fork signal ok: ", SIGNAL_FORKS.into());
 }
 
 #[test]
 fn command_spawn_with_an_allocating_pre_exec_beside_thread_churn() {
-    run("command", "fork command ok: ", COMMAND_SPAWNS.into());
+    run(
+        "command",
+        command_case,
+        "fork command ok: ",
+        COMMAND_SPAWNS.into(),
+    );
 }

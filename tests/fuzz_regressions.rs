@@ -2,21 +2,24 @@
 //! that fails without its fix (the free-list bound of b0a1350, the
 //! adoption of abandoned segments of 8e9b821 and c94f8c7).
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 
-/// The dispatcher the children run; a no-op in the parent.
+/// Found by `ops` and `corrupt`: a forged free-list cycle made the owner's
+/// collect walk forever (under an error handler, a corrupted list could
+/// also grow without bound). A walk longer than the page's capacity is now
+/// reported as a corrupted free list. (With `encoded-freelist` the forged
+/// raw link already fails to decode: the same report, found sooner.)
 #[test]
-fn child() {
-    let Ok(case) = std::env::var("FA_TEST_CASE") else {
-        return;
-    };
-    match case.as_str() {
-        "free-list-cycle" => {
+fn a_free_list_cycle_is_reported_not_walked_forever() {
+    common::child("free-list-cycle")
+        // A collect that walks the cycle fails the test as hung.
+        .limit(Duration::from_secs(20))
+        .run(|| {
             // Freed blocks go straight to the free list (the quarantine
             // would keep them, and catch the write as they left it).
             fortalloc::set_quarantine(0, 0);
@@ -34,49 +37,19 @@ fn child() {
                 fortalloc::free(b);
                 (a as *mut usize).write(b as usize);
             }
-            println!("addr={:#x}", a as usize);
+            common::say_addr(a);
             fortalloc::collect(true);
             println!("collect returned");
-        }
-        other => panic!("unknown case {other}"),
-    }
-}
-
-/// Found by `ops` and `corrupt`: a forged free-list cycle made the owner's
-/// collect walk forever (under an error handler, a corrupted list could
-/// also grow without bound). A walk longer than the page's capacity is now
-/// reported as a corrupted free list. (With `encoded-freelist` the forged
-/// raw link already fails to decode: the same report, found sooner.)
-#[test]
-fn a_free_list_cycle_is_reported_not_walked_forever() {
-    let exe = std::env::current_exe().expect("test binary");
-    let mut child = Command::new(exe)
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env("FA_TEST_CASE", "free-list-cycle")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn child");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("the collect walked the cycle for 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = child.wait_with_output().expect("output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(status.signal(), Some(libc::SIGABRT), "{stderr} / {stdout}");
-    assert!(
-        stderr.contains("fortalloc: corrupted free list at 0x"),
-        "one line naming the corruption: {stderr}"
-    );
-    assert!(!stdout.contains("collect returned"), "{stdout}");
+        })
+        .check(|out| {
+            out.assert_signal(libc::SIGABRT, "free-list-cycle");
+            assert!(
+                out.stderr.contains("fortalloc: corrupted free list at 0x"),
+                "one line naming the corruption: {}",
+                out.stderr
+            );
+            assert!(!out.stdout.contains("collect returned"), "{}", out.stdout);
+        });
 }
 
 /// Found by `ops` (its RSS kept growing): segments abandoned by exiting

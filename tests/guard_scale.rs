@@ -4,11 +4,9 @@
 //! `mprotect` fallback (forced) guards are thinned within the mapping
 //! budget, and neither fortalloc's allocations nor the program's own
 //! `mmap` ever fail because of them. Each case runs in a child process
-//! (this binary re-run with `FA_SCALE_CASE`).
+//! (`common::child`), so its heap is its own.
 
 #![cfg(feature = "guard-pages")]
-
-use std::process::Command;
 
 mod common;
 
@@ -75,47 +73,34 @@ fn fill(bytes: usize) {
     );
 }
 
-#[test]
-fn child() {
-    let Ok(case) = std::env::var("FA_SCALE_CASE") else {
-        return;
-    };
-    let gib: f64 = case.parse().expect("GiB");
-    fill((gib * (1u64 << 30) as f64) as usize);
-}
-
-/// Runs `fill(gib)` in a child with `env`; returns its report line's
-/// numbers by name.
-fn run(gib: &str, env: &[(&str, &str)]) -> impl Fn(&str) -> u64 {
-    let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env("FA_SCALE_CASE", gib)
-        .envs(env.iter().copied())
-        .output()
-        .expect("spawn");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{gib} GiB {env:?}: {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The harness may print its own words before the report on its line.
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("held=").map(|at| l[at..].to_string()))
-        .unwrap_or_else(|| panic!("no report: {stdout}"));
-    move |key: &str| {
-        let v = line
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("{key} in {line}"));
-        match v {
-            "true" => 1,
-            "false" => 0,
-            v => v.parse().unwrap_or_else(|_| panic!("{key} in {line}")),
-        }
-    }
+/// Runs `fill` of `gib` GiB as `case` in a child with `env`, which must
+/// exit 0, and `check`s its report line's numbers, looked up by name.
+#[track_caller]
+fn run(case: &str, gib: f64, env: &[(&str, &str)], check: impl FnOnce(&dyn Fn(&str) -> u64)) {
+    common::child(case)
+        .envs(env)
+        .run(|| fill((gib * (1u64 << 30) as f64) as usize))
+        .check(|out| {
+            out.assert_success(&format!("{gib} GiB {env:?}"));
+            // The harness may print its own words before the report on its
+            // line.
+            let line = out
+                .stdout
+                .lines()
+                .find_map(|l| l.find("held=").map(|at| l[at..].to_string()))
+                .unwrap_or_else(|| panic!("no report: {}", out.stdout));
+            check(&|key: &str| {
+                let v = line
+                    .split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                    .unwrap_or_else(|| panic!("{key} in {line}"));
+                match v {
+                    "true" => 1,
+                    "false" => 0,
+                    v => v.parse().unwrap_or_else(|_| panic!("{key} in {line}")),
+                }
+            })
+        });
 }
 
 /// More live small blocks than one `mprotect` per page guard could ever
@@ -123,16 +108,17 @@ fn run(gib: &str, env: &[(&str, &str)]) -> impl Fn(&str) -> u64 {
 /// two mappings each would pass the default limit of 65,530).
 #[test]
 fn three_gib_of_small_blocks_with_every_guard_and_few_mappings() {
-    let r = run("3", &[("FORTALLOC_GUARDS", "auto")]);
-    assert_eq!(r("program_mmap"), 1);
-    if common::kernel_has_guard_markers() {
-        assert!(r("markers") > 45_000, "markers {}", r("markers"));
-        assert_eq!(r("skipped"), 0);
-        assert!(r("mappings") < 1000, "mappings {}", r("mappings"));
-    } else {
-        // The fallback: thinned within the budget, never failing.
-        assert!(r("mappings") < 40_000, "mappings {}", r("mappings"));
-    }
+    run("3 GiB", 3.0, &[("FORTALLOC_GUARDS", "auto")], |r| {
+        assert_eq!(r("program_mmap"), 1);
+        if common::kernel_has_guard_markers() {
+            assert!(r("markers") > 45_000, "markers {}", r("markers"));
+            assert_eq!(r("skipped"), 0);
+            assert!(r("mappings") < 1000, "mappings {}", r("mappings"));
+        } else {
+            // The fallback: thinned within the budget, never failing.
+            assert!(r("mappings") < 40_000, "mappings {}", r("mappings"));
+        }
+    });
 }
 
 /// The fallback forced, with a budget of 1,500 mappings: 512 MiB of small
@@ -140,13 +126,16 @@ fn three_gib_of_small_blocks_with_every_guard_and_few_mappings() {
 /// the program can still map memory.
 #[test]
 fn the_mprotect_fallback_thins_guards_within_its_budget() {
-    let r = run(
-        "0.5",
+    run(
+        "0.5 GiB",
+        0.5,
         &[("FORTALLOC_GUARDS", "mprotect"), ("FORTALLOC_MAP_BUDGET", "1500")],
+        |r| {
+            assert_eq!(r("program_mmap"), 1);
+            assert_eq!(r("markers"), 0);
+            assert!(r("mprotect") > 100, "mprotect {}", r("mprotect"));
+            assert!(r("skipped") > 1000, "skipped {}", r("skipped"));
+            assert!(r("mappings") <= 1600, "mappings {}", r("mappings"));
+        },
     );
-    assert_eq!(r("program_mmap"), 1);
-    assert_eq!(r("markers"), 0);
-    assert!(r("mprotect") > 100, "mprotect {}", r("mprotect"));
-    assert!(r("skipped") > 1000, "skipped {}", r("skipped"));
-    assert!(r("mappings") <= 1600, "mappings {}", r("mappings"));
 }

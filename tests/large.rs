@@ -14,11 +14,16 @@ mod common;
 
 use std::time::Duration;
 
+use common::{child, Finished};
+
 #[global_allocator]
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 
 /// A size no other case uses, in a large class.
 const BIG: usize = 1_500_000;
+
+/// How long a case may run.
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
@@ -58,22 +63,58 @@ fn record(info: &fortalloc::ErrorInfo) {
     }
 }
 
-/// The dispatcher the children run; a no-op in the parent.
+/// What the child that ran `case` printed, after checking it exited 0.
+fn printed<'a>(o: &'a Finished, case: &str) -> &'a str {
+    o.assert_success(case);
+    &o.stdout
+}
+
+fn field(out: &str, name: &str) -> usize {
+    let at = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name}= in {out}"));
+    at.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 #[test]
-fn child() {
-    let Ok(case) = std::env::var("FA_TEST_CASE") else {
-        return;
-    };
-    match case.as_str() {
-        "fresh-calloc" => {
+fn calloc_of_fresh_large_memory_touches_almost_none_of_it() {
+    child("fresh-calloc")
+        .limit(LIMIT)
+        .run(|| {
             let p = fortalloc::zalloc(BIG);
             assert!(!p.is_null());
             // Counted before reading: a read maps the zero page.
             let resident = resident_pages(p, BIG);
             assert!(all_zero(p, BIG), "calloc memory not zero");
             println!("resident={resident} of {}", BIG / page_size());
-        }
-        "purged-after-delay" => {
+        })
+        .check(|o| {
+            let out = printed(o, "fresh-calloc");
+            let resident = field(out, "resident");
+            // Its first page holds what the allocator writes; the rest is
+            // untouched (the guard build opens what the request needs, still
+            // without touching it). Guards without zero-on-free are the exception:
+            // a slot sealed with `mprotect` keeps old bytes, and no record says
+            // which slots did, so `calloc` clears every large block there.
+            if !cfg!(feature = "guard-pages") || cfg!(feature = "zero-on-free") {
+                assert!(
+                    resident <= 2,
+                    "calloc touched {resident} pages of fresh memory: {out}"
+                );
+            }
+        });
+}
+
+#[test]
+fn a_freed_large_block_goes_back_to_the_os_after_the_purge_delay() {
+    child("purged-after-delay")
+        .limit(LIMIT)
+        .run(|| {
             fortalloc::set_purge_delay_ms(20);
             // A live neighbour keeps the segment (an empty one is released).
             let keep = fortalloc::malloc(BIG);
@@ -97,8 +138,33 @@ fn child() {
                 fortalloc::free(keep);
             }
             println!("before={before} kept={kept} after={after} zero={zero}");
-        }
-        "reused-calloc" => {
+        })
+        .check(|o| {
+            let out = printed(o, "purged-after-delay");
+            let before = field(out, "before");
+            let after = field(out, "after");
+            let pages = BIG / page_size();
+            assert!(
+                before >= pages - 1,
+                "the block was not resident after writing: {out}"
+            );
+            // The guard build seals a freed block at once instead, with `mprotect`
+            // keeping the pages of one written whole (SECURITY.md says why).
+            if !cfg!(feature = "guard-pages") {
+                assert!(after <= 1, "{after} pages still resident after the delay: {out}");
+            }
+            assert!(
+                out.contains("zero=true"),
+                "calloc after the purge not zero: {out}"
+            );
+        });
+}
+
+#[test]
+fn calloc_of_reused_blocks_reads_zero() {
+    child("reused-calloc")
+        .limit(LIMIT)
+        .run(|| {
             // Blocks written and freed, then asked again zeroed at once,
             // before any purge: large, and small ones from pages whose free
             // lists now hold written blocks.
@@ -118,8 +184,17 @@ fn child() {
                 }
             }
             println!("all zero");
-        }
-        "double-free" => {
+        })
+        .check(|o| {
+            assert!(printed(o, "reused-calloc").contains("all zero"));
+        });
+}
+
+#[test]
+fn a_second_free_of_a_large_block_is_reported_in_every_build() {
+    child("double-free")
+        .limit(LIMIT)
+        .run(|| {
             fortalloc::set_error_handler(Some(record));
             // A live neighbour keeps the segment: the second free finds the
             // slot free, not memory fortalloc no longer has.
@@ -134,8 +209,26 @@ fn child() {
             }
             let seen = SEEN.load(std::sync::atomic::Ordering::SeqCst);
             println!("reported={}", seen == p as usize);
-        }
-        "double-free-after-flush" => {
+        })
+        .check(|o| {
+            assert!(printed(o, "double-free").contains("reported=true"));
+        });
+}
+
+/// The cache of freed large blocks is off in the hardened build (any
+/// defence on).
+const CACHED: bool = !(cfg!(feature = "guard-pages")
+    || cfg!(feature = "encoded-freelist")
+    || cfg!(feature = "random-order")
+    || cfg!(feature = "double-free")
+    || cfg!(feature = "canary")
+    || cfg!(feature = "zero-on-free"));
+
+#[test]
+fn a_second_free_after_the_cache_gave_the_block_back_is_reported() {
+    child("double-free-after-flush")
+        .limit(LIMIT)
+        .run(|| {
             fortalloc::set_error_handler(Some(record));
             let keep = fortalloc::malloc(BIG);
             let p = fortalloc::malloc(BIG);
@@ -149,8 +242,57 @@ fn child() {
             }
             let seen = SEEN.load(std::sync::atomic::Ordering::SeqCst);
             println!("reported={}", seen == p as usize);
-        }
-        "double-free-other-thread" => {
+        })
+        .check(|o| {
+            assert!(printed(o, "double-free-after-flush").contains("reported=true"));
+        });
+}
+
+#[test]
+fn a_second_free_after_threads_churned_the_class_is_reported() {
+    child("double-free-churning")
+        .limit(LIMIT)
+        .run(|| {
+            // Two threads churning one class take its lock against each
+            // other, which turns their caches on; the second free of a
+            // block that sits in one is reported.
+            fortalloc::set_error_handler(Some(record));
+            let size = 200_000;
+            let keep = fortalloc::malloc(size);
+            let churn = move || {
+                for _ in 0..20_000 {
+                    let a = fortalloc::malloc(size);
+                    let b = fortalloc::malloc(size);
+                    // SAFETY: each freed once.
+                    unsafe {
+                        fortalloc::free(a);
+                        fortalloc::free(b);
+                    }
+                }
+            };
+            let other = std::thread::spawn(churn);
+            churn();
+            other.join().unwrap();
+            let p = fortalloc::malloc(size);
+            // SAFETY: the second free is the violation under test.
+            unsafe {
+                fortalloc::free(p);
+                fortalloc::free(p);
+                fortalloc::free(keep);
+            }
+            let seen = SEEN.load(std::sync::atomic::Ordering::SeqCst);
+            println!("reported={}", seen == p as usize);
+        })
+        .check(|o| {
+            assert!(printed(o, "double-free-churning").contains("reported=true"));
+        });
+}
+
+#[test]
+fn a_second_free_from_another_thread_is_reported() {
+    child("double-free-other-thread")
+        .limit(LIMIT)
+        .run(|| {
             fortalloc::set_error_handler(Some(record));
             let keep = fortalloc::malloc(BIG);
             let p = fortalloc::malloc(BIG);
@@ -182,8 +324,18 @@ fn child() {
             // SAFETY: freed once.
             unsafe { fortalloc::free(keep) };
             println!("reported={reported:?}");
-        }
-        "reuse-and-exit" => {
+        })
+        .check(|o| {
+            let out = printed(o, "double-free-other-thread");
+            assert!(out.contains("reported=[true, true]"), "{out}");
+        });
+}
+
+#[test]
+fn a_freed_large_block_is_reused_by_its_thread_and_released_at_its_exit() {
+    child("reuse-and-exit")
+        .limit(LIMIT)
+        .run(|| {
             fortalloc::set_purge_delay_ms(60_000);
             let keep = fortalloc::malloc(BIG);
             // A freed block comes back to the thread that freed it.
@@ -210,8 +362,20 @@ fn child() {
                 fortalloc::free(keep);
             }
             println!("reused={} taken_after_exit={}", again == p, next as usize == addr);
-        }
-        "counters" => {
+        })
+        .check(|o| {
+            let out = printed(o, "reuse-and-exit");
+            if CACHED {
+                assert!(out.contains("reused=true taken_after_exit=true"), "{out}");
+            }
+        });
+}
+
+#[test]
+fn counters_stay_right_and_collect_releases_cached_blocks() {
+    child("counters")
+        .limit(LIMIT)
+        .run(|| {
             fortalloc::set_purge_delay_ms(60_000);
             let before = fortalloc::stats();
             // In an array: a `Vec` would count an allocation of its own.
@@ -237,8 +401,29 @@ fn child() {
                 collected.bytes_in_use.current,
                 before.bytes_in_use.current,
             );
-        }
-        "fork" => {
+        })
+        .check(|o| {
+            let out = printed(o, "counters");
+            assert_eq!(field(out, "allocations"), 6, "{out}");
+            assert_eq!(field(out, "frees"), 6, "{out}");
+            assert!(
+                field(out, "segments_held") > field(out, "segments_before"),
+                "{out}"
+            );
+            assert_eq!(
+                field(out, "segments_after"),
+                field(out, "segments_before"),
+                "{out}"
+            );
+            assert_eq!(field(out, "in_use_after"), field(out, "in_use_before"), "{out}");
+        });
+}
+
+#[test]
+fn a_fork_child_uses_the_forking_threads_cache() {
+    child("fork")
+        .limit(LIMIT)
+        .run(|| {
             fortalloc::set_error_handler(Some(record));
             fortalloc::set_purge_delay_ms(60_000);
             let keep = fortalloc::malloc(BIG);
@@ -288,167 +473,16 @@ fn child() {
                 fortalloc::free(keep);
             }
             println!("child={child} parent_reused={}", q == p);
-        }
-        "double-free-churning" => {
-            // Two threads churning one class take its lock against each
-            // other, which turns their caches on; the second free of a
-            // block that sits in one is reported.
-            fortalloc::set_error_handler(Some(record));
-            let size = 200_000;
-            let keep = fortalloc::malloc(size);
-            let churn = move || {
-                for _ in 0..20_000 {
-                    let a = fortalloc::malloc(size);
-                    let b = fortalloc::malloc(size);
-                    // SAFETY: each freed once.
-                    unsafe {
-                        fortalloc::free(a);
-                        fortalloc::free(b);
-                    }
-                }
-            };
-            let other = std::thread::spawn(churn);
-            churn();
-            other.join().unwrap();
-            let p = fortalloc::malloc(size);
-            // SAFETY: the second free is the violation under test.
-            unsafe {
-                fortalloc::free(p);
-                fortalloc::free(p);
-                fortalloc::free(keep);
+        })
+        .check(|o| {
+            let out = printed(o, "fork");
+            if CACHED {
+                assert!(out.contains("child=0 parent_reused=true"), "{out}");
+            } else {
+                // Without a cache the child takes some free slot; it still reads
+                // zero from `calloc` and sees the second free.
+                let child = field(out, "child");
+                assert_eq!(child & !1, 0, "{out}");
             }
-            let seen = SEEN.load(std::sync::atomic::Ordering::SeqCst);
-            println!("reported={}", seen == p as usize);
-        }
-        other => panic!("unknown case {other}"),
-    }
-}
-
-fn run(case: &str) -> String {
-    let out = common::run_case("child", case, Duration::from_secs(60));
-    out.assert_success(case);
-    out.stdout
-}
-
-fn field(out: &str, name: &str) -> usize {
-    let at = out
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name}= in {out}"));
-    at.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-#[test]
-fn calloc_of_fresh_large_memory_touches_almost_none_of_it() {
-    let out = run("fresh-calloc");
-    let resident = field(&out, "resident");
-    // Its first page holds what the allocator writes; the rest is
-    // untouched (the guard build opens what the request needs, still
-    // without touching it). Guards without zero-on-free are the exception:
-    // a slot sealed with `mprotect` keeps old bytes, and no record says
-    // which slots did, so `calloc` clears every large block there.
-    if !cfg!(feature = "guard-pages") || cfg!(feature = "zero-on-free") {
-        assert!(
-            resident <= 2,
-            "calloc touched {resident} pages of fresh memory: {out}"
-        );
-    }
-}
-
-#[test]
-fn a_freed_large_block_goes_back_to_the_os_after_the_purge_delay() {
-    let out = run("purged-after-delay");
-    let before = field(&out, "before");
-    let after = field(&out, "after");
-    let pages = BIG / page_size();
-    assert!(
-        before >= pages - 1,
-        "the block was not resident after writing: {out}"
-    );
-    // The guard build seals a freed block at once instead, with `mprotect`
-    // keeping the pages of one written whole (SECURITY.md says why).
-    if !cfg!(feature = "guard-pages") {
-        assert!(after <= 1, "{after} pages still resident after the delay: {out}");
-    }
-    assert!(
-        out.contains("zero=true"),
-        "calloc after the purge not zero: {out}"
-    );
-}
-
-#[test]
-fn calloc_of_reused_blocks_reads_zero() {
-    assert!(run("reused-calloc").contains("all zero"));
-}
-
-#[test]
-fn a_second_free_of_a_large_block_is_reported_in_every_build() {
-    assert!(run("double-free").contains("reported=true"));
-}
-
-/// The cache of freed large blocks is off in the hardened build (any
-/// defence on).
-const CACHED: bool = !(cfg!(feature = "guard-pages")
-    || cfg!(feature = "encoded-freelist")
-    || cfg!(feature = "random-order")
-    || cfg!(feature = "double-free")
-    || cfg!(feature = "canary")
-    || cfg!(feature = "zero-on-free"));
-
-#[test]
-fn a_second_free_after_the_cache_gave_the_block_back_is_reported() {
-    assert!(run("double-free-after-flush").contains("reported=true"));
-}
-
-#[test]
-fn a_second_free_after_threads_churned_the_class_is_reported() {
-    assert!(run("double-free-churning").contains("reported=true"));
-}
-
-#[test]
-fn a_second_free_from_another_thread_is_reported() {
-    let out = run("double-free-other-thread");
-    assert!(out.contains("reported=[true, true]"), "{out}");
-}
-
-#[test]
-fn a_freed_large_block_is_reused_by_its_thread_and_released_at_its_exit() {
-    let out = run("reuse-and-exit");
-    if CACHED {
-        assert!(out.contains("reused=true taken_after_exit=true"), "{out}");
-    }
-}
-
-#[test]
-fn counters_stay_right_and_collect_releases_cached_blocks() {
-    let out = run("counters");
-    assert_eq!(field(&out, "allocations"), 6, "{out}");
-    assert_eq!(field(&out, "frees"), 6, "{out}");
-    assert!(
-        field(&out, "segments_held") > field(&out, "segments_before"),
-        "{out}"
-    );
-    assert_eq!(
-        field(&out, "segments_after"),
-        field(&out, "segments_before"),
-        "{out}"
-    );
-    assert_eq!(field(&out, "in_use_after"), field(&out, "in_use_before"), "{out}");
-}
-
-#[test]
-fn a_fork_child_uses_the_forking_threads_cache() {
-    let out = run("fork");
-    if CACHED {
-        assert!(out.contains("child=0 parent_reused=true"), "{out}");
-    } else {
-        // Without a cache the child takes some free slot; it still reads
-        // zero from `calloc` and sees the second free.
-        let child = field(&out, "child");
-        assert_eq!(child & !1, 0, "{out}");
-    }
+        });
 }

@@ -4,7 +4,8 @@
 //! runs again, and all the way after `collect(true)`. Each phase runs in a
 //! child process, so the test harness's own memory does not blur it.
 
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 
 #[global_allocator]
@@ -98,29 +99,14 @@ fn child_body() {
 }
 
 #[test]
-fn child() {
-    if std::env::var("FA_TEST_RSS_CHILD").is_ok() {
-        child_body();
-    }
-}
-
-#[test]
 fn rss_falls_back_after_a_burst() {
-    let exe = std::env::current_exe().expect("test binary");
-    let out = Command::new(exe)
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env("FA_TEST_RSS_CHILD", "1")
-        .output()
-        .expect("spawn child");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("after-collect="),
-        "the child ran the checks: {stdout}"
-    );
-    println!("{stdout}");
+    common::child("burst").run(child_body).check(|out| {
+        out.assert_success("burst");
+        assert!(
+            out.stdout.contains("after-collect="),
+            "the child ran the checks: {}",
+            out.stdout
+        );
+        println!("{}", out.stdout);
+    });
 }

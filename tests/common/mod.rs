@@ -1,19 +1,24 @@
 //! Helpers shared by integration tests (`mod common;`). Not every test file
 //! uses every helper, hence the `dead_code` allowance.
 //!
-//! [`run_with_limit`] runs a child process under a time limit, so a test
-//! whose subject can deadlock fails with "hung" instead of blocking the
-//! whole suite; [`run_case`] uses it to re-run this test binary for one
-//! case, the pattern of `tests/harden.rs`. The C library's tests include
-//! this file too (`#[path]`).
+//! [`child`] is the one harness for running a case of a test in a child
+//! process (this test binary re-run for that test alone): what a violation
+//! does to the process (an abort, a fault, a hang) must not take the test
+//! harness down with it. The case's body and the check of its outcome sit
+//! together in the test that names them. [`run_with_limit`] runs any child
+//! under a time limit, so a test whose subject can deadlock fails with
+//! "hung" instead of blocking the whole suite. The C library's tests
+//! include this file too (`#[path]`).
 
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::fs::File;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::panic::Location;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// What a child process did, when it finished in time.
@@ -27,6 +32,56 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// The signal that ended the child, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        self.status.signal()
+    }
+
+    /// The child's exit code, if it exited.
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// The address the child printed with [`say_addr`] before its
+    /// violation; panics, showing the output, when there is none.
+    pub fn printed_addr(&self) -> String {
+        self.stdout
+            .lines()
+            .find_map(|l| l.split_once("addr=").map(|(_, a)| a.trim()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "child printed no address\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout, self.stderr
+                )
+            })
+            .to_string()
+    }
+
+    /// Panics unless the child died of `signal`.
+    pub fn assert_signal(&self, signal: i32, what: &str) {
+        assert_eq!(
+            self.signal(),
+            Some(signal),
+            "{what}: {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+    }
+
+    /// Panics unless the child aborted with fortalloc's report
+    /// `fortalloc: <what> at <the address it printed>`.
+    pub fn assert_reported(&self, what: &str) {
+        self.assert_signal(libc::SIGABRT, what);
+        let expect = format!("fortalloc: {what} at {}", self.printed_addr());
+        assert!(
+            self.stderr.contains(&expect),
+            "wanted `{expect}` in stderr:\n{}\nstdout:\n{}",
+            self.stderr,
+            self.stdout
+        );
+    }
+
     /// Panics with the whole story unless the child exited with status 0.
     pub fn assert_success(&self, what: &str) {
         assert!(
@@ -126,15 +181,158 @@ pub fn count_after(out: &Finished, prefix: &str) -> u64 {
         })
 }
 
-/// Re-runs this test binary for one case: only the test named `dispatcher`
-/// runs (`--exact`, output not captured, one test thread) with
-/// `FA_TEST_CASE=case` in its environment, under [`run_with_limit`].
-pub fn run_case(dispatcher: &str, case: &str, limit: Duration) -> Finished {
-    let exe = std::env::current_exe().expect("test binary");
-    let mut cmd = Command::new(exe);
-    cmd.args(["--exact", dispatcher, "--nocapture", "--test-threads=1"])
-        .env("FA_TEST_CASE", case);
-    run_with_limit(&mut cmd, case, limit)
+/// Names the case a re-run test binary is to run; its presence is what
+/// tells a child from the parent.
+const CASE_VAR: &str = "FA_CHILD_CASE";
+
+/// What a child prints before the body, so the parent knows the body ran
+/// (a child that ran no body, say for a misspelt test name, exits 0 too).
+const STARTED: &str = "fortalloc-test-child: running case ";
+
+/// How long a child may run unless the case says otherwise.
+const DEFAULT_LIMIT: Duration = Duration::from_secs(300);
+
+/// One case of the calling test, to be run in a child process by
+/// [`Child::run`]. `case` tells the test's cases apart (a test may run
+/// several bodies, or one body under several environments).
+pub fn child(case: &str) -> Child {
+    Child {
+        case: case.to_string(),
+        env: Vec::new(),
+        limit: DEFAULT_LIMIT,
+        aslr_off: false,
+    }
+}
+
+/// A case to run in a child process: see [`child`].
+pub struct Child {
+    case: String,
+    env: Vec<(String, String)>,
+    limit: Duration,
+    aslr_off: bool,
+}
+
+/// What [`Child::run`] did: in the parent, the child's outcome; in the
+/// child, nothing (it ran the body).
+#[must_use = "check the child's outcome with `check`"]
+pub struct Ran(Option<Finished>);
+
+impl Ran {
+    /// Runs `check` on the child's outcome, in the parent only.
+    pub fn check(self, check: impl FnOnce(&Finished)) {
+        if let Some(out) = self.0 {
+            check(&out);
+        }
+    }
+
+    /// The child's outcome, in the parent; `None` in the child.
+    pub fn outcome(self) -> Option<Finished> {
+        self.0
+    }
+}
+
+impl Child {
+    /// Sets a variable in the child's environment.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sets variables in the child's environment.
+    pub fn envs(self, env: &[(&str, &str)]) -> Self {
+        env.iter().fold(self, |c, (k, v)| c.env(k, v))
+    }
+
+    /// Kills the child and fails as "hung" after `limit` (see
+    /// [`run_with_limit`]).
+    pub fn limit(mut self, limit: Duration) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Starts the child with address-space randomization off, so its
+    /// layout is what the allocator chose, not the kernel.
+    pub fn aslr_off(mut self) -> Self {
+        self.aslr_off = true;
+        self
+    }
+
+    /// In the parent: re-runs the calling test alone in a child process
+    /// with this case named in its environment, and returns what the
+    /// child did. In that child: runs `body` (once, however often the test
+    /// asks for this case) and returns; the test then carries on to its
+    /// end without spawning or checking anything.
+    #[track_caller]
+    pub fn run(self, body: impl FnOnce()) -> Ran {
+        note_body(&self.case, Location::caller());
+        match std::env::var(CASE_VAR) {
+            Ok(case) => {
+                static RAN: AtomicBool = AtomicBool::new(false);
+                if case == self.case && !RAN.swap(true, Ordering::Relaxed) {
+                    use std::io::Write;
+                    println!("{STARTED}{case}");
+                    std::io::stdout().flush().expect("flush");
+                    body();
+                    std::io::stdout().flush().expect("flush");
+                }
+                Ran(None)
+            }
+            Err(_) => Ran(Some(self.spawn())),
+        }
+    }
+
+    fn spawn(&self) -> Finished {
+        // The test harness runs each test on a thread named after it.
+        let current = std::thread::current();
+        let test = current
+            .name()
+            .filter(|&n| n != "main")
+            .expect("child cases run from a test's own thread");
+        let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+        cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(CASE_VAR, &self.case)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if self.aslr_off {
+            // SAFETY: personality(2) only changes how the exec'd image is
+            // laid out; it allocates nothing and is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong);
+                    Ok(())
+                });
+            }
+        }
+        let what = format!("{test} [{}]", self.case);
+        let out = run_with_limit(&mut cmd, &what, self.limit);
+        assert!(
+            out.stdout.contains(&format!("{STARTED}{}\n", self.case)),
+            "{what}: the child never ran the case's body ({:?})\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+        out
+    }
+}
+
+/// Panics if this test gave `case` to two bodies: the child runs the
+/// first body asked for under a case's name, so a second would go untested.
+fn note_body(case: &str, at: &'static Location<'static>) {
+    thread_local! {
+        static BODIES: RefCell<Vec<(String, &'static Location<'static>)>> = const { RefCell::new(Vec::new()) };
+    }
+    BODIES.with_borrow_mut(|bodies| match bodies.iter().find(|(c, _)| c == case) {
+        Some((_, first)) => assert_eq!(*first, at, "case `{case}` names two bodies"),
+        None => bodies.push((case.to_string(), at)),
+    });
+}
+
+/// Prints `addr=<p>` for [`Finished::printed_addr`], flushed before the
+/// violation that follows can end the process.
+pub fn say_addr<T>(p: *const T) {
+    use std::io::Write;
+    println!("addr={:#x}", p as usize);
+    std::io::stdout().flush().expect("flush");
 }
 
 /// Runs `exe` with `lib` preloaded, killed after a minute (a deadlock fails

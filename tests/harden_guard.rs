@@ -1,0 +1,499 @@
+//! The `guard-pages` defence: overflows and underflows off small, large and
+//! huge blocks fault within a page, with guards made either way (the
+//! kernel's page-table markers, or `mprotect`); freed large and huge blocks
+//! and zero-size allocations are inaccessible at once; large blocks grown
+//! in place move their guard, and reused ones read zero however they were
+//! sealed. Each access runs in a child process.
+
+#![cfg(feature = "guard-pages")]
+
+mod common;
+mod hardened;
+
+use common::{child, say_addr, Finished};
+use hardened::{free, free_on_another_thread, malloc};
+
+#[global_allocator]
+static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
+
+/// The ways guards can be made: the kernel's choice (page-table markers
+/// where it has them) and the `mprotect` fallback, forced.
+const GUARD_WAYS: [&str; 2] = ["auto", "mprotect"];
+
+/// Runs `body` as `case` in a child once per way of making guards; each
+/// child must die of SIGSEGV after it started the violation (`body` prints
+/// "writing"/"reading" first), never reaching "no fault".
+#[track_caller]
+fn expect_faults(case: &str, body: impl Fn()) {
+    for way in GUARD_WAYS {
+        child(case)
+            .env("FORTALLOC_GUARDS", way)
+            .run(&body)
+            .check(|o| assert_faulted(o, &format!("{case} (guards: {way})")));
+    }
+}
+
+fn assert_faulted(o: &Finished, what: &str) {
+    o.assert_signal(libc::SIGSEGV, what);
+    assert!(!o.stdout.contains("no fault"), "{what}: {}", o.stdout);
+}
+
+/// Writes 0x41 over `[p + from, p + to)`, a byte at a time as a linear
+/// overflow does, between "writing" and "no fault".
+///
+/// # Safety
+/// Deliberately out of bounds: for a child expected to fault.
+unsafe fn write_from(p: *mut u8, from: usize, to: usize) {
+    println!("writing");
+    for i in from..to {
+        // SAFETY: per the caller.
+        unsafe { std::ptr::write_volatile(p.add(i), 0x41) };
+    }
+    println!("no fault");
+}
+
+/// Reads the byte at `p` between "reading" and "no fault".
+///
+/// # Safety
+/// Deliberately a dangling read: for a child expected to fault.
+unsafe fn read_at(p: *const u8) {
+    println!("reading");
+    // SAFETY: per the caller.
+    let v = unsafe { std::ptr::read_volatile(p) };
+    println!("no fault {v}");
+}
+
+#[test]
+fn linear_overflow_off_a_large_block_faults_within_a_page() {
+    expect_faults("overflow-large-linear", || {
+        let p = malloc(100_000);
+        // SAFETY: the overflow under test, in a child expected to fault.
+        unsafe { write_from(p, 100_000, 100_000 + 8192) };
+    });
+}
+
+#[test]
+fn linear_overflow_faults_within_a_page_of_the_request_for_every_large_size() {
+    // Sizes just past size-class boundaries, where a class's slack (up to
+    // 12.5%, tens of KiB) used to lie between the request and the guard.
+    for n in [65_537, 73_729, 100_000, 300_001, 1_048_577, 1_900_000] {
+        expect_faults(&format!("overflow-past-page:{n}"), || {
+            // Writes from the end of the request on, one byte at a time:
+            // the guard must stop it within the next OS page.
+            let p = malloc(n);
+            // SAFETY: the overflow under test, in a child expected to fault.
+            unsafe { write_from(p, n, n + 4096 + 64) };
+        });
+    }
+}
+
+#[test]
+fn underflow_before_a_large_block_faults() {
+    expect_faults("underflow-large", || {
+        let p = malloc(100_000);
+        println!("writing");
+        // SAFETY: the underflow under test, in a child expected to fault.
+        unsafe { std::ptr::write_volatile(p.sub(1), 0x41) };
+        println!("no fault");
+    });
+}
+
+#[test]
+fn linear_overflow_off_a_small_page_faults() {
+    expect_faults("overflow-small-linear", || {
+        // A fresh size class: its page holds this one block first.
+        let p = malloc(7000);
+        // SAFETY: the overflow under test, in a child expected to fault.
+        unsafe { write_from(p, 7000, (64 << 10) + 8192) };
+    });
+}
+
+#[test]
+fn page_guards_outlive_their_segment_and_guard_the_next_one() {
+    for way in GUARD_WAYS {
+        child("overflow-small-linear-reused")
+            .env("FORTALLOC_GUARDS", way)
+            .run(|| {
+                // A thread fills pages of one size class, frees them and
+                // exits: its segment goes back to the arena with its page
+                // guards left in place.
+                // (No heap memory outlives it: a live block would keep the
+                // segment.)
+                let segments = std::thread::spawn(|| {
+                    let mut blocks = [0usize; 160];
+                    for b in blocks.iter_mut() {
+                        *b = malloc(7000) as usize;
+                    }
+                    for b in blocks.iter_mut() {
+                        // SAFETY: each block is live and freed once.
+                        unsafe { free(*b as *mut u8) };
+                        *b >>= 22;
+                    }
+                    blocks
+                })
+                .join()
+                .expect("first thread");
+                // A new thread takes that memory for its first page, with
+                // no `mprotect`, and overflows off the end of the page.
+                std::thread::spawn(move || {
+                    let before = fortalloc::stats().protect_calls;
+                    let p = malloc(7000);
+                    let made = fortalloc::stats().protect_calls - before;
+                    let reused = segments.contains(&(p as usize >> 22));
+                    println!("reused={reused} protects={made}");
+                    // SAFETY: the overflow under test, in a child expected
+                    // to fault.
+                    unsafe { write_from(p, 7000, (64 << 10) + 8192) };
+                })
+                .join()
+                .expect("second thread");
+            })
+            .check(|o| {
+                assert_faulted(o, way);
+                // The second thread's page lies in the first one's old
+                // segment and found its guard in place: not one protection
+                // change.
+                assert!(o.stdout.contains("reused=true protects=0"), "{way}: {}", o.stdout);
+            });
+    }
+}
+
+#[test]
+fn guards_are_markers_where_the_kernel_has_them_and_mprotect_when_forced() {
+    for way in GUARD_WAYS {
+        child("guard-way")
+            .env("FORTALLOC_GUARDS", way)
+            .run(|| {
+                let p = malloc(100_000);
+                let s = fortalloc::stats();
+                println!(
+                    "markers>0={} mprotect>0={}",
+                    s.guard_markers > 0,
+                    s.guard_protects > 0
+                );
+                // SAFETY: a live block, freed once.
+                unsafe { free(p) };
+            })
+            .check(|o| {
+                assert_eq!(o.code(), Some(0), "{way}: {} / {}", o.stderr, o.stdout);
+                let expect = if way == "auto" && common::kernel_has_guard_markers() {
+                    "markers>0=true mprotect>0=false"
+                } else {
+                    "markers>0=false mprotect>0=true"
+                };
+                assert!(o.stdout.contains(expect), "{way}: {}", o.stdout);
+            });
+    }
+}
+
+#[test]
+fn a_large_block_grows_in_place_and_its_guard_moves_with_it() {
+    child("overflow-after-growing-a-large-block-in-place")
+        .run(|| {
+            // A large block grown by realloc within its block (its size
+            // class, 112 KiB, has room: classes are a quarter apart): the
+            // same address, the old bytes kept, the new ones usable (zero
+            // in the zero-on-free build), and a guard right after the new
+            // size, past what was sealed slack before.
+            let p = malloc(100_000);
+            // SAFETY: `p` is a live block of 100,000 bytes grown once to
+            // `n`; the write past `n` is the overflow under test, in a
+            // child expected to fault.
+            unsafe {
+                std::ptr::write_bytes(p, 7, 100_000);
+                let n = 110_000;
+                let q = fortalloc::realloc(p, n);
+                let kept = (0..100_000).all(|i| *q.add(i) == 7);
+                let zeroed = (100_000..n).all(|i| *q.add(i) == 0);
+                std::ptr::write_bytes(q.add(100_000), 9, n - 100_000);
+                println!("same={} kept={kept} zeroed={zeroed}", p == q);
+                write_from(q, n, n + 4096 + 64);
+            }
+        })
+        .check(|o| {
+            assert_faulted(o, "grown in place");
+            let zeroed = cfg!(feature = "zero-on-free");
+            assert!(
+                o.stdout.contains(&format!("same=true kept=true zeroed={zeroed}"))
+                    || (!zeroed && o.stdout.contains("same=true kept=true zeroed=true")),
+                "{}",
+                o.stdout
+            );
+        });
+}
+
+/// Runs `body` as `case`, which must print "clean" and exit 0, with every
+/// way a large block can be sealed: markers (where the kernel has them),
+/// `mprotect`, and `mprotect` past a budget too small for any guard
+/// (blocks stay open, wiped).
+#[cfg(feature = "zero-on-free")]
+#[track_caller]
+fn clean_however_sealed(case: &str, body: impl Fn()) {
+    let envs: [&[(&str, &str)]; 3] = [
+        &[("FORTALLOC_GUARDS", "auto")],
+        &[("FORTALLOC_GUARDS", "mprotect")],
+        &[("FORTALLOC_GUARDS", "mprotect"), ("FORTALLOC_MAP_BUDGET", "8")],
+    ];
+    for env in envs {
+        child(case).envs(env).run(&body).check(|o| {
+            assert_eq!(o.code(), Some(0), "{env:?}: {} / {}", o.stderr, o.stdout);
+            assert!(o.stdout.contains("clean"), "{env:?}: {}", o.stdout);
+        });
+    }
+}
+
+#[cfg(feature = "zero-on-free")]
+#[test]
+fn reused_large_blocks_read_zero_however_they_were_sealed() {
+    clean_however_sealed("large-reused-zero", || {
+        // Large blocks of every kind of size, written whole or in their
+        // first page only (so freed blocks are sealed both ways), freed
+        // and taken again: each new one reads zero.
+        let sizes = [70_000usize, 100_000, 300_000, 1_000_000, 2_000_000];
+        for i in 0..120 {
+            let n = sizes[i % sizes.len()];
+            let p = malloc(n);
+            assert!(!p.is_null());
+            // SAFETY: `p` is a live block of `n` bytes, freed once.
+            unsafe {
+                let words = std::slice::from_raw_parts(p as *const u64, n / 8);
+                if let Some(w) = words.iter().position(|&w| w != 0) {
+                    println!("old bytes at {} of a {n}-byte block", w * 8);
+                    return;
+                }
+                let touched = if i % 2 == 0 { n } else { 4096 };
+                std::ptr::write_bytes(p, 0xab, touched);
+                free(p);
+            }
+        }
+        println!("clean");
+    });
+}
+
+#[cfg(feature = "zero-on-free")]
+#[test]
+fn large_blocks_grown_and_shrunk_by_realloc_never_show_old_bytes() {
+    clean_however_sealed("large-realloc-reused-zero", || {
+        // Large blocks grown by realloc a little at a time (in place and
+        // by moving), written whole at each step, shrunk in place and
+        // grown back, then freed: the part a shrink sealed and every slot
+        // taken afterwards read zero, and the bytes kept through each move
+        // are the caller's.
+        // SAFETY: every pointer is a live block of the size last asked
+        // for, freed once.
+        unsafe {
+            for round in 0..24usize {
+                let mut n = 60_000 + round * 1000;
+                let mut p = malloc(n);
+                std::ptr::write_bytes(p, 0x5a, n);
+                while n < 1_500_000 {
+                    let m = n + n / 8;
+                    let q = fortalloc::realloc(p, m);
+                    assert!(!q.is_null());
+                    let kept = std::slice::from_raw_parts(q, n).iter().all(|&b| b == 0x5a);
+                    let fresh = std::slice::from_raw_parts(q.add(n), m - n)
+                        .iter()
+                        .position(|&b| b != 0);
+                    if !kept || fresh.is_some() {
+                        println!("grown to {m}: kept={kept} nonzero at {fresh:?}");
+                        return;
+                    }
+                    std::ptr::write_bytes(q, 0x5a, m);
+                    (p, n) = (q, m);
+                }
+                let half = n / 2 + n / 8;
+                let q = fortalloc::realloc(p, half);
+                let q = fortalloc::realloc(q, n);
+                if let Some(i) = std::slice::from_raw_parts(q.add(half), n - half)
+                    .iter()
+                    .position(|&b| b != 0)
+                {
+                    println!(
+                        "old bytes at {} after shrinking to {half} and growing to {n}",
+                        half + i
+                    );
+                    return;
+                }
+                free(q);
+                for size in [70_000usize, 150_000, 400_000, 1_000_000] {
+                    let p = malloc(size);
+                    if let Some(i) = std::slice::from_raw_parts(p, size).iter().position(|&b| b != 0) {
+                        println!("old bytes at {i} of a {size}-byte block");
+                        return;
+                    }
+                    std::ptr::write_bytes(p, 0xab, size);
+                    free(p);
+                }
+            }
+        }
+        println!("clean");
+    });
+}
+
+#[test]
+fn a_large_block_realloc_moved_away_from_faults_at_once() {
+    expect_faults("read-after-realloc-move-large", || {
+        // The block a growing realloc left behind is sealed at once.
+        let n = 200_000;
+        let p = malloc(n);
+        // SAFETY: `p` is a live block of `n` bytes, moved by the realloc;
+        // the read after is the violation under test, in a child expected
+        // to fault.
+        unsafe {
+            std::ptr::write_bytes(p, 1, n);
+            let q = fortalloc::realloc(p, 4 * n);
+            assert!(q != p && !q.is_null());
+            read_at(p.add(n / 2));
+        }
+    });
+}
+
+#[test]
+fn a_reused_large_block_grows_in_place_with_its_guard_after_it() {
+    for way in GUARD_WAYS {
+        child("overflow-after-growing-a-reused-large-block")
+            .env("FORTALLOC_GUARDS", way)
+            .run(|| {
+                // A slot used whole and freed (its pages kept under
+                // `mprotect`, its tail still marked from when it was made)
+                // taken again for less and grown in place by realloc (both
+                // kinds of seal opened): what the growth opens reads zero,
+                // and a guard follows the new size.
+                // SAFETY: each pointer is a live block of the size last
+                // asked for; the write past `n` is the overflow under test,
+                // in a child expected to fault.
+                unsafe {
+                    let p = malloc(100_000);
+                    std::ptr::write_bytes(p, 7, 100_000);
+                    free(p);
+                    let p = malloc(97_000);
+                    std::ptr::write_bytes(p, 7, 97_000);
+                    let n = 110_000;
+                    let q = fortalloc::realloc(p, n);
+                    let zeroed = (97_000..n).all(|i| *q.add(i) == 0);
+                    println!("same={} zeroed={zeroed}", p == q);
+                    std::ptr::write_bytes(q, 9, n);
+                    write_from(q, n, n + 4096 + 64);
+                }
+            })
+            .check(|o| {
+                assert_faulted(o, way);
+                assert!(o.stdout.contains("writing"), "{way}: {}", o.stdout);
+                let zeroed = cfg!(feature = "zero-on-free");
+                assert!(
+                    o.stdout.contains(&format!("same=true zeroed={zeroed}"))
+                        || (!zeroed && o.stdout.contains("same=true zeroed=true")),
+                    "{way}: {}",
+                    o.stdout
+                );
+            });
+    }
+}
+
+#[cfg(feature = "zero-on-free")]
+#[test]
+fn a_write_to_a_freed_large_block_left_open_is_caught_at_reuse() {
+    child("large-write-after-free-unsealed")
+        .envs(&[("FORTALLOC_GUARDS", "mprotect"), ("FORTALLOC_MAP_BUDGET", "8")])
+        .run(|| {
+            // The check at reuse, without the one on leaving the
+            // quarantine.
+            fortalloc::set_quarantine(0, 0);
+            // Past the mapping budget a freed large block stays open: it is
+            // wiped, and a write to it is caught when its slot is handed
+            // out again.
+            let n = 300_000;
+            let p = malloc(n);
+            // SAFETY: a live block, freed once; the write after is the
+            // violation under test, in a child expected to abort.
+            unsafe {
+                free(p);
+                say_addr(p);
+                *p.add(1000) = 0x41;
+            }
+            for _ in 0..64 {
+                let _ = std::hint::black_box(malloc(n));
+            }
+        })
+        .check(|o| o.assert_reported("write after free"));
+}
+
+#[test]
+fn linear_overflow_off_a_huge_block_faults_within_a_page() {
+    expect_faults("overflow-huge-linear", || {
+        let p = malloc(5 << 20);
+        // SAFETY: the overflow under test, in a child expected to fault.
+        unsafe { write_from(p, 5 << 20, (5 << 20) + 8192) };
+    });
+}
+
+#[test]
+fn zero_size_allocations_are_unique_and_inaccessible() {
+    expect_faults("zero-size-read", || {
+        let a = fortalloc::malloc(0);
+        let b = fortalloc::malloc(0);
+        assert!(!a.is_null() && !b.is_null() && a != b, "unique");
+        // SAFETY: `b` is live, freed once; reading `a`'s zero bytes is the
+        // violation under test, in a child expected to fault.
+        unsafe {
+            free(b);
+            read_at(a);
+        }
+    });
+}
+
+#[test]
+fn zero_size_double_free_is_caught() {
+    child("zero-size-double-free")
+        .run(|| {
+            let a = fortalloc::malloc(0);
+            // SAFETY: a fortalloc block; the second free is the violation
+            // under test, in a child expected to abort.
+            unsafe {
+                free(a);
+                say_addr(a);
+                free(a);
+            }
+        })
+        .check(|o| o.assert_reported("double free"));
+}
+
+/// A large or huge block of `n` bytes written, freed and read at once.
+fn read_after_free(n: usize) {
+    let p = malloc(n);
+    // SAFETY: a live block of `n` bytes, freed once; the read after is the
+    // violation under test, in a child expected to fault.
+    unsafe {
+        std::ptr::write_bytes(p, 1, n);
+        free(p);
+        read_at(p.add(n / 2));
+    }
+}
+
+#[test]
+fn freed_large_blocks_are_inaccessible_at_once() {
+    expect_faults("read-after-free-large", || read_after_free(300_000));
+}
+
+#[test]
+fn large_blocks_freed_by_another_thread_are_inaccessible_at_once() {
+    expect_faults("read-after-remote-free-large", || {
+        // Freed by another thread than the one that allocated it, which
+        // then keeps running: the memory must still be sealed at once, not
+        // when the owner next collects.
+        let n = 300_000;
+        let p = malloc(n);
+        // SAFETY: a live block of `n` bytes, freed once; the read after is
+        // the violation under test, in a child expected to fault.
+        unsafe {
+            std::ptr::write_bytes(p, 1, n);
+            free_on_another_thread(p as usize);
+            read_at(p.add(n / 2));
+        }
+    });
+}
+
+#[test]
+fn freed_huge_blocks_are_inaccessible_at_once() {
+    expect_faults("read-after-free-huge", || read_after_free(8 << 20));
+}

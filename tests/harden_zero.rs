@@ -1,0 +1,167 @@
+//! The `zero-on-free` defence: freed blocks are wiped, so a dangling reader
+//! sees zeros, every new owner of reused memory finds its block all zero,
+//! and a write to a freed block is caught when the block leaves the
+//! quarantine or is handed out again. The violations run in child
+//! processes.
+
+#![cfg(feature = "zero-on-free")]
+
+mod common;
+mod hardened;
+
+use common::say_addr;
+use hardened::{expect_detected, free, malloc};
+
+#[global_allocator]
+static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
+
+#[test]
+fn write_after_free_is_caught_when_the_block_is_reused() {
+    expect_detected("write-after-free", "write after free", || {
+        let p = malloc(64);
+        // A live neighbour keeps the page in use, so it is not released
+        // (and purged) with the write in it before `p` comes round again.
+        let _keep = malloc(64);
+        // SAFETY: a fortalloc block, freed once; the write after is the
+        // violation under test, in a child expected to abort.
+        unsafe {
+            free(p);
+            say_addr(p);
+            // Past the first word (the free-list link).
+            *p.add(16) = 0x41;
+        }
+        // Frees too: with the quarantine, they push `p` out of it.
+        for _ in 0..100_000 {
+            let q = std::hint::black_box(malloc(64));
+            // SAFETY: a live block, freed once.
+            unsafe { free(q) };
+        }
+    });
+}
+
+/// A write to a block waiting in the quarantine is caught as it leaves:
+/// all of it when the quarantine is emptied (`collect`, thread exit), its
+/// first word when later frees push it out (the rest when it is handed out
+/// again, the test above).
+#[cfg(feature = "quarantine")]
+#[test]
+fn a_write_while_quarantined_is_caught_as_the_block_leaves() {
+    expect_detected("quarantined-write-then-collect", "write after free", || {
+        let p = malloc(64);
+        // SAFETY: a fortalloc block, freed once; the write after is the
+        // violation under test, in a child expected to abort.
+        unsafe {
+            free(p);
+            say_addr(p);
+            *p.add(40) = 0x41;
+        }
+        // Emptying the quarantine reads every block in it whole.
+        fortalloc::collect(false);
+        println!("not caught");
+    });
+    expect_detected(
+        "quarantined-first-word-write-then-frees",
+        "write after free",
+        || {
+            let p = malloc(64);
+            // SAFETY: as above, a write to the block's first word.
+            unsafe {
+                free(p);
+                say_addr(p);
+                (p as *mut u64).write(0x4141);
+            }
+            // Frees push `p` out; its first word is read as it leaves,
+            // before a free-list link covers it.
+            for _ in 0..100_000 {
+                let q = std::hint::black_box(malloc(64));
+                // SAFETY: a live block, freed once.
+                unsafe { free(q) };
+            }
+            println!("not caught");
+        },
+    );
+}
+
+#[test]
+fn a_dangling_reader_sees_zeros() {
+    let p = malloc(256);
+    // Reading it after the free is what a dangling pointer does.
+    // SAFETY: `p` is a live 256-byte block; its memory stays mapped after
+    // the free (its page holds other live blocks).
+    unsafe {
+        let _keep = malloc(256);
+        std::ptr::write_bytes(p, 0xab, 256);
+        free(p);
+        for i in 8..256 {
+            assert_eq!(std::ptr::read_volatile(p.add(i)), 0, "byte {i} after free");
+        }
+    }
+}
+
+#[test]
+fn a_block_grown_in_place_shows_zeros_past_its_old_size() {
+    // Past the old size lay its canary and recorded size; a block grown in
+    // place must show zeros there, as a moved one would.
+    let mut in_place = 0;
+    for n in [20usize, 100, 1000, 5000, 40_000, 100_000] {
+        let p = malloc(n);
+        // SAFETY: `p` is a live block of `n` bytes, `q` one of `n + 3`.
+        unsafe {
+            std::ptr::write_bytes(p, 0xee, n);
+            let q = fortalloc::realloc(p, n + 3);
+            assert!(!q.is_null());
+            in_place += usize::from(q == p);
+            for i in n..n + 3 {
+                assert_eq!(*q.add(i), 0, "size {n}: byte {i} after realloc");
+            }
+            free(q);
+        }
+    }
+    assert!(in_place > 0, "no block grew in place");
+}
+
+/// Sizes from every kind of page: small, medium, large (a segment of its
+/// own in the guard build, not wiped at free there) and huge.
+const SIZES: [usize; 6] = [24, 3000, 40_000, 200_000, 1_500_000, 6_000_000];
+
+/// Fills blocks with a pattern and frees them, many times over, so the
+/// memory is reused; every new owner must find its block all zero.
+fn churn(zeroed: bool) {
+    for round in 0..12 {
+        for &n in &SIZES {
+            let p = if zeroed { fortalloc::zalloc(n) } else { malloc(n) };
+            assert!(!p.is_null());
+            // SAFETY: `p` is a live block of `n` bytes (at least).
+            unsafe {
+                // Under encoded-freelist the handed-out block does not even
+                // keep its free-list link; without it, word 0 may hold the
+                // plain link.
+                let from = if cfg!(feature = "encoded-freelist") || zeroed {
+                    0
+                } else {
+                    8
+                };
+                let bytes = std::slice::from_raw_parts(p, n);
+                if let Some(i) = bytes[from..].iter().position(|&b| b != 0) {
+                    panic!(
+                        "round {round}: {n}-byte block: byte {} is {:#x}",
+                        i + from,
+                        bytes[i + from]
+                    );
+                }
+                std::ptr::write_bytes(p, 0xa5, n);
+                free(p);
+            }
+        }
+    }
+}
+
+#[test]
+fn new_owners_of_reused_memory_see_zeros() {
+    churn(false);
+}
+
+#[test]
+fn zeroed_allocations_are_zero_after_reuse() {
+    churn(true);
+}
