@@ -138,10 +138,13 @@ pub unsafe fn usable(page: *const Page, p: *const u8) -> usize {
 }
 
 /// The open bytes a request of `size` needs: through its canary, rounded
-/// up to the OS page.
+/// up to the OS page, and at least one page: a live block with nothing
+/// open would read as a freed, sealed one (a zero-byte request aligned to
+/// a large block's size, without the canary's bytes, came to 0).
 fn wanted(size: usize, bsize: usize) -> usize {
     let ps = os::page_size();
     (size + super::canary_extra())
+        .max(1)
         .next_multiple_of(ps)
         .min(bsize - guard::BLOCK_GUARD)
 }

@@ -5,8 +5,10 @@
 //! batch of fresh blocks is linked in a random permutation, and each list
 //! of blocks the owner freed is shuffled when the page takes it back for
 //! reuse; so the block a malloc returns cannot be predicted from the
-//! previous one or from the owner's last free. (Lists freed by other
-//! threads are reused as they come: see `page::collect_thread_free`.)
+//! previous one or from the owner's last free. Lists freed by other
+//! threads are shuffled the same way unless a quarantine is in effect,
+//! whose random departures already decide their order (see
+//! `shuffle_remote_lists` and `page::collect_thread_free`).
 //! Freed blocks are still reused before the page grows (growing instead,
 //! at random, cost every thread a page's worth of memory per size class
 //! and the time to fault it in).
@@ -192,7 +194,7 @@ mod tests {
 
     // Blocks in local memory: with `double-free` a walk reads the segment
     // bitmaps, which only real segments have (`reuse_order_randomness` in
-    // tests/harden.rs measures the shuffle there).
+    // tests/harden_random.rs measures the shuffle there).
     #[cfg(not(feature = "double-free"))]
     #[test]
     fn a_shuffle_keeps_every_block_once_and_moves_them() {
