@@ -151,7 +151,7 @@ pub unsafe fn free(seg: *mut Segment) {
         stats::HUGE.decrease(1);
         stats::HUGE_BYTES.decrease(bytes);
         stats::IN_USE.decrease(bytes);
-        crate::page::reset(core::ptr::addr_of_mut!((*seg).pages).cast());
+        crate::page::reset(segment::page_at(seg, 0));
         segment::os_free(seg);
     }
 }

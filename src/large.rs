@@ -210,8 +210,8 @@ fn all_slots(count: usize) -> u64 {
 
 /// The page descriptor holding a segment of slots' geometry.
 fn page(seg: *mut Segment) -> *mut Page {
-    // SAFETY: only the address of the field is taken.
-    unsafe { ptr::addr_of_mut!((*seg).pages).cast() }
+    // SAFETY: index 0 is in the page table; only the address is computed.
+    unsafe { segment::page_at(seg, 0) }
 }
 
 /// Takes class `c`'s lock, noting in the calling thread's `cache` (if it

@@ -84,12 +84,17 @@ pub struct Segment {
     pub pages: [Page; SMALL_PAGES_PER_SEGMENT + 1],
 }
 
+/// Where the hardened build's live and freed bitmaps start in a segment
+/// header: right after the descriptors, cache-line aligned. One formula
+/// for the header's size here and for the bitmaps' address in
+/// `harden::double_free`.
+pub const BITMAP_OFFSET: usize = core::mem::size_of::<Segment>().next_multiple_of(64);
+
 /// Header size rounded to whole OS pages.
 pub fn info_size() -> usize {
     let ps = os::page_size();
-    // The hardened build's live-block bitmaps follow the descriptors, and a
-    // guard page follows them.
-    let bytes = core::mem::size_of::<Segment>().next_multiple_of(64) + harden::BITMAP_BYTES;
+    // The bitmaps follow the descriptors, and a guard page follows them.
+    let bytes = BITMAP_OFFSET + harden::BITMAP_BYTES;
     ((bytes + ps - 1) & !(ps - 1)) + harden::header_guard()
 }
 
@@ -104,6 +109,31 @@ pub fn of_page(page: *const Page) -> *mut Segment {
 #[inline(always)]
 pub fn of_block(p: *const u8) -> *mut Segment {
     ((p as usize).wrapping_sub(1) & !SEGMENT_MASK) as *mut Segment
+}
+
+/// Page descriptor `i` of `seg`: the segment's page table owns this
+/// arithmetic (index `SMALL_PAGES_PER_SEGMENT` is the sentinel past the
+/// last page). Only the address is computed; nothing is read.
+///
+/// # Safety
+/// `seg` must point to a segment header (live or being set up) and
+/// `i <= SMALL_PAGES_PER_SEGMENT`.
+#[inline(always)]
+pub unsafe fn page_at(seg: *mut Segment, i: usize) -> *mut Page {
+    debug_assert!(i <= SMALL_PAGES_PER_SEGMENT);
+    // SAFETY: per the caller, `i` indexes the header's page table, which
+    // holds SMALL_PAGES_PER_SEGMENT + 1 descriptors.
+    unsafe { ptr::addr_of_mut!((*seg).pages).cast::<Page>().add(i) }
+}
+
+/// The index of descriptor `page` in its segment's page table.
+///
+/// # Safety
+/// `page` must be a descriptor of `seg`'s page table.
+#[inline(always)]
+pub unsafe fn page_index(seg: *mut Segment, page: *const Page) -> usize {
+    // SAFETY: only addresses are compared.
+    (page as usize - unsafe { ptr::addr_of!((*seg).pages) } as usize) / core::mem::size_of::<Page>()
 }
 
 /// The page descriptor of block pointer `p` in `seg`.
@@ -121,7 +151,7 @@ pub unsafe fn page_of(seg: *mut Segment, p: *const u8) -> *mut Page {
             // may read as zero: land on the sentinel, never in use.
             idx = idx.min(SMALL_PAGES_PER_SEGMENT);
         }
-        ptr::addr_of_mut!((*seg).pages).cast::<Page>().add(idx)
+        page_at(seg, idx)
     }
 }
 
@@ -340,10 +370,9 @@ unsafe fn guards_left(seg: *mut Segment) -> Guards {
         if layout == 0 {
             return Guards::default();
         }
-        let pages = ptr::addr_of!((*seg).pages).cast::<Page>();
         let mut mask = 0u64;
         for i in (*seg).first_page as usize..(*seg).page_count as usize {
-            if (*pages.add(i)).guarded {
+            if (*page_at(seg, i)).guarded {
                 mask |= 1 << i;
             }
         }
@@ -429,18 +458,16 @@ unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
     // SAFETY: the segment is new and ours.
     unsafe {
         if !fresh.zero {
-            let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
             for i in 0..=SMALL_PAGES_PER_SEGMENT {
-                ptr::write(pages.add(i), Page::empty());
+                ptr::write(page_at(seg, i), Page::empty());
             }
         }
         init_header(seg, heap, kind);
         (*seg).in_arena = fresh.in_arena;
         if fresh.prior == Prior::Guarded {
             // The last segment here had this layout and left these guards.
-            let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
             for i in (*seg).first_page as usize..(*seg).page_count as usize {
-                (*pages.add(i)).guarded = fresh.guards & (1 << i) != 0;
+                (*page_at(seg, i)).guarded = fresh.guards & (1 << i) != 0;
             }
         }
         let segs = &mut (*heap).segs;
@@ -530,12 +557,11 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
                 return ptr::null_mut();
             }
         }
-        let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
         // Prefer a page still awaiting its purge: its memory is resident,
         // so reusing it saves both the purge and the page faults after.
         let mut idx = usize::MAX;
         for i in (*seg).first_page as usize..(*seg).page_count as usize {
-            let p = &*pages.add(i);
+            let p = &*page_at(seg, i);
             if !p.in_use() {
                 if p.purge_pending {
                     idx = i;
@@ -555,7 +581,7 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
         let natural = 1usize << bsize.trailing_zeros();
         let align = natural.min(area_end - seg as usize);
         let start = (area_start + align - 1) & !(align - 1);
-        let page = pages.add(idx);
+        let page = page_at(seg, idx);
         // The hardened build keeps the area's last OS page as a guard (its
         // large blocks are not on pages: see `large.rs`).
         let guarded = harden::GUARD_PAGES;
@@ -603,7 +629,7 @@ pub unsafe fn page_free(heap: *mut Heap, page: *mut Page) {
             free_segment(heap, seg);
             return;
         }
-        let idx = (page as usize - ptr::addr_of!((*seg).pages) as usize) / core::mem::size_of::<Page>();
+        let idx = page_index(seg, page);
         let delay = options::purge_delay_ms();
         if delay == 0 {
             let (s, e) = page_area(seg, idx);
@@ -672,10 +698,9 @@ unsafe fn purge_marked_pages(seg: *mut Segment) {
     // SAFETY: owner access to the segment's descriptors; the areas purged
     // belong to free pages, so no block lives there.
     unsafe {
-        let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
         let mut run: Option<(usize, usize)> = None;
         for idx in (*seg).first_page as usize..(*seg).page_count as usize {
-            let page = &mut *pages.add(idx);
+            let page = &mut *page_at(seg, idx);
             if !page.in_use() && page.purge_pending {
                 page.purge_pending = false;
                 // Purged just below: the area reads as zero again.
@@ -718,7 +743,7 @@ pub unsafe fn init_slots(seg: *mut Segment, bin: usize) -> (*mut u8, usize) {
         } else {
             0
         };
-        let page = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+        let page = page_at(seg, 0);
         harden::clear_live_bits(start, start + count * bsize);
         page::init(page, ptr::null_mut(), bin as u8, bsize, start as *mut u8, count);
         // Every slot is a block start: the free check passes them, and the
@@ -748,7 +773,7 @@ pub unsafe fn init_huge(seg: *mut Segment, size: usize, offset: usize, block_siz
         (*seg).size = size;
         (*seg).block_offset = offset;
         (*seg).used_pages = 1;
-        let page = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+        let page = page_at(seg, 0);
         page::init_single(page, block_size, (seg as *mut u8).add(offset));
     }
 }

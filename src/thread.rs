@@ -8,7 +8,6 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use crate::heap::{self, Heap, EMPTY_HEAP_PTR};
 use crate::lock::{Holder, SpinLock};
 use crate::os;
-use crate::page::Page;
 use crate::segment::{self, Kind, Segment};
 use crate::stats::{self, HeapCounters};
 
@@ -299,9 +298,8 @@ pub unsafe fn reclaim_one(heap: *mut Heap, kind: Option<Kind>) -> bool {
     unsafe {
         stats::RECLAIMED.fetch_add(1, Ordering::Relaxed);
         segment::adopt(heap, seg);
-        let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
         for idx in (*seg).first_page as usize..(*seg).page_count as usize {
-            let page = pages.add(idx);
+            let page = segment::page_at(seg, idx);
             if !(*page).in_use() || heap::adopt_page(heap, page) {
                 continue;
             }

@@ -27,18 +27,11 @@ const ONE_MAP: usize = SEGMENT_SIZE >> GRANULE_SHIFT >> 3;
 /// Bytes of bitmaps per segment, live then freed (0 when the defence is off).
 pub const BITMAP_BYTES: usize = if ON { 2 * ONE_MAP } else { 0 };
 
-/// Offset of the bitmap in the segment header: right after the descriptor
-/// array, set by `segment::info_size`'s layout.
-#[inline(always)]
-fn bitmap_offset() -> usize {
-    core::mem::size_of::<crate::segment::Segment>().next_multiple_of(64)
-}
-
 #[inline(always)]
 fn word_and_bit(p: usize) -> (*const AtomicU64, u64) {
     let seg = (p - 1) & !SEGMENT_MASK;
     let granule = (p - seg) >> GRANULE_SHIFT;
-    let word = (seg + bitmap_offset()) as *const AtomicU64;
+    let word = (seg + crate::segment::BITMAP_OFFSET) as *const AtomicU64;
     // SAFETY (for callers): the word lies inside the bitmap of `p`'s segment.
     (word.wrapping_add(granule / 64), 1u64 << (granule % 64))
 }
@@ -127,7 +120,7 @@ pub unsafe fn clear_range(start: usize, end: usize) {
         return;
     }
     let seg = start & !SEGMENT_MASK;
-    let base = (seg + bitmap_offset()) as *const AtomicU64;
+    let base = (seg + crate::segment::BITMAP_OFFSET) as *const AtomicU64;
     let first = (start - seg) >> GRANULE_SHIFT;
     let last = (end - seg) >> GRANULE_SHIFT;
     let words = first / 64..last.div_ceil(64);
