@@ -115,16 +115,8 @@ fn huge_alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             return ptr::null_mut();
         }
     }
-    let p = huge::alloc(harden::huge_padded(size), align, zero);
-    if !p.is_null() {
-        // SAFETY: `heap` is this thread's initialised heap; `p` a huge
-        // block of `huge_padded(size)` bytes.
-        unsafe {
-            stats::bump(&(*heap).counters.mallocs);
-            harden::huge_taken(p, size);
-        }
-    }
-    p
+    // SAFETY: `heap` is this thread's initialised heap.
+    unsafe { huge::alloc_for(heap, size, align, zero) }
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two; anything else
@@ -392,7 +384,7 @@ fn free_unmapped(p: *mut u8) {
     if p.is_null() {
         return;
     }
-    if harden::ZERO_SIZE_SLOTS && harden::zero_size_owns(p) {
+    if harden::is_zero_size(p) {
         return free_zero_size(p);
     }
     error::not_a_block(Entry::Free, NotABlock::Foreign, p as usize, 0);
@@ -424,7 +416,7 @@ fn free_zero_size(p: *mut u8) {
 /// # Safety
 /// As for [`free`].
 pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
-    if harden::ZERO_SIZE_SLOTS && harden::zero_size_owns(p) {
+    if harden::is_zero_size(p) {
         if size != 0 {
             error::report(error::ErrorKind::SizeMismatch, p as usize, 0);
             return;
@@ -648,7 +640,7 @@ unsafe fn release(heap: *mut heap::Heap, seg: *mut Segment, page: *mut Page, blo
 /// # Safety
 /// `p` must be null or a live pointer returned by fortalloc.
 pub unsafe fn usable_size(p: *const u8) -> usize {
-    if p.is_null() || (harden::ZERO_SIZE_SLOTS && harden::zero_size_owns(p)) {
+    if p.is_null() || harden::is_zero_size(p) {
         return 0;
     }
     // SAFETY: non-null, live per the caller.
@@ -680,7 +672,7 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
     if p.is_null() {
         return malloc_aligned(new_size, align);
     }
-    if harden::ZERO_SIZE_SLOTS && harden::zero_size_owns(p) {
+    if harden::is_zero_size(p) {
         let q = malloc_aligned(new_size, align);
         if !q.is_null() {
             free_zero_size(p);

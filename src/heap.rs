@@ -166,12 +166,7 @@ fn malloc_slow(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
             return p;
         }
         if req > LARGE_OBJ_MAX {
-            let p = huge::alloc(harden::huge_padded(size), 0, false);
-            if !p.is_null() {
-                stats::bump(&(*heap).counters.mallocs);
-                harden::huge_taken(p, size);
-            }
-            return p;
+            return huge::alloc_for(heap, size, 0, false);
         }
         // A block the hardened checks refuse (only possible with an error
         // handler installed) is dropped, and the next one tried.

@@ -14,12 +14,32 @@ use core::ptr;
 
 use crate::arena::Prior;
 use crate::constants::{MAX_ALLOC, SEGMENT_SIZE, WORD};
+use crate::heap::Heap;
 use crate::page::Page;
 use crate::segment::{self, Segment};
 use crate::{harden, os, segment_map, stats};
 
 fn round_up(x: usize, to: usize) -> usize {
     (x + to - 1) & !(to - 1)
+}
+
+/// A huge block for a request of `size` bytes by `heap`'s thread: room
+/// for the hardened build's canary, which is armed, and the allocation
+/// counted. The one huge path of malloc and of the aligned allocations.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+pub unsafe fn alloc_for(heap: *mut Heap, size: usize, align: usize, zero: bool) -> *mut u8 {
+    let p = alloc(harden::huge_padded(size), align, zero);
+    if !p.is_null() {
+        // SAFETY: `heap` is this thread's heap per the caller; `p` a huge
+        // block of `huge_padded(size)` bytes.
+        unsafe {
+            stats::bump(&(*heap).counters.mallocs);
+            harden::huge_taken(p, size);
+        }
+    }
+    p
 }
 
 /// Allocates a huge block of `size` bytes aligned to `align` (0 or a power

@@ -40,9 +40,14 @@ pub use random::seed;
 #[cfg(test)]
 pub use random::{draws_between, shared_next, shared_state};
 pub use zero::{words_zero, zero_reused};
-pub use zero_size::{
-    alloc as zero_size_alloc, free as zero_size_free, owns as zero_size_owns, SLOT as ZERO_SIZE_SLOT,
-};
+pub use zero_size::{alloc as zero_size_alloc, free as zero_size_free, SLOT as ZERO_SIZE_SLOT};
+
+/// Whether `p` is one of the guard build's zero-size slots (never without
+/// it): the one test every entry point taking a pointer makes first.
+#[inline(always)]
+pub fn is_zero_size(p: *const u8) -> bool {
+    zero_size::ON && zero_size::owns(p)
+}
 
 // The switches, one per defence: the only names the core tests. Each is
 // its feature (see SECURITY.md for what it catches), false when off.
