@@ -231,6 +231,7 @@ impl ErrorKind {
 /// A detection, as given to an error handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ErrorInfo {
+    /// What was found.
     pub kind: ErrorKind,
     /// The block (or link) concerned.
     pub address: usize,

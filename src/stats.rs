@@ -158,8 +158,11 @@ pub fn bump(c: &AtomicU64) {
 /// A gauge as read: its level, high-water mark and total increase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GaugeValue {
+    /// The level now.
     pub current: u64,
+    /// The highest level so far.
     pub peak: u64,
+    /// The sum of every increase so far.
     pub total: u64,
 }
 
@@ -177,35 +180,47 @@ pub struct Stats {
     pub bytes_in_use: GaugeValue,
     /// Pages that hold blocks.
     pub pages: GaugeValue,
-    /// Huge objects (over 2 MiB): count and bytes.
+    /// Huge objects (over 2 MiB).
     pub huge: GaugeValue,
+    /// Bytes of huge objects.
     pub huge_bytes: GaugeValue,
     /// Segments held (4 MiB each, or a huge object's size).
     pub segments: GaugeValue,
     /// Address space reserved from the OS.
     pub reserved_bytes: GaugeValue,
-    /// `madvise` purges and the bytes they returned to the OS.
+    /// The process's resident memory now, as the kernel counts it (all of
+    /// it, not only fortalloc's).
+    pub resident_bytes: u64,
+    /// The process's peak resident memory so far.
+    pub peak_resident_bytes: u64,
+    /// `madvise` purges.
     pub purges: u64,
+    /// Bytes the purges returned to the OS.
     pub purged_bytes: u64,
     /// Kernel calls that changed a guard or a protection (`mprotect`, and
     /// `madvise` installing or removing guard markers): guards made and
     /// blocks sealed or opened (0 unless built with `guard-pages`).
     pub protect_calls: u64,
-    /// Guards made with page-table markers and with `mprotect`, and guards
-    /// not made (the `mprotect` fallback's mapping budget was near); see
-    /// `os::guard`. All 0 unless built with `guard-pages`.
+    /// Guards made with page-table markers (0 unless built with
+    /// `guard-pages`).
     pub guard_markers: u64,
+    /// Guards made with `mprotect`, where markers are missing.
     pub guard_protects: u64,
+    /// Guards not made: the `mprotect` fallback's mapping budget was near
+    /// (see SECURITY.md, "Mapping limits").
     pub guards_skipped: u64,
-    /// Thread heaps created; segments abandoned by exiting threads and
-    /// reclaimed by others.
+    /// Thread heaps created.
     pub threads: u64,
+    /// Segments abandoned by exiting threads.
     pub abandoned_segments: u64,
+    /// Abandoned segments reclaimed by other threads.
     pub reclaimed_segments: u64,
-    /// Freed blocks and their bytes waiting in the threads' quarantines,
-    /// and the blocks that have left them (0 without `quarantine`).
+    /// Freed blocks waiting in the threads' quarantines (0 without
+    /// `quarantine`).
     pub quarantined_blocks: u64,
+    /// Their bytes.
     pub quarantined_bytes: u64,
+    /// Blocks that have left the quarantines.
     pub quarantine_evictions: u64,
 }
 
@@ -238,6 +253,7 @@ pub fn stats() -> Stats {
     });
     let guards = os::guard_counts();
     let memory = os::memory_counts();
+    let resident = os::resident_bytes();
     Stats {
         allocations: mallocs,
         frees,
@@ -248,6 +264,8 @@ pub fn stats() -> Stats {
         huge_bytes: HUGE_BYTES.read(),
         segments: SEGMENTS.read(),
         reserved_bytes: RESERVED.read(),
+        resident_bytes: resident.0,
+        peak_resident_bytes: resident.1,
         purges: memory.purges,
         purged_bytes: memory.purged_bytes,
         protect_calls: memory.protects + guards.marker_calls,
@@ -317,6 +335,10 @@ pub fn print_stats_to(fd: i32) {
     gauge("huge objects", s.huge);
     gauge("segments", s.segments);
     gauge("reserved bytes", s.reserved_bytes);
+    row(
+        "resident bytes",
+        &[("current", s.resident_bytes), ("peak", s.peak_resident_bytes)],
+    );
     row("purges", &[("", s.purges), ("bytes", s.purged_bytes)]);
     row("protection changes", &[("", s.protect_calls)]);
     if crate::harden::GUARD_PAGES {

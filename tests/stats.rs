@@ -117,7 +117,34 @@ fn counters_follow_the_program() {
     assert!(purged.purges > without.purges, "{without:?} -> {purged:?}");
     assert!(purged.purged_bytes >= without.purged_bytes + (6 << 20));
 
+    resident_memory_is_the_kernels_count();
     quarantine_levels_and_evictions();
+}
+
+/// The resident bytes are the process's, as the kernel counts them: 32 MiB
+/// written raise them, and the peak, by about that much.
+fn resident_memory_is_the_kernels_count() {
+    let before = fortalloc::stats();
+    assert!(before.resident_bytes > 0);
+    let n = 32 << 20;
+    let p = fortalloc::malloc(n);
+    assert!(!p.is_null());
+    // SAFETY: a fresh block of `n` bytes.
+    unsafe { std::ptr::write_bytes(p, 1, n) };
+    let touched = fortalloc::stats();
+    assert!(
+        touched.resident_bytes >= before.resident_bytes + (30 << 20),
+        "{} -> {}",
+        before.resident_bytes,
+        touched.resident_bytes
+    );
+    assert!(
+        touched.peak_resident_bytes >= before.resident_bytes + (30 << 20),
+        "peak {}",
+        touched.peak_resident_bytes
+    );
+    // SAFETY: live, freed once.
+    unsafe { fortalloc::free(p) };
 }
 
 /// Frees wait in this thread's quarantine (builds with the feature): the

@@ -19,7 +19,9 @@ pub use memory::{
     advise_huge_pages, map, map_aligned, map_aligned_at_hint, map_aligned_offset, memory_counts, page_size,
     protect, purge, residency, set_huge_pages, touch_for_write, unmap,
 };
-pub use process::{abort, dup_for_exit, process_id, program_name, write_fd, write_stderr, yield_now};
+pub use process::{
+    abort, dup_for_exit, process_id, program_name, resident_bytes, write_fd, write_stderr, yield_now,
+};
 pub use random::random_u64;
 pub use thread::{at_fork_child, thread_key_create, thread_key_set, thread_token};
 pub use time::{claim_due, now_ms, recent_ms};

@@ -69,6 +69,38 @@ pub fn program_name(buf: &mut [u8]) -> usize {
     n
 }
 
+/// The process's resident memory now and at its peak, in bytes, as the
+/// kernel counts it (`/proc/self/statm`, `getrusage`), for the
+/// statistics: what the process costs in memory, fortalloc's and
+/// everyone else's. 0 where the kernel does not say. errno is kept.
+pub fn resident_bytes() -> (u64, u64) {
+    // SAFETY: reading errno has no preconditions.
+    let saved = unsafe { *libc::__errno_location() };
+    let mut buf = [0u8; 128];
+    let n = read_file(c"/proc/self/statm", &mut buf);
+    // The second field: resident pages.
+    let pages = buf[..n].split(|&b| b == b' ').nth(1).map_or(0, |f| {
+        f.iter()
+            .take_while(|b| b.is_ascii_digit())
+            .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'))
+    });
+    // SAFETY: `usage` is a valid, writable rusage.
+    let peak_kib = unsafe {
+        let mut usage: libc::rusage = core::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) == 0 {
+            usage.ru_maxrss.max(0) as u64
+        } else {
+            0
+        }
+    };
+    // SAFETY: errno is this thread's, writable at any time.
+    unsafe { *libc::__errno_location() = saved };
+    let now = pages * super::page_size() as u64;
+    // Two sources read a moment apart (and the kernel batches its
+    // counters): the peak is at least what is resident now.
+    (now, (peak_kib * 1024).max(now))
+}
+
 /// Reads the start of the file at `path` into `buf` with raw calls;
 /// returns the bytes read (0 when it cannot be opened).
 fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
