@@ -543,59 +543,30 @@ unsafe fn page_area(seg: *mut Segment, idx: usize) -> (usize, usize) {
 /// `heap` must be the calling thread's initialised heap.
 pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
     let bsize = size_class::BLOCK_SIZE[bin];
-    let kind = kind_for(bsize);
-    // SAFETY: all segments reached are owned by `heap`, i.e. by this thread.
+    // SAFETY: `heap` is this thread's, per the caller.
+    let seg = unsafe { segment_with_free_page(heap, kind_for(bsize)) };
+    if seg.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: `seg` is a live segment of `heap` with a free page.
+    let idx = unsafe { free_page_index(seg) };
+    // SAFETY: as above; `idx` is a free page of `seg`, taken here by the
+    // owner (no other thread changes the segment's page bookkeeping).
     unsafe {
-        let mut seg = match kind {
-            Kind::Small => (*heap).segs.small_free.first,
-            Kind::Medium => (*heap).segs.medium_free.first,
-            _ => ptr::null_mut(),
-        };
-        if seg.is_null() {
-            seg = alloc(heap, kind);
-            if seg.is_null() {
-                return ptr::null_mut();
-            }
-        }
-        // Prefer a page still awaiting its purge: its memory is resident,
-        // so reusing it saves both the purge and the page faults after.
-        let mut idx = usize::MAX;
-        for i in (*seg).first_page as usize..(*seg).page_count as usize {
-            let p = &*page_at(seg, i);
-            if !p.in_use() {
-                if p.purge_pending {
-                    idx = i;
-                    break;
-                }
-                idx = idx.min(i);
-            }
-        }
-        debug_assert!(idx < (*seg).page_count as usize);
         (*seg).used_pages += 1;
         if (*seg).used_pages == (*seg).page_count {
             free_remove(&mut (*heap).segs, seg);
         }
-        let (area_start, area_end) = page_area(seg, idx);
-        // Blocks sit at start + k * bsize: aligning the start to the largest
-        // power of two dividing bsize makes every block naturally aligned.
-        let natural = 1usize << bsize.trailing_zeros();
-        let align = natural.min(area_end - seg as usize);
-        let start = (area_start + align - 1) & !(align - 1);
+    }
+    // SAFETY: `idx < page_count` of the live `seg`.
+    let (area_start, area_end) = unsafe { page_area(seg, idx) };
+    let (start, reserved) = blocks_of_area(seg as usize, area_start, area_end, bsize);
+    // SAFETY: `idx` indexes the page table; the page is free and ours, so
+    // its descriptor is set up here alone; the block range lies in the
+    // segment, whose bitmaps (hardened build) cover it.
+    unsafe {
         let page = page_at(seg, idx);
-        // The hardened build keeps the area's last OS page as a guard (its
-        // large blocks are not on pages: see `large.rs`).
-        let guarded = harden::GUARD_PAGES;
-        let blocks_end = if guarded {
-            area_end - harden::page_guard()
-        } else {
-            area_end
-        };
-        let reserved = if start < blocks_end {
-            (blocks_end - start) / bsize
-        } else {
-            0
-        };
-        if guarded && reserved > 0 {
+        if harden::GUARD_PAGES && reserved > 0 {
             harden::page_slot(page, area_end);
         }
         harden::clear_live_bits(start, start + reserved * bsize);
@@ -609,6 +580,75 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
         }
         page
     }
+}
+
+/// One of `heap`'s segments of `kind` with a free page, or a new one; null
+/// when out of memory.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+unsafe fn segment_with_free_page(heap: *mut Heap, kind: Kind) -> *mut Segment {
+    // SAFETY: the heap and its lists are this thread's, per the caller.
+    let listed = unsafe {
+        match kind {
+            Kind::Small => (*heap).segs.small_free.first,
+            Kind::Medium => (*heap).segs.medium_free.first,
+            _ => ptr::null_mut(),
+        }
+    };
+    if !listed.is_null() {
+        return listed;
+    }
+    // SAFETY: as above.
+    unsafe { alloc(heap, kind) }
+}
+
+/// The free page of `seg` to take: one still awaiting its purge if any
+/// (its memory is resident, so reusing it saves both the purge and the
+/// page faults after), else the first.
+///
+/// # Safety
+/// `seg` must be a live segment of the calling thread with a free page.
+unsafe fn free_page_index(seg: *mut Segment) -> usize {
+    let mut idx = usize::MAX;
+    // SAFETY: the header and descriptors of a live segment; the owner
+    // alone changes which pages are in use.
+    unsafe {
+        for i in (*seg).first_page as usize..(*seg).page_count as usize {
+            let p = &*page_at(seg, i);
+            if !p.in_use() {
+                if p.purge_pending {
+                    return i;
+                }
+                idx = idx.min(i);
+            }
+        }
+        debug_assert!(idx < (*seg).page_count as usize);
+    }
+    idx
+}
+
+/// Where the blocks of `bsize` bytes of the page area `[area_start,
+/// area_end)` of the segment at `seg` start, and how many fit. Blocks sit
+/// at start + k * bsize: aligning the start to the largest power of two
+/// dividing `bsize` makes every block naturally aligned. The hardened
+/// build keeps the area's last OS page as a guard (its large blocks are
+/// not on pages: see `large.rs`).
+fn blocks_of_area(seg: usize, area_start: usize, area_end: usize, bsize: usize) -> (usize, usize) {
+    let natural = 1usize << bsize.trailing_zeros();
+    let align = natural.min(area_end - seg);
+    let start = (area_start + align - 1) & !(align - 1);
+    let blocks_end = if harden::GUARD_PAGES {
+        area_end - harden::page_guard()
+    } else {
+        area_end
+    };
+    let reserved = if start < blocks_end {
+        (blocks_end - start) / bsize
+    } else {
+        0
+    };
+    (start, reserved)
 }
 
 /// Gives a page whose blocks are all free back to its segment, scheduling
