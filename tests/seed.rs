@@ -6,50 +6,38 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
-use std::process::Command;
+mod common;
+use common::child;
 
 #[global_allocator]
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
-
-const CHILD: &str = "SEED_TEST_CHILD";
 
 /// Whether this build draws seeds for each thread's heap.
 const SEEDS_PER_HEAP: bool = cfg!(any(feature = "random-order", feature = "quarantine"));
 
 #[test]
 fn no_kernel_randomness_stops_the_hardened_build() {
-    if std::env::var_os(CHILD).is_some() {
-        return child();
-    }
-    let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "no_kernel_randomness_stops_the_hardened_build",
-            "--nocapture",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .expect("run the child");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if SEEDS_PER_HEAP {
-        assert!(!out.status.success(), "the child went on: {stdout}");
-        assert!(
-            stderr.contains("fortalloc: no randomness from the kernel"),
-            "no message: {stderr}"
-        );
-        assert!(!stdout.contains("thread allocated"), "{stdout}");
-    } else {
-        assert!(out.status.success(), "{stderr}");
-        assert!(stdout.contains("thread allocated"), "{stdout}");
-    }
-}
-
-fn child() {
-    block_randomness();
-    let t = std::thread::spawn(|| std::hint::black_box(vec![7u8; 100]).len());
-    assert_eq!(t.join().expect("thread"), 100);
-    println!("thread allocated");
+    child("no-randomness")
+        .run(|| {
+            block_randomness();
+            let t = std::thread::spawn(|| std::hint::black_box(vec![7u8; 100]).len());
+            assert_eq!(t.join().expect("thread"), 100);
+            println!("thread allocated");
+        })
+        .check(|o| {
+            if SEEDS_PER_HEAP {
+                assert!(!o.status.success(), "the child went on: {}", o.stdout);
+                assert!(
+                    o.stderr.contains("fortalloc: no randomness from the kernel"),
+                    "no message: {}",
+                    o.stderr
+                );
+                assert!(!o.stdout.contains("thread allocated"), "{}", o.stdout);
+            } else {
+                o.assert_success("no-randomness");
+                assert!(o.stdout.contains("thread allocated"), "{}", o.stdout);
+            }
+        });
 }
 
 /// Installs a seccomp filter: `getrandom` fails with ENOSYS, `open` and
