@@ -561,9 +561,8 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
     // SAFETY: `idx < page_count` of the live `seg`.
     let (area_start, area_end) = unsafe { page_area(seg, idx) };
     let (start, reserved) = blocks_of_area(seg as usize, area_start, area_end, bsize);
-    // SAFETY: `idx` indexes the page table; the page is free and ours, so
-    // its descriptor is set up here alone; the block range lies in the
-    // segment, whose bitmaps (hardened build) cover it.
+    // The page is free and ours, so its descriptor is set up here alone.
+    // SAFETY: `idx` indexes the page table; the blocks lie in the segment.
     unsafe {
         let page = page_at(seg, idx);
         if harden::GUARD_PAGES && reserved > 0 {

@@ -62,9 +62,8 @@ fn every_nul_byte_overflow_is_caught() {
                     .map(|n| (malloc(n), n))
                     .collect();
                 for &(p, n) in &blocks {
-                    // SAFETY: the byte past an `n`-byte block, mapped (its
-                    // canary); the handler counts the overflow and the
-                    // free goes on.
+                    // The handler counts the overflow and the free goes on.
+                    // SAFETY: the byte past an `n`-byte block is mapped (its canary).
                     unsafe {
                         *p.add(n) = 0;
                         free(p);
@@ -100,9 +99,8 @@ fn underflows_below_a_small_block() {
     ] {
         expect_detected(case, "heap buffer underflow", || {
             let (below, b) = slot_below_and_block();
-            // SAFETY: fortalloc blocks, the slot below freed once; the
-            // write below `b` is the violation under test, in a child
-            // expected to abort.
+            // The write below `b` is the violation under test (aborts).
+            // SAFETY: fortalloc blocks, the slot below freed once.
             unsafe {
                 if below_free {
                     free(below);

@@ -132,9 +132,9 @@ fn after_the_owner_took_back_a_remote_free() {
 fn of_a_block_realloc_moved() {
     expect_detected("double-free-after-realloc", "double free", || {
         let a = malloc(32);
-        // SAFETY: `a` is a live block, grown once; the realloc that moves
-        // it frees it, so the free after is the violation under test, in a
-        // child expected to abort.
+        // The realloc that moves `a` frees it: the free after is the
+        // violation under test, in a child expected to abort.
+        // SAFETY: `a` is a live block, grown once.
         unsafe {
             let b = fortalloc::realloc(a, 4000);
             assert_ne!(a, b, "grew out of its block");

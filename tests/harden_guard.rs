@@ -196,9 +196,8 @@ fn a_large_block_grows_in_place_and_its_guard_moves_with_it() {
             // in the zero-on-free build), and a guard right after the new
             // size, past what was sealed slack before.
             let p = malloc(100_000);
-            // SAFETY: `p` is a live block of 100,000 bytes grown once to
-            // `n`; the write past `n` is the overflow under test, in a
-            // child expected to fault.
+            // The write past `n` is the overflow under test (child faults).
+            // SAFETY: `p` is a live block of 100,000 bytes grown once to `n`.
             unsafe {
                 std::ptr::write_bytes(p, 7, 100_000);
                 let n = 110_000;
@@ -336,9 +335,8 @@ fn a_large_block_realloc_moved_away_from_faults_at_once() {
         // The block a growing realloc left behind is sealed at once.
         let n = 200_000;
         let p = malloc(n);
-        // SAFETY: `p` is a live block of `n` bytes, moved by the realloc;
-        // the read after is the violation under test, in a child expected
-        // to fault.
+        // The read after the move is the violation under test (faults).
+        // SAFETY: `p` is a live block of `n` bytes, moved by the realloc.
         unsafe {
             std::ptr::write_bytes(p, 1, n);
             let q = fortalloc::realloc(p, 4 * n);
@@ -359,9 +357,8 @@ fn a_reused_large_block_grows_in_place_with_its_guard_after_it() {
                 // taken again for less and grown in place by realloc (both
                 // kinds of seal opened): what the growth opens reads zero,
                 // and a guard follows the new size.
-                // SAFETY: each pointer is a live block of the size last
-                // asked for; the write past `n` is the overflow under test,
-                // in a child expected to fault.
+                // The write past `n` is the overflow under test (faults).
+                // SAFETY: each pointer is a live block of the size last asked for.
                 unsafe {
                     let p = malloc(100_000);
                     std::ptr::write_bytes(p, 7, 100_000);
