@@ -680,47 +680,69 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
         return q;
     }
     // SAFETY: `p` is live per the caller.
+    let Some((_, page)) = (unsafe { checked_page(p, Entry::Realloc) }) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: `p` is a block start of the in-use `page` (just checked).
+    let Some(usable) = (unsafe { harden::usable(page, p) }) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: as above; `usable` is what the caller may use of it.
+    if unsafe { resize_in_place(page, p, usable, new_size, align) } {
+        return p;
+    }
+    let q = if new_size > usable {
+        malloc_with_room(new_size, grown_size(usable, new_size), align)
+    } else {
+        malloc_aligned(new_size, align)
+    };
+    if q.is_null() {
+        return q;
+    }
+    // SAFETY: `q` is a fresh block of at least `new_size` bytes, `p` has
+    // `usable` readable ones; distinct blocks do not overlap; `p` is freed
+    // once, by its owner's request.
     unsafe {
-        let Some((_, page)) = checked_page(p, Entry::Realloc) else {
-            return ptr::null_mut();
-        };
-        let Some(usable) = harden::usable(page, p) else {
-            return ptr::null_mut();
-        };
+        ptr::copy_nonoverlapping(p, q, usable.min(new_size));
+        free(p);
+    }
+    q
+}
+
+/// Keeps `p` for `new_size` bytes when its block fits them without
+/// wasting more than half of it (or a huge block grows in place), is
+/// aligned to `align`, and returns whether it did.
+///
+/// # Safety
+/// `p` must be a live block start of the in-use `page`, of which `usable`
+/// bytes are the caller's.
+unsafe fn resize_in_place(page: *mut Page, p: *mut u8, usable: usize, new_size: usize, align: usize) -> bool {
+    // SAFETY: per the caller; the bytes written lie inside the block.
+    unsafe {
         let bsize = (*page).block_size;
         let req = harden::padded(new_size);
-        let in_place = (p as usize).is_multiple_of(align)
+        let fits = (p as usize).is_multiple_of(align)
             && if req <= bsize {
                 req >= bsize / 2
             } else {
                 page::is_huge(page) && huge::grow_in_place(segment::of_block(p), page, p, new_size)
             };
-        if in_place {
-            // What was accessible before: the block, or the open part of a
-            // large block of the guard build.
-            let open = harden::block_usable(page, p).min(bsize);
-            harden::resizing(page, p, new_size);
-            if harden::ZERO_ON_FREE && new_size > usable {
-                // What lay past the old size (its canary, keyed, and the
-                // recorded size) is now the caller's to read: zero, as a
-                // moved block's would be. Growth past what was accessible
-                // was zeroed as it was opened.
-                ptr::write_bytes(p.add(usable), 0, new_size.min(open).max(usable) - usable);
-            }
-            harden::resized(page, p, new_size);
-            return p;
+        if !fits {
+            return false;
         }
-        let q = if new_size > usable {
-            malloc_with_room(new_size, grown_size(usable, new_size), align)
-        } else {
-            malloc_aligned(new_size, align)
-        };
-        if q.is_null() {
-            return q;
+        // What was accessible before: the block, or the open part of a
+        // large block of the guard build.
+        let open = harden::block_usable(page, p).min(bsize);
+        harden::resizing(page, p, new_size);
+        if harden::ZERO_ON_FREE && new_size > usable {
+            // What lay past the old size (its canary, keyed, and the
+            // recorded size) is now the caller's to read: zero, as a
+            // moved block's would be. Growth past what was accessible
+            // was zeroed as it was opened.
+            ptr::write_bytes(p.add(usable), 0, new_size.min(open).max(usable) - usable);
         }
-        ptr::copy_nonoverlapping(p, q, usable.min(new_size));
-        free(p);
-        q
+        harden::resized(page, p, new_size);
+        true
     }
 }
 

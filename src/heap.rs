@@ -262,41 +262,32 @@ unsafe fn deferred_work(heap: *mut Heap) {
 /// `heap` must be the calling thread's initialised heap.
 unsafe fn find_page(heap: *mut Heap, size: usize) -> *mut Page {
     let bin = bin_of(size);
-    // SAFETY: every page reached is on this heap's queues, i.e. ours.
-    unsafe {
-        let mut reclaimed = false;
-        loop {
-            let mut page = (*heap).queues[bin].first;
-            while !page.is_null() {
-                let next = (*page).next;
-                page::collect(page, false);
-                let can_grow = (*page).capacity.load(Ordering::Relaxed) < (*page).reserved;
-                if !(*page).free.is_null() {
-                    page_queue::move_to_front(heap, page);
-                    return page;
-                }
-                if can_grow {
-                    page::extend(page);
-                    page_queue::move_to_front(heap, page);
-                    return page;
-                }
-                to_full(heap, page);
-                page = next;
-            }
-            // A segment is reclaimed only when a page slot is needed and the
-            // heap's own segments have none, as mimalloc reclaims when it
-            // needs a segment: a thread with room would take dozens of
-            // adopted pages, mostly for bins it already has a page of,
-            // where one fresh page from its own segment does.
-            let kind = segment::kind_for(BLOCK_SIZE[bin]);
-            if reclaimed
-                || segment::has_free_slot(&(*heap).segs, kind)
-                || !thread::reclaim_one(heap, Some(kind))
-            {
-                break;
-            }
-            reclaimed = true;
+    let mut reclaimed = false;
+    loop {
+        // SAFETY: `heap` is this thread's, per the caller.
+        let page = unsafe { queued_page_with_room(heap, bin) };
+        if !page.is_null() {
+            return page;
         }
+        // A segment is reclaimed only when a page slot is needed and the
+        // heap's own segments have none, as mimalloc reclaims when it
+        // needs a segment: a thread with room would take dozens of
+        // adopted pages, mostly for bins it already has a page of,
+        // where one fresh page from its own segment does.
+        let kind = segment::kind_for(BLOCK_SIZE[bin]);
+        // SAFETY: as above; the heap's segment lists are this thread's.
+        let has_slot = unsafe { segment::has_free_slot(&(*heap).segs, kind) };
+        if reclaimed || has_slot {
+            break;
+        }
+        // SAFETY: `heap` is this thread's initialised heap.
+        if !unsafe { thread::reclaim_one(heap, Some(kind)) } {
+            break;
+        }
+        reclaimed = true;
+    }
+    // SAFETY: as above; a page from `page_alloc` is fresh and this heap's.
+    unsafe {
         // Retired pages count down only when a fresh page is needed: walking
         // every bin on each slow path touched a descriptor per bin and was
         // a fifth of a mixed-size workload's time.
@@ -311,6 +302,36 @@ unsafe fn find_page(heap: *mut Heap, size: usize) -> *mut Page {
         page::extend(page);
         page
     }
+}
+
+/// The first page of `bin`'s queue that has a free block after collecting
+/// its freed ones, or room to carve more, moved to the front; pages found
+/// full on the way go to the full queue. Null when none has.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap.
+unsafe fn queued_page_with_room(heap: *mut Heap, bin: usize) -> *mut Page {
+    // SAFETY: every page reached is on this heap's queue, i.e. ours.
+    unsafe {
+        let mut page = (*heap).queues[bin].first;
+        while !page.is_null() {
+            let next = (*page).next;
+            page::collect(page, false);
+            let can_grow = (*page).capacity.load(Ordering::Relaxed) < (*page).reserved;
+            if !(*page).free.is_null() {
+                page_queue::move_to_front(heap, page);
+                return page;
+            }
+            if can_grow {
+                page::extend(page);
+                page_queue::move_to_front(heap, page);
+                return page;
+            }
+            to_full(heap, page);
+            page = next;
+        }
+    }
+    ptr::null_mut()
 }
 
 /// Moves a page with no free block to the full queue; from now on the first
