@@ -79,7 +79,7 @@ mod tests {
     use std::sync::mpsc;
 
     /// Forks; the child runs `child_body` and exits with its result (0 for
-    /// success); the parent waits at most 20 s and returns the exit code,
+    /// success); the parent waits a bounded time (see the body) and returns the exit code,
     /// or panics if the child hung.
     fn fork_and_wait(child_body: impl FnOnce() -> i32) -> i32 {
         // SAFETY: the child only calls the allocator and `_exit`.

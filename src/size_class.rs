@@ -107,7 +107,7 @@ pub fn natural_size_for_align(size: usize, align: usize) -> Option<usize> {
         Some(rounded)
     } else {
         // A power of two at least `s` is a multiple of `align` and is itself
-        // a block size, so the waste is bounded by 2x.
+        // a block size, so the waste is bounded by a factor of two.
         let p = s.next_power_of_two();
         (p <= LARGE_OBJ_MAX).then_some(p)
     }

@@ -1,6 +1,6 @@
 //! `encoded-freelist`: free-list links stored encoded with per-page keys.
 //!
-//! A link is `rotl(next ^ k0 ^ at, k1 % 64) + k1`, where `at` is the block
+//! A link is `rotl(next ^ k0 ^ at, k1 & 63) + k1`, where `at` is the block
 //! holding it: the same pointer stored in two blocks encodes differently,
 //! and a freed block never shows a plain heap address. Decoding checks that
 //! the result is null or a block of the expected page (or, for the heap's
