@@ -5,12 +5,13 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use crate::constants::{LARGE_OBJ_MAX, MAX_ALLOC, MIN_ALIGN, SIZE_ALIGN_MAX, SMALL_SIZE_MAX};
 use crate::error::{self, Entry, NotABlock};
 use crate::heap::{self, malloc_generic};
-use crate::page::{self, Block, Page};
-use crate::segment::{self, Kind, Segment};
-use crate::size_class::{block_size_of, natural_size_for_align, wsize_of};
+use crate::meta::constants::{LARGE_OBJ_MAX, MAX_ALLOC, MIN_ALIGN, SIZE_ALIGN_MAX, SMALL_SIZE_MAX};
+use crate::meta::page::{freed_block_size, is_block_start, is_huge, Block, Page};
+use crate::meta::segment::{of_block, page_of, Kind, Segment};
+use crate::meta::size_class::{block_size_of, natural_size_for_align, wsize_of};
+use crate::page;
 use crate::{arena, harden, huge, large, segment_map, stats, thread};
 
 /// Allocates `size` bytes aligned to at least a word. Null on failure.
@@ -85,16 +86,16 @@ unsafe fn clear_new(p: *mut u8, size: usize) {
     // block lies in a live segment, whose header and descriptors are read.
     unsafe {
         if size > 0 {
-            let seg = segment::of_block(p);
+            let seg = of_block(p);
             let known_zero = match (*seg).kind {
                 Kind::Huge => false,
                 _ if harden::ZERO_ON_FREE => true,
                 Kind::Large if harden::GUARD_PAGES => false,
                 Kind::Large => large::was_zero(seg, p),
-                _ => (*segment::page_of(seg, p)).free_zero,
+                _ => (*page_of(seg, p)).free_zero,
             };
             if known_zero {
-                ptr::write_bytes(p, 0, size.min(crate::constants::WORD));
+                ptr::write_bytes(p, 0, size.min(crate::meta::constants::WORD));
                 return;
             }
         }
@@ -286,9 +287,9 @@ unsafe fn checked_page(p: *mut u8, entry: Entry) -> Option<(*mut Segment, *mut P
     // SAFETY: the segment map says a live segment covers `p - 1`, so its
     // header and page descriptors are readable.
     unsafe {
-        let page = segment::page_of(seg, p);
+        let page = page_of(seg, p);
         let off = (p as usize).wrapping_sub((*page).page_start as usize);
-        if !page::is_block_start(page, off) {
+        if !is_block_start(page, off) {
             bad_pointer(page, off, p, entry);
             return None;
         }
@@ -314,7 +315,7 @@ unsafe fn bad_pointer(page: *mut Page, off: usize, p: *mut u8, entry: Entry) {
         // A block of a page (or segment) freed since, or where a block was
         // freed before its page was reused: a second free.
         // SAFETY: as above; `p` lies in the segment past its first byte.
-        let old = unsafe { page::freed_block_size(page, off) };
+        let old = unsafe { freed_block_size(page, off) };
         // SAFETY: as above: `p` lies in a segment with the bitmaps, past its
         // first byte.
         let old = old.or_else(|| (unsafe { harden::was_freed(p) }).then_some(bsize));
@@ -353,9 +354,9 @@ pub unsafe fn free(p: *mut u8) {
     // SAFETY: the segment map says a live segment covers `p - 1`, so its
     // header and page descriptors are readable.
     unsafe {
-        let page = segment::page_of(seg, p);
+        let page = page_of(seg, p);
         let off = (p as usize).wrapping_sub((*page).page_start as usize);
-        if !page::is_block_start(page, off) {
+        if !is_block_start(page, off) {
             return free_bad(page, off, p);
         }
         if !harden::on_free(page, p) {
@@ -448,7 +449,7 @@ unsafe fn size_matches(page: *mut Page, p: *mut u8, size: usize, align: usize) -
     // SAFETY: per the caller.
     unsafe {
         let bsize = (*page).block_size;
-        if page::is_huge(page) {
+        if is_huge(page) {
             // Huge: the block is the request rounded up to OS pages (plus
             // the alignment's offset at most).
             return size <= bsize && bsize - size < os_page_slack(align);
@@ -462,7 +463,7 @@ unsafe fn size_matches(page: *mut Page, p: *mut u8, size: usize, align: usize) -
 
 /// Most bytes a huge block can exceed its request by.
 fn os_page_slack(align: usize) -> usize {
-    crate::constants::SEGMENT_SIZE + align.max(crate::os::page_size())
+    crate::meta::constants::SEGMENT_SIZE + align.max(crate::os::page_size())
 }
 
 /// Frees a block this thread does not own (huge, large, or another
@@ -603,7 +604,7 @@ unsafe fn leave_quarantine(heap: *mut heap::Heap, held: harden::QuarantineHeld, 
         if !harden::leaving_quarantine(held, whole) {
             return;
         }
-        let (seg, block) = (segment::of_block(held.block), held.block as *mut Block);
+        let (seg, block) = (of_block(held.block), held.block as *mut Block);
         match (*seg).kind {
             Kind::Large => large::free(heap, seg, held.block),
             _ if (*seg).owner.load(Ordering::Relaxed) == heap as usize => {
@@ -725,7 +726,7 @@ unsafe fn resize_in_place(page: *mut Page, p: *mut u8, usable: usize, new_size: 
             && if req <= bsize {
                 req >= bsize / 2
             } else {
-                page::is_huge(page) && huge::grow_in_place(segment::of_block(p), page, p, new_size)
+                is_huge(page) && huge::grow_in_place(of_block(p), page, p, new_size)
             };
         if !fits {
             return false;
@@ -776,7 +777,7 @@ fn malloc_with_room(size: usize, room: usize, align: usize) -> *mut u8 {
 /// copies the whole block (and in the guard build costs a seal).
 #[inline]
 fn grown_size(usable: usize, new_size: usize) -> usize {
-    let large = crate::constants::MEDIUM_OBJ_MAX + 1;
+    let large = crate::meta::constants::MEDIUM_OBJ_MAX + 1;
     // The largest request a large block holds, padding included.
     let limit = LARGE_OBJ_MAX - (harden::padded(large) - large);
     if new_size <= usable || new_size > limit {

@@ -75,7 +75,7 @@ unsafe extern "C" fn child() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::{Holder, SpinLock};
+    use crate::os::lock::{Holder, SpinLock};
     use std::sync::mpsc;
 
     /// Forks; the child runs `child_body` and exits with its result (0 for

@@ -9,13 +9,15 @@
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::constants::{
+use crate::meta::constants::{
     LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, RETIRE_CYCLES, SMALL_OBJ_MAX, SMALL_SIZE_MAX, SMALL_WSIZE_MAX,
 };
-use crate::page::{self, Block, Page, NEVER_DELAYED_FREE, NO_DELAYED_FREE, USE_DELAYED_FREE};
+use crate::meta::page::{Block, Page, NEVER_DELAYED_FREE, NO_DELAYED_FREE, USE_DELAYED_FREE};
+use crate::meta::segment::{kind_for, of_block, page_of};
+use crate::meta::size_class::{bin_of, wsize_of, BIN_COUNT, BLOCK_SIZE};
+use crate::page;
 use crate::page_queue::{self, PageQueue};
 use crate::segment::{self, Segments};
-use crate::size_class::{bin_of, wsize_of, BIN_COUNT, BLOCK_SIZE};
 use crate::stats::{self, HeapCounters};
 use crate::{arena, harden, huge, large, os, thread};
 
@@ -60,7 +62,7 @@ struct SyncPage(Page);
 unsafe impl Sync for SyncPage {}
 
 /// Transparent: the static's address is the heap's (the TLS slot's
-/// initial value in `tls` names the static).
+/// initial value in `thread` names the static).
 #[repr(transparent)]
 pub(crate) struct SyncHeap(Heap);
 // SAFETY: the empty heap is never written; the slow path swaps it for a
@@ -71,6 +73,19 @@ static EMPTY_PAGE: SyncPage = SyncPage(Page::empty());
 pub const EMPTY_PAGE_PTR: *mut Page = ptr::addr_of!(EMPTY_PAGE.0) as *mut Page;
 pub(crate) static EMPTY_HEAP: SyncHeap = SyncHeap(Heap::new());
 pub const EMPTY_HEAP_PTR: *mut Heap = ptr::addr_of!(EMPTY_HEAP.0) as *mut Heap;
+
+/// The heap that owns `page` (null for none): the typed side of
+/// `Page::heap`, which the types layer keeps opaque.
+#[inline(always)]
+pub fn owner(page: &Page, order: Ordering) -> *mut Heap {
+    page.heap.load(order).cast()
+}
+
+/// Makes `heap` the owner of `page` (see [`owner`]).
+#[inline(always)]
+pub fn set_owner(page: &Page, heap: *mut Heap, order: Ordering) {
+    page.heap.store(heap.cast(), order);
+}
 
 impl Heap {
     pub const fn new() -> Heap {
@@ -274,7 +289,7 @@ unsafe fn find_page(heap: *mut Heap, size: usize) -> *mut Page {
         // needs a segment: a thread with room would take dozens of
         // adopted pages, mostly for bins it already has a page of,
         // where one fresh page from its own segment does.
-        let kind = segment::kind_for(BLOCK_SIZE[bin]);
+        let kind = kind_for(BLOCK_SIZE[bin]);
         // SAFETY: as above; the heap's segment lists are this thread's.
         let has_slot = unsafe { segment::has_free_slot(&(*heap).segs, kind) };
         if reclaimed || has_slot {
@@ -498,8 +513,8 @@ pub unsafe fn drain_delayed(heap: *mut Heap) {
         }
         let mut block = (*heap).delayed.swap(0, Ordering::Acquire) as *mut Block;
         while !block.is_null() {
-            let seg = segment::of_block(block as *const u8);
-            let page = segment::page_of(seg, block as *const u8);
+            let seg = of_block(block as *const u8);
+            let page = page_of(seg, block as *const u8);
             let next = harden::decode_delayed(page, (*block).next, block);
             free_local(heap, page, block);
             block = next;
@@ -576,7 +591,7 @@ pub unsafe fn abandon_pages(heap: *mut Heap) {
             let mut page = (*heap).queues[qi].first;
             while !page.is_null() {
                 let next = (*page).next;
-                (*page).heap.store(ptr::null_mut(), Ordering::Release);
+                set_owner(&*page, ptr::null_mut(), Ordering::Release);
                 (*page).next = ptr::null_mut();
                 (*page).prev = ptr::null_mut();
                 page = next;
@@ -600,7 +615,7 @@ pub unsafe fn abandon_pages(heap: *mut Heap) {
 pub unsafe fn adopt_page(heap: *mut Heap, page: *mut Page) -> bool {
     // SAFETY: the segment was adopted by this thread's heap.
     unsafe {
-        (*page).heap.store(heap, Ordering::Release);
+        set_owner(&*page, heap, Ordering::Release);
         (*page).in_full = false;
         (*page).retire_expire = 0;
         page::set_delayed(page, NO_DELAYED_FREE, true);
@@ -617,7 +632,7 @@ pub unsafe fn adopt_page(heap: *mut Heap, page: *mut Page) -> bool {
 }
 
 /// In a `fork` child, for the forking thread's heap: only full pages can be
-/// marked "delayed free in progress" (see `page::USE_DELAYED_FREE`), so the
+/// marked "delayed free in progress" (see `USE_DELAYED_FREE`), so the
 /// full queue is walked, and the hardened build's generator reseeded. The
 /// walk is bounded: a `fork` from a signal handler may have interrupted
 /// this thread in the middle of a queue update.
@@ -701,7 +716,7 @@ mod tests {
                 .iter()
                 .position(|&p| {
                     // SAFETY: as above.
-                    unsafe { segment::page_of(segment::of_block(p as *const u8), p as *const u8) == full }
+                    unsafe { page_of(of_block(p as *const u8), p as *const u8) == full }
                 })
                 .expect("a block of the full page");
             let p = big.swap_remove(victim);

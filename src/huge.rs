@@ -12,11 +12,12 @@
 
 use core::ptr;
 
-use crate::arena::Prior;
-use crate::constants::{MAX_ALLOC, SEGMENT_SIZE, WORD};
 use crate::heap::Heap;
-use crate::page::Page;
-use crate::segment::{self, Segment};
+use crate::meta::constants::{MAX_ALLOC, SEGMENT_SIZE, WORD};
+use crate::meta::guards::Prior;
+use crate::meta::page::Page;
+use crate::meta::segment::{page_at, Segment};
+use crate::segment;
 use crate::{harden, os, segment_map, stats};
 
 fn round_up(x: usize, to: usize) -> usize {
@@ -171,7 +172,7 @@ pub unsafe fn free(seg: *mut Segment) {
         stats::HUGE.decrease(1);
         stats::HUGE_BYTES.decrease(bytes);
         stats::IN_USE.decrease(bytes);
-        crate::page::reset(segment::page_at(seg, 0));
+        crate::page::reset(page_at(seg, 0));
         segment::os_free(seg);
     }
 }

@@ -46,7 +46,7 @@ static ON_LOAD: extern "C" fn() = on_load;
 /// Runs at exit.
 extern "C" fn on_exit() {
     if options::show_stats_requested() {
-        stats::print_stats_to(STATS_FD.load(Ordering::Relaxed));
+        stats::write_table(STATS_FD.load(Ordering::Relaxed), &crate::thread::stats());
     }
 }
 

@@ -64,13 +64,14 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::constants::MEDIUM_OBJ_MAX;
 use crate::error::{self, ErrorKind};
 use crate::heap::{Heap, EMPTY_HEAP_PTR};
-use crate::lock::{Guard, Holder, SpinLock};
-use crate::page::Page;
-use crate::segment::{self, Segment};
-use crate::size_class::{bin_of, BLOCK_SIZE, MAX_BIN};
+use crate::meta::constants::MEDIUM_OBJ_MAX;
+use crate::meta::page::Page;
+use crate::meta::segment::{of_block, page_at, Segment};
+use crate::meta::size_class::{bin_of, BLOCK_SIZE, MAX_BIN};
+use crate::os::lock::{Guard, Holder, SpinLock};
+use crate::segment;
 use crate::{harden, options, os, stats};
 
 /// The first bin of large blocks.
@@ -211,7 +212,7 @@ fn all_slots(count: usize) -> u64 {
 /// The page descriptor holding a segment of slots' geometry.
 fn page(seg: *mut Segment) -> *mut Page {
     // SAFETY: index 0 is in the page table; only the address is computed.
-    unsafe { segment::page_at(seg, 0) }
+    unsafe { page_at(seg, 0) }
 }
 
 /// Takes class `c`'s lock, noting in the calling thread's `cache` (if it
@@ -240,7 +241,7 @@ unsafe fn slot_of(seg: *mut Segment, p: *const u8) -> usize {
     // start, so the multiply by the inverse is the division.
     unsafe {
         let page = page(seg);
-        crate::page::block_index(page, p as usize - (*page).page_start as usize) as usize
+        crate::meta::page::block_index(page, p as usize - (*page).page_start as usize) as usize
     }
 }
 
@@ -275,7 +276,7 @@ pub unsafe fn alloc_cached(heap: *mut Heap, bin: usize, size: usize) -> Option<*
         // The tag would read as a second free of a block in use (and the
         // zero-on-free build checks the block is zero).
         (p as *mut usize).write(0);
-        Some(hand_out(segment::of_block(p), p, size))
+        Some(hand_out(of_block(p), p, size))
     }
 }
 
@@ -382,7 +383,7 @@ unsafe fn take_slot(class: &mut Class) -> Option<(*mut Segment, usize)> {
 /// # Safety
 /// `bin` must be a large bin and `c` its class.
 unsafe fn new_segment(bin: usize, c: usize) -> bool {
-    let Some(fresh) = segment::os_alloc(crate::constants::SEGMENT_SIZE, true, 0) else {
+    let Some(fresh) = segment::os_alloc(crate::meta::constants::SEGMENT_SIZE, true, 0) else {
         return false;
     };
     let seg = fresh.seg;
@@ -607,7 +608,7 @@ unsafe fn empty_cache(cache: &mut Cache) {
                 let n = cache.counts[c] as usize - 1;
                 let p = cache.blocks[c][n];
                 cache.counts[c] = n as u8;
-                let seg = segment::of_block(p);
+                let seg = of_block(p);
                 cache.bytes -= (*page(seg)).block_size;
                 // Left there, the tag would make the block's next owner's
                 // free look like a second one.
@@ -877,7 +878,7 @@ mod tests {
     fn bits(p: *mut u8) -> (u64, bool, bool) {
         // SAFETY: per the caller, the segment is live.
         unsafe {
-            let seg = segment::of_block(p);
+            let seg = of_block(p);
             let bit = 1u64 << slot_of(seg, p);
             (
                 bit,
@@ -907,21 +908,12 @@ mod tests {
             assert_eq!((*heap).large.blocks[c][0], p);
             let (bit, is_free, zero) = bits(p);
             assert!(!is_free && !zero, "a cached block stays live, not known zero");
-            assert!(
-                freed_already(segment::of_block(p), p, bit),
-                "the tag marks it freed"
-            );
+            assert!(freed_already(of_block(p), p, bit), "the tag marks it freed");
             let q = malloc(size);
             assert_eq!(q, p, "the thread's next malloc of the class takes it");
             assert_eq!((*heap).large.counts[c], 0);
-            assert!(
-                !freed_already(segment::of_block(q), q, bit),
-                "a block in use has no tag"
-            );
-            assert!(
-                !crate::large::was_zero(segment::of_block(q), q),
-                "calloc must clear it"
-            );
+            assert!(!freed_already(of_block(q), q, bit), "a block in use has no tag");
+            assert!(!crate::large::was_zero(of_block(q), q), "calloc must clear it");
             free(q);
             free(keep);
             flush(heap);
@@ -942,10 +934,7 @@ mod tests {
             let (bit, is_free, _) = bits(p);
             assert!(is_free, "the flush gave the block back to its slot");
             assert_ne!((p as *const usize).read(), tag(p), "the tag went with it");
-            assert!(
-                freed_already(segment::of_block(p), p, bit),
-                "its free bit marks it freed"
-            );
+            assert!(freed_already(of_block(p), p, bit), "its free bit marks it freed");
             free(keep);
         }
     }
@@ -968,7 +957,7 @@ mod tests {
             assert_eq!((*heap).large.bytes, 0);
             let (bit, is_free, zero) = bits(p);
             assert!(is_free && !zero, "back in its slot, not purged yet");
-            assert_ne!((*segment::of_block(p)).slots_unpurged & bit, 0, "due for purging");
+            assert_ne!((*of_block(p)).slots_unpurged & bit, 0, "due for purging");
             assert!(!(*heap).large.active && (*heap).large.shared);
             free(keep);
         }

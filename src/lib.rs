@@ -19,7 +19,6 @@ extern crate std;
 
 mod alloc;
 mod arena;
-mod constants;
 mod error;
 mod fork;
 mod harden;
@@ -27,18 +26,15 @@ mod heap;
 mod huge;
 mod init;
 mod large;
-mod list;
-mod lock;
+mod meta;
 mod options;
 mod os;
 mod page;
 mod page_queue;
 mod segment;
 mod segment_map;
-mod size_class;
 mod stats;
 mod thread;
-mod tls;
 
 use core::alloc::{GlobalAlloc, Layout};
 
@@ -51,7 +47,8 @@ pub use alloc::{
 pub use error::{set_error_handler, ErrorHandler, ErrorInfo, ErrorKind};
 pub use options::{set_purge_delay_ms, set_quarantine};
 pub use os::set_huge_pages;
-pub use stats::{print_stats, stats, GaugeValue, Stats};
+pub use stats::{GaugeValue, Stats};
+pub use thread::{print_stats, stats};
 
 /// The allocator, for `#[global_allocator]`.
 pub struct FortAlloc;
@@ -62,7 +59,7 @@ pub struct FortAlloc;
 unsafe impl GlobalAlloc for FortAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= constants::MIN_ALIGN {
+        if layout.align() <= meta::constants::MIN_ALIGN {
             malloc(layout.size())
         } else {
             // Alignments up to 16 stay on malloc's fast path (see
@@ -79,7 +76,7 @@ unsafe impl GlobalAlloc for FortAlloc {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= constants::MIN_ALIGN {
+        if layout.align() <= meta::constants::MIN_ALIGN {
             zalloc(layout.size())
         } else {
             alloc::aligned(layout.size(), layout.align(), true)

@@ -3,11 +3,11 @@
 
 use core::ptr;
 
-use crate::constants::{SMALL_SIZE_MAX, WORD};
 use crate::heap::{Heap, EMPTY_PAGE_PTR, FULL_QUEUE};
-use crate::list::{Linked, List};
-use crate::page::Page;
-use crate::size_class::{bin_of_wsize, BLOCK_SIZE};
+use crate::meta::constants::{SMALL_SIZE_MAX, WORD};
+use crate::meta::list::{Linked, List};
+use crate::meta::page::Page;
+use crate::meta::size_class::{bin_of_wsize, BLOCK_SIZE};
 
 /// A queue of pages (linked by `Page::next`/`prev`).
 pub type PageQueue = List<Page, InQueue>;

@@ -15,8 +15,8 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::constants::{SEGMENT_MASK, SEGMENT_SHIFT};
-use crate::segment::Segment;
+use crate::meta::constants::{SEGMENT_MASK, SEGMENT_SHIFT};
+use crate::meta::segment::Segment;
 
 const ADDRESS_BITS: usize = 47;
 const GRANULES: usize = 1 << (ADDRESS_BITS - SEGMENT_SHIFT);
@@ -79,7 +79,7 @@ pub fn segment_of(p: *const u8) -> Option<*mut Segment> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::constants::SEGMENT_SIZE;
+    use crate::meta::constants::SEGMENT_SIZE;
 
     #[test]
     fn lookup_finds_exactly_the_recorded_segments() {

@@ -231,8 +231,9 @@ impl Stats {
     }
 }
 
-/// Reads every counter. Never allocates; safe to call from any thread.
-pub fn stats() -> Stats {
+/// Reads every counter; `each_heap` hands each live heap's counters to
+/// the closure it is given (the thread code owns the heaps).
+pub fn read(each_heap: impl FnOnce(&mut dyn FnMut(&HeapCounters))) -> Stats {
     let (mut mallocs, mut frees, mut remote) = (
         EXITED_MALLOCS.load(Relaxed),
         EXITED_FREES.load(Relaxed),
@@ -243,7 +244,7 @@ pub fn stats() -> Stats {
         remote += shard.remote_frees.load(Relaxed);
     }
     let (mut q_blocks, mut q_bytes, mut evictions) = (0, 0, EXITED_EVICTIONS.load(Relaxed));
-    crate::thread::for_each_heap(|c| {
+    each_heap(&mut |c| {
         mallocs += c.mallocs.load(Relaxed);
         frees += c.frees.load(Relaxed);
         remote += c.remote_frees.load(Relaxed);
@@ -281,17 +282,10 @@ pub fn stats() -> Stats {
     }
 }
 
-/// Writes the statistics as a table to stderr, one `write` per line,
+/// Writes `s` as a table to file descriptor `fd`, one `write` per line,
 /// without allocating: a heading with the process id and the program's
 /// name, then a row per counter.
-pub fn print_stats() {
-    print_stats_to(2);
-}
-
-/// [`print_stats`] to file descriptor `fd` (for a copy of stderr kept
-/// past programs that close theirs at exit, as coreutils do).
-pub fn print_stats_to(fd: i32) {
-    let s = stats();
+pub fn write_table(fd: i32, s: &Stats) {
     // Under a shell script many processes print a table to one stderr; the
     // heading tells them apart.
     let mut name = [0u8; 128];

@@ -6,15 +6,19 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use crate::heap::{self, Heap, EMPTY_HEAP_PTR};
-use crate::lock::{Holder, SpinLock};
+use crate::meta::segment::{page_at, Kind, Segment};
 use crate::os;
-use crate::segment::{self, Kind, Segment};
-use crate::stats::{self, HeapCounters};
+use crate::os::lock::{Holder, SpinLock};
+use crate::segment;
+use crate::stats::{self, HeapCounters, Stats};
+
+// The thread's heap pointer, starting at the static empty heap.
+crate::os::tls::thread_slot!(tls: *mut Heap = crate::heap::EMPTY_HEAP, EMPTY_HEAP_PTR);
 
 /// The calling thread's heap ([`EMPTY_HEAP_PTR`] until its first malloc).
 #[inline(always)]
 pub fn heap() -> *mut Heap {
-    crate::tls::get()
+    tls::get()
 }
 
 // ---- the pthread key whose destructor abandons the heap -----------------
@@ -128,7 +132,19 @@ fn pool_take() -> *mut Heap {
 
 /// Calls `f` with the counters of every heap, live or pooled (pooled ones
 /// hold zeros: their counts were folded into the totals at thread exit).
-pub fn for_each_heap(mut f: impl FnMut(&HeapCounters)) {
+/// Reads every counter. Never allocates; safe to call from any thread.
+pub fn stats() -> Stats {
+    stats::read(|each| for_each_heap(each))
+}
+
+/// Writes the statistics as a table to stderr, one `write` per line,
+/// without allocating: a heading with the process id and the program's
+/// name, then a row per counter.
+pub fn print_stats() {
+    stats::write_table(2, &stats());
+}
+
+fn for_each_heap(mut f: impl FnMut(&HeapCounters)) {
     let _g = POOL_LOCK.lock();
     // Heap slots were zero (a fresh mapping) or written by `reset` under
     // this lock before any use; counters are only accessed atomically.
@@ -163,7 +179,7 @@ pub fn heap_init() -> *mut Heap {
         return heap;
     }
     stats::THREADS.fetch_add(1, Ordering::Relaxed);
-    crate::tls::set(heap);
+    tls::set(heap);
     // Set after the TLS pointer: with a high key number glibc may calloc
     // here, which must find the heap already in place. So may
     // `pthread_atfork` (past 48 handlers); the first heap is made before
@@ -257,7 +273,7 @@ pub unsafe fn abandon(heap: *mut Heap) {
         }
         (*heap).counters.fold();
     }
-    crate::tls::set(EMPTY_HEAP_PTR);
+    tls::set(EMPTY_HEAP_PTR);
     pool_put(heap);
 }
 
@@ -299,7 +315,7 @@ pub unsafe fn reclaim_one(heap: *mut Heap, kind: Option<Kind>) -> bool {
         stats::RECLAIMED.fetch_add(1, Ordering::Relaxed);
         segment::adopt(heap, seg);
         for idx in (*seg).first_page as usize..(*seg).page_count as usize {
-            let page = segment::page_at(seg, idx);
+            let page = page_at(seg, idx);
             if !(*page).in_use() || heap::adopt_page(heap, page) {
                 continue;
             }
@@ -328,6 +344,14 @@ pub unsafe fn reclaim_all(heap: *mut Heap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_thread_starts_at_the_empty_heap() {
+        let seen = std::thread::spawn(|| super::tls::get() as usize)
+            .join()
+            .expect("thread");
+        assert_eq!(seen, super::EMPTY_HEAP_PTR as usize);
+    }
 
     #[test]
     fn heap_slots_not_handed_out_are_never_touched() {

@@ -21,7 +21,7 @@
 //! trailer of the slot before, and is seen when that block is freed or
 //! reallocated and when the slot before is freed or handed out.
 
-use crate::page::Page;
+use crate::meta::page::Page;
 
 pub const ON: bool = cfg!(feature = "canary");
 

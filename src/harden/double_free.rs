@@ -17,7 +17,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::constants::{SEGMENT_MASK, SEGMENT_SIZE};
+use crate::meta::constants::{SEGMENT_MASK, SEGMENT_SIZE};
 
 pub const ON: bool = cfg!(feature = "double-free");
 
@@ -31,7 +31,7 @@ pub const BITMAP_BYTES: usize = if ON { 2 * ONE_MAP } else { 0 };
 fn word_and_bit(p: usize) -> (*const AtomicU64, u64) {
     let seg = (p - 1) & !SEGMENT_MASK;
     let granule = (p - seg) >> GRANULE_SHIFT;
-    let word = (seg + crate::segment::BITMAP_OFFSET) as *const AtomicU64;
+    let word = (seg + crate::meta::segment::BITMAP_OFFSET) as *const AtomicU64;
     // SAFETY (for callers): the word lies inside the bitmap of `p`'s segment.
     (word.wrapping_add(granule / 64), 1u64 << (granule % 64))
 }
@@ -120,7 +120,7 @@ pub unsafe fn clear_range(start: usize, end: usize) {
         return;
     }
     let seg = start & !SEGMENT_MASK;
-    let base = (seg + crate::segment::BITMAP_OFFSET) as *const AtomicU64;
+    let base = (seg + crate::meta::segment::BITMAP_OFFSET) as *const AtomicU64;
     let first = (start - seg) >> GRANULE_SHIFT;
     let last = (end - seg) >> GRANULE_SHIFT;
     let words = first / 64..last.div_ceil(64);

@@ -14,8 +14,9 @@
 //! set that way by the `corrupt` fuzzer).
 
 use crate::error::{self, ErrorKind};
-use crate::page::{self, Block, Page};
-use crate::{segment, segment_map};
+use crate::meta::page::{is_block_start, Block, Page};
+use crate::meta::segment::page_of;
+use crate::segment_map;
 
 pub const ON: bool = cfg!(feature = "encoded-freelist");
 
@@ -56,7 +57,7 @@ pub unsafe fn decode_next(page: *const Page, raw: usize, at: *mut Block) -> *mut
     let next = decode_raw(page, raw, at);
     let ok = next == 0 || {
         // SAFETY: `page` is valid per the caller.
-        unsafe { page::is_block_start(page, next.wrapping_sub((*page).page_start as usize)) }
+        unsafe { is_block_start(page, next.wrapping_sub((*page).page_start as usize)) }
     };
     if ok {
         next as *mut Block
@@ -83,8 +84,8 @@ pub unsafe fn decode_delayed(page: *const Page, raw: usize, at: *mut Block) -> *
     };
     // SAFETY: the segment map says a live segment covers `next`.
     unsafe {
-        let target = segment::page_of(seg, next as *const u8);
-        if page::is_block_start(target, next.wrapping_sub((*target).page_start as usize)) {
+        let target = page_of(seg, next as *const u8);
+        if is_block_start(target, next.wrapping_sub((*target).page_start as usize)) {
             next as *mut Block
         } else {
             corrupted(page, at)

@@ -36,9 +36,9 @@
 //! `mprotect` within a mapping budget (`os::guard`): see SECURITY.md.
 
 use super::random;
-pub use crate::arena::Prior;
+pub use crate::meta::guards::Prior;
+use crate::meta::page::Page;
 use crate::os;
-use crate::page::Page;
 
 pub const ON: bool = cfg!(feature = "guard-pages");
 

@@ -35,10 +35,10 @@ use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::{guard, zero};
-use crate::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, SEGMENT_SIZE};
+use crate::meta::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, SEGMENT_SIZE};
+use crate::meta::page::{block_index, Page};
+use crate::meta::segment::of_page;
 use crate::os;
-use crate::page::{self, Page};
-use crate::segment;
 
 /// A slot's state, kept in `Segment::large_open` in [`UNIT`]s, [`BITS`]
 /// bits each (seals start and end on OS pages, multiples of the unit).
@@ -122,8 +122,8 @@ unsafe fn open(page: *const Page, p: *const u8) -> &'static AtomicU32 {
     // SAFETY: per the caller; the header lives as long as its blocks.
     unsafe {
         let off = p as usize - (*page).page_start as usize;
-        let seg = segment::of_page(page);
-        &(*seg).large_open[(page::block_index(page, off) & 63) as usize]
+        let seg = of_page(page);
+        &(*seg).large_open[(block_index(page, off) & 63) as usize]
     }
 }
 
@@ -272,7 +272,7 @@ pub unsafe fn warm(page: *const Page, free: u64) -> u64 {
     let mut bits = free;
     // SAFETY: per the caller, every slot named is in the segment.
     unsafe {
-        let seg = segment::of_page(page);
+        let seg = of_page(page);
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;

@@ -22,7 +22,7 @@ mod zero;
 mod zero_size;
 
 use crate::error::{self, ErrorKind};
-use crate::page::{is_huge, Page};
+use crate::meta::page::{is_huge, Page};
 
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, decode_next, encode_next};
@@ -85,7 +85,10 @@ pub const RANDOM: bool = RANDOM_ORDER || QUARANTINE;
 /// is purged or reused, so a late second free of one of their blocks reads
 /// the stale header and is reported as a double free rather than as a
 /// foreign pointer.
+/// (The header arithmetic in `meta::segment` needs this too, and has it as
+/// `STALE_HEADERS`, which must be this switch.)
 pub const STALE_SEGMENTS: bool = DOUBLE_FREE;
+const _: () = assert!(STALE_SEGMENTS == crate::meta::segment::STALE_HEADERS);
 /// A list of blocks freed by other threads may be taken over without
 /// walking it (its length rides in `thread_free`): in the plain build,
 /// which checks no link, and with `double-free`, whose bitmap refuses a
@@ -119,8 +122,8 @@ pub unsafe fn huge_taken(p: *mut u8, size: usize) {
         // SAFETY: a live huge block's segment header is mapped; the canary
         // bytes lie inside the block per the caller.
         unsafe {
-            let seg = crate::segment::of_block(p);
-            canary::write(crate::segment::page_of(seg, p), p, size);
+            let seg = crate::meta::segment::of_block(p);
+            canary::write(crate::meta::segment::page_of(seg, p), p, size);
         }
     }
 }
@@ -155,7 +158,7 @@ pub unsafe fn page_keys_init(page: *mut Page) {
 pub const fn padded(size: usize) -> usize {
     // (Huge blocks take `huge_padded`: their guard follows the request.)
     let s = size.saturating_add(canary::EXTRA);
-    if guard::ON && s > crate::constants::MEDIUM_OBJ_MAX {
+    if guard::ON && s > crate::meta::constants::MEDIUM_OBJ_MAX {
         s.saturating_add(guard::BLOCK_GUARD)
     } else {
         s
@@ -188,7 +191,7 @@ pub unsafe fn block_usable(page: *const Page, p: *const u8) -> usize {
 #[inline(always)]
 pub unsafe fn guarded_large(page: *const Page) -> bool {
     // SAFETY: per the caller.
-    guard::ON && unsafe { !is_huge(page) && (*page).block_size > crate::constants::MEDIUM_OBJ_MAX }
+    guard::ON && unsafe { !is_huge(page) && (*page).block_size > crate::meta::constants::MEDIUM_OBJ_MAX }
 }
 
 /// Bytes of the canary after a request (for `large`).
@@ -363,7 +366,7 @@ unsafe fn trailers(page: *const Page) -> bool {
     canary::ON
         && unsafe {
             let bsize = (*page).block_size;
-            !is_huge(page) && (16..=crate::constants::MEDIUM_OBJ_MAX).contains(&bsize)
+            !is_huge(page) && (16..=crate::meta::constants::MEDIUM_OBJ_MAX).contains(&bsize)
         }
 }
 
@@ -437,7 +440,7 @@ unsafe fn check_own_trailer(page: *const Page, p: *mut u8, bsize: usize) {
 pub unsafe fn leaving_quarantine(held: QuarantineHeld, whole: bool) -> bool {
     // A guarded large block is sealed while free: nothing to read (and
     // nothing a write could have reached).
-    if !zero::ON || (guard::ON && held.size() > crate::constants::MEDIUM_OBJ_MAX) {
+    if !zero::ON || (guard::ON && held.size() > crate::meta::constants::MEDIUM_OBJ_MAX) {
         return true;
     }
     let (page, p, bsize) = (held.page, held.block, held.size());
@@ -512,7 +515,7 @@ pub unsafe fn requested_size(page: *const Page, p: *mut u8) -> Option<usize> {
 /// # Safety
 /// `page` must be a valid descriptor.
 #[cold]
-pub unsafe fn cycle_found(page: *const Page, at: *mut crate::page::Block) {
+pub unsafe fn cycle_found(page: *const Page, at: *mut crate::meta::page::Block) {
     // SAFETY: per the caller.
     let bsize = unsafe { (*page).block_size };
     error::report(ErrorKind::CorruptedFreeList, at as usize, bsize);
@@ -528,7 +531,7 @@ pub unsafe fn cycle_found(page: *const Page, at: *mut crate::page::Block) {
 /// `page` must be a valid descriptor of an in-use page and `at` a block of
 /// it.
 #[inline(always)]
-pub unsafe fn live_in_list(page: *const Page, at: *mut crate::page::Block) -> bool {
+pub unsafe fn live_in_list(page: *const Page, at: *mut crate::meta::page::Block) -> bool {
     // SAFETY: per the caller, `at` lies in a live segment with the bitmaps.
     if double_free::ON && unsafe { double_free::is_live(at as *const u8) } {
         // SAFETY: per the caller.

@@ -18,8 +18,8 @@ use core::sync::atomic::Ordering;
 
 use super::encode::{decode_next, encode_next};
 use super::random;
-use crate::constants::EXTEND_BYTES;
-use crate::page::{Block, Page};
+use crate::meta::constants::EXTEND_BYTES;
+use crate::meta::page::{Block, Page};
 
 pub const ON: bool = cfg!(feature = "random-order");
 
@@ -38,7 +38,7 @@ pub fn batch(bsize: usize, left: usize) -> usize {
     // block of a size should not pay for four.
     let min = if ON && bsize <= 1024 {
         16
-    } else if bsize > crate::constants::MEDIUM_OBJ_MAX {
+    } else if bsize > crate::meta::constants::MEDIUM_OBJ_MAX {
         1
     } else {
         4
@@ -160,7 +160,7 @@ pub unsafe fn shuffle(page: *const Page, head: *mut Block, rng: &mut u64) -> (*m
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::page::Page;
+    use crate::meta::page::Page;
 
     #[test]
     fn a_batch_links_every_block_exactly_once() {
@@ -252,9 +252,9 @@ mod tests {
         let a = crate::alloc::malloc(48);
         let b = crate::alloc::malloc(48);
         let page_of = |p: *mut u8| {
-            let seg = crate::segment::of_block(p);
+            let seg = crate::meta::segment::of_block(p);
             // SAFETY: `p` is a live block, so its segment is live.
-            unsafe { crate::segment::page_of(seg, p) }
+            unsafe { crate::meta::segment::page_of(seg, p) }
         };
         if page_of(a) != page_of(b) {
             // Carving put them on two pages: nothing to forge between them.

@@ -21,8 +21,8 @@
 //! quarantine is emptied at its exit and by `collect`.
 
 use super::random;
+use crate::meta::page::Page;
 use crate::options;
-use crate::page::Page;
 
 pub const ON: bool = cfg!(feature = "quarantine");
 

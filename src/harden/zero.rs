@@ -3,7 +3,7 @@
 //! again it must still be zero past its first word (the free-list link),
 //! else something wrote to it after the free.
 
-use crate::page::Page;
+use crate::meta::page::Page;
 
 pub const ON: bool = cfg!(feature = "zero-on-free");
 
@@ -57,13 +57,16 @@ pub unsafe fn still_zero(page: *const Page, p: *const u8, bsize: usize, trailer:
     // SAFETY: reads stay inside the block (word multiples, word aligned),
     // and a free block is not otherwise written concurrently.
     unsafe {
-        let first = p as usize + crate::constants::WORD;
+        let first = p as usize + crate::meta::constants::WORD;
         let last = p as usize + bsize - 1;
         // 4 KiB, the smallest OS page: a cheap first test, exact below.
         if (first ^ last) >= 4096 && (*page).zero_start {
             touch_for_write(first, last + 1);
         }
-        words_zero(p.add(crate::constants::WORD), bsize - crate::constants::WORD)
+        words_zero(
+            p.add(crate::meta::constants::WORD),
+            bsize - crate::meta::constants::WORD,
+        )
     }
 }
 

@@ -1,15 +1,19 @@
-//! The only part of fortalloc that talks to the kernel (or to libc on its
-//! behalf). Everything above this module is memory arithmetic.
+//! The bottom layer: the only part of fortalloc that talks to the kernel
+//! (or to libc on its behalf), and the primitives built right on it, the
+//! spin lock and the thread-local slot. It imports nothing above it;
+//! everything above is memory arithmetic.
 //!
 //! Each function here is a thin, allocation-free wrapper: failures are
 //! reported as null pointers or `false`, never as panics.
 
 mod guard;
+pub mod lock;
 mod memory;
 mod process;
 mod random;
 mod thread;
 mod time;
+pub mod tls;
 
 pub use guard::{
     force_mprotect_guards, guard, guard_counts, guards_split_mappings, mark, seal, set_map_budget, unguard,

@@ -15,7 +15,7 @@
 //! Bins above [`MAX_BIN`] do not exist: such requests are huge and get
 //! their own segment.
 
-use crate::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, WORD};
+use crate::meta::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, WORD};
 
 /// Largest word count with eight bins per power of two (the largest medium
 /// block), its bin, and its power of two.
@@ -116,13 +116,13 @@ pub fn natural_size_for_align(size: usize, align: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::constants::SIZE_ALIGN_MAX;
+    use crate::meta::constants::SIZE_ALIGN_MAX;
 
     /// `alloc::aligned` hands out any block past the small sizes for an
     /// alignment up to SIZE_ALIGN_MAX.
     #[test]
     fn every_block_past_the_small_sizes_is_a_multiple_of_size_align_max() {
-        use crate::constants::SMALL_SIZE_MAX;
+        use crate::meta::constants::SMALL_SIZE_MAX;
         for (bin, &bsize) in BLOCK_SIZE.iter().enumerate().skip(bin_of(SMALL_SIZE_MAX + 1)) {
             assert_eq!(bsize % SIZE_ALIGN_MAX, 0, "bin {bin}: {bsize}");
         }

@@ -1,0 +1,13 @@
+//! Shared types and layout arithmetic: what a block, a page descriptor and
+//! a segment header look like, the size classes, the constants of the
+//! geometry, the intrusive list their links form and the guard-layout
+//! record. Everything here is plain data and address arithmetic; it
+//! imports nothing from the allocator above it (`core`) or from the
+//! defences (`harden`), which both build on it.
+
+pub mod constants;
+pub mod guards;
+pub mod list;
+pub mod page;
+pub mod segment;
+pub mod size_class;
