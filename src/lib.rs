@@ -17,38 +17,28 @@
 
 extern crate std;
 
-mod alloc;
-mod arena;
+mod core;
 mod error;
-mod fork;
 mod harden;
-mod heap;
-mod huge;
-mod init;
-mod large;
 mod meta;
 mod options;
 mod os;
-mod page;
-mod page_queue;
-mod segment;
-mod segment_map;
 mod stats;
-mod thread;
 
-use core::alloc::{GlobalAlloc, Layout};
+// `::core` is the language's core crate; `crate::core` (below) is ours.
+use ::core::alloc::{GlobalAlloc, Layout};
 
 #[doc(hidden)]
-pub use alloc::malloc_aligned_fast;
-pub use alloc::{
+pub use crate::core::alloc::malloc_aligned_fast;
+pub use crate::core::alloc::{
     collect, free, free_sized, malloc, malloc_aligned, realloc, realloc_aligned, usable_size, zalloc,
     zalloc_aligned,
 };
+pub use crate::core::thread::{print_stats, stats};
 pub use error::{set_error_handler, ErrorHandler, ErrorInfo, ErrorKind};
 pub use options::{set_purge_delay_ms, set_quarantine};
 pub use os::set_huge_pages;
 pub use stats::{GaugeValue, Stats};
-pub use thread::{print_stats, stats};
 
 /// The allocator, for `#[global_allocator]`.
 pub struct FortAlloc;
@@ -64,7 +54,7 @@ unsafe impl GlobalAlloc for FortAlloc {
         } else {
             // Alignments up to 16 stay on malloc's fast path (see
             // `alloc::aligned`): Rust asks for them often (`u128`, SIMD).
-            alloc::aligned(layout.size(), layout.align(), false)
+            crate::core::alloc::aligned(layout.size(), layout.align(), false)
         }
     }
 
@@ -79,7 +69,7 @@ unsafe impl GlobalAlloc for FortAlloc {
         if layout.align() <= meta::constants::MIN_ALIGN {
             zalloc(layout.size())
         } else {
-            alloc::aligned(layout.size(), layout.align(), true)
+            crate::core::alloc::aligned(layout.size(), layout.align(), true)
         }
     }
 

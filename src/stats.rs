@@ -166,7 +166,7 @@ pub struct GaugeValue {
     pub total: u64,
 }
 
-/// A snapshot of the allocator's counters (see [`stats`]).
+/// A snapshot of the allocator's counters (see [`stats`](fn@crate::stats)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Successful allocations (every entry point, huge objects included).

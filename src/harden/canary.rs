@@ -134,7 +134,7 @@ pub unsafe fn write(page: *const Page, p: *mut u8, size: usize) {
     unsafe { arm(page, p, size, true) }
 }
 
-/// [`write`] for a block being handed out whose bytes are all zero past
+/// [`write()`] for a block being handed out whose bytes are all zero past
 /// its first word, which the caller may find zeroed too (`zero-on-free`
 /// hands out only such blocks). The canary word is written without being
 /// read: a read first would map the kernel's shared zero page where the
@@ -142,7 +142,7 @@ pub unsafe fn write(page: *const Page, p: *mut u8, size: usize) {
 /// fault again and flush the TLB of every CPU the process runs on.
 ///
 /// # Safety
-/// As for [`write`], and the block must be zero past its first word.
+/// As for [`write()`], and the block must be zero past its first word.
 pub unsafe fn write_zeroed(page: *const Page, p: *mut u8, size: usize) {
     // SAFETY: per the caller; with `keep` false only bytes known to be
     // zero (or the first word, which is the caller's to clear) are zeroed.
@@ -150,7 +150,7 @@ pub unsafe fn write_zeroed(page: *const Page, p: *mut u8, size: usize) {
 }
 
 /// # Safety
-/// As for [`write`]; with `keep` false, as for [`write_zeroed`].
+/// As for [`write()`]; with `keep` false, as for [`write_zeroed`].
 #[inline(always)]
 unsafe fn arm(page: *const Page, p: *mut u8, size: usize, keep: bool) {
     // The caller's bytes are written back as they were, or are zero.
@@ -170,7 +170,7 @@ unsafe fn arm(page: *const Page, p: *mut u8, size: usize, keep: bool) {
 /// The requested size of a block of `page`, if its canary is intact.
 ///
 /// # Safety
-/// `p` must be a live block of `page`, written by [`write`].
+/// `p` must be a live block of `page`, written by [`write()`].
 pub unsafe fn check(page: *const Page, p: *mut u8) -> Option<usize> {
     // SAFETY: reads stay inside the block.
     unsafe {

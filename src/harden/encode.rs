@@ -16,7 +16,7 @@
 use crate::error::{self, ErrorKind};
 use crate::meta::page::{is_block_start, Block, Page};
 use crate::meta::segment::page_of;
-use crate::segment_map;
+use crate::meta::segment_map;
 
 pub const ON: bool = cfg!(feature = "encoded-freelist");
 

@@ -171,7 +171,7 @@ mod tests {
         // SAFETY: the descriptor is local; 64 words of local memory hold 32
         // blocks of 16 bytes, all carved.
         let head = unsafe {
-            crate::page::init(&mut page, core::ptr::null_mut(), 2, 16, first, 32);
+            crate::core::page::init(&mut page, core::ptr::null_mut(), 2, 16, first, 32);
             page.capacity.store(32, core::sync::atomic::Ordering::Relaxed);
             build_free_list(&page, first, 16, 32, core::ptr::null_mut(), &mut rng)
         };
@@ -206,7 +206,7 @@ mod tests {
         // SAFETY: the descriptor is local; `mem` holds N blocks of 16 bytes,
         // all carved, linked in address order and then shuffled.
         let (head, tail, count) = unsafe {
-            crate::page::init(&mut page, core::ptr::null_mut(), 2, 16, first, N);
+            crate::core::page::init(&mut page, core::ptr::null_mut(), 2, 16, first, N);
             page.capacity
                 .store(N as u32, core::sync::atomic::Ordering::Relaxed);
             let at = |i: usize| first.add(i * 16) as *mut Block;
@@ -249,8 +249,8 @@ mod tests {
         fn count(_: &crate::error::ErrorInfo) {
             REPORTS.fetch_add(1, Ordering::Relaxed);
         }
-        let a = crate::alloc::malloc(48);
-        let b = crate::alloc::malloc(48);
+        let a = crate::core::alloc::malloc(48);
+        let b = crate::core::alloc::malloc(48);
         let page_of = |p: *mut u8| {
             let seg = crate::meta::segment::of_block(p);
             // SAFETY: `p` is a live block, so its segment is live.
@@ -259,7 +259,7 @@ mod tests {
         if page_of(a) != page_of(b) {
             // Carving put them on two pages: nothing to forge between them.
             // SAFETY: live blocks, freed once.
-            unsafe { (crate::alloc::free(a), crate::alloc::free(b)) };
+            unsafe { (crate::core::alloc::free(a), crate::core::alloc::free(b)) };
             return;
         }
         let page = page_of(a);
@@ -268,15 +268,15 @@ mod tests {
         // SAFETY: both blocks and their page are this thread's.
         unsafe {
             (b as *mut u64).write(0x1122_3344_5566_7788);
-            crate::alloc::free(a);
+            crate::core::alloc::free(a);
             // Out of the quarantine (where it waits in such builds) and
             // onto its page's free list.
-            crate::alloc::empty_quarantine(crate::thread::heap());
+            crate::core::alloc::empty_quarantine(crate::core::thread::heap());
             let ab = a as *mut Block;
             (*ab).next = encode_next(page, b as *mut Block, ab);
             crate::error::set_error_handler(Some(count));
             let before = REPORTS.load(Ordering::Relaxed);
-            crate::page::collect(page, true);
+            crate::core::page::collect(page, true);
             crate::error::set_error_handler(None);
             assert!(
                 REPORTS.load(Ordering::Relaxed) > before,
@@ -287,7 +287,7 @@ mod tests {
                 0x1122_3344_5566_7788,
                 "the live block was relinked"
             );
-            crate::alloc::free(b);
+            crate::core::alloc::free(b);
         }
     }
 }

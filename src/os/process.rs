@@ -47,8 +47,8 @@ pub fn process_id() -> i32 {
 
 /// Fills `buf` with the program's name, so output can say which process
 /// it comes from, and returns the name's length (0 without `/proc`). The
-/// name is argv[0] as `/proc/self/cmdline` has it, or the kernel's short
-/// name in `/proc/self/comm` where argv[0] is empty; cut at `buf`'s end.
+/// name is `argv[0]` as `/proc/self/cmdline` has it, or the kernel's short
+/// name in `/proc/self/comm` where `argv[0]` is empty; cut at `buf`'s end.
 /// errno is kept: a program may print statistics between a failed call
 /// and its look at errno.
 pub fn program_name(buf: &mut [u8]) -> usize {

@@ -36,7 +36,7 @@ pub fn thread_key_set(key: libc::pthread_key_t, value: *mut libc::c_void) {
 
 /// Has `child` run in the child process after every `fork` (not after
 /// `vfork`, `posix_spawn` or a raw `clone`, whose children must not
-/// allocate). No prepare or parent handler: see `crate::fork` for why.
+/// allocate). No prepare or parent handler: see `crate::core::fork` for why.
 /// Returns false if libc refused (out of memory).
 pub fn at_fork_child(child: unsafe extern "C" fn()) -> bool {
     // SAFETY: `child` is a plain function valid for the process's life.

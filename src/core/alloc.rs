@@ -5,14 +5,16 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
+use crate::core::heap::{self, malloc_generic};
+use crate::core::page;
+use crate::core::{arena, huge, large, thread};
 use crate::error::{self, Entry, NotABlock};
-use crate::heap::{self, malloc_generic};
 use crate::meta::constants::{LARGE_OBJ_MAX, MAX_ALLOC, MIN_ALIGN, SIZE_ALIGN_MAX, SMALL_SIZE_MAX};
 use crate::meta::page::{freed_block_size, is_block_start, is_huge, Block, Page};
 use crate::meta::segment::{of_block, page_of, Kind, Segment};
+use crate::meta::segment_map;
 use crate::meta::size_class::{block_size_of, natural_size_for_align, wsize_of};
-use crate::page;
-use crate::{arena, harden, huge, large, segment_map, stats, thread};
+use crate::{harden, stats};
 
 /// Allocates `size` bytes aligned to at least a word. Null on failure.
 #[inline]

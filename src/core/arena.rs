@@ -338,7 +338,7 @@ pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
     };
     if ai < arenas.retired {
         // Its memory goes back to the OS; its slices stay marked used.
-        crate::segment_map::remove_range(p as usize, n << SEGMENT_SHIFT);
+        crate::meta::segment_map::remove_range(p as usize, n << SEGMENT_SHIFT);
         // SAFETY: the span is free and its contents dead.
         unsafe { os::purge(p, n << SEGMENT_SHIFT) };
         return;
@@ -347,7 +347,7 @@ pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
     let start = (p as usize - a.base) >> SEGMENT_SHIFT;
     give_back(a, start, n, sealed, guards, due);
     if delay == 0 {
-        crate::segment_map::remove_range(p as usize, n << SEGMENT_SHIFT);
+        crate::meta::segment_map::remove_range(p as usize, n << SEGMENT_SHIFT);
         // SAFETY: the span is free and its contents dead.
         unsafe { os::purge(p, n << SEGMENT_SHIFT) };
         for i in start..(start + n).min(SLICES) {
@@ -394,7 +394,7 @@ pub fn purge(force: bool) {
             let (p, len) = (a.base + (start << SEGMENT_SHIFT), (i - start) << SEGMENT_SHIFT);
             // Stale segment-map entries (hardened build) go before their
             // headers read as zero.
-            crate::segment_map::remove_range(p, len);
+            crate::meta::segment_map::remove_range(p, len);
             // SAFETY: these slices are free, in our reservation, and dead.
             unsafe { os::purge(p as *mut u8, len) };
         }

@@ -9,17 +9,18 @@
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::core::page;
+use crate::core::page_queue::{self, PageQueue};
+use crate::core::segment::{self, Segments};
+use crate::core::{arena, huge, large, thread};
 use crate::meta::constants::{
     LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, RETIRE_CYCLES, SMALL_OBJ_MAX, SMALL_SIZE_MAX, SMALL_WSIZE_MAX,
 };
 use crate::meta::page::{Block, Page, NEVER_DELAYED_FREE, NO_DELAYED_FREE, USE_DELAYED_FREE};
 use crate::meta::segment::{kind_for, of_block, page_of};
 use crate::meta::size_class::{bin_of, wsize_of, BIN_COUNT, BLOCK_SIZE};
-use crate::page;
-use crate::page_queue::{self, PageQueue};
-use crate::segment::{self, Segments};
 use crate::stats::{self, HeapCounters};
-use crate::{arena, harden, huge, large, os, thread};
+use crate::{harden, os};
 
 /// Abandoned segments tolerated before every slow path adopts one.
 const ABANDONED_SLACK: usize = 16;
@@ -690,11 +691,11 @@ mod tests {
             let mut small: Vec<*mut u8> = Vec::with_capacity(ROUND);
             let cycle = |small: &mut Vec<*mut u8>| {
                 for _ in 0..ROUND {
-                    small.push(crate::alloc::malloc(SMALL));
+                    small.push(crate::core::alloc::malloc(SMALL));
                 }
                 for p in small.drain(..) {
                     // SAFETY: a live block of this thread, freed once.
-                    unsafe { crate::alloc::free(p) };
+                    unsafe { crate::core::alloc::free(p) };
                 }
             };
             for _ in 0..4 {
@@ -706,7 +707,7 @@ mod tests {
             // SAFETY: `heap` is this thread's heap; only this thread
             // changes its queues.
             while unsafe { (*heap).queues[FULL_QUEUE].first.is_null() } {
-                let p = crate::alloc::malloc(3000);
+                let p = crate::core::alloc::malloc(3000);
                 assert!(!p.is_null());
                 big.push(p as usize);
             }
@@ -722,7 +723,7 @@ mod tests {
             let p = big.swap_remove(victim);
             std::thread::spawn(move || {
                 // SAFETY: a live block, freed once, by another thread.
-                unsafe { crate::alloc::free(p as *mut u8) }
+                unsafe { crate::core::alloc::free(p as *mut u8) }
             })
             .join()
             .expect("freeing thread");
@@ -744,7 +745,7 @@ mod tests {
             assert!(slow() != start, "only a slow path takes delayed frees");
             for p in big {
                 // SAFETY: live blocks of this thread, freed once.
-                unsafe { crate::alloc::free(p as *mut u8) };
+                unsafe { crate::core::alloc::free(p as *mut u8) };
             }
         })
         .join()

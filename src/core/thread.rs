@@ -5,15 +5,15 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
-use crate::heap::{self, Heap, EMPTY_HEAP_PTR};
+use crate::core::heap::{self, Heap, EMPTY_HEAP_PTR};
+use crate::core::segment;
 use crate::meta::segment::{page_at, Kind, Segment};
 use crate::os;
 use crate::os::lock::{Holder, SpinLock};
-use crate::segment;
 use crate::stats::{self, HeapCounters, Stats};
 
 // The thread's heap pointer, starting at the static empty heap.
-crate::os::tls::thread_slot!(tls: *mut Heap = crate::heap::EMPTY_HEAP, EMPTY_HEAP_PTR);
+crate::os::tls::thread_slot!(tls: *mut Heap = crate::core::heap::EMPTY_HEAP, EMPTY_HEAP_PTR);
 
 /// The calling thread's heap ([`EMPTY_HEAP_PTR`] until its first malloc).
 #[inline(always)]
@@ -64,7 +64,7 @@ unsafe extern "C" fn thread_done(value: *mut libc::c_void) {
     // SAFETY: `heap` is this exiting thread's heap; after this call nothing
     // refers to it, and later mallocs on this thread build a new one.
     unsafe {
-        crate::alloc::empty_quarantine(heap);
+        crate::core::alloc::empty_quarantine(heap);
         abandon(heap)
     };
 }
@@ -187,8 +187,8 @@ pub fn heap_init() -> *mut Heap {
     if let Some(k) = key() {
         os::thread_key_set(k, heap.cast());
     }
-    crate::fork::install();
-    crate::init::keep();
+    crate::core::fork::install();
+    crate::core::init::keep();
     heap
 }
 
@@ -256,7 +256,7 @@ pub fn abandoned_count() -> usize {
 pub unsafe fn abandon(heap: *mut Heap) {
     // SAFETY: owner access to the heap and its segments.
     unsafe {
-        crate::large::flush(heap);
+        crate::core::large::flush(heap);
         heap::abandon_pages(heap);
         loop {
             let seg = (*heap).segs.all.first;

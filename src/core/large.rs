@@ -64,14 +64,14 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::core::heap::{Heap, EMPTY_HEAP_PTR};
+use crate::core::segment;
 use crate::error::{self, ErrorKind};
-use crate::heap::{Heap, EMPTY_HEAP_PTR};
 use crate::meta::constants::MEDIUM_OBJ_MAX;
 use crate::meta::page::Page;
 use crate::meta::segment::{of_block, page_at, Segment};
 use crate::meta::size_class::{bin_of, BLOCK_SIZE, MAX_BIN};
 use crate::os::lock::{Guard, Holder, SpinLock};
-use crate::segment;
 use crate::{harden, options, os, stats};
 
 /// The first bin of large blocks.
@@ -568,7 +568,7 @@ unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, cached: bool, ca
         if release {
             stats::PAGES.decrease(1);
             stats::IN_USE.decrease((*page).reserved as usize * bsize);
-            crate::page::reset(page);
+            crate::core::page::reset(page);
             segment::os_free(seg);
         }
     }
@@ -639,7 +639,7 @@ pub fn collect() {
             let page = page(seg);
             stats::PAGES.decrease(1);
             stats::IN_USE.decrease((*page).reserved as usize * (*page).block_size);
-            crate::page::reset(page);
+            crate::core::page::reset(page);
             segment::os_free(seg);
         }
     }
@@ -853,7 +853,7 @@ pub fn after_fork() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alloc::{free, malloc};
+    use crate::core::alloc::{free, malloc};
 
     /// The calling thread's heap, made if need be, marked as if it had met
     /// another thread in a class (so its frees are cached), with its
@@ -861,7 +861,7 @@ mod tests {
     fn shared_heap() -> Option<*mut Heap> {
         // SAFETY: a block just allocated, freed once.
         unsafe { free(malloc(16)) };
-        let heap = crate::thread::heap();
+        let heap = crate::core::thread::heap();
         if !CACHE_ON || options::purge_delay_ms() == 0 {
             return None;
         }
@@ -913,7 +913,10 @@ mod tests {
             assert_eq!(q, p, "the thread's next malloc of the class takes it");
             assert_eq!((*heap).large.counts[c], 0);
             assert!(!freed_already(of_block(q), q, bit), "a block in use has no tag");
-            assert!(!crate::large::was_zero(of_block(q), q), "calloc must clear it");
+            assert!(
+                !crate::core::large::was_zero(of_block(q), q),
+                "calloc must clear it"
+            );
             free(q);
             free(keep);
             flush(heap);

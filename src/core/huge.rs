@@ -12,13 +12,14 @@
 
 use core::ptr;
 
-use crate::heap::Heap;
+use crate::core::heap::Heap;
+use crate::core::segment;
 use crate::meta::constants::{MAX_ALLOC, SEGMENT_SIZE, WORD};
 use crate::meta::guards::Prior;
 use crate::meta::page::Page;
 use crate::meta::segment::{page_at, Segment};
-use crate::segment;
-use crate::{harden, os, segment_map, stats};
+use crate::meta::segment_map;
+use crate::{harden, os, stats};
 
 fn round_up(x: usize, to: usize) -> usize {
     (x + to - 1) & !(to - 1)
@@ -172,7 +173,7 @@ pub unsafe fn free(seg: *mut Segment) {
         stats::HUGE.decrease(1);
         stats::HUGE_BYTES.decrease(bytes);
         stats::IN_USE.decrease(bytes);
-        crate::page::reset(page_at(seg, 0));
+        crate::core::page::reset(page_at(seg, 0));
         segment::os_free(seg);
     }
 }

@@ -8,7 +8,9 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use crate::heap::Heap;
+use crate::core::arena;
+use crate::core::heap::Heap;
+use crate::core::page;
 use crate::meta::constants::{SEGMENT_SIZE, SMALL_PAGES_PER_SEGMENT};
 use crate::meta::guards::{Guards, Prior};
 use crate::meta::list::List;
@@ -16,9 +18,9 @@ use crate::meta::page::Page;
 use crate::meta::segment::{
     kind_for, of_page, page_at, page_index, shape, AllSegments, Kind, Segment, WithFreeSlot, BITMAP_OFFSET,
 };
+use crate::meta::segment_map;
 use crate::meta::size_class;
-use crate::page;
-use crate::{arena, harden, options, os, segment_map, stats};
+use crate::{harden, options, os, stats};
 
 /// Header size rounded to whole OS pages.
 pub fn info_size() -> usize {

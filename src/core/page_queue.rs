@@ -3,7 +3,7 @@
 
 use core::ptr;
 
-use crate::heap::{Heap, EMPTY_PAGE_PTR, FULL_QUEUE};
+use crate::core::heap::{Heap, EMPTY_PAGE_PTR, FULL_QUEUE};
 use crate::meta::constants::{SMALL_SIZE_MAX, WORD};
 use crate::meta::list::{Linked, List};
 use crate::meta::page::Page;

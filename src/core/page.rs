@@ -15,8 +15,8 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
+use crate::core::heap::{self, Heap};
 use crate::harden;
-use crate::heap::{self, Heap};
 use crate::meta::page::{
     Block, Page, COUNT_ONE, COUNT_SHIFT, DELAYED_FREEING, HEAD_MASK, NEVER_DELAYED_FREE, NO_DELAYED_FREE,
     STATE_MASK, USE_DELAYED_FREE,
@@ -350,7 +350,7 @@ pub unsafe fn free_remote(page: *mut Page, block: *mut Block) {
             // While DELAYED_FREEING is set, the owner waits before abandoning
             // its heap, so the heap pointer stays valid for this push.
             let heap = heap::owner(&*page, Ordering::Acquire);
-            crate::heap::push_delayed(heap, page, block);
+            crate::core::heap::push_delayed(heap, page, block);
             let mut cur = tf.load(Ordering::Relaxed);
             loop {
                 let new = (cur & !STATE_MASK) | NO_DELAYED_FREE;

@@ -46,7 +46,7 @@ static ON_LOAD: extern "C" fn() = on_load;
 /// Runs at exit.
 extern "C" fn on_exit() {
     if options::show_stats_requested() {
-        stats::write_table(STATS_FD.load(Ordering::Relaxed), &crate::thread::stats());
+        stats::write_table(STATS_FD.load(Ordering::Relaxed), &crate::core::thread::stats());
     }
 }
 

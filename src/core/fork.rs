@@ -45,7 +45,8 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::{arena, harden, heap, options, os, thread};
+use crate::core::{arena, heap, thread};
+use crate::{harden, options, os};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
@@ -61,7 +62,7 @@ pub fn install() {
 unsafe extern "C" fn child() {
     thread::after_fork();
     arena::after_fork();
-    crate::large::after_fork();
+    crate::core::large::after_fork();
     options::after_fork();
     harden::after_fork();
     let heap = thread::heap();
@@ -109,7 +110,7 @@ mod tests {
     /// The handler is installed with the first heap: makes sure there is one.
     fn ensure_handler() {
         // SAFETY: a block just allocated, freed once.
-        unsafe { crate::alloc::free(crate::alloc::malloc(16)) };
+        unsafe { crate::core::alloc::free(crate::core::alloc::malloc(16)) };
     }
 
     /// Holds `lock` on another thread while `f` runs.
@@ -137,16 +138,16 @@ mod tests {
                     return 2;
                 }
                 // A new segment's worth, from a fresh (unretired) arena.
-                let p = crate::alloc::malloc(8 << 20);
-                let q = crate::alloc::malloc(100);
+                let p = crate::core::alloc::malloc(8 << 20);
+                let q = crate::core::alloc::malloc(100);
                 if p.is_null() || q.is_null() {
                     return 3;
                 }
                 // SAFETY: both are live blocks of at least their sizes.
                 unsafe {
                     p.write_bytes(1, 8 << 20);
-                    crate::alloc::free(p);
-                    crate::alloc::free(q);
+                    crate::core::alloc::free(p);
+                    crate::core::alloc::free(q);
                 }
                 0
             })
@@ -161,10 +162,10 @@ mod tests {
                 fork_and_wait(|| {
                     // A thread that allocates takes a heap from the pool and,
                     // leaving blocks behind, abandons its segments.
-                    let t = std::thread::spawn(|| crate::alloc::malloc(48) as usize);
+                    let t = std::thread::spawn(|| crate::core::alloc::malloc(48) as usize);
                     let Ok(p) = t.join() else { return 2 };
                     // SAFETY: a live block from the exited thread.
-                    unsafe { crate::alloc::free(p as *mut u8) };
+                    unsafe { crate::core::alloc::free(p as *mut u8) };
                     i32::from(thread::POOL_LOCK.holder() != Holder::Nobody)
                 })
             })
