@@ -46,7 +46,8 @@ fn malloc_block(req: usize, size: usize) -> *mut u8 {
 #[inline(always)]
 unsafe fn malloc_small(req: usize, size: usize) -> *mut u8 {
     let heap = thread::heap();
-    // SAFETY: per the caller.
+    // SAFETY: `req` <= SMALL_SIZE_MAX (this fn's contract) indexes the
+    // direct table; `heap` is this thread's (maybe the empty one).
     let p = unsafe { pop_direct(heap, req, size) };
     if !p.is_null() {
         return p;
@@ -400,7 +401,8 @@ fn free_unmapped(p: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe fn free_bad(page: *mut Page, off: usize, p: *mut u8) {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: `page` and `off` describe `p` as `bad_pointer` requires
+    // (this fn's contract is the same).
     unsafe { bad_pointer(page, off, p, Entry::Free) }
 }
 
@@ -438,7 +440,7 @@ pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
             }
         }
     }
-    // SAFETY: forwarded from the caller.
+    // SAFETY: `p` is null or live from fortalloc (this fn's contract).
     unsafe { free(p) }
 }
 
@@ -448,7 +450,8 @@ pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
 /// # Safety
 /// `p` must be a block start of the in-use `page`.
 unsafe fn size_matches(page: *mut Page, p: *mut u8, size: usize, align: usize) -> bool {
-    // SAFETY: per the caller.
+    // SAFETY: `page` is in use (this fn's contract), so its descriptor
+    // and `p`'s bitmap bits are readable.
     unsafe {
         let bsize = (*page).block_size;
         if is_huge(page) {
@@ -499,7 +502,7 @@ unsafe fn free_other(seg: *mut Segment, page: *mut Page, block: *mut Block) {
 /// `seg` must be a live segment.
 #[inline(always)]
 unsafe fn is_remote(heap: *mut heap::Heap, seg: *mut Segment) -> bool {
-    // SAFETY: per the caller.
+    // SAFETY: `seg` is live (this fn's contract), so its header is mapped.
     unsafe {
         let kind = (*seg).kind;
         (kind == Kind::Small || kind == Kind::Medium) && (*seg).owner.load(Ordering::Relaxed) != heap as usize
@@ -627,7 +630,9 @@ unsafe fn leave_quarantine(heap: *mut heap::Heap, held: harden::QuarantineHeld, 
 /// `heap` this thread's heap (or the empty one).
 #[inline(always)]
 unsafe fn release(heap: *mut heap::Heap, seg: *mut Segment, page: *mut Page, block: *mut Block) {
-    // SAFETY: per the caller.
+    // SAFETY: `block` is a freed block of `page` in `seg`, off every list,
+    // and `heap` this thread's (this fn's contract): what each release
+    // path requires.
     unsafe {
         match (*seg).kind {
             Kind::Huge => huge::free(seg),
@@ -662,7 +667,7 @@ pub unsafe fn usable_size(p: *const u8) -> usize {
 /// # Safety
 /// `p` must be null or a live pointer returned by fortalloc.
 pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: `p` is null or live from fortalloc (this fn's contract).
     unsafe { realloc_aligned(p, new_size, MIN_ALIGN) }
 }
 

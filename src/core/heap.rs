@@ -113,13 +113,14 @@ impl Heap {
 /// `page` must be owned by the calling thread with a non-empty `free`.
 #[inline(always)]
 pub unsafe fn pop_block(page: *mut Page) -> *mut u8 {
-    // SAFETY: per the caller, `free` is a valid free block of the page.
-    unsafe {
-        let block = (*page).free;
-        (*page).free = harden::decode_next(page, (*block).next, block);
-        (*page).used += 1;
-        block.cast()
-    }
+    // SAFETY: in use and this thread's (this fn's contract).
+    let p = unsafe { page::Owned::new(page) };
+    let block = p.free();
+    // SAFETY: `block` heads the page's non-empty free list, so its link is
+    // the rest of that list.
+    unsafe { p.set_free(harden::link(page, block)) };
+    p.taken();
+    block.cast()
 }
 
 /// Everything malloc's fast path does not: thread setup, deferred work,
@@ -160,47 +161,58 @@ fn malloc_slow(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
             return ptr::null_mut();
         }
     }
-    // SAFETY: `heap` is this thread's initialised heap.
-    unsafe {
-        let large = req > MEDIUM_OBJ_MAX && req <= LARGE_OBJ_MAX;
-        // A large block the thread freed lately is the large sizes' fast
-        // path: it skips the deferred work, as a small block does.
-        if large {
-            if let Some(p) = large::alloc_cached(heap, bin_of(req), size) {
-                if !p.is_null() {
-                    stats::bump(&(*heap).counters.mallocs);
-                }
-                return p;
-            }
-        }
-        deferred_work(heap);
-        if large {
-            let p = large::alloc(heap, bin_of(req), size);
-            if !p.is_null() {
-                stats::bump(&(*heap).counters.mallocs);
-            }
-            return p;
-        }
-        if req > LARGE_OBJ_MAX {
-            return huge::alloc_for(heap, size, 0, false);
-        }
-        // A block the hardened checks refuse (only possible with an error
-        // handler installed) is dropped, and the next one tried.
-        loop {
-            let page = find_page(heap, req);
-            if page.is_null() {
-                return ptr::null_mut();
-            }
-            let p = pop_block(page);
-            if harden::on_alloc(page, p, size) {
-                stats::bump(&(*heap).counters.mallocs);
-                return p;
-            }
-            // The rest of this list is not to be trusted (it may even be a
-            // cycle through the refused block): drop it; its blocks leak.
-            (*page).free = ptr::null_mut();
+    let large = req > MEDIUM_OBJ_MAX && req <= LARGE_OBJ_MAX;
+    // A large block the thread freed lately is the large sizes' fast
+    // path: it skips the deferred work, as a small block does.
+    if large {
+        // SAFETY: `heap` is this thread's initialised heap (made above).
+        if let Some(p) = unsafe { large::alloc_cached(heap, bin_of(req), size) } {
+            return counted(heap, p);
         }
     }
+    // SAFETY: as for `alloc_cached`: this thread's initialised heap.
+    unsafe { deferred_work(heap) };
+    if large {
+        // SAFETY: this thread's initialised heap.
+        return counted(heap, unsafe { large::alloc(heap, bin_of(req), size) });
+    }
+    if req > LARGE_OBJ_MAX {
+        // SAFETY: this thread's initialised heap.
+        return unsafe { huge::alloc_for(heap, size, 0, false) };
+    }
+    // A block the hardened checks refuse (only possible with an error
+    // handler installed) is dropped, and the next one tried.
+    loop {
+        // SAFETY: this thread's initialised heap.
+        let page = unsafe { find_page(heap, req) };
+        if page.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: `find_page` returns an in-use page of this heap whose
+        // free list is not empty.
+        let p = unsafe { pop_block(page) };
+        // SAFETY: `p` was just popped from the in-use `page`, whose
+        // blocks hold `req` bytes: `size` padded by the hardened build.
+        if unsafe { harden::on_alloc(page, p, size) } {
+            return counted(heap, p);
+        }
+        // The rest of this list is not to be trusted (it may even be a
+        // cycle through the refused block): drop it; its blocks leak.
+        // SAFETY: the page is this thread's; an empty list is a list.
+        unsafe { page::Owned::new(page).set_free(ptr::null_mut()) };
+    }
+}
+
+/// Counts a malloc that returned `p` (unless it failed) in `heap`'s
+/// counters, and passes `p` on.
+#[inline(always)]
+fn counted(heap: *mut Heap, p: *mut u8) -> *mut u8 {
+    if !p.is_null() {
+        // SAFETY: only initialised heaps get here, and a heap is never
+        // unmapped (pooled at its thread's exit); the counter is atomic.
+        stats::bump(unsafe { &(*heap).counters.mallocs });
+    }
+    p
 }
 
 /// A block of the first page of the bin for `req` after collecting the
@@ -215,28 +227,36 @@ fn malloc_slow(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
 unsafe fn take_collected(heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
     // The direct table holds the first page of the bin of every small
     // size (the empty page, never written, when there is none).
-    // SAFETY: a page on this heap's queue, or that empty page, is ours.
-    unsafe {
-        let page = if req <= SMALL_SIZE_MAX {
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract) and `wsize_of(req)` indexes its direct table (`req` is
+    // small there).
+    let page = unsafe {
+        if req <= SMALL_SIZE_MAX {
             *(*heap).direct.get_unchecked(wsize_of(req))
         } else {
             (*heap).queues[bin_of(req)].first
-        };
-        if page.is_null() || page == EMPTY_PAGE_PTR {
-            return ptr::null_mut();
         }
-        page::collect(page, false);
-        if (*page).free.is_null() {
-            return ptr::null_mut();
-        }
-        let p = pop_block(page);
-        if !harden::on_alloc(page, p, size) {
-            (*page).free = ptr::null_mut();
-            return ptr::null_mut();
-        }
-        stats::bump(&(*heap).counters.mallocs);
-        p
+    };
+    if page.is_null() || page == EMPTY_PAGE_PTR {
+        return ptr::null_mut();
     }
+    // SAFETY: a page on this heap's queues is in use and this thread's.
+    let owned = unsafe { page::Owned::new(page) };
+    // SAFETY: as for `Owned::new`; `heap` is the page's.
+    unsafe { page::collect(page, false) };
+    if owned.free().is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: an owned page with a non-empty free list.
+    let p = unsafe { pop_block(page) };
+    // SAFETY: `p` was just popped from the in-use `page`, whose blocks
+    // hold `req` bytes: `size` padded by the hardened build.
+    if !unsafe { harden::on_alloc(page, p, size) } {
+        // SAFETY: an empty list; the rest is not to be trusted.
+        unsafe { owned.set_free(ptr::null_mut()) };
+        return ptr::null_mut();
+    }
+    counted(heap, p)
 }
 
 /// Work that piles up between slow paths: delayed frees from other
@@ -245,7 +265,8 @@ unsafe fn take_collected(heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
 unsafe fn deferred_work(heap: *mut Heap) {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract), which every call below requires.
     unsafe {
         drain_delayed(heap);
         // Adopt a segment abandoned by an exited thread once more than a
@@ -393,16 +414,21 @@ unsafe fn unfull(heap: *mut Heap, page: *mut Page) {
 /// block of it that is in use.
 #[inline(always)]
 pub unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
-    // SAFETY: owner access per the caller.
+    // SAFETY: in use and this thread's (this fn's contract).
+    let p = unsafe { page::Owned::new(page) };
+    // SAFETY: `block` is a block of the page leaving the program's hands,
+    // and `local_free` a list of the page's free blocks.
     unsafe {
-        (*block).next = harden::encode_next(page, (*page).local_free, block);
-        (*page).local_free = block;
-        (*page).used -= 1;
-        if (*page).used == 0 {
-            retire(heap, page);
-        } else if (*page).in_full {
-            unfull(heap, page);
-        }
+        harden::set_link(page, block, p.local_free());
+        p.set_local_free(block);
+    }
+    p.returned(1);
+    if p.used() == 0 {
+        // SAFETY: `page` is `heap`'s, and `heap` this thread's.
+        unsafe { retire(heap, page) };
+    } else if p.in_full() {
+        // SAFETY: as above.
+        unsafe { unfull(heap, page) };
     }
 }
 
@@ -492,7 +518,7 @@ pub unsafe fn push_delayed(heap: *mut Heap, page: *mut Page, block: *mut Block) 
         let head = &(*heap).delayed;
         let mut cur = head.load(Ordering::Relaxed);
         loop {
-            (*block).next = harden::encode_next(page, cur as *mut Block, block);
+            harden::set_link(page, block, cur as *mut Block);
             match head.compare_exchange_weak(cur, block as usize, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(seen) => cur = seen,
@@ -529,7 +555,8 @@ pub unsafe fn drain_delayed(heap: *mut Heap) {
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
 pub unsafe fn collect(heap: *mut Heap, force: bool) {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract), which both calls require.
     unsafe {
         collect_pages(heap, force);
         segment::purge_expired(heap, os::now_ms(), force);
@@ -716,7 +743,8 @@ mod tests {
             let victim = big
                 .iter()
                 .position(|&p| {
-                    // SAFETY: as above.
+                    // SAFETY: `p` is a live block of this test, so its segment and
+                    // page descriptor are mapped.
                     unsafe { page_of(of_block(p as *const u8), p as *const u8) == full }
                 })
                 .expect("a block of the full page");
@@ -730,7 +758,7 @@ mod tests {
             // SAFETY: the delayed list head is atomic; `slow_count` is
             // only written by this thread.
             let pending = || unsafe { (*heap).delayed.load(Ordering::Relaxed) != 0 };
-            // SAFETY: as above.
+            // SAFETY: `slow_count` is only written by this thread.
             let slow = || unsafe { (*heap).slow_count };
             assert!(pending(), "the free went through the delayed list");
             let start = slow();

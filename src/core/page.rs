@@ -10,10 +10,10 @@
 //! other threads push onto the atomic `thread_free`, whose low two bits hold
 //! the delayed-free state. The two push lists are folded into `free` only
 //! when `free` runs dry, so neither fast path touches shared cache lines.
-//! Every link is stored through `harden::encode_next`/`decode_next`.
+//! Every link is written by `harden::set_link` and read by `harden::link`.
 
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::core::heap::{self, Heap};
 use crate::harden;
@@ -37,31 +37,31 @@ pub unsafe fn init(
     start: *mut u8,
     reserved: usize,
 ) {
-    // SAFETY: the caller gives exclusive access to `page`.
-    unsafe {
-        let p = &mut *page;
-        p.free = ptr::null_mut();
-        p.local_free = ptr::null_mut();
-        p.used = 0;
-        p.capacity.store(0, Ordering::Relaxed);
-        p.reserved = reserved as u32;
-        p.bin = bin;
-        p.in_full = false;
-        p.retire_expire = 0;
-        p.block_size = block_size;
-        p.page_start = start;
-        p.purge_pending = false;
-        p.freed_count = 0;
-        p.next = ptr::null_mut();
-        p.prev = ptr::null_mut();
-        p.set_geometry(block_size);
-        p.thread_free.store(NO_DELAYED_FREE, Ordering::Relaxed);
-        heap::set_owner(p, heap, Ordering::Relaxed);
-        p.zero_start = !p.area_dirty;
-        p.free_zero = p.zero_start;
-        p.area_dirty = true;
-        harden::page_keys_init(page);
-    }
+    // SAFETY: nobody else uses the descriptor (this fn's contract), so a
+    // unique reference to it is sound while it is set up.
+    let p = unsafe { &mut *page };
+    p.free = ptr::null_mut();
+    p.local_free = ptr::null_mut();
+    p.used = 0;
+    p.capacity.store(0, Ordering::Relaxed);
+    p.reserved = reserved as u32;
+    p.bin = bin;
+    p.in_full = false;
+    p.retire_expire = 0;
+    p.block_size = block_size;
+    p.page_start = start;
+    p.purge_pending = false;
+    p.freed_count = 0;
+    p.next = ptr::null_mut();
+    p.prev = ptr::null_mut();
+    p.set_geometry(block_size);
+    p.thread_free.store(NO_DELAYED_FREE, Ordering::Relaxed);
+    heap::set_owner(p, heap, Ordering::Relaxed);
+    p.zero_start = !p.area_dirty;
+    p.free_zero = p.zero_start;
+    p.area_dirty = true;
+    // SAFETY: the descriptor is set up and still nobody else's.
+    unsafe { harden::page_keys_init(page) };
 }
 
 /// Sets up `page` as the single block of a huge segment: only an offset of
@@ -70,7 +70,8 @@ pub unsafe fn init(
 /// # Safety
 /// Same as [`init`], with `reserved == 1`.
 pub unsafe fn init_single(page: *mut Page, block_size: usize, start: *mut u8) {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: `page` is a descriptor nobody uses and `start` holds one
+    // block of `block_size` (this fn's contract, as `init`'s).
     unsafe {
         init(page, ptr::null_mut(), 0, block_size, start, 1);
         let p = &mut *page;
@@ -88,21 +89,127 @@ pub unsafe fn init_single(page: *mut Page, block_size: usize, start: *mut u8) {
 /// # Safety
 /// `page` must be valid and owned exclusively by the caller.
 pub unsafe fn reset(page: *mut Page) {
-    // SAFETY: exclusive access per the caller.
-    unsafe {
-        let p = &mut *page;
-        p.freed_count = p.capacity.load(Ordering::Relaxed);
-        p.capacity.store(0, Ordering::Relaxed);
-        p.block_size = 0;
-        p.free = ptr::null_mut();
-        p.local_free = ptr::null_mut();
-        p.used = 0;
-        p.in_full = false;
-        p.retire_expire = 0;
-        p.next = ptr::null_mut();
-        p.prev = ptr::null_mut();
-        heap::set_owner(p, ptr::null_mut(), Ordering::Relaxed);
-        p.thread_free.store(NEVER_DELAYED_FREE, Ordering::Relaxed);
+    // SAFETY: the caller owns the descriptor exclusively (this fn's
+    // contract); the fields other threads may read are atomics.
+    let p = unsafe { &mut *page };
+    p.freed_count = p.capacity.load(Ordering::Relaxed);
+    p.capacity.store(0, Ordering::Relaxed);
+    p.block_size = 0;
+    p.free = ptr::null_mut();
+    p.local_free = ptr::null_mut();
+    p.used = 0;
+    p.in_full = false;
+    p.retire_expire = 0;
+    p.next = ptr::null_mut();
+    p.prev = ptr::null_mut();
+    heap::set_owner(p, ptr::null_mut(), Ordering::Relaxed);
+    p.thread_free.store(NEVER_DELAYED_FREE, Ordering::Relaxed);
+}
+
+/// A page the calling thread owns, for the fields only its owner writes
+/// (`free`, `local_free`, `used`, `free_zero`): the ownership obligation is
+/// met once, where the handle is made, and each access is then a read or
+/// write of one field. Inside is a raw pointer, never a `&mut Page`:
+/// other threads read the shared fields (`capacity`, `thread_free`, the
+/// geometry) meanwhile. Not `Send` (a raw pointer inside), so it cannot
+/// leave its thread.
+#[derive(Clone, Copy)]
+pub struct Owned(*mut Page);
+
+impl Owned {
+    /// # Safety
+    /// `page` must be in use and owned by the calling thread for as long
+    /// as the handle is used.
+    #[inline(always)]
+    pub unsafe fn new(page: *mut Page) -> Owned {
+        Owned(page)
+    }
+
+    /// The list malloc pops from.
+    #[inline(always)]
+    pub fn free(self) -> *mut Block {
+        // SAFETY: the page is in use and ours (the handle's invariant);
+        // only its owner writes `free`.
+        unsafe { (*self.0).free }
+    }
+
+    /// # Safety
+    /// `head` must be null or start a list of free blocks of this page.
+    #[inline(always)]
+    pub unsafe fn set_free(self, head: *mut Block) {
+        // SAFETY: owner-only field of our page (the handle's invariant).
+        unsafe { (*self.0).free = head }
+    }
+
+    /// The list the owner's frees go to.
+    #[inline(always)]
+    pub fn local_free(self) -> *mut Block {
+        // SAFETY: owner-only field of our page (the handle's invariant).
+        unsafe { (*self.0).local_free }
+    }
+
+    /// # Safety
+    /// `head` must be null or start a list of free blocks of this page.
+    #[inline(always)]
+    pub unsafe fn set_local_free(self, head: *mut Block) {
+        // SAFETY: owner-only field of our page (the handle's invariant).
+        unsafe { (*self.0).local_free = head }
+    }
+
+    /// Counts a block handed to the program.
+    #[inline(always)]
+    pub fn taken(self) {
+        // SAFETY: owner-only field of our page (the handle's invariant).
+        unsafe { (*self.0).used += 1 }
+    }
+
+    /// Counts `n` blocks back from the program (freed and collected).
+    #[inline(always)]
+    pub fn returned(self, n: u32) {
+        // SAFETY: owner-only field of our page (the handle's invariant).
+        unsafe { (*self.0).used -= n }
+    }
+
+    /// Blocks handed out and not collected back.
+    #[inline(always)]
+    pub fn used(self) -> u32 {
+        // SAFETY: owner-only field of our page (the handle's invariant).
+        unsafe { (*self.0).used }
+    }
+
+    /// The page is in its heap's full queue.
+    #[inline(always)]
+    pub fn in_full(self) -> bool {
+        // SAFETY: owner-only field of our page (the handle's invariant).
+        unsafe { (*self.0).in_full }
+    }
+
+    /// Whether every block on `free` (and every block not carved yet)
+    /// reads zero past its link.
+    #[inline(always)]
+    pub fn set_free_zero(self, zero: bool) {
+        // SAFETY: owner-only field of our page (the handle's invariant).
+        unsafe { (*self.0).free_zero = zero }
+    }
+
+    /// The atomic list other threads free onto.
+    #[inline(always)]
+    pub fn thread_free(&self) -> &AtomicUsize {
+        // SAFETY: the page is in use (the handle's invariant), so its
+        // descriptor is live; the field is atomic.
+        unsafe { &(*self.0).thread_free }
+    }
+
+    /// The random generator of the page's heap (this thread's).
+    ///
+    /// # Safety
+    /// No other reference to the generator may be alive meanwhile.
+    #[inline(always)]
+    pub unsafe fn rng<'a>(self) -> &'a mut u64 {
+        // SAFETY: an owned page's heap is this thread's initialised heap,
+        // whose generator only this thread touches; the caller holds no
+        // other reference to it.
+        unsafe { &mut (*heap::owner(&*self.0, Ordering::Relaxed)).rng }
     }
 }
 
@@ -113,38 +220,50 @@ pub unsafe fn reset(page: *mut Page) {
 /// `page` must be in use, owned by the calling thread, whose heap is the
 /// page's, with `capacity < reserved`.
 pub unsafe fn extend(page: *mut Page) {
-    // Raw field places, no reference to the whole page: other threads may
-    // be reading `capacity`.
-    // SAFETY: owner access per the caller; the carved range lies inside
-    // the reserved area.
-    unsafe {
-        let bsize = (*page).block_size;
-        let capacity = (*page).capacity.load(Ordering::Relaxed) as usize;
-        let left = (*page).reserved as usize - capacity;
-        let count = harden::batch(bsize, left);
-        let first = (*page).page_start.add(capacity * bsize);
-        if harden::ZERO_ON_FREE && !(*page).zero_start {
-            // Reused segment memory may hold an old owner's bytes. Fresh
-            // blocks are zeroed here rather than trusted to be: a flag saying
-            // "fresh, skip the check" in the encoded link could be set by a
-            // one-bit use-after-free write (the `corrupt` fuzzer found it).
-            // Only what the allocator itself knows out of line (this use of
-            // the slot started on zero memory) spares the memset.
-            ptr::write_bytes(first, 0, count * bsize);
-        }
-        harden::carved(page, first, bsize, count);
-        if (*page).free.is_null() {
-            // Carving writes only the links (and the canary build's slot
-            // trailers, past every request).
-            (*page).free_zero = (*page).zero_start || harden::ZERO_ON_FREE;
-        }
-        let heap = heap::owner(&*page, Ordering::Relaxed);
-        let rng = &mut (*heap).rng;
-        (*page).free = harden::build_free_list(page, first, bsize, count, (*page).free, rng);
-        (*page)
-            .capacity
-            .store((capacity + count) as u32, Ordering::Relaxed);
+    // SAFETY: in use and this thread's (this fn's contract).
+    let p = unsafe { Owned::new(page) };
+    // SAFETY: the geometry of an in-use page does not change; `capacity`
+    // is atomic (other threads read it meanwhile).
+    let (bsize, capacity, reserved, start, zero_start) = unsafe {
+        let d = &*page;
+        let capacity = d.capacity.load(Ordering::Relaxed) as usize;
+        (
+            d.block_size,
+            capacity,
+            d.reserved as usize,
+            d.page_start,
+            d.zero_start,
+        )
+    };
+    let count = harden::batch(bsize, reserved - capacity);
+    // SAFETY: `capacity < reserved` (this fn's contract), so the carved
+    // blocks lie in the page's reserved area.
+    let first = unsafe { start.add(capacity * bsize) };
+    if harden::ZERO_ON_FREE && !zero_start {
+        // Reused segment memory may hold an old owner's bytes. Fresh
+        // blocks are zeroed here rather than trusted to be: a flag saying
+        // "fresh, skip the check" in the encoded link could be set by a
+        // one-bit use-after-free write (the `corrupt` fuzzer found it).
+        // Only what the allocator itself knows out of line (this use of
+        // the slot started on zero memory) spares the memset.
+        // SAFETY: the blocks being carved are nobody's yet.
+        unsafe { ptr::write_bytes(first, 0, count * bsize) };
     }
+    // SAFETY: `count` blocks from `first` are being carved from `page`.
+    unsafe { harden::carved(page, first, bsize, count) };
+    if p.free().is_null() {
+        // Carving writes only the links (and the canary build's slot
+        // trailers, past every request).
+        p.set_free_zero(zero_start || harden::ZERO_ON_FREE);
+    }
+    // SAFETY: the `count` blocks from `first` are nobody's, `free` is a
+    // list of the page, and no other reference to the generator is alive.
+    unsafe {
+        let head = harden::build_free_list(page, first, bsize, count, p.free(), p.rng());
+        p.set_free(head);
+    }
+    // SAFETY: the page is in use; `capacity` is atomic.
+    unsafe { &(*page).capacity }.store((capacity + count) as u32, Ordering::Relaxed);
 }
 
 /// Length and tail of a free list. A list longer than the page's capacity
@@ -155,32 +274,34 @@ pub unsafe fn extend(page: *mut Page) {
 /// relinked.
 ///
 /// # Safety
-/// `head` must start a list of blocks of `page`.
+/// `head` must start a list of blocks of `page`, an in-use page.
 unsafe fn list_tail(page: *mut Page, head: *mut Block) -> (*mut Block, u32) {
     let mut count = 1;
     let mut tail = head;
-    // SAFETY: each link decodes (checked in the hardened build) to a block
-    // of the page; the count bounds the walk.
-    unsafe {
-        let max = (*page).capacity.load(Ordering::Relaxed);
-        loop {
-            let next = harden::decode_next(page, (*tail).next, tail);
-            if next.is_null() {
-                return (tail, count);
-            }
-            let cut = if count >= max {
-                harden::cycle_found(page, tail);
-                true
-            } else {
-                harden::live_in_list(page, next)
-            };
-            if cut {
-                (*tail).next = harden::encode_next(page, ptr::null_mut(), tail);
-                return (tail, count);
-            }
-            tail = next;
-            count += 1;
+    // SAFETY: the page is in use (this fn's contract); `capacity` is atomic.
+    let max = unsafe { &(*page).capacity }.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: `tail` is a free block of the page: the head, or a link
+        // `harden::link` decoded (and in the hardened build checked).
+        let next = unsafe { harden::link(page, tail) };
+        if next.is_null() {
+            return (tail, count);
         }
+        let cut = if count >= max {
+            // SAFETY: `tail` is a free block of the in-use page.
+            unsafe { harden::cycle_found(page, tail) };
+            true
+        } else {
+            // SAFETY: `next` decoded to a block of the in-use page.
+            unsafe { harden::live_in_list(page, next) }
+        };
+        if cut {
+            // SAFETY: `tail` is a free block of the in-use page.
+            unsafe { harden::set_link(page, tail, ptr::null_mut()) };
+            return (tail, count);
+        }
+        tail = next;
+        count += 1;
     }
 }
 
@@ -189,43 +310,49 @@ unsafe fn list_tail(page: *mut Page, head: *mut Block) -> (*mut Block, u32) {
 /// # Safety
 /// `page` must be in use and owned by the calling thread.
 unsafe fn collect_thread_free(page: *mut Page) {
-    // SAFETY: `thread_free` is only ever changed atomically; once swapped out,
-    // the list is ours alone.
-    unsafe {
-        let tf = &(*page).thread_free;
-        let mut cur = tf.load(Ordering::Relaxed);
-        let (head, count) = loop {
-            let head = (cur & HEAD_MASK) as *mut Block;
-            if head.is_null() {
-                return;
-            }
-            match tf.compare_exchange_weak(cur, cur & STATE_MASK, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => break (head, (cur >> COUNT_SHIFT) as u32),
-                Err(seen) => cur = seen,
-            }
-        };
-        // Hung where no tail is needed, unless the build must walk it (see
-        // `harden::UNWALKED_REMOTE_LISTS`). Hung as `free`, it is not
-        // shuffled (see `collect`): walking it would chase pointers through
-        // blocks last touched on another core, one cache miss after another.
-        if harden::UNWALKED_REMOTE_LISTS {
-            if (*page).free.is_null() && !harden::shuffle_remote_lists() {
-                (*page).free = head;
-                (*page).free_zero = false;
-                (*page).used -= count;
-                return;
-            }
-            if (*page).local_free.is_null() {
-                (*page).local_free = head;
-                (*page).used -= count;
-                return;
-            }
+    // SAFETY: in use and this thread's (this fn's contract).
+    let p = unsafe { Owned::new(page) };
+    let tf = p.thread_free();
+    let mut cur = tf.load(Ordering::Relaxed);
+    let (head, count) = loop {
+        let head = (cur & HEAD_MASK) as *mut Block;
+        if head.is_null() {
+            return;
         }
-        let (tail, count) = list_tail(page, head);
-        (*tail).next = harden::encode_next(page, (*page).local_free, tail);
-        (*page).local_free = head;
-        (*page).used -= count;
+        match tf.compare_exchange_weak(cur, cur & STATE_MASK, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => break (head, (cur >> COUNT_SHIFT) as u32),
+            Err(seen) => cur = seen,
+        }
+    };
+    // Once swapped out, the list is ours alone: every `set_*` below hangs
+    // a list of the page's free blocks.
+    // Hung where no tail is needed, unless the build must walk it (see
+    // `harden::UNWALKED_REMOTE_LISTS`). Hung as `free`, it is not
+    // shuffled (see `collect`): walking it would chase pointers through
+    // blocks last touched on another core, one cache miss after another.
+    if harden::UNWALKED_REMOTE_LISTS {
+        if p.free().is_null() && !harden::shuffle_remote_lists() {
+            // SAFETY: the swapped-out list is the page's free blocks.
+            unsafe { p.set_free(head) };
+            p.set_free_zero(false);
+            p.returned(count);
+            return;
+        }
+        if p.local_free().is_null() {
+            // SAFETY: as above.
+            unsafe { p.set_local_free(head) };
+            p.returned(count);
+            return;
+        }
     }
+    // SAFETY: the swapped-out list starts at `head`, blocks of the page.
+    let (tail, count) = unsafe { list_tail(page, head) };
+    // SAFETY: `tail` ends that list; `local_free` is a list of the page.
+    unsafe {
+        harden::set_link(page, tail, p.local_free());
+        p.set_local_free(head);
+    }
+    p.returned(count);
 }
 
 /// Folds `thread_free` and `local_free` back into `free` when `free` is empty
@@ -236,32 +363,38 @@ unsafe fn collect_thread_free(page: *mut Page) {
 /// `page` must be in use and owned by the calling thread, its `heap` set
 /// to the calling thread's heap.
 pub unsafe fn collect(page: *mut Page, force: bool) {
-    // SAFETY: owner access per the caller.
-    unsafe {
-        if force || (*page).thread_free.load(Ordering::Relaxed) & HEAD_MASK != 0 {
-            collect_thread_free(page);
-        }
-        let local = (*page).local_free;
-        if local.is_null() || !(force || (*page).free.is_null()) {
-            return;
-        }
-        let (head, tail) = if harden::RANDOM {
-            let heap = heap::owner(&*page, Ordering::Relaxed);
-            let (head, tail, _) = harden::shuffle(page, local, &mut (*heap).rng);
-            (head, tail)
-        } else if (*page).free.is_null() {
-            // No tail needed: nothing to hang after it.
-            (local, ptr::null_mut())
-        } else {
-            (local, list_tail(page, local).0)
-        };
-        if !(*page).free.is_null() {
-            (*tail).next = harden::encode_next(page, (*page).free, tail);
-        }
-        (*page).free = head;
-        (*page).free_zero = false;
-        (*page).local_free = ptr::null_mut();
+    // SAFETY: in use and this thread's (this fn's contract).
+    let p = unsafe { Owned::new(page) };
+    if force || p.thread_free().load(Ordering::Relaxed) & HEAD_MASK != 0 {
+        // SAFETY: as for `Owned::new`.
+        unsafe { collect_thread_free(page) };
     }
+    let local = p.local_free();
+    if local.is_null() || !(force || p.free().is_null()) {
+        return;
+    }
+    let (head, tail) = if harden::RANDOM {
+        // SAFETY: `local` is a list of the page's free blocks; no other
+        // reference to the generator is alive.
+        let (head, tail, _) = unsafe { harden::shuffle(page, local, p.rng()) };
+        (head, tail)
+    } else if p.free().is_null() {
+        // No tail needed: nothing to hang after it.
+        (local, ptr::null_mut())
+    } else {
+        // SAFETY: `local` is a list of the page's free blocks.
+        (local, unsafe { list_tail(page, local) }.0)
+    };
+    // SAFETY: `tail` ends the list from `head` and `free` is a list of the
+    // page, so the two joined are one list of its free blocks.
+    unsafe {
+        if !p.free().is_null() {
+            harden::set_link(page, tail, p.free());
+        }
+        p.set_free(head);
+        p.set_local_free(ptr::null_mut());
+    }
+    p.set_free_zero(false);
 }
 
 /// Switches the delayed-free state, waiting out a remote thread caught in
@@ -325,39 +458,41 @@ pub unsafe fn clear_stale_delayed(page: *mut Page) {
 /// # Safety
 /// `block` must be a live block of the in-use `page`, freed exactly once.
 pub unsafe fn free_remote(page: *mut Page, block: *mut Block) {
-    // SAFETY: the block is ours to link; all shared state is atomic.
-    unsafe {
-        let tf = &(*page).thread_free;
-        let mut cur = tf.load(Ordering::Relaxed);
-        let use_delayed = loop {
-            let state = cur & STATE_MASK;
-            let (new, delayed) = if state == USE_DELAYED_FREE {
-                ((cur & !STATE_MASK) | DELAYED_FREEING, true)
-            } else {
-                (*block).next = harden::encode_next(page, (cur & HEAD_MASK) as *mut Block, block);
-                // The count cannot overflow its 16 bits (see COUNT_SHIFT).
-                (
-                    block as usize | state | ((cur & !(HEAD_MASK | STATE_MASK)) + COUNT_ONE),
-                    false,
-                )
-            };
-            match tf.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => break delayed,
-                Err(seen) => cur = seen,
-            }
+    // SAFETY: the page is in use (this fn's contract); the field is atomic.
+    let tf = unsafe { &(*page).thread_free };
+    let mut cur = tf.load(Ordering::Relaxed);
+    let use_delayed = loop {
+        let state = cur & STATE_MASK;
+        let (new, delayed) = if state == USE_DELAYED_FREE {
+            ((cur & !STATE_MASK) | DELAYED_FREEING, true)
+        } else {
+            // SAFETY: `block` leaves the program's hands (this fn's
+            // contract); it links to the current head, published below
+            // only if the head is still that.
+            unsafe { harden::set_link(page, block, (cur & HEAD_MASK) as *mut Block) };
+            // The count cannot overflow its 16 bits (see COUNT_SHIFT).
+            (
+                block as usize | state | ((cur & !(HEAD_MASK | STATE_MASK)) + COUNT_ONE),
+                false,
+            )
         };
-        if use_delayed {
-            // While DELAYED_FREEING is set, the owner waits before abandoning
-            // its heap, so the heap pointer stays valid for this push.
-            let heap = heap::owner(&*page, Ordering::Acquire);
-            crate::core::heap::push_delayed(heap, page, block);
-            let mut cur = tf.load(Ordering::Relaxed);
-            loop {
-                let new = (cur & !STATE_MASK) | NO_DELAYED_FREE;
-                match tf.compare_exchange_weak(cur, new, Ordering::Release, Ordering::Relaxed) {
-                    Ok(_) => break,
-                    Err(seen) => cur = seen,
-                }
+        match tf.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => break delayed,
+            Err(seen) => cur = seen,
+        }
+    };
+    if use_delayed {
+        // While DELAYED_FREEING is set, the owner waits before abandoning
+        // its heap, so the heap pointer stays valid for this push.
+        // SAFETY: the page is in use; `heap` is live while DELAYED_FREEING
+        // holds, and `block` is a block of `page` leaving the program.
+        unsafe { heap::push_delayed(heap::owner(&*page, Ordering::Acquire), page, block) };
+        let mut cur = tf.load(Ordering::Relaxed);
+        loop {
+            let new = (cur & !STATE_MASK) | NO_DELAYED_FREE;
+            match tf.compare_exchange_weak(cur, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(seen) => cur = seen,
             }
         }
     }

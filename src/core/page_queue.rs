@@ -121,7 +121,8 @@ pub unsafe fn remove(heap: *mut Heap, qi: usize, page: *mut Page) {
 /// # Safety
 /// `page` must be on its queue in `heap`.
 pub unsafe fn move_to_front(heap: *mut Heap, page: *mut Page) {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: `page` is on its queue in `heap` (this fn's contract), so
+    // both are live and the unlink/push keep the queue whole.
     unsafe {
         let qi = queue_index(page);
         if (*heap).queues[qi].first == page {

@@ -20,28 +20,65 @@ use crate::meta::segment_map;
 
 pub const ON: bool = cfg!(feature = "encoded-freelist");
 
+/// # Safety
+/// `page` must be a readable descriptor.
 #[inline(always)]
-fn keys(page: *const Page) -> (usize, usize) {
-    // SAFETY: callers pass a valid page descriptor.
+unsafe fn keys(page: *const Page) -> (usize, usize) {
+    // SAFETY: `page` is readable (this fn's contract); the keys are set
+    // before the page hands out a block and do not change while it is in
+    // use.
     unsafe { ((*page).keys[0], (*page).keys[1]) }
 }
 
 /// Encodes the link to `next` stored in the free block `at` of `page`.
+///
+/// # Safety
+/// `page` must be a readable descriptor.
 #[inline(always)]
-pub fn encode_next(page: *const Page, next: *mut Block, at: *mut Block) -> usize {
+pub unsafe fn encode_next(page: *const Page, next: *mut Block, at: *mut Block) -> usize {
     if !ON {
         return next as usize;
     }
-    let (k0, k1) = keys(page);
+    // SAFETY: `page` is readable (this fn's contract).
+    let (k0, k1) = unsafe { keys(page) };
     (next as usize ^ k0 ^ at as usize)
         .rotate_left((k1 & 63) as u32)
         .wrapping_add(k1)
 }
 
+/// # Safety
+/// `page` must be a readable descriptor.
 #[inline(always)]
-fn decode_raw(page: *const Page, raw: usize, at: *mut Block) -> usize {
-    let (k0, k1) = keys(page);
+unsafe fn decode_raw(page: *const Page, raw: usize, at: *mut Block) -> usize {
+    // SAFETY: `page` is readable (this fn's contract).
+    let (k0, k1) = unsafe { keys(page) };
     raw.wrapping_sub(k1).rotate_right((k1 & 63) as u32) ^ k0 ^ at as usize
+}
+
+/// Makes `next` (null or a block of `page`) the block after `at` on its
+/// free list: the one way a link is written.
+///
+/// # Safety
+/// `page` must be an in-use descriptor and `at` a block of it that is off
+/// the program's hands (free, or being carved or freed): its first word is
+/// the allocator's.
+#[inline(always)]
+pub unsafe fn set_link(page: *const Page, at: *mut Block, next: *mut Block) {
+    // SAFETY: `at`'s first word is the allocator's and `page` readable
+    // (this fn's contract).
+    unsafe { (*at).next = encode_next(page, next, at) }
+}
+
+/// The block after `at` on its free list, decoded and checked (see
+/// [`decode_next`]): the one way a link is read.
+///
+/// # Safety
+/// As for [`set_link`], and `at` must be on a free list of `page`.
+#[inline(always)]
+pub unsafe fn link(page: *const Page, at: *mut Block) -> *mut Block {
+    // SAFETY: `at` is a free block of the in-use `page` (this fn's
+    // contract), so its first word holds a link the allocator wrote.
+    unsafe { decode_next(page, (*at).next, at) }
 }
 
 /// Decodes the link read from `at`, a free block of `page`: null, or a block
@@ -54,7 +91,8 @@ pub unsafe fn decode_next(page: *const Page, raw: usize, at: *mut Block) -> *mut
     if !ON {
         return raw as *mut Block;
     }
-    let next = decode_raw(page, raw, at);
+    // SAFETY: `page` is an in-use descriptor (this fn's contract).
+    let next = unsafe { decode_raw(page, raw, at) };
     let ok = next == 0 || {
         // SAFETY: `page` is valid per the caller.
         unsafe { is_block_start(page, next.wrapping_sub((*page).page_start as usize)) }
@@ -75,7 +113,8 @@ pub unsafe fn decode_delayed(page: *const Page, raw: usize, at: *mut Block) -> *
     if !ON {
         return raw as *mut Block;
     }
-    let next = decode_raw(page, raw, at);
+    // SAFETY: `page` is an in-use descriptor (this fn's contract).
+    let next = unsafe { decode_raw(page, raw, at) };
     if next == 0 {
         return core::ptr::null_mut();
     }

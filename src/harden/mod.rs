@@ -25,7 +25,7 @@ use crate::error::{self, ErrorKind};
 use crate::meta::page::{is_huge, Page};
 
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
-pub use encode::{decode_delayed, decode_next, encode_next};
+pub use encode::{decode_delayed, link, set_link};
 pub use guard::{
     arena_hint, grow_block, header_guard, open_block, page_guard, page_slot, pick as pick_slot,
     segment_released, segment_taken,

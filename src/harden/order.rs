@@ -16,7 +16,7 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use super::encode::{decode_next, encode_next};
+use super::encode::{link, set_link};
 use super::random;
 use crate::meta::constants::EXTEND_BYTES;
 use crate::meta::page::{Block, Page};
@@ -69,9 +69,9 @@ pub unsafe fn build_free_list(
         let at = |i: usize| first.add(i * bsize) as *mut Block;
         if !ON {
             for i in 0..count - 1 {
-                (*at(i)).next = encode_next(page, at(i + 1), at(i));
+                set_link(page, at(i), at(i + 1));
             }
-            (*at(count - 1)).next = encode_next(page, rest, at(count - 1));
+            set_link(page, at(count - 1), rest);
             return first as *mut Block;
         }
         let mut order = [0u16; MAX_BATCH];
@@ -84,10 +84,10 @@ pub unsafe fn build_free_list(
             order.swap(i, random::below(rng, i + 1));
         }
         for w in order.windows(2) {
-            (*at(w[0] as usize)).next = encode_next(page, at(w[1] as usize), at(w[0] as usize));
+            set_link(page, at(w[0] as usize), at(w[1] as usize));
         }
         let last = at(order[count - 1] as usize);
-        (*last).next = encode_next(page, rest, last);
+        set_link(page, last, rest);
         at(order[0] as usize)
     }
 }
@@ -132,7 +132,7 @@ pub unsafe fn shuffle(page: *const Page, head: *mut Block, rng: &mut u64) -> (*m
                     break;
                 }
                 window[n] = cur;
-                cur = decode_next(page, (*cur).next, cur);
+                cur = link(page, cur);
                 n += 1;
                 count += 1;
             }
@@ -141,15 +141,15 @@ pub unsafe fn shuffle(page: *const Page, head: *mut Block, rng: &mut u64) -> (*m
                 run.swap(i, random::below(rng, i + 1));
             }
             for w in run.windows(2) {
-                (*w[0]).next = encode_next(page, w[1], w[0]);
+                set_link(page, w[0], w[1]);
             }
             if let (Some(&a), Some(&z)) = (run.first(), run.last()) {
                 if last.is_null() {
                     first = a;
                 } else {
-                    (*last).next = encode_next(page, a, last);
+                    set_link(page, last, a);
                 }
-                (*z).next = encode_next(page, ptr::null_mut(), z);
+                set_link(page, z, ptr::null_mut());
                 last = z;
             }
         }
@@ -186,7 +186,7 @@ mod tests {
             in_order &= i == n;
             n += 1;
             // SAFETY: `b` is a block of the list just built.
-            b = unsafe { crate::harden::decode_next(&page, (*b).next, b) };
+            b = unsafe { crate::harden::link(&page, b) };
         }
         assert_eq!(n, 32);
         assert_eq!(in_order, !ON, "random order permutes, plain keeps address order");
@@ -216,7 +216,7 @@ mod tests {
                 } else {
                     core::ptr::null_mut()
                 };
-                (*at(i)).next = encode_next(&page, next, at(i));
+                set_link(&page, at(i), next);
             }
             shuffle(&page, at(0), &mut rng)
         };
@@ -231,7 +231,7 @@ mod tests {
             n += 1;
             last = b;
             // SAFETY: `b` is a block of the list just shuffled.
-            b = unsafe { decode_next(&page, (*b).next, b) };
+            b = unsafe { link(&page, b) };
         }
         assert_eq!(n, N);
         assert_eq!(last, tail);
@@ -273,7 +273,7 @@ mod tests {
             // onto its page's free list.
             crate::core::alloc::empty_quarantine(crate::core::thread::heap());
             let ab = a as *mut Block;
-            (*ab).next = encode_next(page, b as *mut Block, ab);
+            set_link(page, ab, b as *mut Block);
             crate::error::set_error_handler(Some(count));
             let before = REPORTS.load(Ordering::Relaxed);
             crate::core::page::collect(page, true);

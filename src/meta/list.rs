@@ -114,7 +114,8 @@ impl<T: Linked<K>, K> List<T, K> {
     /// # Safety
     /// `node` must be a live node of a list of kind `K`.
     pub unsafe fn next(node: *mut T) -> *mut T {
-        // SAFETY: per the caller.
+        // SAFETY: `node` is a live node of a list of kind `K` (this fn's
+        // contract), so its links are readable.
         unsafe { *T::links(node).0 }
     }
 }

@@ -232,7 +232,7 @@ pub unsafe fn freed_block_size(page: *const Page, off: usize) -> Option<usize> {
 /// `page` must be a valid descriptor.
 #[inline(always)]
 pub unsafe fn is_huge(page: *const Page) -> bool {
-    // SAFETY: per the caller.
+    // SAFETY: `page` is a readable descriptor (this fn's contract).
     unsafe { (*page).bin == 0 }
 }
 

@@ -181,7 +181,8 @@ pub unsafe fn guard(p: *mut u8, len: usize) -> Guarded {
         }
         ANY_PROTECTED.store(true, Ordering::Relaxed);
     }
-    // SAFETY: per the caller.
+    // SAFETY: `[p, p + len)` is page-aligned, ours and unused until
+    // `unguard` (this fn's contract).
     if unsafe { protect_within_budget(p, len) } {
         Guarded::Protected
     } else {
@@ -196,7 +197,8 @@ pub unsafe fn guard(p: *mut u8, len: usize) -> Guarded {
 /// # Safety
 /// As for [`guard`].
 unsafe fn protect_within_budget(p: *mut u8, len: usize) -> bool {
-    // SAFETY: per the caller.
+    // SAFETY: `[p, p + len)` is page-aligned, ours and unused until
+    // `unguard` (this fn's contract, as `guard`'s).
     if budget_allows() && unsafe { memory::protect(p, len, false) } {
         PROTECTS_MADE.fetch_add(1, Ordering::Relaxed);
         SINCE_COUNT.fetch_add(1, Ordering::Relaxed);
@@ -220,12 +222,14 @@ pub unsafe fn seal(p: *mut u8, len: usize) -> Guarded {
     }
     if guard_way() == GuardWay::Markers {
         ANY_PROTECTED.store(true, Ordering::Relaxed);
-        // SAFETY: per the caller.
+        // SAFETY: `[p, p + len)` is page-aligned, ours and unused until
+        // `unguard` (this fn's contract, as `guard`'s).
         if unsafe { protect_within_budget(p, len) } {
             return Guarded::Protected;
         }
     }
-    // SAFETY: per the caller.
+    // SAFETY: `[p, p + len)` is page-aligned, ours and unused until
+    // `unguard` (this fn's contract, as `guard`'s).
     unsafe { guard(p, len) }
 }
 
@@ -281,7 +285,8 @@ pub unsafe fn unguard(p: *mut u8, len: usize) -> bool {
             return true;
         }
     }
-    // SAFETY: per the caller.
+    // SAFETY: `[p, p + len)` is page-aligned memory this process mapped
+    // (this fn's contract); opening it back needs nothing more.
     unsafe { memory::protect(p, len, true) }
 }
 
