@@ -353,31 +353,45 @@ pub unsafe fn free(p: *mut u8) {
     let Some(seg) = segment_map::segment_of(p) else {
         return free_unmapped(p);
     };
-    // The caller promises `p` was live.
     // SAFETY: the segment map says a live segment covers `p - 1`, so its
     // header and page descriptors are readable.
-    unsafe {
+    let (page, off) = unsafe {
         let page = page_of(seg, p);
-        let off = (p as usize).wrapping_sub((*page).page_start as usize);
-        if !is_block_start(page, off) {
-            return free_bad(page, off, p);
-        }
-        if !harden::on_free(page, p) {
-            return;
-        }
-        let heap = thread::heap();
-        if harden::QUARANTINE {
-            let bounds = harden::QuarantineBounds::now();
-            if bounds.holding() && (*seg).kind != Kind::Huge && heap != heap::EMPTY_HEAP_PTR {
-                return quarantine(heap, page, p, bounds);
-            }
-        }
-        if (*seg).owner.load(Ordering::Relaxed) == heap as usize {
-            stats::bump(&(*heap).counters.frees);
-            return heap::free_local(heap, page, p as *mut Block);
-        }
-        free_other(seg, page, p as *mut Block);
+        (page, (p as usize).wrapping_sub((*page).page_start as usize))
+    };
+    // SAFETY: `page` is a descriptor of a live segment.
+    if !unsafe { is_block_start(page, off) } {
+        // SAFETY: `page` and `off` are `p`'s, which is no block start.
+        return unsafe { free_bad(page, off, p) };
     }
+    // `p` is a block of the in-use `page`, and the caller promises it was
+    // live (the hardened build checks that too).
+    // SAFETY: `p` is a block start of the in-use `page`.
+    if !unsafe { harden::on_free(page, p) } {
+        return;
+    }
+    let heap = thread::heap();
+    if harden::QUARANTINE {
+        let bounds = harden::QuarantineBounds::now();
+        // SAFETY: the segment is live (found in the map).
+        let huge = unsafe { (*seg).kind } == Kind::Huge;
+        if bounds.holding() && !huge && heap != heap::EMPTY_HEAP_PTR {
+            // SAFETY: `heap` is this thread's initialised heap and `p` a
+            // checked live block of `page`, not huge.
+            return unsafe { quarantine(heap, page, p, bounds) };
+        }
+    }
+    // SAFETY: the segment is live; `owner` is atomic.
+    if unsafe { &(*seg).owner }.load(Ordering::Relaxed) == heap as usize {
+        // SAFETY: a heap that owns a segment is initialised, and this one
+        // is this thread's; its counters are atomic.
+        stats::bump(unsafe { &(*heap).counters.frees });
+        // SAFETY: `page` is this thread's heap's and `p` a live block of it.
+        return unsafe { heap::free_local(heap, page, p as *mut Block) };
+    }
+    // SAFETY: `p` is a checked live block of `page` in `seg`, whose owner
+    // is another heap (or none).
+    unsafe { free_other(seg, page, p as *mut Block) }
 }
 
 /// [`free`] of a pointer outside every segment: null, a zero-size
@@ -565,17 +579,18 @@ pub(crate) unsafe fn empty_quarantine(heap: *mut heap::Heap) {
     if !harden::QUARANTINE {
         return;
     }
-    // SAFETY: per the caller; see `quarantine`.
-    unsafe {
-        loop {
-            let held = (*heap).quarantine.drain_one();
-            if !held.is_some() {
-                break;
-            }
-            leave_quarantine(heap, held, true);
+    loop {
+        // SAFETY: `heap` is this thread's initialised heap (this fn's
+        // contract); only this thread touches its quarantine.
+        let held = unsafe { (*heap).quarantine.drain_one() };
+        if !held.is_some() {
+            break;
         }
-        quarantine_levels(heap);
+        // SAFETY: `held` waited in this heap's quarantine until now.
+        unsafe { leave_quarantine(heap, held, true) };
     }
+    // SAFETY: this thread's initialised heap.
+    unsafe { quarantine_levels(heap) };
 }
 
 /// Publishes the quarantine's levels in the heap's counters, which other
@@ -725,33 +740,39 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
 /// `p` must be a live block start of the in-use `page`, of which `usable`
 /// bytes are the caller's.
 unsafe fn resize_in_place(page: *mut Page, p: *mut u8, usable: usize, new_size: usize, align: usize) -> bool {
-    // SAFETY: per the caller; the bytes written lie inside the block.
-    unsafe {
-        let bsize = (*page).block_size;
-        let req = harden::padded(new_size);
-        let fits = (p as usize).is_multiple_of(align)
-            && if req <= bsize {
-                req >= bsize / 2
-            } else {
-                is_huge(page) && huge::grow_in_place(of_block(p), page, p, new_size)
-            };
-        if !fits {
-            return false;
-        }
-        // What was accessible before: the block, or the open part of a
-        // large block of the guard build.
-        let open = harden::block_usable(page, p).min(bsize);
-        harden::resizing(page, p, new_size);
-        if harden::ZERO_ON_FREE && new_size > usable {
-            // What lay past the old size (its canary, keyed, and the
-            // recorded size) is now the caller's to read: zero, as a
-            // moved block's would be. Growth past what was accessible
-            // was zeroed as it was opened.
-            ptr::write_bytes(p.add(usable), 0, new_size.min(open).max(usable) - usable);
-        }
-        harden::resized(page, p, new_size);
-        true
+    // SAFETY: `page` is in use (this fn's contract).
+    let bsize = unsafe { (*page).block_size };
+    let req = harden::padded(new_size);
+    let fits = (p as usize).is_multiple_of(align)
+        && if req <= bsize {
+            req >= bsize / 2
+        } else {
+            // SAFETY: `page` is in use; a huge page's block `p` is its
+            // segment's one block, live and the caller's.
+            unsafe { is_huge(page) && huge::grow_in_place(of_block(p), page, p, new_size) }
+        };
+    if !fits {
+        return false;
     }
+    // What was accessible before: the block, or the open part of a large
+    // block of the guard build.
+    // SAFETY: `p` is a live block of the in-use `page`.
+    let open = unsafe { harden::block_usable(page, p) }.min(bsize);
+    // SAFETY: `p` is the caller's live block and `padded(new_size)` fits
+    // it (checked above, or the huge block grew to it).
+    unsafe { harden::resizing(page, p, new_size) };
+    if harden::ZERO_ON_FREE && new_size > usable {
+        // What lay past the old size (its canary, keyed, and the recorded
+        // size) is now the caller's to read: zero, as a moved block's
+        // would be. Growth past what was accessible was zeroed as it was
+        // opened.
+        // SAFETY: the bytes from `usable` up to what was accessible lie
+        // inside the block, which is the caller's.
+        unsafe { ptr::write_bytes(p.add(usable), 0, new_size.min(open).max(usable) - usable) };
+    }
+    // SAFETY: as for `resizing`.
+    unsafe { harden::resized(page, p, new_size) };
+    true
 }
 
 /// Allocates `size` bytes aligned to `align` in a block of the size class

@@ -266,28 +266,30 @@ unsafe fn take_collected(heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
 /// `heap` must be the calling thread's initialised heap.
 unsafe fn deferred_work(heap: *mut Heap) {
     // SAFETY: `heap` is this thread's initialised heap (this fn's
-    // contract), which every call below requires.
-    unsafe {
-        drain_delayed(heap);
-        // Adopt a segment abandoned by an exited thread once more than a
-        // few wait: reclaiming only when a bin ran dry let the abandoned
-        // list (and the memory freed into it, which nobody purges) grow
-        // without bound when threads come and go faster than pages are
-        // needed; reclaiming on every slow path cost larson dearly
-        // (docs/PERFORMANCE.md).
-        if thread::abandoned_count() > ABANDONED_SLACK {
-            thread::reclaim_one(heap, None);
+    // contract), as every call below requires.
+    unsafe { drain_delayed(heap) };
+    // Adopt a segment abandoned by an exited thread once more than a few
+    // wait: reclaiming only when a bin ran dry let the abandoned list (and
+    // the memory freed into it, which nobody purges) grow without bound
+    // when threads come and go faster than pages are needed; reclaiming on
+    // every slow path cost larson dearly (docs/PERFORMANCE.md).
+    if thread::abandoned_count() > ABANDONED_SLACK {
+        // SAFETY: this thread's initialised heap.
+        unsafe { thread::reclaim_one(heap, None) };
+    }
+    // One clock read for all three (it was up to three a slow path).
+    // SAFETY: this thread's initialised heap: only this thread writes
+    // its segment bookkeeping and large-block cache.
+    let (due, large_due) = unsafe { ((*heap).segs.purge_due, large::purge_due(heap)) };
+    if due | arena::purge_due() | large_due != 0 {
+        let now = os::now_ms();
+        if due != 0 && now >= due {
+            // SAFETY: this thread's initialised heap.
+            unsafe { segment::purge_expired(heap, now, false) };
         }
-        // One clock read for all three (it was up to three a slow path).
-        let due = (*heap).segs.purge_due;
-        if due | arena::purge_due() | large::purge_due(heap) != 0 {
-            let now = os::now_ms();
-            if due != 0 && now >= due {
-                segment::purge_expired(heap, now, false);
-            }
-            arena::maybe_purge(now);
-            large::maybe_purge(heap, now);
-        }
+        arena::maybe_purge(now);
+        // SAFETY: this thread's initialised heap.
+        unsafe { large::maybe_purge(heap, now) };
     }
 }
 
@@ -427,7 +429,8 @@ pub unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
         // SAFETY: `page` is `heap`'s, and `heap` this thread's.
         unsafe { retire(heap, page) };
     } else if p.in_full() {
-        // SAFETY: as above.
+        // SAFETY: `page` is `heap`'s (in its full queue), `heap` this
+        // thread's.
         unsafe { unfull(heap, page) };
     }
 }
@@ -478,29 +481,36 @@ unsafe fn release_page(heap: *mut Heap, page: *mut Page) {
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
 unsafe fn collect_retired(heap: *mut Heap, force: bool) {
-    // SAFETY: owner access to the heap's queues.
-    unsafe {
-        let (lo, hi) = ((*heap).retired_min, (*heap).retired_max);
-        let mut new_lo = BIN_COUNT;
-        let mut new_hi = 0;
-        for bin in lo..=hi.min(BIN_COUNT - 1) {
-            let page = (*heap).queues[bin].first;
-            if page.is_null() || (*page).retire_expire == 0 {
-                continue;
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract); only this thread touches its queues and retire range.
+    let (lo, hi) = unsafe { ((*heap).retired_min, (*heap).retired_max) };
+    let mut new_lo = BIN_COUNT;
+    let mut new_hi = 0;
+    for bin in lo..=hi.min(BIN_COUNT - 1) {
+        // SAFETY: this thread's initialised heap; its queues are its own.
+        let page = unsafe { (*heap).queues[bin].first };
+        if page.is_null() {
+            continue;
+        }
+        // SAFETY: a page on this heap's queue is in use and this thread's.
+        let p = unsafe { page::Owned::new(page) };
+        match p.retire_expire() {
+            0 => continue,
+            _ if p.used() != 0 => p.set_retire_expire(0),
+            left if force || left == 1 => {
+                p.set_retire_expire(0);
+                // SAFETY: an empty page on a queue of this thread's heap.
+                unsafe { release_page(heap, page) };
             }
-            if (*page).used != 0 {
-                (*page).retire_expire = 0;
-                continue;
-            }
-            (*page).retire_expire -= 1;
-            if force || (*page).retire_expire == 0 {
-                (*page).retire_expire = 0;
-                release_page(heap, page);
-            } else {
+            left => {
+                p.set_retire_expire(left - 1);
                 new_lo = new_lo.min(bin);
                 new_hi = new_hi.max(bin);
             }
         }
+    }
+    // SAFETY: this thread's initialised heap; the range is its own.
+    unsafe {
         (*heap).retired_min = new_lo;
         (*heap).retired_max = new_hi;
     }
@@ -598,34 +608,47 @@ unsafe fn collect_pages(heap: *mut Heap, force: bool) {
 /// # Safety
 /// `heap` must be the calling (exiting) thread's heap.
 pub unsafe fn abandon_pages(heap: *mut Heap) {
-    // SAFETY: owner access; NEVER_DELAYED_FREE makes remote threads stop
-    // touching the heap before it is drained for the last time.
-    unsafe {
-        for qi in 0..=FULL_QUEUE {
-            let mut page = (*heap).queues[qi].first;
-            while !page.is_null() {
+    // NEVER_DELAYED_FREE makes remote threads stop touching the heap
+    // before it is drained for the last time.
+    for qi in 0..=FULL_QUEUE {
+        // SAFETY: `heap` is this thread's (this fn's contract).
+        let mut page = unsafe { (*heap).queues[qi].first };
+        while !page.is_null() {
+            // SAFETY: a page on this heap's queue is in use and this
+            // thread's; its queue links are only written by this thread.
+            unsafe {
                 page::set_delayed(page, NEVER_DELAYED_FREE, false);
                 page = (*page).next;
             }
         }
+    }
+    // Purges are not forced: with threads that live a few milliseconds,
+    // purging their pages at exit made the next thread fault the same
+    // memory back in, many times over what mimalloc did
+    // (docs/PERFORMANCE.md). Due purges run on the reclaiming thread, or
+    // at `collect(true)`.
+    // SAFETY: this thread's initialised heap (this fn's contract).
+    unsafe {
         drain_delayed(heap);
-        // Purges are not forced: with threads that live a few milliseconds,
-        // purging their pages at exit made the next thread fault the same
-        // memory back in (70k page faults and 5.8k madvise calls where
-        // mimalloc had 150 and 100). Due purges run on the reclaiming
-        // thread, or at `collect(true)`.
         collect_pages(heap, true);
-        for qi in 0..=FULL_QUEUE {
-            let mut page = (*heap).queues[qi].first;
-            while !page.is_null() {
+    }
+    for qi in 0..=FULL_QUEUE {
+        // SAFETY: `heap` is this thread's (this fn's contract).
+        let mut page = unsafe { (*heap).queues[qi].first };
+        while !page.is_null() {
+            // SAFETY: a page on this heap's queue, in use and this
+            // thread's: it leaves the queue (the whole queue is reset
+            // below) and the heap.
+            unsafe {
                 let next = (*page).next;
                 set_owner(&*page, ptr::null_mut(), Ordering::Release);
                 (*page).next = ptr::null_mut();
                 (*page).prev = ptr::null_mut();
                 page = next;
             }
-            (*heap).queues[qi] = PageQueue::new();
         }
+        // SAFETY: this thread's heap; its queue's pages all left it above.
+        unsafe { (*heap).queues[qi] = PageQueue::new() };
     }
 }
 

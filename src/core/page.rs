@@ -184,6 +184,20 @@ impl Owned {
         unsafe { (*self.0).in_full }
     }
 
+    /// Slow paths left before an empty retired page is released (0: not
+    /// retired).
+    #[inline(always)]
+    pub fn retire_expire(self) -> u8 {
+        // SAFETY: owner-only field of our page (the handle's invariant).
+        unsafe { (*self.0).retire_expire }
+    }
+
+    #[inline(always)]
+    pub fn set_retire_expire(self, left: u8) {
+        // SAFETY: owner-only field of our page (the handle's invariant).
+        unsafe { (*self.0).retire_expire = left }
+    }
+
     /// Whether every block on `free` (and every block not carved yet)
     /// reads zero past its link.
     #[inline(always)]
@@ -339,7 +353,7 @@ unsafe fn collect_thread_free(page: *mut Page) {
             return;
         }
         if p.local_free().is_null() {
-            // SAFETY: as above.
+            // SAFETY: the swapped-out list is the page's free blocks.
             unsafe { p.set_local_free(head) };
             p.returned(count);
             return;

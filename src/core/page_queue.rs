@@ -19,7 +19,7 @@ pub struct InQueue;
 unsafe impl Linked<InQueue> for Page {
     #[inline(always)]
     unsafe fn links(page: *mut Page) -> (*mut *mut Page, *mut *mut Page) {
-        // SAFETY: per the caller, `page` is live.
+        // SAFETY: `page` is live (this fn's contract).
         unsafe { (ptr::addr_of_mut!((*page).next), ptr::addr_of_mut!((*page).prev)) }
     }
 }

@@ -134,7 +134,7 @@ mod tests {
     // SAFETY: the two fields are N's own and used only by lists.
     unsafe impl Linked<Two> for N {
         unsafe fn links(n: *mut N) -> (*mut *mut N, *mut *mut N) {
-            // SAFETY: per the caller, `n` is live.
+            // SAFETY: `n` is live (this fn's contract).
             unsafe { (ptr::addr_of_mut!((*n).next), ptr::addr_of_mut!((*n).prev)) }
         }
     }

@@ -185,7 +185,7 @@ pub struct WithFreeSlot;
 unsafe impl Linked<AllSegments> for Segment {
     #[inline(always)]
     unsafe fn links(seg: *mut Segment) -> (*mut *mut Segment, *mut *mut Segment) {
-        // SAFETY: per the caller, `seg` is live.
+        // SAFETY: `seg` is live (this fn's contract).
         unsafe { (ptr::addr_of_mut!((*seg).next), ptr::addr_of_mut!((*seg).prev)) }
     }
 }
@@ -196,7 +196,7 @@ unsafe impl Linked<AllSegments> for Segment {
 unsafe impl Linked<WithFreeSlot> for Segment {
     #[inline(always)]
     unsafe fn links(seg: *mut Segment) -> (*mut *mut Segment, *mut *mut Segment) {
-        // SAFETY: per the caller, `seg` is live.
+        // SAFETY: `seg` is live (this fn's contract).
         unsafe {
             (
                 ptr::addr_of_mut!((*seg).free_next),
