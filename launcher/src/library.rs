@@ -1,8 +1,9 @@
 //! Finding libfortalloc.so (and building it, in the workspace this
-//! launcher came from, if it is missing there).
+//! launcher came from, if it is missing there or older than the sources).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::SystemTime;
 
 const NAME: &str = "libfortalloc.so";
 
@@ -43,12 +44,19 @@ pub fn find(secure: bool) -> Result<PathBuf, String> {
     {
         for candidate in [dir.join(name), dir.join("../lib").join(name)] {
             if candidate.exists() {
+                if in_workspace_target(&dir) && stale(&candidate, &workspace()) {
+                    // A `cargo run` of the launcher after editing the
+                    // allocator rebuilds the launcher, not the library
+                    // beside it: the program would run the old allocator.
+                    build_beside(&dir)?;
+                }
                 return Ok(candidate);
             }
         }
     }
     let lib = workspace_library(secure);
-    if !lib.exists() && workspace().join("capi/Cargo.toml").exists() {
+    let sources_here = workspace().join("capi/Cargo.toml").exists();
+    if sources_here && (!lib.exists() || stale(&lib, &workspace())) {
         build(secure)?;
     }
     if lib.exists() {
@@ -66,6 +74,74 @@ pub fn find(secure: bool) -> Result<PathBuf, String> {
     }
 }
 
+/// Whether `dir` is a profile directory of the workspace's own target
+/// directory (a launcher run from a checkout, not an installed one).
+fn in_workspace_target(dir: &Path) -> bool {
+    let ws = workspace();
+    ws.join("capi/Cargo.toml").exists() && dir.starts_with(ws.join("target"))
+}
+
+/// The newest modification time of the files the library is built from
+/// (the allocator's and the C library's sources and manifests).
+fn newest_source(ws: &Path) -> Option<SystemTime> {
+    fn walk(dir: &Path, newest: &mut Option<SystemTime>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if let Ok(t) = entry.metadata().and_then(|m| m.modified()) {
+                *newest = (*newest).max(Some(t));
+            }
+        }
+    }
+    let mut newest = None;
+    for dir in ["src", "capi/src", "capi/include"] {
+        walk(&ws.join(dir), &mut newest);
+    }
+    for file in ["Cargo.toml", "capi/Cargo.toml"] {
+        if let Ok(t) = std::fs::metadata(ws.join(file)).and_then(|m| m.modified()) {
+            newest = newest.max(Some(t));
+        }
+    }
+    newest
+}
+
+/// Whether `lib` is older than a source it is built from in `ws`.
+fn stale(lib: &Path, ws: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(lib).and_then(|m| m.modified()) else {
+        return true;
+    };
+    newest_source(ws).is_some_and(|newest| newest > built)
+}
+
+/// Rebuilds the library in the profile directory `dir` of the workspace's
+/// target directory (the one the launcher itself was built in).
+fn build_beside(dir: &Path) -> Result<(), String> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace())
+        .args(["build", "-p", "fortalloc-capi"]);
+    match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(other) => {
+            cmd.args(["--profile", other]);
+        }
+        None => return Ok(()),
+    }
+    eprintln!("fortalloc: the library is older than its sources; rebuilding: {cmd:?}");
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("building the library failed ({status})"))
+    }
+}
+
 fn build(secure: bool) -> Result<(), String> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(workspace())
@@ -79,5 +155,44 @@ fn build(secure: bool) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("building the library failed ({status})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::{self, File};
+    use std::time::Duration;
+
+    fn touch(path: &Path, at: SystemTime) {
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let f = File::create(path).expect("create");
+        f.set_modified(at).expect("set mtime");
+    }
+
+    #[test]
+    fn a_library_older_than_any_source_is_stale() {
+        let ws = std::env::temp_dir().join(format!("fortalloc-stale-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&ws);
+        let t0 = SystemTime::now() - Duration::from_secs(3600);
+        let lib = ws.join("target/debug/libfortalloc.so");
+        touch(&ws.join("src/core/heap.rs"), t0);
+        touch(&ws.join("capi/src/lib.rs"), t0);
+        touch(&lib, t0 + Duration::from_secs(60));
+        assert!(!stale(&lib, &ws), "built after every source");
+        touch(&ws.join("src/core/page.rs"), t0 + Duration::from_secs(120));
+        assert!(
+            stale(&lib, &ws),
+            "a source in a subdirectory changed after the build"
+        );
+        touch(&lib, t0 + Duration::from_secs(180));
+        assert!(!stale(&lib, &ws));
+        touch(&ws.join("capi/Cargo.toml"), t0 + Duration::from_secs(240));
+        assert!(stale(&lib, &ws), "the C library's manifest changed");
+        assert!(
+            stale(&ws.join("target/debug/missing.so"), &ws),
+            "a missing library"
+        );
+        fs::remove_dir_all(&ws).expect("clean up");
     }
 }
