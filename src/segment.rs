@@ -347,7 +347,8 @@ pub unsafe fn os_free(seg: *mut Segment) {
             } else {
                 Guards::default()
             };
-            let sealed = guards.layout == 0 && harden::segment_released(seg.cast(), size, info_size());
+            let sealed = guards.layout == 0
+                && harden::segment_released(seg.cast(), size, info_size()) == harden::Released::Sealed;
             arena::free(seg.cast(), size, sealed, guards);
         } else {
             os::unmap(seg.cast(), size);
