@@ -65,6 +65,13 @@ pub static HUGE: Gauge = Gauge::new();
 pub static HUGE_BYTES: Gauge = Gauge::new();
 /// Bytes reserved from the OS (arenas, segments mapped on their own).
 pub static RESERVED: Gauge = Gauge::new();
+/// Committed bytes, in mimalloc's sense: bytes of fortalloc's own mappings
+/// that are accessible and not purged since they were last handed out, so
+/// may be resident because of it. Memory mapped but never handed out
+/// counts from when it is first handed out, as purged memory does: it is
+/// as untouched. Each owner of memory counts what it holds and gives back
+/// only what it counted, so the level never falls below 0.
+pub static COMMITTED: Gauge = Gauge::new();
 /// Thread heaps created, and segments abandoned at thread exit / reclaimed.
 pub static THREADS: AtomicU64 = AtomicU64::new(0);
 pub static ABANDONED: AtomicU64 = AtomicU64::new(0);
@@ -193,6 +200,14 @@ pub struct Stats {
     pub resident_bytes: u64,
     /// The process's peak resident memory so far.
     pub peak_resident_bytes: u64,
+    /// Bytes of fortalloc's own memory that are accessible and not purged
+    /// since they were last handed out: what may be resident because of
+    /// the allocator, an upper bound of its share of `resident_bytes`
+    /// (but for blocks the hardened build seals with `mprotect`, which
+    /// keep their pages while inaccessible, and count as not committed).
+    pub committed_bytes: u64,
+    /// The highest `committed_bytes` so far.
+    pub peak_committed_bytes: u64,
     /// `madvise` purges.
     pub purges: u64,
     /// Bytes the purges returned to the OS.
@@ -254,6 +269,7 @@ pub fn stats() -> Stats {
     let guards = os::guard_counts();
     let memory = os::memory_counts();
     let resident = os::resident_bytes();
+    let committed = COMMITTED.read();
     Stats {
         allocations: mallocs,
         frees,
@@ -266,6 +282,8 @@ pub fn stats() -> Stats {
         reserved_bytes: RESERVED.read(),
         resident_bytes: resident.0,
         peak_resident_bytes: resident.1,
+        committed_bytes: committed.current,
+        peak_committed_bytes: committed.peak,
         purges: memory.purges,
         purged_bytes: memory.purged_bytes,
         protect_calls: memory.protects + guards.marker_calls,
@@ -338,6 +356,10 @@ pub fn print_stats_to(fd: i32) {
     row(
         "resident bytes",
         &[("current", s.resident_bytes), ("peak", s.peak_resident_bytes)],
+    );
+    row(
+        "committed bytes",
+        &[("current", s.committed_bytes), ("peak", s.peak_committed_bytes)],
     );
     row("purges", &[("", s.purges), ("bytes", s.purged_bytes)]);
     row("protection changes", &[("", s.protect_calls)]);

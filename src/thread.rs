@@ -107,6 +107,9 @@ fn pool_take() -> *mut Heap {
                 if chunk.is_null() {
                     return ptr::null_mut();
                 }
+                // Never unmapped nor purged. Counted whole: its heaps not
+                // carved yet are an over-count, the safe side.
+                stats::COMMITTED.increase(POOL_CHUNK);
                 *(chunk as *mut *mut u8) = CHUNKS.load(Ordering::Relaxed);
                 CHUNKS.store(chunk, Ordering::Release);
                 let first = chunk as usize + CHUNK_HEADER;
