@@ -67,10 +67,12 @@ pub static HUGE_BYTES: Gauge = Gauge::new();
 pub static RESERVED: Gauge = Gauge::new();
 /// Committed bytes, in mimalloc's sense: bytes of fortalloc's own mappings
 /// that are accessible and not purged since they were last handed out, so
-/// may be resident because of it. Memory mapped but never handed out
+/// may be resident because of it. Memory mapped but never handed out (the
+/// rest of an arena, the slots of a fresh segment no block has used yet)
 /// counts from when it is first handed out, as purged memory does: it is
-/// as untouched. Each owner of memory counts what it holds and gives back
-/// only what it counted, so the level never falls below 0.
+/// as untouched. Each owner of memory counts what it holds (an arena its
+/// free slices, a segment its header and slots: `segment::commit_more`),
+/// and gives back only what it counted, so the level never falls below 0.
 pub static COMMITTED: Gauge = Gauge::new();
 /// Thread heaps created, and segments abandoned at thread exit / reclaimed.
 pub static THREADS: AtomicU64 = AtomicU64::new(0);
