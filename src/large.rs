@@ -414,14 +414,23 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
         (*seg).slots_unpurged = 0;
         // The header, the rest of the segment if the memory is not zero
         // (it may hold an old owner's pages), and of the slots those not
-        // zero or, in the guard build, what is open of them.
+        // zero or, in the guard build, those left open.
         let mut committed = (*seg).info_size;
         if !fresh.zero {
             committed += crate::constants::SEGMENT_SIZE - (*seg).info_size - count * bsize;
         }
         for i in 0..count {
             committed += if harden::GUARD_PAGES {
-                harden::block_usable(page, start.add(i * bsize))
+                // A slot is left open only when no seal could be made, and
+                // then its guard page may be missing too: counted whole,
+                // on the safe side (what it opens and seals later moves
+                // the count by as much, so the excess stays until the
+                // segment is released).
+                if harden::block_usable(page, start.add(i * bsize)) == 0 {
+                    0
+                } else {
+                    bsize
+                }
             } else if zero & (1 << i) == 0 {
                 bsize
             } else {
