@@ -14,6 +14,7 @@
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use crate::error::Line;
+use crate::meta::segment::Segment;
 use crate::os;
 
 /// A level with its high-water mark and the sum of all increases.
@@ -65,6 +66,15 @@ pub static HUGE: Gauge = Gauge::new();
 pub static HUGE_BYTES: Gauge = Gauge::new();
 /// Bytes reserved from the OS (arenas, segments mapped on their own).
 pub static RESERVED: Gauge = Gauge::new();
+/// Committed bytes, in mimalloc's sense: bytes of fortalloc's own mappings
+/// that are accessible and not purged since they were last handed out, so
+/// may be resident because of it. Memory mapped but never handed out (the
+/// rest of an arena, the slots of a fresh segment no block has used yet)
+/// counts from when it is first handed out, as purged memory does: it is
+/// as untouched. Each owner of memory counts what it holds (an arena its
+/// free slices, a segment its header and slots: `segment::commit_more`),
+/// and gives back only what it counted, so the level never falls below 0.
+pub static COMMITTED: Gauge = Gauge::new();
 /// Thread heaps created, and segments abandoned at thread exit / reclaimed.
 pub static THREADS: AtomicU64 = AtomicU64::new(0);
 pub static ABANDONED: AtomicU64 = AtomicU64::new(0);
@@ -149,6 +159,58 @@ pub fn heapless_free(cross_thread: bool) {
     }
 }
 
+/// Counts `n` more bytes of `seg` as committed (`COMMITTED`): they
+/// were handed out fresh or purged, or made accessible.
+///
+/// # Safety
+/// `seg` must be a live segment the caller keeps live (its owner, the
+/// holder of its class's lock, or the owner of one of its blocks).
+pub unsafe fn commit_more(seg: *mut Segment, n: usize) {
+    if n == 0 {
+        return;
+    }
+    // SAFETY: `seg`'s header is live (this fn's contract); the count is
+    // atomic.
+    unsafe { (*seg).committed.fetch_add(n, Relaxed) };
+    COMMITTED.increase(n);
+}
+
+/// Counts `n` fewer bytes of `seg` as committed: they were purged or made
+/// inaccessible. Never more than the segment counts, so a miscount cannot
+/// take the total below what the others hold.
+///
+/// # Safety
+/// As for [`commit_more`].
+pub unsafe fn commit_less(seg: *mut Segment, n: usize) {
+    if n == 0 {
+        return;
+    }
+    // SAFETY: `seg`'s header is live (this fn's contract); the count is
+    // atomic.
+    let was = unsafe {
+        (*seg)
+            .committed
+            .fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_sub(n)))
+    };
+    COMMITTED.decrease(was.unwrap_or(0).min(n));
+}
+
+/// Starts the count of a segment just set up at `now` bytes, of which
+/// `carried` (`core::segment::Fresh::committed`) were counted by the memory's last user.
+///
+/// # Safety
+/// `seg` must be a segment just set up that nobody else uses yet.
+pub unsafe fn commit_start(seg: *mut Segment, carried: usize, now: usize) {
+    // SAFETY: the segment is set up and nobody else's yet (this fn's
+    // contract).
+    unsafe { (*seg).committed.store(now, Relaxed) };
+    if now >= carried {
+        COMMITTED.increase(now - carried);
+    } else {
+        COMMITTED.decrease(carried - now);
+    }
+}
+
 /// One owner-only increment: a plain load and store, not a locked add.
 #[inline(always)]
 pub fn bump(c: &AtomicU64) {
@@ -193,6 +255,14 @@ pub struct Stats {
     pub resident_bytes: u64,
     /// The process's peak resident memory so far.
     pub peak_resident_bytes: u64,
+    /// Bytes of fortalloc's own memory that are accessible and not purged
+    /// since they were last handed out: what may be resident because of
+    /// the allocator, an upper bound of its share of `resident_bytes`
+    /// (but for blocks the hardened build seals with `mprotect`, which
+    /// keep their pages while inaccessible, and count as not committed).
+    pub committed_bytes: u64,
+    /// The highest `committed_bytes` so far.
+    pub peak_committed_bytes: u64,
     /// `madvise` purges.
     pub purges: u64,
     /// Bytes the purges returned to the OS.
@@ -255,6 +325,7 @@ pub fn read(each_heap: impl FnOnce(&mut dyn FnMut(&HeapCounters))) -> Stats {
     let guards = os::guard_counts();
     let memory = os::memory_counts();
     let resident = os::resident_bytes();
+    let committed = COMMITTED.read();
     Stats {
         allocations: mallocs,
         frees,
@@ -267,6 +338,8 @@ pub fn read(each_heap: impl FnOnce(&mut dyn FnMut(&HeapCounters))) -> Stats {
         reserved_bytes: RESERVED.read(),
         resident_bytes: resident.0,
         peak_resident_bytes: resident.1,
+        committed_bytes: committed.current,
+        peak_committed_bytes: committed.peak,
         purges: memory.purges,
         purged_bytes: memory.purged_bytes,
         protect_calls: memory.protects + guards.marker_calls,
@@ -282,10 +355,17 @@ pub fn read(each_heap: impl FnOnce(&mut dyn FnMut(&HeapCounters))) -> Stats {
     }
 }
 
+/// The build's optional rows of the table (the defences that have
+/// counters of their own).
+pub struct Sections {
+    pub guards: bool,
+    pub quarantine: bool,
+}
+
 /// Writes `s` as a table to file descriptor `fd`, one `write` per line,
 /// without allocating: a heading with the process id and the program's
-/// name, then a row per counter.
-pub fn write_table(fd: i32, s: &Stats) {
+/// name, then a row per counter (and the rows `sections` asks for).
+pub fn write_table(fd: i32, s: &Stats, sections: Sections) {
     // Under a shell script many processes print a table to one stderr; the
     // heading tells them apart.
     let mut name = [0u8; 128];
@@ -333,9 +413,13 @@ pub fn write_table(fd: i32, s: &Stats) {
         "resident bytes",
         &[("current", s.resident_bytes), ("peak", s.peak_resident_bytes)],
     );
+    row(
+        "committed bytes",
+        &[("current", s.committed_bytes), ("peak", s.peak_committed_bytes)],
+    );
     row("purges", &[("", s.purges), ("bytes", s.purged_bytes)]);
     row("protection changes", &[("", s.protect_calls)]);
-    if crate::harden::GUARD_PAGES {
+    if sections.guards {
         row(
             "guards",
             &[
@@ -345,7 +429,7 @@ pub fn write_table(fd: i32, s: &Stats) {
             ],
         );
     }
-    if crate::harden::QUARANTINE {
+    if sections.quarantine {
         row(
             "quarantine",
             &[

@@ -11,6 +11,7 @@
 //!   sealed bitmap: free slices the hardened build made inaccessible
 //!   layout, guards: free slices left open with a small or medium
 //!                   segment's page guards in place (hardened build)
+//!   committed: bytes of each free slice counted as committed
 //! ```
 //!
 //! Freed slices stay mapped and are reused first-fit from the lowest
@@ -26,7 +27,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::meta::constants::{SEGMENT_SHIFT, SEGMENT_SIZE};
 use crate::meta::guards::{Guards, Prior};
 use crate::os::lock::{Holder, SpinLock};
-use crate::{options, os};
+use crate::{options, os, stats};
 
 const SLICES: usize = 256;
 const ARENA_SIZE: usize = SLICES << SEGMENT_SHIFT;
@@ -51,6 +52,10 @@ struct Arena {
     guards: [u64; SLICES],
     /// Monotonic ms after which a dirty free slice is purged.
     purge_at: [u64; SLICES],
+    /// Bytes of each free slice counted in `stats::COMMITTED`, as its last
+    /// user left them (see [`hold`]); 0 once purged, and for used slices,
+    /// whose segments count their own.
+    committed: [u32; SLICES],
 }
 
 struct Arenas {
@@ -76,6 +81,7 @@ const EMPTY_ARENA: Arena = Arena {
     layout: [0; SLICES],
     guards: [0; SLICES],
     purge_at: [0; SLICES],
+    committed: [0; SLICES],
 };
 static ARENAS: ArenasCell = ArenasCell(UnsafeCell::new(Arenas {
     list: [EMPTY_ARENA; MAX_ARENAS],
@@ -193,6 +199,9 @@ pub struct Span {
     pub ptr: *mut u8,
     /// All of it reads as zero (fresh or purged).
     pub zero: bool,
+    /// Bytes of it counted as committed already (by its last user, not
+    /// purged since): the new user's count starts from these.
+    pub committed: usize,
     /// How its slices were left by their last user.
     pub prior: Prior,
     /// With [`Prior::Guarded`]: which page slots have their guard.
@@ -244,6 +253,7 @@ pub fn alloc(size: usize, want: u8) -> Option<Span> {
     Some(Span {
         ptr: (a.base + (start << SEGMENT_SHIFT)) as *mut u8,
         zero,
+        committed: release(a, start, n),
         prior,
         guards,
     })
@@ -297,6 +307,39 @@ fn take(a: &mut Arena, start: usize, n: usize, want: u8) -> (bool, Prior, u64) {
     (zero, prior, guards)
 }
 
+/// Records that the free slices `[start, start + n)` of `a` hold `bytes`
+/// counted as committed, filling the first slices first: what a segment
+/// still counts when it is released is mostly its header, which lies in
+/// its first slice. (How the bytes are spread matters only to which purge
+/// takes them off: every count is given back in full.)
+fn hold(a: &mut Arena, start: usize, n: usize, bytes: usize) {
+    let mut left = bytes;
+    let end = (start + n).min(SLICES);
+    for i in start..end {
+        // The last slice takes the rest, so every byte counted is given
+        // back (`segment::os_free` passes at most the span's size).
+        let here = if i + 1 == end {
+            left
+        } else {
+            left.min(SEGMENT_SIZE)
+        };
+        let here = here.min(u32::MAX as usize);
+        a.committed[i] = a.committed[i].saturating_add(here as u32);
+        left -= here;
+    }
+}
+
+/// Takes the committed bytes of slices `[start, start + n)` off `a`'s
+/// books: for their new user to count, or because they were just purged.
+fn release(a: &mut Arena, start: usize, n: usize) -> usize {
+    let mut bytes = 0;
+    for i in start..(start + n).min(SLICES) {
+        bytes += a.committed[i] as usize;
+        a.committed[i] = 0;
+    }
+    bytes
+}
+
 /// Marks slices `[start, start + n)` of `a` free, left as `sealed` and
 /// `guards` say (see [`free`]), to be purged at `due`.
 fn give_back(a: &mut Arena, start: usize, n: usize, sealed: bool, guards: Guards, due: u64) {
@@ -320,10 +363,12 @@ fn give_back(a: &mut Arena, start: usize, n: usize, sealed: bool, guards: Guards
 /// back to the OS after the purge delay. `sealed`: the caller made all of
 /// it past `segment::info_size` inaccessible (see [`Prior::Sealed`]); else
 /// `guards` says what it left guarded, if anything (one slice only).
+/// `committed`: the bytes of it the caller counted as committed, which the
+/// arena counts from now on, until it purges them or hands them out.
 ///
 /// # Safety
 /// `[p, p+size)` must be a span from [`alloc`] that nothing uses any more.
-pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
+pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards, committed: usize) {
     let n = size.div_ceil(SEGMENT_SIZE);
     let delay = options::arena_purge_delay_ms();
     let due = if delay == 0 { 0 } else { os::recent_ms() + delay };
@@ -334,6 +379,8 @@ pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
         .iter()
         .position(|a| (p as usize).wrapping_sub(a.base) < ARENA_SIZE)
     else {
+        // Not ours (never so for a span from `alloc`): its state unknown,
+        // it stays counted.
         return;
     };
     if ai < arenas.retired {
@@ -341,6 +388,7 @@ pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
         crate::meta::segment_map::remove_range(p as usize, n << SEGMENT_SHIFT);
         // SAFETY: the span is free and its contents dead.
         unsafe { os::purge(p, n << SEGMENT_SHIFT) };
+        stats::COMMITTED.decrease(committed);
         return;
     }
     let a = &mut arenas.list[ai];
@@ -350,11 +398,13 @@ pub unsafe fn free(p: *mut u8, size: usize, sealed: bool, guards: Guards) {
         crate::meta::segment_map::remove_range(p as usize, n << SEGMENT_SHIFT);
         // SAFETY: the span is free and its contents dead.
         unsafe { os::purge(p, n << SEGMENT_SHIFT) };
+        stats::COMMITTED.decrease(committed);
         for i in start..(start + n).min(SLICES) {
             set_bit(&mut a.dirty, i, false);
         }
         return;
     }
+    hold(a, start, n, committed);
     let cur = PURGE_DUE.load(Ordering::Relaxed);
     if cur == 0 || due < cur {
         PURGE_DUE.store(due, Ordering::Relaxed);
@@ -397,6 +447,7 @@ pub fn purge(force: bool) {
             crate::meta::segment_map::remove_range(p, len);
             // SAFETY: these slices are free, in our reservation, and dead.
             unsafe { os::purge(p as *mut u8, len) };
+            stats::COMMITTED.decrease(release(a, start, i - start));
         }
     }
     PURGE_DUE.store(next_due, Ordering::Relaxed);
@@ -450,11 +501,11 @@ mod tests {
             a.ptr.add(3 * SEGMENT_SIZE - 1).write(9);
         }
         // SAFETY: the span came from `alloc` and is no longer used.
-        unsafe { free(a.ptr, 3 * SEGMENT_SIZE, false, Guards::default()) };
+        unsafe { free(a.ptr, 3 * SEGMENT_SIZE, false, Guards::default(), a.committed) };
         let b = alloc(SEGMENT_SIZE, 0).expect("arena span");
         assert_eq!(b.ptr as usize % SEGMENT_SIZE, 0);
         // SAFETY: as above.
-        unsafe { free(b.ptr, SEGMENT_SIZE, false, Guards::default()) };
+        unsafe { free(b.ptr, SEGMENT_SIZE, false, Guards::default(), b.committed) };
 
         // Where the next span comes from is asked of an arena of our own:
         // concurrent tests take and free global slices at will. Slice 0 is
@@ -544,6 +595,24 @@ mod tests {
     }
 
     #[test]
+    fn a_free_span_holds_the_committed_bytes_its_user_left_until_taken() {
+        let mut a = local_arena();
+        // A huge segment's count, mostly its first slices.
+        hold(&mut a, 3, 3, 2 * SEGMENT_SIZE + 5);
+        assert_eq!(
+            a.committed[2..7],
+            [0, SEGMENT_SIZE as u32, SEGMENT_SIZE as u32, 5, 0]
+        );
+        // A slice taken (or purged) alone takes its own bytes along.
+        assert_eq!(release(&mut a, 4, 1), SEGMENT_SIZE);
+        assert_eq!(release(&mut a, 3, 3), SEGMENT_SIZE + 5);
+        assert_eq!(release(&mut a, 3, 3), 0, "given back once");
+        // A count past the span's size (an over-count) stays whole.
+        hold(&mut a, 0, 1, SEGMENT_SIZE + 7);
+        assert_eq!(release(&mut a, 0, 1), SEGMENT_SIZE + 7);
+    }
+
+    #[test]
     fn requests_beyond_an_arena_are_refused() {
         assert!(alloc(ARENA_SIZE + 1, 0).is_none());
         assert!(alloc(0, 0).is_none());
@@ -568,7 +637,7 @@ mod tests {
             // SAFETY: the span is ours.
             unsafe { a.ptr.add(4096).write(0xab) };
             // SAFETY: the span came from `alloc` and is no longer used.
-            unsafe { free(a.ptr, SEGMENT_SIZE, false, mark) };
+            unsafe { free(a.ptr, SEGMENT_SIZE, false, mark, a.committed) };
             let b = alloc(SEGMENT_SIZE, MARK).expect("arena span");
             if b.ptr == a.ptr {
                 // SAFETY: the span is ours.
@@ -579,7 +648,7 @@ mod tests {
                 seen_dirty |= !b.zero && byte == 0xab;
             }
             // SAFETY: the span came from `alloc` and is no longer used.
-            unsafe { free(b.ptr, SEGMENT_SIZE, false, mark) };
+            unsafe { free(b.ptr, SEGMENT_SIZE, false, mark, b.committed) };
             purge(true);
             let c = alloc(SEGMENT_SIZE, MARK).expect("arena span");
             if c.zero {
@@ -590,7 +659,7 @@ mod tests {
             seen_purged |= c.ptr == b.ptr && b.ptr == a.ptr && c.zero;
             // Unmarked: no slice keeps the made-up layout after the test.
             // SAFETY: as above.
-            unsafe { free(c.ptr, SEGMENT_SIZE, false, Guards::default()) };
+            unsafe { free(c.ptr, SEGMENT_SIZE, false, Guards::default(), c.committed) };
             if seen_dirty && seen_purged {
                 return;
             }

@@ -54,13 +54,21 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     // The hardened build keeps at least one OS page after the block, as a
     // guard.
     let tail = harden::header_guard();
-    let (seg, total, offset, is_zero, in_arena, prior) = if align <= SEGMENT_SIZE {
+    let (seg, total, offset, is_zero, in_arena, prior, carried) = if align <= SEGMENT_SIZE {
         let offset = round_up(info, align.max(WORD));
         let total = round_up(offset + size.max(1) + tail, SEGMENT_SIZE);
         let Some(fresh) = segment::os_alloc(total, false, 0) else {
             return ptr::null_mut();
         };
-        (fresh.seg, total, offset, fresh.zero, fresh.in_arena, fresh.prior)
+        (
+            fresh.seg,
+            total,
+            offset,
+            fresh.zero,
+            fresh.in_arena,
+            fresh.prior,
+            fresh.committed,
+        )
     } else {
         // The block must be `align`-aligned and its segment segment-aligned:
         // put the block exactly one segment past the header.
@@ -78,7 +86,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         unsafe { os::advise_huge_pages(raw, total) };
         let seg = raw as *mut Segment;
         segment_map::insert(seg);
-        (seg, total, offset, true, false, Prior::Open)
+        (seg, total, offset, true, false, Prior::Open, 0)
     };
     // SAFETY: the segment is mapped, ours alone, and larger than its header.
     unsafe {
@@ -92,13 +100,21 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         segment::init_huge(seg, total, offset, block_size);
         (*seg).in_arena = in_arena;
         let block = (seg as *mut u8).add(offset);
-        harden::open_block(
+        let open = harden::open_block(
             seg as usize + info,
             block as usize,
             block as usize + size.max(1),
             seg as usize + total,
             prior,
         );
+        // The header and what is open past it. A span of sealed slices
+        // may have the headers of the segments that used them open in its
+        // later slices too: counted, on the safe side.
+        let mut committed = info + open;
+        if prior == Prior::Sealed {
+            committed += (total / SEGMENT_SIZE).saturating_sub(1) * info;
+        }
+        stats::commit_start(seg, carried, committed);
         stats::HUGE.increase(1);
         stats::HUGE_BYTES.increase(total - offset);
         stats::IN_USE.increase(total - offset);
@@ -150,6 +166,9 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
         if !harden::grow_block(p.add(old), new - old) {
             return false;
         }
+        // Where the guard after the block was never made, these bytes were
+        // counted as open already: an over-count, the safe side.
+        stats::commit_more(seg, new - old);
         if harden::ZERO_ON_FREE {
             // The segment's memory past the block may hold an old owner's
             // bytes: it was sealed, not wiped.

@@ -11,7 +11,7 @@
 use core::sync::atomic::{AtomicI32, Ordering};
 
 use crate::error::Line;
-use crate::{harden, options, os, stats};
+use crate::{harden, options, os};
 
 /// Where the table goes: a copy of stderr, since some programs
 /// (coreutils) close fd 2 at exit, before the table is printed.
@@ -46,7 +46,7 @@ static ON_LOAD: extern "C" fn() = on_load;
 /// Runs at exit.
 extern "C" fn on_exit() {
     if options::show_stats_requested() {
-        stats::write_table(STATS_FD.load(Ordering::Relaxed), &crate::core::thread::stats());
+        crate::core::thread::write_stats(STATS_FD.load(Ordering::Relaxed));
     }
 }
 

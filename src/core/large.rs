@@ -368,6 +368,11 @@ unsafe fn take_slot(class: &mut Class) -> Option<(*mut Segment, usize)> {
         }
         (*seg).slots_free.store(free & !(1 << slot), Ordering::Relaxed);
         (*seg).slots_unpurged &= !(1 << slot);
+        if !harden::GUARD_PAGES && (*seg).slots_zero.load(Ordering::Relaxed) & (1 << slot) != 0 {
+            // Fresh or purged, so not counted as committed until now (the
+            // guard build counts what it opens instead).
+            stats::commit_more(seg, (*page(seg)).block_size);
+        }
         if free & !(1 << slot) == 0 {
             class.open = (*seg).free_next;
             (*seg).free_next = ptr::null_mut();
@@ -408,6 +413,32 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
         }
         (*seg).slots_zero.store(zero, Ordering::Relaxed);
         (*seg).slots_unpurged = 0;
+        // The header, the rest of the segment if the memory is not zero
+        // (it may hold an old owner's pages), and of the slots those not
+        // zero or, in the guard build, those left open.
+        let mut committed = (*seg).info_size;
+        if !fresh.zero {
+            committed += crate::meta::constants::SEGMENT_SIZE - (*seg).info_size - count * bsize;
+        }
+        for i in 0..count {
+            committed += if harden::GUARD_PAGES {
+                // A slot is left open only when no seal could be made, and
+                // then its guard page may be missing too: counted whole,
+                // on the safe side (what it opens and seals later moves
+                // the count by as much, so the excess stays until the
+                // segment is released).
+                if harden::block_usable(page, start.add(i * bsize)) == 0 {
+                    0
+                } else {
+                    bsize
+                }
+            } else if zero & (1 << i) == 0 {
+                bsize
+            } else {
+                0
+            };
+        }
+        stats::commit_start(seg, fresh.committed, committed);
         // Counted a segment at a time, as pages are: a shared gauge
         // touched on every large malloc and free was contended between
         // threads.
@@ -700,6 +731,7 @@ unsafe fn purge_slots(seg: *mut Segment) {
         let page = page(seg);
         let bsize = (*page).block_size;
         let mut bits = (*seg).slots_unpurged & (*seg).slots_free.load(Ordering::Relaxed);
+        let mut purged = 0;
         while bits != 0 {
             let first = bits.trailing_zeros() as usize;
             let run = (bits >> first).trailing_ones() as usize;
@@ -712,8 +744,12 @@ unsafe fn purge_slots(seg: *mut Segment) {
             bits &= !mask;
             // Atomic: a free into a cache clears another slot's bit
             // without the lock.
-            (*seg).slots_zero.fetch_or(mask, Ordering::Relaxed);
+            let was = (*seg).slots_zero.fetch_or(mask, Ordering::Relaxed);
+            // A free slot is counted as committed while its zero bit is
+            // clear.
+            purged += (mask & !was).count_ones() as usize * bsize;
         }
+        stats::commit_less(seg, purged);
         (*seg).slots_unpurged = 0;
         (*seg).purge_at = 0;
     }
@@ -963,6 +999,50 @@ mod tests {
             assert_ne!((*of_block(p)).slots_unpurged & bit, 0, "due for purging");
             assert!(!(*heap).large.active && (*heap).large.shared);
             free(keep);
+        }
+    }
+
+    #[test]
+    fn a_slot_counts_as_committed_while_it_may_be_resident() {
+        // A class of its own, three slots a segment, all taken: once `p`
+        // is freed, its slot is the only free one.
+        let size = 1_200_000;
+        let keep = [malloc(size), malloc(size)];
+        let p = malloc(size);
+        let seg = crate::meta::segment::of_block(p);
+        assert!(keep.iter().all(|&k| crate::meta::segment::of_block(k) == seg));
+        let count = || {
+            // SAFETY: the segment lives while `keep` does.
+            unsafe { (*seg).committed.load(Ordering::Relaxed) }
+        };
+        let held = count();
+        // SAFETY: `p` is live, freed once; the collect empties the
+        // quarantine (if any) into the slot.
+        unsafe { free(p) };
+        crate::core::alloc::collect(false);
+        // The plain build counts the freed slot until it is purged; the
+        // guard build seals it at once.
+        purge(0, true);
+        let bsize = BLOCK_SIZE[bin_of(harden::padded(size))];
+        let opened = if harden::GUARD_PAGES {
+            (size + harden::canary_extra()).next_multiple_of(os::page_size())
+        } else {
+            bsize
+        };
+        assert_eq!(count(), held - opened, "the freed slot purged or sealed");
+        let q = malloc(size);
+        assert_eq!(
+            crate::meta::segment::of_block(q),
+            seg,
+            "the free slot taken again"
+        );
+        assert_eq!(count(), held, "counted again when handed out");
+        // SAFETY: live blocks, freed once.
+        unsafe {
+            free(q);
+            for k in keep {
+                free(k);
+            }
         }
     }
 

@@ -20,6 +20,7 @@ use crate::meta::segment::{
 };
 use crate::meta::segment_map;
 use crate::meta::size_class;
+use crate::stats::{commit_less, commit_more, commit_start};
 use crate::{harden, options, os, stats};
 
 /// Header size rounded to whole OS pages.
@@ -88,6 +89,9 @@ unsafe fn init_header(seg: *mut Segment, heap: *mut Heap, kind: Kind) {
 pub struct Fresh {
     pub seg: *mut Segment,
     pub zero: bool,
+    /// Bytes of it counted as committed already (see `arena::Span`): the
+    /// caller's [`commit_start`] takes them over.
+    pub committed: usize,
     pub in_arena: bool,
     pub prior: Prior,
     /// With [`Prior::Guarded`]: the page slots whose guard is in place.
@@ -112,6 +116,7 @@ pub fn os_alloc(size: usize, whole: bool, want: u8) -> Option<Fresh> {
         Some(span) => Fresh {
             seg: span.ptr.cast(),
             zero: span.zero,
+            committed: span.committed,
             in_arena: true,
             prior: span.prior,
             guards: span.guards,
@@ -127,6 +132,7 @@ pub fn os_alloc(size: usize, whole: bool, want: u8) -> Option<Fresh> {
             Fresh {
                 seg: p.cast(),
                 zero: true,
+                committed: 0,
                 in_arena: false,
                 prior: Prior::Open,
                 guards: 0,
@@ -155,6 +161,9 @@ pub unsafe fn os_free(seg: *mut Segment) {
     // whole memory starting at the segment.
     unsafe {
         let size = (*seg).size;
+        // Read while the header is ours: once in the arena, the memory is
+        // the next user's.
+        let committed = (*seg).committed.load(Ordering::Relaxed);
         if !((*seg).in_arena && harden::STALE_SEGMENTS) {
             segment_map::remove(seg);
         }
@@ -167,12 +176,51 @@ pub unsafe fn os_free(seg: *mut Segment) {
             } else {
                 Guards::default()
             };
-            let sealed = guards.layout == 0 && harden::segment_released(seg.cast(), size, info_size());
-            arena::free(seg.cast(), size, sealed, guards);
+            let released = if guards.layout == 0 {
+                harden::segment_released(seg.cast(), size, info_size())
+            } else {
+                harden::Released::Open
+            };
+            // A sealed or dropped body is committed no more: the header
+            // alone is. Whatever a segment counted past its size (see
+            // `huge::grow_in_place`) ends here too.
+            let kept = match released {
+                harden::Released::Open => committed.min(size),
+                _ => committed.min(info_size()),
+            };
+            stats::COMMITTED.decrease(committed - kept);
+            arena::free(
+                seg.cast(),
+                size,
+                released == harden::Released::Sealed,
+                guards,
+                kept,
+            );
         } else {
             os::unmap(seg.cast(), size);
             stats::RESERVED.decrease(size);
+            stats::COMMITTED.decrease(committed);
         }
+    }
+}
+
+/// Bytes of page slot `idx` of `seg` counted as committed: its area, but
+/// for its guard, unless it reads zero (fresh or purged, and not used
+/// since: its pages are then untouched, and counted when it is used).
+///
+/// # Safety
+/// `seg` must be a live small or medium segment and `idx` one of its
+/// page slots.
+unsafe fn slot_committed(seg: *mut Segment, idx: usize) -> usize {
+    // SAFETY: per the caller.
+    unsafe {
+        let page = &*page_at(seg, idx);
+        if !page.area_dirty {
+            return 0;
+        }
+        let (s, e) = page_area(seg, idx);
+        let guard = if page.guarded { harden::page_guard() } else { 0 };
+        (e - s).saturating_sub(guard)
     }
 }
 
@@ -290,6 +338,13 @@ unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
                 (*page_at(seg, i)).guarded = fresh.guards & (1 << i) != 0;
             }
         }
+        // The header, and every slot unless the memory is zero: then its
+        // slots are counted as pages take them.
+        let mut committed = (*seg).info_size;
+        for i in (*seg).first_page as usize..(*seg).page_count as usize {
+            committed += slot_committed(seg, i);
+        }
+        commit_start(seg, fresh.committed, committed);
         let segs = &mut (*heap).segs;
         all_push(segs, seg);
         if kind == Kind::Small || kind == Kind::Medium {
@@ -380,6 +435,8 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
     }
     // SAFETY: `idx < page_count` of the live `seg`.
     let (area_start, area_end) = unsafe { page_area(seg, idx) };
+    // SAFETY: as above.
+    let was_committed = unsafe { slot_committed(seg, idx) };
     let (start, reserved) = blocks_of_area(seg as usize, area_start, area_end, bsize);
     // The page is free and ours, so its descriptor is set up here alone.
     // SAFETY: `idx` indexes the page table; the blocks lie in the segment.
@@ -390,6 +447,14 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
         }
         harden::clear_live_bits(start, start + reserved * bsize);
         page::init(page, heap, bin as u8, bsize, start as *mut u8, reserved);
+        // A slot that read zero is counted again; one that just got its
+        // guard counts the guard no more.
+        let committed = slot_committed(seg, idx);
+        if committed >= was_committed {
+            commit_more(seg, committed - was_committed);
+        } else {
+            commit_less(seg, was_committed - committed);
+        }
         stats::PAGES.increase(1);
         stats::IN_USE.increase(reserved * bsize);
         if reserved == 0 {
@@ -493,6 +558,7 @@ pub unsafe fn page_free(heap: *mut Heap, page: *mut Page) {
         if delay == 0 {
             let (s, e) = page_area(seg, idx);
             os::purge(s as *mut u8, e - s);
+            commit_less(seg, slot_committed(seg, idx));
             (*page).area_dirty = false;
         } else {
             let due = os::recent_ms() + delay;
@@ -558,9 +624,12 @@ unsafe fn purge_marked_pages(seg: *mut Segment) {
     // belong to free pages, so no block lives there.
     unsafe {
         let mut run: Option<(usize, usize)> = None;
+        let mut purged = 0;
         for idx in (*seg).first_page as usize..(*seg).page_count as usize {
+            let committed = slot_committed(seg, idx);
             let page = &mut *page_at(seg, idx);
             if !page.in_use() && page.purge_pending {
+                purged += committed;
                 page.purge_pending = false;
                 // Purged just below: the area reads as zero again.
                 page.area_dirty = false;
@@ -578,6 +647,7 @@ unsafe fn purge_marked_pages(seg: *mut Segment) {
         if let Some((rs, re)) = run {
             os::purge(rs as *mut u8, re - rs);
         }
+        commit_less(seg, purged);
         (*seg).purge_at = 0;
     }
 }
@@ -634,5 +704,88 @@ pub unsafe fn init_huge(seg: *mut Segment, size: usize, offset: usize, block_siz
         (*seg).used_pages = 1;
         let page = page_at(seg, 0);
         page::init_single(page, block_size, (seg as *mut u8).add(offset));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::alloc::{collect, free, malloc};
+    use crate::meta::constants::SMALL_PAGE_SHIFT;
+    use crate::meta::segment::of_block;
+
+    /// What `seg` should count as committed, from its descriptors.
+    ///
+    /// # Safety
+    /// `seg` must be a live small or medium segment of the calling thread.
+    unsafe fn recount(seg: *mut Segment) -> usize {
+        // SAFETY: per the caller.
+        unsafe {
+            let mut n = (*seg).info_size;
+            for i in (*seg).first_page as usize..(*seg).page_count as usize {
+                n += slot_committed(seg, i);
+            }
+            n
+        }
+    }
+
+    #[test]
+    fn a_segment_counts_its_pages_until_purged_and_again_when_reused() {
+        // Small pages of this thread's heap, in one segment kept alive by
+        // the first block; only this thread changes it.
+        let first = malloc(2000);
+        let seg = of_block(first);
+        let count = || {
+            // SAFETY: the segment lives while `first` does, and is this
+            // thread's.
+            unsafe { ((*seg).committed.load(Ordering::Relaxed), recount(seg)) }
+        };
+        let fill = || -> std::vec::Vec<usize> { (0..400).map(|_| malloc(2000) as usize).collect() };
+        let blocks = fill();
+        let ours = blocks
+            .iter()
+            .filter(|&&p| of_block(p as *const u8) == seg)
+            .count();
+        assert!(ours > 100, "{ours} blocks in the segment");
+        let (full, expected) = count();
+        assert_eq!(full, expected, "pages taken");
+        for &p in &blocks {
+            // SAFETY: live blocks, freed once.
+            unsafe { free(p as *mut u8) };
+        }
+        // Empties the quarantine (if any), releases the empty pages and
+        // purges them all.
+        collect(true);
+        let (purged, expected) = count();
+        assert_eq!(purged, expected, "pages purged");
+        assert!(
+            purged + 4 * (1 << SMALL_PAGE_SHIFT) <= full,
+            "the purges took {full} down to {purged}"
+        );
+        let again = fill();
+        let (reused, expected) = count();
+        assert_eq!(reused, expected, "purged pages taken again");
+        assert!(
+            reused >= purged + 4 * (1 << SMALL_PAGE_SHIFT),
+            "{purged} -> {reused}"
+        );
+        for p in again.into_iter().chain([first as usize]) {
+            // SAFETY: live blocks, freed once.
+            unsafe { free(p as *mut u8) };
+        }
+    }
+
+    #[test]
+    fn a_count_never_falls_below_zero() {
+        let layout = core::alloc::Layout::new::<Segment>();
+        // SAFETY: a zeroed header of our own, never a real segment.
+        unsafe {
+            let seg = std::alloc::alloc_zeroed(layout) as *mut Segment;
+            assert!(!seg.is_null());
+            commit_more(seg, 100);
+            commit_less(seg, 150);
+            assert_eq!((*seg).committed.load(Ordering::Relaxed), 0);
+            std::alloc::dealloc(seg.cast(), layout);
+        }
     }
 }

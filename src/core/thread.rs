@@ -111,6 +111,9 @@ fn pool_take() -> *mut Heap {
                 if chunk.is_null() {
                     return ptr::null_mut();
                 }
+                // Never unmapped nor purged. Counted whole: its heaps not
+                // carved yet are an over-count, the safe side.
+                stats::COMMITTED.increase(POOL_CHUNK);
                 *(chunk as *mut *mut u8) = CHUNKS.load(Ordering::Relaxed);
                 CHUNKS.store(chunk, Ordering::Release);
                 let first = chunk as usize + CHUNK_HEADER;
@@ -141,7 +144,17 @@ pub fn stats() -> Stats {
 /// without allocating: a heading with the process id and the program's
 /// name, then a row per counter.
 pub fn print_stats() {
-    stats::write_table(2, &stats());
+    write_stats(2);
+}
+
+/// [`print_stats`] to file descriptor `fd`, with the rows of this build's
+/// defences.
+pub(crate) fn write_stats(fd: i32) {
+    let sections = stats::Sections {
+        guards: crate::harden::GUARD_PAGES,
+        quarantine: crate::harden::QUARANTINE,
+    };
+    stats::write_table(fd, &stats(), sections);
 }
 
 fn for_each_heap(mut f: impl FnMut(&HeapCounters)) {

@@ -102,29 +102,40 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
     }
 }
 
+/// What [`segment_released`] did to a segment's memory past its header.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Released {
+    /// Nothing: it is as its blocks left it.
+    Open,
+    /// Inaccessible (the arena then remembers the span as sealed).
+    Sealed,
+    /// Purged, as no seal could be made.
+    Dropped,
+}
+
 /// A segment is released: its memory past the header becomes inaccessible.
-/// True if it did (the arena then remembers the span as sealed). If no
-/// guard could be made (the `mprotect` fallback's budget is spent), the
-/// memory is dropped instead in the zero-on-free build, which relies on
-/// the seal for huge blocks (they are not wiped at free): it then reads as
-/// zero. Dropped, not written: it may hold guards that stayed in place.
+/// If no guard could be made (the `mprotect` fallback's budget is spent),
+/// the memory is dropped instead in the zero-on-free build, which relies
+/// on the seal for huge blocks (they are not wiped at free): it then reads
+/// as zero. Dropped, not written: it may hold guards that stayed in place.
 ///
 /// # Safety
 /// Nothing may use the segment's blocks any more.
-pub unsafe fn segment_released(seg: *mut u8, size: usize, info: usize) -> bool {
+pub unsafe fn segment_released(seg: *mut u8, size: usize, info: usize) -> Released {
     if !ON || size <= info {
-        return false;
+        return Released::Open;
     }
     // SAFETY: per the caller.
     unsafe {
         if os::seal(seg.add(info), size - info).made() {
-            return true;
+            return Released::Sealed;
         }
         if super::zero::ON {
             os::purge(seg.add(info), size - info);
+            return Released::Dropped;
         }
     }
-    false
+    Released::Open
 }
 
 /// A small or medium page slot ending at `area_end` comes into use: its
@@ -145,31 +156,43 @@ pub unsafe fn page_slot(page: *mut Page, area_end: usize) {
 
 /// A single block spans `[start, end)` of an area `[area_start, area_end)`
 /// of a segment taken as `prior` says (see [`segment_taken`]): everything
-/// else in the area, rounded to OS pages, is a guard.
+/// else in the area, rounded to OS pages, is a guard. Returns how many
+/// bytes of the area are accessible now (all of it when off), for the
+/// count of committed bytes.
 ///
 /// # Safety
 /// The area must be segment memory of the caller's, holding no other block.
-pub unsafe fn open_block(area_start: usize, start: usize, end: usize, area_end: usize, prior: Prior) {
+pub unsafe fn open_block(
+    area_start: usize,
+    start: usize,
+    end: usize,
+    area_end: usize,
+    prior: Prior,
+) -> usize {
     if !ON {
-        return;
+        return area_end - area_start;
     }
     let ps = os::page_size();
     let before = start & !(ps - 1);
     let after = (end + ps - 1) & !(ps - 1);
+    let mut open = after - before;
     // SAFETY: per the caller; the ranges hold no other block.
     unsafe {
         if prior == Prior::Sealed {
-            // The guards are sealed already: open only the block.
+            // The guards are sealed already: open only the block (counted
+            // open even if the kernel refused, which is the safe side).
             os::unguard(before as *mut u8, after - before);
-            return;
+            return open;
         }
-        if before > area_start {
-            os::guard(area_start as *mut u8, before - area_start);
+        // A guard not made leaves its range open.
+        if before > area_start && !os::guard(area_start as *mut u8, before - area_start).made() {
+            open += before - area_start;
         }
-        if after < area_end {
-            os::guard(after as *mut u8, area_end - after);
+        if after < area_end && !os::guard(after as *mut u8, area_end - after).made() {
+            open += area_end - after;
         }
     }
+    open
 }
 
 /// A huge block grows in place over `len` bytes at `at`, the start of the

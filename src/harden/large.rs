@@ -38,7 +38,7 @@ use super::{guard, zero};
 use crate::meta::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, SEGMENT_SIZE};
 use crate::meta::page::{block_index, Page};
 use crate::meta::segment::of_page;
-use crate::os;
+use crate::{os, stats};
 
 /// A slot's state, kept in `Segment::large_open` in [`UNIT`]s, [`BITS`]
 /// bits each (seals start and end on OS pages, multiples of the unit).
@@ -354,6 +354,7 @@ pub unsafe fn freed(page: *const Page, p: *mut u8) {
         let mut st = State::of(open.load(Ordering::Relaxed));
         let g = seal(p, st.open, true);
         if g.made() {
+            stats::commit_less(of_page(page), st.open);
             st.sealed(0, st.open, g);
             st.open = 0;
             open.store(st.bits(), Ordering::Relaxed);
@@ -377,6 +378,7 @@ pub unsafe fn resize(page: *const Page, p: *mut u8, size: usize) {
         let want = wanted(size, (*page).block_size);
         if want > end {
             unseal(p, st, want);
+            stats::commit_more(of_page(page), want - end);
             if zero::ON && st.kept > end {
                 // Old bytes kept under `mprotect`: nobody's to see.
                 ptr::write_bytes(p.add(end), 0, want.min(st.kept) - end);
@@ -386,6 +388,7 @@ pub unsafe fn resize(page: *const Page, p: *mut u8, size: usize) {
         } else if want < end {
             let g = seal(p.add(want), end - want, true);
             if g.made() {
+                stats::commit_less(of_page(page), end - want);
                 st.sealed(want, end, g);
                 st.open = want;
                 open.store(st.bits(), Ordering::Relaxed);

@@ -28,7 +28,7 @@ pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, link, set_link};
 pub use guard::{
     arena_hint, grow_block, header_guard, open_block, page_guard, page_slot, pick as pick_slot,
-    segment_released, segment_taken,
+    segment_released, segment_taken, Released,
 };
 pub use large::{
     drop_free as large_drop_free, set_state as large_set_state, slots_made as large_slots_made,

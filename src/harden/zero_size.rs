@@ -61,7 +61,14 @@ pub fn alloc() -> *mut u8 {
         return core::ptr::null_mut();
     }
     for _ in 0..SLOTS {
-        let slot = CURSOR.fetch_add(1, Ordering::Relaxed) % SLOTS;
+        let turn = CURSOR.fetch_add(1, Ordering::Relaxed);
+        if turn < SLOTS && turn.is_multiple_of(8 * os::page_size()) {
+            // The first slot whose bit lies on a page of the bitmap: the
+            // page is touched from now on. (The region itself is never
+            // accessible, and the bitmap's other pages are not touched.)
+            crate::stats::COMMITTED.increase(os::page_size());
+        }
+        let slot = turn % SLOTS;
         let (w, bit) = word(slot);
         if w.fetch_or(bit, Ordering::AcqRel) & bit == 0 {
             return (b + slot * SLOT) as *mut u8;

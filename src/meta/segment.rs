@@ -85,6 +85,10 @@ pub struct Segment {
     /// and the free slots whose memory is still resident, to be purged at
     /// `purge_at` (under its class lock in `large`).
     pub slots_unpurged: u64,
+    /// Bytes of the segment counted in `stats::COMMITTED` (see
+    /// `core::segment::commit_more`). Atomic: a large block of the guard
+    /// build opens and seals its part of a shared segment without a lock.
+    pub committed: AtomicUsize,
     pub pages: [Page; SMALL_PAGES_PER_SEGMENT + 1],
 }
 
