@@ -184,40 +184,25 @@ pub unsafe fn shuffle(page: *const Page, head: *mut Block, rng: &mut u64) -> (*m
         for i in (1..n).rev().filter(|_| ON) {
             run.swap(i, random::below(rng, i + 1));
         }
-        // SAFETY: every block of `run` was walked above: a free block of the
-        // owned, in-use `page`, whose first word is the allocator's.
-        unsafe { relink(page, run, &mut first, &mut last) };
+        // Every block walked is a free block of the owned, in-use `page`
+        // (this fn's contract), whose first word is the allocator's.
+        for w in run.windows(2) {
+            // SAFETY: `w[0]` was walked, so a free block of the owned `page`.
+            unsafe { set_link(page, w[0], w[1]) };
+        }
+        if let (Some(&a), Some(&z)) = (run.first(), run.last()) {
+            if last.is_null() {
+                first = a;
+            } else {
+                // SAFETY: `last` ended the previous run: a free block of `page`.
+                unsafe { set_link(page, last, a) };
+            }
+            // SAFETY: `z` was walked, so a free block of the owned `page`.
+            unsafe { set_link(page, z, ptr::null_mut()) };
+            last = z;
+        }
     }
     (first, last, count)
-}
-
-/// Links the blocks of `run` in its order, after `last` (or from `first`,
-/// while `last` is null), and ends the list at its last block, which
-/// becomes `last`.
-///
-/// # Safety
-/// `run` and `last` (when not null) must be free blocks of `page`, an
-/// in-use page the calling thread owns.
-#[inline(always)]
-unsafe fn relink(page: *const Page, run: &[*mut Block], first: &mut *mut Block, last: &mut *mut Block) {
-    for w in run.windows(2) {
-        // SAFETY: `w[0]` is a free block of the owned `page` (this fn's
-        // contract).
-        unsafe { set_link(page, w[0], w[1]) };
-    }
-    if let (Some(&a), Some(&z)) = (run.first(), run.last()) {
-        if last.is_null() {
-            *first = a;
-        } else {
-            // SAFETY: `last` is a free block of the owned `page` (this fn's
-            // contract).
-            unsafe { set_link(page, *last, a) };
-        }
-        // SAFETY: `z` is a free block of the owned `page` (this fn's
-        // contract).
-        unsafe { set_link(page, z, ptr::null_mut()) };
-        *last = z;
-    }
 }
 
 #[cfg(test)]
