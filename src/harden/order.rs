@@ -251,23 +251,24 @@ mod tests {
         let mut page = Page::empty();
         let mut rng = 11;
         let first = mem.as_mut_ptr() as *mut u8;
-        // SAFETY: the descriptor is local; `mem` holds N blocks of 16 bytes,
-        // all carved, linked in address order and then shuffled.
-        let (head, tail, count) = unsafe {
-            crate::core::page::init(&mut page, core::ptr::null_mut(), 2, 16, first, N);
-            page.capacity
-                .store(N as u32, core::sync::atomic::Ordering::Relaxed);
-            let at = |i: usize| first.add(i * 16) as *mut Block;
-            for i in 0..N {
-                let next = if i + 1 < N {
-                    at(i + 1)
-                } else {
-                    core::ptr::null_mut()
-                };
-                set_link(&page, at(i), next);
-            }
-            shuffle(&page, at(0), &mut rng)
-        };
+        // SAFETY: the descriptor is local and nobody else's; `mem` holds N
+        // blocks of 16 bytes.
+        unsafe { crate::core::page::init(&mut page, core::ptr::null_mut(), 2, 16, first, N) };
+        page.capacity
+            .store(N as u32, core::sync::atomic::Ordering::Relaxed);
+        let at = |i: usize| first.wrapping_add(i * 16) as *mut Block;
+        for i in 0..N {
+            let next = if i + 1 < N {
+                at(i + 1)
+            } else {
+                core::ptr::null_mut()
+            };
+            // SAFETY: block `i` of `mem` is carved and in no one's hands.
+            unsafe { set_link(&page, at(i), next) };
+        }
+        // SAFETY: the list at `at(0)`, linked just above, holds every block
+        // of the local page once, all free.
+        let (head, tail, count) = unsafe { shuffle(&page, at(0), &mut rng) };
         assert_eq!(count as usize, N);
         let mut seen = [false; N];
         let (mut b, mut n, mut moved, mut last) = (head, 0, 0, core::ptr::null_mut());
