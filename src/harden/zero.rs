@@ -81,11 +81,12 @@ pub unsafe fn still_zero(page: *const Page, p: *const u8, bsize: usize, trailer:
 /// are all zero.
 ///
 /// # Safety
-/// `[p, p + len)` must be readable; see [`still_zero`] on racing writes.
+/// `[p, p + len)` must be readable and `p` word aligned; see
+/// [`still_zero`] on racing writes.
 #[inline]
 pub unsafe fn words_zero(p: *const u8, len: usize) -> bool {
-    // SAFETY: `[p, p + len)` is readable, word aligned and whole words (this
-    // fn's contract); a racing write reads as some value (see `still_zero`).
+    // SAFETY: `[p, p + len)` is readable and `p` word aligned (this fn's
+    // contract); a racing write reads as some value (see `still_zero`).
     let words = unsafe { core::slice::from_raw_parts(p as *const usize, len / 8) };
     #[cfg(target_arch = "x86_64")]
     if len >= 512 && avx2::present() {
