@@ -36,72 +36,161 @@ pub fn applies(_page: *const Page) -> bool {
     ON
 }
 
+/// The canary key of `page`.
+///
+/// # Safety
+/// `page` must be a readable descriptor.
 #[inline(always)]
-fn key(page: *const Page) -> usize {
-    // SAFETY: callers pass a valid page descriptor.
+unsafe fn key(page: *const Page) -> usize {
+    // SAFETY: `page` is readable (this fn's contract); its keys are drawn
+    // before it hands out a block and stay as they are while it is in use.
     unsafe { (*page).keys[1] }
 }
 
-/// The 8 canary bytes starting at address `p + i`, as a little-endian word:
-/// byte `(p + i) % 8` of the masked key first, so the canary is the key
-/// word tiled over aligned addresses.
-/// Every byte has its top bit set: an overflow by a byte below 0x80 — a
-/// string's terminating NUL, ASCII text — never matches, so it is always
-/// caught (a random byte matched 1 time in 256, and failed the tests that
-/// write one); other bytes match 1 time in 128.
-#[inline(always)]
-fn canary_word(key: usize, p: *mut u8, i: usize) -> u64 {
-    ((key as u64) ^ 0x5a5a_5a5a_5a5a_5a5a).rotate_right((((p as usize + i) & 7) * 8) as u32)
-        | 0x8080_8080_8080_8080
+/// The `bsize` bytes of one block's slot at `start`, with its page's key:
+/// the one place that turns a slot into the addresses of its trailer, its
+/// tail and its canary bytes. Making one reads only the key; what may be
+/// read or written in the slot is each accessor's obligation.
+#[derive(Clone, Copy)]
+struct Slot {
+    start: *mut u8,
+    bsize: usize,
+    key: usize,
 }
 
-/// The trailer byte of the slot that ends at `end`: top bit set, so a
-/// write of a NUL or ASCII byte always shows (others 1 time in 128).
-#[inline(always)]
-fn trailer_byte(key: usize, end: usize) -> u8 {
-    (((key ^ end.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u64 ^ 0x3c3c_3c3c_3c3c_3c3c) >> 56) as u8 | 0x80
+impl Slot {
+    /// # Safety
+    /// `page` must be a readable descriptor, and `[start, start + bsize)`
+    /// a slot of its page with `bsize >= 8`.
+    #[inline(always)]
+    unsafe fn new(page: *const Page, start: *mut u8, bsize: usize) -> Slot {
+        Slot {
+            start,
+            bsize,
+            // SAFETY: `page` is readable (this fn's contract).
+            key: unsafe { key(page) },
+        }
+    }
+
+    /// The slot of the live block `p`: the bytes its owner may use.
+    ///
+    /// # Safety
+    /// `p` must be a live (or just taken) block of the in-use `page`.
+    #[inline(always)]
+    unsafe fn of_block(page: *const Page, p: *mut u8) -> Slot {
+        // SAFETY: `p` is a block of the in-use `page` (this fn's contract),
+        // which `block_usable` needs; the bytes it counts are `p`'s slot.
+        unsafe { Slot::new(page, p, super::block_usable(page, p)) }
+    }
+
+    /// The address one past the slot's last byte.
+    #[inline(always)]
+    fn end(self) -> usize {
+        self.start as usize + self.bsize
+    }
+
+    /// The trailer byte this slot must end in: top bit set, so a write of
+    /// a NUL or ASCII byte always shows (others 1 time in 128).
+    #[inline(always)]
+    fn trailer(self) -> u8 {
+        (((self.key ^ self.end().wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u64 ^ 0x3c3c_3c3c_3c3c_3c3c) >> 56)
+            as u8
+            | 0x80
+    }
+
+    /// The 8 canary bytes at offset `at` of the slot, as a little-endian
+    /// word: byte `(start + at) % 8` of the masked key first, so the canary
+    /// is the key word tiled over aligned addresses.
+    /// Every byte has its top bit set: an overflow by a byte below 0x80 — a
+    /// string's terminating NUL, ASCII text — never matches, so it is
+    /// always caught (a random byte matched 1 time in 256, and failed the
+    /// tests that write one); other bytes match 1 time in 128.
+    #[inline(always)]
+    fn canary_word(self, at: usize) -> u64 {
+        ((self.key as u64) ^ 0x5a5a_5a5a_5a5a_5a5a)
+            .rotate_right((((self.start as usize + at) & 7) * 8) as u32)
+            | 0x8080_8080_8080_8080
+    }
+
+    /// The tail word for a request `delta` bytes short of the slot: the
+    /// keyed difference and the trailer.
+    #[inline(always)]
+    fn tail_word(self, delta: usize) -> u32 {
+        (((delta ^ self.key) as u32) & 0x00ff_ffff) | ((self.trailer() as u32) << 24)
+    }
+
+    /// The slot's byte at offset `at`, as a `T` (the accessors below name
+    /// which): arithmetic only, the pointer keeps the slot's provenance.
+    #[inline(always)]
+    fn at<T>(self, at: usize) -> *mut T {
+        self.start.wrapping_add(at) as *mut T
+    }
+
+    /// The slot's last byte, its trailer.
+    #[inline(always)]
+    fn last_byte(self) -> *mut u8 {
+        self.at(self.bsize - 1)
+    }
+
+    /// The slot's last word: the trailer in its top byte.
+    #[inline(always)]
+    fn last_word(self) -> *mut u64 {
+        self.at(self.bsize - 8)
+    }
+
+    /// The slot's last 4 bytes: the tail word.
+    #[inline(always)]
+    fn tail(self) -> *mut u32 {
+        self.at(self.bsize - 4)
+    }
 }
 
 /// Whether the slot of `bsize` bytes at `slot` still ends in its trailer.
 ///
 /// # Safety
-/// `[slot, slot + bsize)` must be readable, `page` its page's descriptor.
+/// `[slot, slot + bsize)` must be a readable slot of `page`'s page, `page`
+/// a readable descriptor and `bsize >= 8`.
 #[inline(always)]
 pub unsafe fn trailer_intact(page: *const Page, slot: *const u8, bsize: usize) -> bool {
-    let end = slot as usize + bsize;
-    // SAFETY: per the caller.
-    unsafe { *(end as *const u8).sub(1) == trailer_byte(key(page), end) }
+    // SAFETY: `page` is readable and the slot one of its page's (this fn's
+    // contract).
+    let s = unsafe { Slot::new(page, slot as *mut u8, bsize) };
+    // SAFETY: the slot is readable (this fn's contract) and its last byte
+    // inside it.
+    unsafe { *s.last_byte() == s.trailer() }
 }
 
 /// Writes the trailer of the slot of `bsize` bytes at `slot`.
 ///
 /// # Safety
-/// The slot's last byte must be the caller's to write.
+/// `[slot, slot + bsize)` must be a slot of `page`'s page whose last byte
+/// is the caller's to write, `page` a readable descriptor and `bsize >= 8`.
 #[inline(always)]
 pub unsafe fn set_trailer(page: *const Page, slot: *mut u8, bsize: usize) {
-    let end = slot as usize + bsize;
-    // SAFETY: per the caller.
-    unsafe { *(end as *mut u8).sub(1) = trailer_byte(key(page), end) };
+    // SAFETY: `page` is readable and the slot one of its page's (this fn's
+    // contract).
+    let s = unsafe { Slot::new(page, slot, bsize) };
+    // SAFETY: the slot's last byte is the caller's to write (this fn's
+    // contract).
+    unsafe { *s.last_byte() = s.trailer() };
 }
 
 /// Writes the last word of the slot of `bsize` bytes at `slot` as zero
 /// but for its trailer, in one store (the trailer byte never changes).
 ///
 /// # Safety
-/// The slot's last word must be the caller's to write, `bsize` a multiple
-/// of 8 of at least 16.
+/// `[slot, slot + bsize)` must be a slot of `page`'s page whose last word
+/// is the caller's to write, `page` a readable descriptor and `bsize` a
+/// multiple of 8 of at least 16.
 #[inline(always)]
 pub unsafe fn set_last_word_trailer(page: *const Page, slot: *mut u8, bsize: usize) {
-    let end = slot as usize + bsize;
-    let word = (trailer_byte(key(page), end) as u64) << 56;
-    // SAFETY: per the caller; the word is 8-aligned as blocks are.
-    unsafe { core::ptr::write_volatile((end as *mut u64).sub(1), word) };
-}
-
-/// The block's tail word: the keyed size difference and the trailer.
-#[inline(always)]
-fn tail_word(key: usize, p: *mut u8, bsize: usize, delta: usize) -> u32 {
-    (((delta ^ key) as u32) & 0x00ff_ffff) | ((trailer_byte(key, p as usize + bsize) as u32) << 24)
+    // SAFETY: `page` is readable and the slot one of its page's (this fn's
+    // contract).
+    let s = unsafe { Slot::new(page, slot, bsize) };
+    let word = (s.trailer() as u64) << 56;
+    // SAFETY: the slot's last word is the caller's to write (this fn's
+    // contract), 8-aligned as slots and `bsize` are multiples of 8.
+    unsafe { core::ptr::write_volatile(s.last_word(), word) };
 }
 
 /// Bytes checked after the request: up to 8, before the tail.
@@ -128,9 +217,10 @@ fn window(size: usize, end: usize) -> (usize, u64) {
 /// Writes the canary of a block of `page` handed out for `size` bytes.
 ///
 /// # Safety
-/// `p` must be a live block of `page`, with `size + EXTRA <= bsize`.
+/// `p` must be a live block of the in-use `page`, the caller's to write,
+/// with `size + EXTRA <= bsize`.
 pub unsafe fn write(page: *const Page, p: *mut u8, size: usize) {
-    // SAFETY: per the caller; `keep` is true.
+    // SAFETY: `arm`'s contract with `keep` true is this fn's.
     unsafe { arm(page, p, size, true) }
 }
 
@@ -144,49 +234,55 @@ pub unsafe fn write(page: *const Page, p: *mut u8, size: usize) {
 /// # Safety
 /// As for [`write()`], and the block must be zero past its first word.
 pub unsafe fn write_zeroed(page: *const Page, p: *mut u8, size: usize) {
-    // SAFETY: per the caller; with `keep` false only bytes known to be
-    // zero (or the first word, which is the caller's to clear) are zeroed.
+    // SAFETY: `arm`'s contract with `keep` false is this fn's: the block
+    // is zero past its first word, which is the caller's to clear.
     unsafe { arm(page, p, size, false) }
 }
 
 /// # Safety
-/// As for [`write()`]; with `keep` false, as for [`write_zeroed`].
+/// As for [`write()`]; with `keep` false, the block must also be zero past
+/// its first word.
 #[inline(always)]
 unsafe fn arm(page: *const Page, p: *mut u8, size: usize, keep: bool) {
+    // SAFETY: `p` is a live block of the in-use `page` (this fn's contract).
+    let s = unsafe { Slot::of_block(page, p) };
+    let (at, mask) = window(size, canary_end(size, s.bsize));
     // The caller's bytes are written back as they were, or are zero.
-    // SAFETY: the window lies inside the block (see `window`), and only its
-    // canary bytes, in `[size, bsize - 4)`, change.
-    unsafe {
-        let bsize = super::block_usable(page, p);
-        let k = key(page);
-        let (at, mask) = window(size, canary_end(size, bsize));
-        let w = p.add(at) as *mut u64;
-        let kept = if keep { w.read_unaligned() & !mask } else { 0 };
-        w.write_unaligned(kept | (canary_word(k, p, at) & mask));
-        (p.add(bsize - 4) as *mut u32).write_unaligned(tail_word(k, p, bsize, bsize - size));
-    }
+    let kept = if keep {
+        // SAFETY: the window lies inside the block (see `window`), which
+        // is the caller's (this fn's contract).
+        unsafe { s.at::<u64>(at).read_unaligned() & !mask }
+    } else {
+        0
+    };
+    // SAFETY: as for the read: inside the block, and only the canary bytes
+    // in `[size, bsize - 4)` change.
+    unsafe { s.at::<u64>(at).write_unaligned(kept | (s.canary_word(at) & mask)) };
+    // SAFETY: `size + EXTRA <= bsize` (this fn's contract) leaves the
+    // block's last 4 bytes to the tail.
+    unsafe { s.tail().write_unaligned(s.tail_word(s.bsize - size)) };
 }
 
 /// The requested size of a block of `page`, if its canary is intact.
 ///
 /// # Safety
-/// `p` must be a live block of `page`, written by [`write()`].
+/// `p` must be a live block of the in-use `page`, written by [`write()`].
 pub unsafe fn check(page: *const Page, p: *mut u8) -> Option<usize> {
-    // SAFETY: reads stay inside the block.
-    unsafe {
-        let bsize = super::block_usable(page, p);
-        let k = key(page);
-        let tail = (p.add(bsize - 4) as *const u32).read_unaligned();
-        let delta = ((tail ^ k as u32) & 0x00ff_ffff) as usize;
-        // The trailer (the top byte) is checked apart: `trailer_intact`.
-        if !(EXTRA..=bsize).contains(&delta) {
-            return None;
-        }
-        let size = bsize - delta;
-        let (at, mask) = window(size, canary_end(size, bsize));
-        let w = (p.add(at) as *const u64).read_unaligned();
-        ((w ^ canary_word(k, p, at)) & mask == 0).then_some(size)
+    // SAFETY: `p` is a live block of the in-use `page` (this fn's contract).
+    let s = unsafe { Slot::of_block(page, p) };
+    // SAFETY: the tail is the block's last 4 bytes, readable as the block
+    // is live (this fn's contract).
+    let tail = unsafe { s.tail().read_unaligned() };
+    let delta = ((tail ^ s.key as u32) & 0x00ff_ffff) as usize;
+    // The trailer (the top byte) is checked apart: `trailer_intact`.
+    if !(EXTRA..=s.bsize).contains(&delta) {
+        return None;
     }
+    let size = s.bsize - delta;
+    let (at, mask) = window(size, canary_end(size, s.bsize));
+    // SAFETY: the window lies inside the live block (see `window`).
+    let w = unsafe { s.at::<u64>(at).read_unaligned() };
+    ((w ^ s.canary_word(at)) & mask == 0).then_some(size)
 }
 
 // Only the canary build has the bytes `EXTRA` reserves for it.
@@ -230,7 +326,8 @@ mod tests {
                     for i in size..end {
                         let mut bad = mem;
                         bad[shift + i] ^= 0x01;
-                        // SAFETY: as above.
+                        // SAFETY: `bad` is a copy of `mem`, with `bsize` bytes
+                        // from `shift` on; the page is the local descriptor.
                         let seen = unsafe { check(&page, bad[shift..].as_mut_ptr()) };
                         assert_eq!(seen, None, "bsize {bsize} size {size}: byte {i} flip unseen");
                     }

@@ -27,13 +27,51 @@ const ONE_MAP: usize = SEGMENT_SIZE >> GRANULE_SHIFT >> 3;
 /// Bytes of bitmaps per segment, live then freed (0 when the defence is off).
 pub const BITMAP_BYTES: usize = if ON { 2 * ONE_MAP } else { 0 };
 
-#[inline(always)]
-fn word_and_bit(p: usize) -> (*const AtomicU64, u64) {
-    let seg = (p - 1) & !SEGMENT_MASK;
-    let granule = (p - seg) >> GRANULE_SHIFT;
-    let word = (seg + crate::meta::segment::BITMAP_OFFSET) as *const AtomicU64;
-    // SAFETY (for callers): the word lies inside the bitmap of `p`'s segment.
-    (word.wrapping_add(granule / 64), 1u64 << (granule % 64))
+/// Where a block's bits lie: a word of the live bitmap and the bit in it;
+/// the same word of the "ever freed" bitmap lies [`ONE_MAP`] bytes on.
+/// Making one is arithmetic only; using its words needs the segment.
+#[derive(Clone, Copy)]
+struct Bits {
+    live: *const AtomicU64,
+    bit: u64,
+}
+
+impl Bits {
+    /// The bits of the block that starts at `p`, past its segment's first
+    /// byte.
+    #[inline(always)]
+    fn of(p: usize) -> Bits {
+        let seg = (p - 1) & !SEGMENT_MASK;
+        let granule = (p - seg) >> GRANULE_SHIFT;
+        let word = (seg + crate::meta::segment::BITMAP_OFFSET) as *const AtomicU64;
+        Bits {
+            live: word.wrapping_add(granule / 64),
+            bit: 1u64 << (granule % 64),
+        }
+    }
+
+    /// The word of the live bitmap holding the block's bit.
+    ///
+    /// # Safety
+    /// The block must lie in the first [`SEGMENT_SIZE`] bytes of a segment
+    /// with the bitmaps, live while the reference is used.
+    #[inline(always)]
+    unsafe fn live<'a>(self) -> &'a AtomicU64 {
+        // SAFETY: the word is in the live bitmap of the block's live segment
+        // (this fn's contract); bitmap words are only accessed atomically.
+        unsafe { &*self.live }
+    }
+
+    /// The word of the "ever freed" bitmap holding the block's bit.
+    ///
+    /// # Safety
+    /// As for [`Bits::live`].
+    #[inline(always)]
+    unsafe fn freed<'a>(self) -> &'a AtomicU64 {
+        // SAFETY: the second bitmap follows the first in the segment
+        // header, of the same layout (this fn's contract, as `live`'s).
+        unsafe { &*self.live.byte_add(ONE_MAP) }
+    }
 }
 
 /// Marks the block at `p` live; false if it already was (a forged list).
@@ -45,9 +83,10 @@ pub unsafe fn mark_live(p: *mut u8) -> bool {
     if !ON {
         return true;
     }
-    let (word, bit) = word_and_bit(p as usize);
-    // SAFETY: per the caller, the word is inside the segment's bitmap.
-    unsafe { (*word).fetch_or(bit, Ordering::Relaxed) & bit == 0 }
+    let b = Bits::of(p as usize);
+    // SAFETY: `p` is a block start in a live segment with the bitmaps
+    // (this fn's contract).
+    unsafe { b.live() }.fetch_or(b.bit, Ordering::Relaxed) & b.bit == 0
 }
 
 /// Marks the block at `p` free; false if it was not live (a double free).
@@ -59,17 +98,16 @@ pub unsafe fn mark_free(p: *mut u8) -> bool {
     if !ON {
         return true;
     }
-    let (word, bit) = word_and_bit(p as usize);
-    // SAFETY: per the caller, the words are inside the segment's bitmaps.
-    unsafe {
-        // "Ever freed" bits are only ever set: most frees find theirs set
-        // already, and a plain load spares them a locked write.
-        let freed = &*word.byte_add(ONE_MAP);
-        if freed.load(Ordering::Relaxed) & bit == 0 {
-            freed.fetch_or(bit, Ordering::Relaxed);
-        }
-        (*word).fetch_and(!bit, Ordering::Relaxed) & bit != 0
+    let b = Bits::of(p as usize);
+    // SAFETY: `p` is a block start in a live segment with the bitmaps
+    // (this fn's contract).
+    let (live, freed) = unsafe { (b.live(), b.freed()) };
+    // "Ever freed" bits are only ever set: most frees find theirs set
+    // already, and a plain load spares them a locked write.
+    if freed.load(Ordering::Relaxed) & b.bit == 0 {
+        freed.fetch_or(b.bit, Ordering::Relaxed);
     }
+    live.fetch_and(!b.bit, Ordering::Relaxed) & b.bit != 0
 }
 
 /// True if a block that started at `p` was freed at some time (false when
@@ -87,10 +125,10 @@ pub unsafe fn was_freed(p: *const u8) -> bool {
         // Past the first segment of a huge object: no bitmap covers it.
         return false;
     }
-    let (word, bit) = word_and_bit(p as usize);
-    // SAFETY: per the caller and the check above, the word is inside the
-    // segment's bitmaps.
-    unsafe { (*word.byte_add(ONE_MAP)).load(Ordering::Relaxed) & bit != 0 }
+    let b = Bits::of(p as usize);
+    // SAFETY: `p` lies past the first byte of a segment with the bitmaps (this
+    // fn's contract), and in its first `SEGMENT_SIZE` bytes (checked above).
+    unsafe { b.freed() }.load(Ordering::Relaxed) & b.bit != 0
 }
 
 /// True if the block at `p` is live (always true when the defence is off).
@@ -102,9 +140,10 @@ pub unsafe fn is_live(p: *const u8) -> bool {
     if !ON {
         return true;
     }
-    let (word, bit) = word_and_bit(p as usize);
-    // SAFETY: per the caller, the word is inside the segment's bitmap.
-    unsafe { (*word).load(Ordering::Relaxed) & bit != 0 }
+    let b = Bits::of(p as usize);
+    // SAFETY: `p` is a block start in a live segment with the bitmaps
+    // (this fn's contract).
+    unsafe { b.live() }.load(Ordering::Relaxed) & b.bit != 0
 }
 
 /// Clears the bits of the blocks in `[start, end)`, whose memory may carry
@@ -125,7 +164,8 @@ pub unsafe fn clear_range(start: usize, end: usize) {
     let last = (end - seg) >> GRANULE_SHIFT;
     let words = first / 64..last.div_ceil(64);
     for w in words.clone() {
-        // SAFETY: per the caller, these words are the page's bitmap.
+        // SAFETY: the widened range's words hold the live bits of a page area of a
+        // live segment with the bitmaps (this fn's contract).
         unsafe { (*base.add(w)).store(0, Ordering::Relaxed) };
     }
     // The "ever freed" bits are read before they are first written (at
@@ -135,7 +175,8 @@ pub unsafe fn clear_range(start: usize, end: usize) {
     // for a 64 KiB page, 8 KiB for a 512 KiB one, so at most three 4 KiB
     // pages, each holding one of these words.
     for w in [words.start, words.end - 1, (words.start + words.end) / 2] {
-        // SAFETY: as above, in the second bitmap, of the same layout.
+        // SAFETY: `w` is in `words` (not empty: `start < end`); its twin in the
+        // second bitmap, of the same layout, is in the live segment's header.
         unsafe { crate::os::touch_for_write(base.add(w).byte_add(ONE_MAP) as *mut u64) };
     }
 }

@@ -24,9 +24,8 @@ pub const ON: bool = cfg!(feature = "encoded-freelist");
 /// `page` must be a readable descriptor.
 #[inline(always)]
 unsafe fn keys(page: *const Page) -> (usize, usize) {
-    // SAFETY: `page` is readable (this fn's contract); the keys are set
-    // before the page hands out a block and do not change while it is in
-    // use.
+    // SAFETY: `page` is readable (this fn's contract); the keys are set before
+    // it hands out a block and do not change while it is in use.
     unsafe { ((*page).keys[0], (*page).keys[1]) }
 }
 
@@ -94,13 +93,15 @@ pub unsafe fn decode_next(page: *const Page, raw: usize, at: *mut Block) -> *mut
     // SAFETY: `page` is an in-use descriptor (this fn's contract).
     let next = unsafe { decode_raw(page, raw, at) };
     let ok = next == 0 || {
-        // SAFETY: `page` is valid per the caller.
+        // SAFETY: `page` is an in-use descriptor (this fn's contract), as
+        // `is_block_start` needs.
         unsafe { is_block_start(page, next.wrapping_sub((*page).page_start as usize)) }
     };
     if ok {
         next as *mut Block
     } else {
-        corrupted(page, at)
+        // SAFETY: `page` is an in-use descriptor (this fn's contract).
+        unsafe { corrupted(page, at) }
     }
 }
 
@@ -119,23 +120,40 @@ pub unsafe fn decode_delayed(page: *const Page, raw: usize, at: *mut Block) -> *
         return core::ptr::null_mut();
     }
     let Some(seg) = segment_map::segment_of(next as *const u8) else {
-        return corrupted(page, at);
+        // SAFETY: `page` is an in-use descriptor (this fn's contract).
+        return unsafe { corrupted(page, at) };
     };
-    // SAFETY: the segment map says a live segment covers `next`.
-    unsafe {
-        let target = page_of(seg, next as *const u8);
-        if is_block_start(target, next.wrapping_sub((*target).page_start as usize)) {
-            next as *mut Block
-        } else {
-            corrupted(page, at)
-        }
+    // SAFETY: the segment map says `seg` is a live segment holding `next`.
+    if unsafe { is_block_start_of(seg, next) } {
+        next as *mut Block
+    } else {
+        // SAFETY: `page` is an in-use descriptor (this fn's contract).
+        unsafe { corrupted(page, at) }
     }
 }
 
+/// Whether `next` is a block start of the page of `seg` it lies in.
+///
+/// # Safety
+/// `seg` must be a live segment holding `next` (as for `page_of`).
+#[inline(always)]
+unsafe fn is_block_start_of(seg: *mut crate::meta::segment::Segment, next: usize) -> bool {
+    // SAFETY: `seg` is live and holds `next` (this fn's contract).
+    let target = unsafe { page_of(seg, next as *const u8) };
+    // SAFETY: `target` is a descriptor in the live `seg`'s page table, as
+    // `is_block_start` needs.
+    unsafe { is_block_start(target, next.wrapping_sub((*target).page_start as usize)) }
+}
+
+/// Reports a corrupted free list at `at`, a block of `page`, and gives the
+/// null link that cuts the list there.
+///
+/// # Safety
+/// `page` must be a readable descriptor.
 #[cold]
 #[inline(never)]
-fn corrupted(page: *const Page, at: *mut Block) -> *mut Block {
-    // SAFETY: `page` is a valid descriptor per the callers.
+unsafe fn corrupted(page: *const Page, at: *mut Block) -> *mut Block {
+    // SAFETY: `page` is readable (this fn's contract).
     let bsize = unsafe { (*page).block_size };
     error::report(ErrorKind::CorruptedFreeList, at as usize, bsize);
     core::ptr::null_mut()

@@ -46,6 +46,44 @@ pub fn batch(bsize: usize, left: usize) -> usize {
     (EXTEND_BYTES / bsize).clamp(min, MAX_BATCH).min(left)
 }
 
+/// The fresh blocks of `bsize` bytes from `first` that one batch links:
+/// owns the arithmetic from a block's index to its address.
+#[derive(Clone, Copy)]
+struct Batch {
+    page: *const Page,
+    first: *mut u8,
+    bsize: usize,
+}
+
+impl Batch {
+    /// # Safety
+    /// The blocks from `first` that [`Batch::set_link`] is given the index
+    /// of must be unused memory of `page`, an in-use page the calling
+    /// thread owns; `bsize` at least a word.
+    #[inline(always)]
+    unsafe fn new(page: *const Page, first: *mut u8, bsize: usize) -> Batch {
+        Batch { page, first, bsize }
+    }
+
+    /// The address of block `i` (arithmetic only: nothing is read).
+    #[inline(always)]
+    fn block(self, i: usize) -> *mut Block {
+        self.first.wrapping_add(i * self.bsize) as *mut Block
+    }
+
+    /// Makes `next` (null, a block of the batch or a free block of the
+    /// page) the block after block `i`.
+    ///
+    /// # Safety
+    /// Block `i` must be one the batch was made for (see [`Batch::new`]).
+    #[inline(always)]
+    unsafe fn set_link(self, i: usize, next: *mut Block) {
+        // SAFETY: block `i` is unused memory of the owned, in-use `page` (this
+        // fn's and `new`'s contracts): its first word is the allocator's.
+        unsafe { set_link(self.page, self.block(i), next) }
+    }
+}
+
 /// Links `count` fresh blocks starting at `first` (each `bsize` bytes) into
 /// a list ending in `rest`, and returns its head.
 ///
@@ -63,33 +101,35 @@ pub unsafe fn build_free_list(
     rest: *mut Block,
     rng: &mut u64,
 ) -> *mut Block {
-    // SAFETY: every address written is a block boundary inside the range
-    // handed over, and blocks are at least one word.
-    unsafe {
-        let at = |i: usize| first.add(i * bsize) as *mut Block;
-        if !ON {
-            for i in 0..count - 1 {
-                set_link(page, at(i), at(i + 1));
-            }
-            set_link(page, at(count - 1), rest);
-            return first as *mut Block;
+    // SAFETY: blocks `0..count` from `first`, the only ones linked below, are
+    // unused memory of the owned `page`, a word or more each (this fn's contract).
+    let batch = unsafe { Batch::new(page, first, bsize) };
+    if !ON {
+        for i in 0..count - 1 {
+            // SAFETY: `i < count`, a block of the batch.
+            unsafe { batch.set_link(i, batch.block(i + 1)) };
         }
-        let mut order = [0u16; MAX_BATCH];
-        let order = &mut order[..count];
-        for (i, slot) in order.iter_mut().enumerate() {
-            *slot = i as u16;
-        }
-        // Fisher-Yates.
-        for i in (1..count).rev() {
-            order.swap(i, random::below(rng, i + 1));
-        }
-        for w in order.windows(2) {
-            set_link(page, at(w[0] as usize), at(w[1] as usize));
-        }
-        let last = at(order[count - 1] as usize);
-        set_link(page, last, rest);
-        at(order[0] as usize)
+        // SAFETY: `count >= 1` (this fn's contract): a block of the batch.
+        unsafe { batch.set_link(count - 1, rest) };
+        return batch.block(0);
     }
+    let mut order = [0u16; MAX_BATCH];
+    let order = &mut order[..count];
+    for (i, slot) in order.iter_mut().enumerate() {
+        *slot = i as u16;
+    }
+    // Fisher-Yates.
+    for i in (1..count).rev() {
+        order.swap(i, random::below(rng, i + 1));
+    }
+    for w in order.windows(2) {
+        // SAFETY: `order` is a permutation of `0..count`: blocks of the batch.
+        unsafe { batch.set_link(w[0] as usize, batch.block(w[1] as usize)) };
+    }
+    // SAFETY: `order` is a permutation of `0..count`, not empty (`count >=
+    // 1`, this fn's contract).
+    unsafe { batch.set_link(order[count - 1] as usize, rest) };
+    batch.block(order[0] as usize)
 }
 
 /// Most blocks one shuffle window holds: bounds the stack buffer, and is
@@ -112,49 +152,57 @@ const WINDOW: usize = 64;
 pub unsafe fn shuffle(page: *const Page, head: *mut Block, rng: &mut u64) -> (*mut Block, *mut Block, u32) {
     // Every link is decoded and checked, live blocks are refused, and the
     // count bounds the walk.
-    // SAFETY: every block reached is a free block of the page, the caller's.
-    unsafe {
-        let max = (*page).capacity.load(Ordering::Relaxed);
-        let mut window = [ptr::null_mut::<Block>(); WINDOW];
-        let (mut first, mut last) = (ptr::null_mut::<Block>(), ptr::null_mut::<Block>());
-        let mut count = 0u32;
-        let mut cur = head;
-        while !cur.is_null() {
-            let mut n = 0;
-            while n < WINDOW && !cur.is_null() {
-                if count == max {
-                    super::cycle_found(page, cur);
-                    cur = ptr::null_mut();
-                    break;
-                }
-                if super::live_in_list(page, cur) {
-                    cur = ptr::null_mut();
-                    break;
-                }
-                window[n] = cur;
-                cur = link(page, cur);
-                n += 1;
-                count += 1;
+    // SAFETY: `page` is an in-use descriptor (this fn's contract).
+    let max = unsafe { (*page).capacity.load(Ordering::Relaxed) };
+    let mut window = [ptr::null_mut::<Block>(); WINDOW];
+    let (mut first, mut last) = (ptr::null_mut::<Block>(), ptr::null_mut::<Block>());
+    let mut count = 0u32;
+    let mut cur = head;
+    while !cur.is_null() {
+        let mut n = 0;
+        while n < WINDOW && !cur.is_null() {
+            if count == max {
+                // SAFETY: `page` is an in-use descriptor (this fn's contract).
+                unsafe { super::cycle_found(page, cur) };
+                cur = ptr::null_mut();
+                break;
             }
-            let run = &mut window[..n];
-            for i in (1..n).rev().filter(|_| ON) {
-                run.swap(i, random::below(rng, i + 1));
+            // SAFETY: `cur` is on the list at `head`, so a block of the
+            // in-use `page` (this fn's contract).
+            if unsafe { super::live_in_list(page, cur) } {
+                cur = ptr::null_mut();
+                break;
             }
-            for w in run.windows(2) {
-                set_link(page, w[0], w[1]);
-            }
-            if let (Some(&a), Some(&z)) = (run.first(), run.last()) {
-                if last.is_null() {
-                    first = a;
-                } else {
-                    set_link(page, last, a);
-                }
-                set_link(page, z, ptr::null_mut());
-                last = z;
-            }
+            window[n] = cur;
+            // SAFETY: `cur` is on the list at `head`, so a free block of
+            // `page` (this fn's contract), and not live (just checked).
+            cur = unsafe { link(page, cur) };
+            n += 1;
+            count += 1;
         }
-        (first, last, count)
+        let run = &mut window[..n];
+        for i in (1..n).rev().filter(|_| ON) {
+            run.swap(i, random::below(rng, i + 1));
+        }
+        // Every block walked is a free block of the owned, in-use `page`
+        // (this fn's contract), whose first word is the allocator's.
+        for w in run.windows(2) {
+            // SAFETY: `w[0]` was walked, so a free block of the owned `page`.
+            unsafe { set_link(page, w[0], w[1]) };
+        }
+        if let (Some(&a), Some(&z)) = (run.first(), run.last()) {
+            if last.is_null() {
+                first = a;
+            } else {
+                // SAFETY: `last` ended the previous run: a free block of `page`.
+                unsafe { set_link(page, last, a) };
+            }
+            // SAFETY: `z` was walked, so a free block of the owned `page`.
+            unsafe { set_link(page, z, ptr::null_mut()) };
+            last = z;
+        }
     }
+    (first, last, count)
 }
 
 #[cfg(test)]
@@ -203,23 +251,24 @@ mod tests {
         let mut page = Page::empty();
         let mut rng = 11;
         let first = mem.as_mut_ptr() as *mut u8;
-        // SAFETY: the descriptor is local; `mem` holds N blocks of 16 bytes,
-        // all carved, linked in address order and then shuffled.
-        let (head, tail, count) = unsafe {
-            crate::core::page::init(&mut page, core::ptr::null_mut(), 2, 16, first, N);
-            page.capacity
-                .store(N as u32, core::sync::atomic::Ordering::Relaxed);
-            let at = |i: usize| first.add(i * 16) as *mut Block;
-            for i in 0..N {
-                let next = if i + 1 < N {
-                    at(i + 1)
-                } else {
-                    core::ptr::null_mut()
-                };
-                set_link(&page, at(i), next);
-            }
-            shuffle(&page, at(0), &mut rng)
-        };
+        // SAFETY: the descriptor is local and nobody else's; `mem` holds N
+        // blocks of 16 bytes.
+        unsafe { crate::core::page::init(&mut page, core::ptr::null_mut(), 2, 16, first, N) };
+        page.capacity
+            .store(N as u32, core::sync::atomic::Ordering::Relaxed);
+        let at = |i: usize| first.wrapping_add(i * 16) as *mut Block;
+        for i in 0..N {
+            let next = if i + 1 < N {
+                at(i + 1)
+            } else {
+                core::ptr::null_mut()
+            };
+            // SAFETY: block `i` of `mem` is carved and in no one's hands.
+            unsafe { set_link(&page, at(i), next) };
+        }
+        // SAFETY: the list at `at(0)`, linked just above, holds every block
+        // of the local page once, all free.
+        let (head, tail, count) = unsafe { shuffle(&page, at(0), &mut rng) };
         assert_eq!(count as usize, N);
         let mut seen = [false; N];
         let (mut b, mut n, mut moved, mut last) = (head, 0, 0, core::ptr::null_mut());
@@ -265,29 +314,32 @@ mod tests {
         let page = page_of(a);
         // `a` is freed once and then, as a write after free would, given a
         // link to the live `b`, encoded with the page's own keys.
-        // SAFETY: both blocks and their page are this thread's.
+        // SAFETY: `b` is a live 48-byte block of this thread's, `a` live and freed
+        // once; `heap()` is this thread's heap, initialised by the mallocs.
         unsafe {
             (b as *mut u64).write(0x1122_3344_5566_7788);
             crate::core::alloc::free(a);
             // Out of the quarantine (where it waits in such builds) and
             // onto its page's free list.
             crate::core::alloc::empty_quarantine(crate::core::thread::heap());
-            let ab = a as *mut Block;
-            set_link(page, ab, b as *mut Block);
-            crate::error::set_error_handler(Some(count));
-            let before = REPORTS.load(Ordering::Relaxed);
-            crate::core::page::collect(page, true);
-            crate::error::set_error_handler(None);
-            assert!(
-                REPORTS.load(Ordering::Relaxed) > before,
-                "the forged link was reported"
-            );
-            assert_eq!(
-                (b as *const u64).read(),
-                0x1122_3344_5566_7788,
-                "the live block was relinked"
-            );
-            crate::core::alloc::free(b);
         }
+        // SAFETY: `a` is now a free block of `page`, in use and owned by
+        // this thread, so its first word is the allocator's.
+        unsafe { set_link(page, a as *mut Block, b as *mut Block) };
+        crate::error::set_error_handler(Some(count));
+        let before = REPORTS.load(Ordering::Relaxed);
+        // SAFETY: `page` is in use (it holds the live `b`) and owned by
+        // this thread, whose heap it belongs to.
+        unsafe { crate::core::page::collect(page, true) };
+        crate::error::set_error_handler(None);
+        assert!(
+            REPORTS.load(Ordering::Relaxed) > before,
+            "the forged link was reported"
+        );
+        // SAFETY: `b` is still live, and the walk left it alone.
+        let kept = unsafe { (b as *const u64).read() };
+        assert_eq!(kept, 0x1122_3344_5566_7788, "the live block was relinked");
+        // SAFETY: `b` is live, freed once.
+        unsafe { crate::core::alloc::free(b) };
     }
 }

@@ -193,7 +193,7 @@ impl Quarantine {
         if len >= SLOTS {
             return false;
         }
-        // SAFETY: just checked.
+        // SAFETY: `len < SLOTS` (checked above), the length of `held`.
         unsafe { *self.held.get_unchecked_mut(len) = Held::new(block, page, size) };
         self.set_levels(len + 1, self.bytes + size);
         true

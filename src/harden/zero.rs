@@ -23,7 +23,8 @@ pub const SKIP_FRESH: bool = ON && super::double_free::ON;
 /// `p` must be a block of the in-use, non-huge `page`.
 #[inline(always)]
 pub unsafe fn fresh(page: *const Page, p: *const u8) -> bool {
-    // SAFETY: per the caller, `p` lies in a live segment with the bitmaps.
+    // SAFETY: `page` is in use and `p` one of its blocks, not huge (this fn's
+    // contract): `p` lies past the first byte of a live segment with bitmaps.
     SKIP_FRESH && unsafe { (*page).zero_start && !super::double_free::was_freed(p) }
 }
 
@@ -33,7 +34,8 @@ pub unsafe fn fresh(page: *const Page, p: *const u8) -> bool {
 /// `p` must be a block of `bsize` bytes that is being freed.
 #[inline]
 pub unsafe fn wipe(p: *mut u8, bsize: usize) {
-    // SAFETY: the block is the caller's to wipe.
+    // SAFETY: `p` is a block of `bsize` bytes being freed (this fn's
+    // contract): off its owner's hands, not yet on a list.
     unsafe { core::ptr::write_bytes(p, 0, bsize) };
 }
 
@@ -46,23 +48,28 @@ pub unsafe fn wipe(p: *mut u8, bsize: usize) {
 #[inline]
 pub unsafe fn still_zero(page: *const Page, p: *const u8, bsize: usize, trailer: bool) -> bool {
     if trailer {
-        // SAFETY: per the caller; the last word is inside the block.
+        // SAFETY: `p` is a free block of `bsize >= 16` bytes (this fn's contract):
+        // its last word is inside it, 8-aligned as blocks and sizes are.
         let last = unsafe { (p.add(bsize - 8) as *const u64).read() };
         // Little-endian: the slot's last byte is the word's top byte.
-        // SAFETY: as for the whole block, with 8 bytes fewer.
+        // SAFETY: the block's first `bsize - 8` bytes are a free block's
+        // bytes of `page` (this fn's contract), and at least a word.
         return last & 0x00ff_ffff_ffff_ffff == 0 && unsafe { still_zero(page, p, bsize - 8, false) };
     }
     // A racing write after free is exactly what this looks for: it reads
     // as nonzero or not, either way no undefined value is used.
-    // SAFETY: reads stay inside the block (word multiples, word aligned),
-    // and a free block is not otherwise written concurrently.
+    let first = p as usize + crate::meta::constants::WORD;
+    let last = p as usize + bsize - 1;
+    // 4 KiB, the smallest OS page: a cheap first test, exact below.
+    // SAFETY: `page` is an in-use descriptor (this fn's contract).
+    if (first ^ last) >= 4096 && unsafe { (*page).zero_start } {
+        // SAFETY: `[first, last]` is the free block (this fn's contract)
+        // past its first word, so word aligned.
+        unsafe { touch_for_write(first, last + 1) };
+    }
+    // SAFETY: the block past its link word is readable, word aligned and a
+    // whole number of words (a free block of `page`, this fn's contract).
     unsafe {
-        let first = p as usize + crate::meta::constants::WORD;
-        let last = p as usize + bsize - 1;
-        // 4 KiB, the smallest OS page: a cheap first test, exact below.
-        if (first ^ last) >= 4096 && (*page).zero_start {
-            touch_for_write(first, last + 1);
-        }
         words_zero(
             p.add(crate::meta::constants::WORD),
             bsize - crate::meta::constants::WORD,
@@ -74,10 +81,12 @@ pub unsafe fn still_zero(page: *const Page, p: *const u8, bsize: usize, trailer:
 /// are all zero.
 ///
 /// # Safety
-/// `[p, p + len)` must be readable; see [`still_zero`] on racing writes.
+/// `[p, p + len)` must be readable and `p` word aligned; see
+/// [`still_zero`] on racing writes.
 #[inline]
 pub unsafe fn words_zero(p: *const u8, len: usize) -> bool {
-    // SAFETY: per the caller.
+    // SAFETY: `[p, p + len)` is readable and `p` word aligned (this fn's
+    // contract); a racing write reads as some value (see `still_zero`).
     let words = unsafe { core::slice::from_raw_parts(p as *const usize, len / 8) };
     #[cfg(target_arch = "x86_64")]
     if len >= 512 && avx2::present() {
@@ -132,31 +141,38 @@ pub unsafe fn zero_reused(p: *mut u8, len: usize) {
     let mut at = 0;
     while at < len {
         let n = (len - at).min(CHUNK * ps);
-        // SAFETY: per the caller, every range below lies in `[p, p + len)`.
-        unsafe {
-            let base = p.add(at);
-            if !crate::os::residency(base, n, &mut vec) {
-                core::ptr::write_bytes(base, 0, n);
-                at += n;
-                continue;
+        // `[base, base + n)` lies in `[p, p + len)`, page-aligned as `at`
+        // is a multiple of the page size: nobody's mapped memory (this
+        // fn's contract), as is every run of it below.
+        let base = p.wrapping_add(at);
+        // SAFETY: `[base, base + n)` is page-aligned mapped memory.
+        if !unsafe { crate::os::residency(base, n, &mut vec) } {
+            // SAFETY: `[base, base + n)` is mapped and its bytes nobody's.
+            unsafe { core::ptr::write_bytes(base, 0, n) };
+            at += n;
+            continue;
+        }
+        let pages = n.div_ceil(ps);
+        let (mut i, mut drops) = (0, 0);
+        while i < pages {
+            let resident = vec[i] & 1 != 0;
+            let mut j = i + 1;
+            while j < pages && (vec[j] & 1 != 0) == resident {
+                j += 1;
             }
-            let pages = n.div_ceil(ps);
-            let (mut i, mut drops) = (0, 0);
-            while i < pages {
-                let resident = vec[i] & 1 != 0;
-                let mut j = i + 1;
-                while j < pages && (vec[j] & 1 != 0) == resident {
-                    j += 1;
-                }
-                let (s, e) = (i * ps, (j * ps).min(n));
-                if resident || drops == MAX_DROPS {
-                    core::ptr::write_bytes(base.add(s), 0, e - s);
-                } else {
-                    crate::os::purge(base.add(s), e - s);
-                    drops += 1;
-                }
-                i = j;
+            let (s, e) = (i * ps, (j * ps).min(n));
+            let run = base.wrapping_add(s);
+            if resident || drops == MAX_DROPS {
+                // SAFETY: `[s, e)` lies in `[0, n)`: the run is in `[base,
+                // base + n)`, mapped and nobody's.
+                unsafe { core::ptr::write_bytes(run, 0, e - s) };
+            } else {
+                // SAFETY: the run is mapped and nobody's (as for the write), its
+                // ends page multiples or `n`, the span's page-aligned end.
+                unsafe { crate::os::purge(run, e - s) };
+                drops += 1;
             }
+            i = j;
         }
         at += n;
     }
@@ -208,7 +224,8 @@ mod avx2 {
     /// [`present`] must have said yes.
     #[inline(always)]
     pub unsafe fn or_all(words: &[usize]) -> usize {
-        // SAFETY: per the caller, the CPU has AVX2.
+        // SAFETY: the CPU has AVX2 (`present` said yes, this fn's
+        // contract), which `or_all_avx2` is compiled for.
         unsafe { or_all_avx2(words) }
     }
 }
