@@ -119,8 +119,9 @@ pub const fn huge_padded(size: usize) -> usize {
 /// `p` must be a live huge block of at least `padded(size)` bytes.
 pub unsafe fn huge_taken(p: *mut u8, size: usize) {
     if canary::ON {
-        // SAFETY: a live huge block's segment header is mapped; the canary
-        // bytes lie inside the block per the caller.
+        // SAFETY: `p` is a live huge block (this fn's contract), so its
+        // segment header is mapped, and its `padded(size)` bytes hold the
+        // canary.
         unsafe {
             let seg = crate::meta::segment::of_block(p);
             canary::write(crate::meta::segment::page_of(seg, p), p, size);
