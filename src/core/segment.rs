@@ -61,9 +61,9 @@ impl Segments {
 /// reference to its `segs` may be alive while the result is used.
 #[inline(always)]
 unsafe fn segs<'a>(heap: *mut Heap) -> &'a mut Segments {
-    // SAFETY: only the thread whose heap it is touches its segment
-    // bookkeeping, and the caller holds no other reference to it (this
-    // fn's contract).
+    // Only the thread whose heap it is touches its segment bookkeeping.
+    // SAFETY: `heap` is this thread's initialised heap, and no other
+    // reference to its `segs` is alive (this fn's contract).
     unsafe { &mut (*heap).segs }
 }
 
@@ -519,9 +519,8 @@ pub unsafe fn os_free(seg: *mut Segment) {
         // (`in_arena`) that nothing uses any more (this fn's contract).
         unsafe { arena::free(seg.cast(), size, sealed, guards, kept) };
     } else {
-        // SAFETY: the segment was mapped on its own (not `in_arena`), its
-        // `size` bytes, and nothing uses them any more (this fn's
-        // contract).
+        // SAFETY: the segment's `size` bytes were mapped on their own (not
+        // `in_arena`), and nothing uses them any more (this fn's contract).
         unsafe { os::unmap(seg.cast(), size) };
         stats::RESERVED.decrease(size);
         stats::COMMITTED.decrease(committed);
@@ -551,9 +550,9 @@ fn guards_left(seg: Owned) -> Guards {
 /// # Safety
 /// `seg` must be a segment of this heap, and not on the list.
 unsafe fn all_push(segs: &mut Segments, seg: Owned) {
+    // The list's nodes are this heap's live segments.
     // SAFETY: `seg` is live (the handle's invariant) and on no list of all
-    // segments (this fn's contract); the list's nodes are this heap's
-    // live segments.
+    // segments (this fn's contract).
     unsafe { segs.all.push_front(seg.ptr()) };
     segs.count += 1;
 }
@@ -591,10 +590,10 @@ unsafe fn free_push(segs: &mut Segments, seg: Owned) {
     if seg.in_free_list() {
         return;
     }
+    // The list's nodes are this heap's live segments; `seg` is on none
+    // (`in_free_list` is false).
     // SAFETY: `seg` is live (the handle's invariant), a small or medium
-    // segment of this heap (this fn's contract), and on no list of
-    // segments with a free slot (`in_free_list` is false); the list's
-    // nodes are this heap's live segments.
+    // segment of this heap (this fn's contract), on no such list.
     unsafe { free_list(segs, seg.kind()).push_front(seg.ptr()) };
     seg.set_in_free_list(true);
 }
@@ -1034,8 +1033,7 @@ pub unsafe fn init_huge(seg: *mut Segment, size: usize, offset: usize, block_siz
         (*seg).used_pages = 1;
     }
     // SAFETY: descriptor 0 of the header just written, ours alone; the
-    // block starts `offset` bytes in, inside the mapping (this fn's
-    // contract).
+    // block, `offset` bytes in, is mapped (this fn's contract).
     unsafe { page::init_single(page_at(seg, 0), block_size, (seg as *mut u8).add(offset)) };
 }
 

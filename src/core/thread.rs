@@ -56,6 +56,10 @@ fn key() -> Option<libc::pthread_key_t> {
 }
 
 /// Runs at thread exit (pthread key destructor) with the thread's heap.
+///
+/// # Safety
+/// Only as the key's destructor, on the exiting thread, with the value it
+/// set (its heap), or null.
 unsafe extern "C" fn thread_done(value: *mut libc::c_void) {
     let heap = value as *mut Heap;
     if heap.is_null() || heap != self::heap() {
@@ -195,9 +199,14 @@ fn for_each_heap(mut f: impl FnMut(&HeapCounters)) {
     }
 }
 
-fn pool_put(heap: *mut Heap) {
+/// Puts a heap slot back in the pool.
+///
+/// # Safety
+/// `heap` must be a slot from [`pool_take`] that nothing uses any more.
+unsafe fn pool_put(heap: *mut Heap) {
     let _g = POOL_LOCK.lock();
-    // SAFETY: POOL is guarded by POOL_LOCK; `heap` is no longer used.
+    // SAFETY: POOL is guarded by POOL_LOCK, held; `heap` is a pool slot
+    // nothing uses any more (this fn's contract).
     unsafe {
         (*heap).pool_next = *POOL.0.get();
         *POOL.0.get() = heap;
@@ -243,10 +252,10 @@ pub fn after_fork() {
         POOL_LOCK.force_release();
     }
     if ABANDONED_LOCK.holder() == Holder::Other {
-        // SAFETY: the lock's owner does not exist in the child, and this
-        // is the child's only thread: nobody else touches the lists. The
-        // abandoned segments leak (their blocks stay valid and can be
+        // The abandoned segments leak (their blocks stay valid and can be
         // freed, through the remote path).
+        // SAFETY: the lock's owner does not exist in the child, and this
+        // is the child's only thread: nobody else touches the lists.
         unsafe { *ABANDONED.0.get() = [ptr::null_mut(); KINDS] };
         ABANDONED_COUNT.store(0, Ordering::Relaxed);
         ABANDONED_LOCK.force_release();
@@ -305,10 +314,10 @@ pub unsafe fn abandon(heap: *mut Heap) {
         // SAFETY: `seg` is on `heap`'s list, and `heap` is this thread's.
         unsafe { segment::detach(heap, seg) };
         let _g = ABANDONED_LOCK.lock();
-        // SAFETY: ABANDONED is guarded by ABANDONED_LOCK, held; `seg` left
-        // its heap's lists just above, so its `next` link is free for the
-        // abandoned list, and nobody else uses the segment until it is
-        // on it.
+        // `seg` left its heap's lists just above: its `next` link is free
+        // for the abandoned list, and nobody else uses it until it is on it.
+        // SAFETY: ABANDONED is guarded by ABANDONED_LOCK, held; `seg` is
+        // ours alone until it is on the list.
         unsafe {
             let head = &mut (*ABANDONED.0.get())[list_index((*seg).kind)];
             (*seg).next = *head;
@@ -321,7 +330,9 @@ pub unsafe fn abandon(heap: *mut Heap) {
     // owner writes its counters.
     unsafe { (*heap).counters.fold() };
     tls::set(EMPTY_HEAP_PTR);
-    pool_put(heap);
+    // SAFETY: `heap` came from the pool and is not used afterwards (this
+    // fn's contract); the TLS pointer no longer names it.
+    unsafe { pool_put(heap) };
 }
 
 /// Takes one abandoned segment into `heap`, of `kind` if given, else of
@@ -358,8 +369,7 @@ pub unsafe fn reclaim_one(heap: *mut Heap, kind: Option<Kind>) -> bool {
     }
     stats::RECLAIMED.fetch_add(1, Ordering::Relaxed);
     // SAFETY: `heap` is this thread's initialised heap (this fn's
-    // contract), and the segment, popped off the abandoned list, is ours
-    // alone.
+    // contract); `seg`, popped off the abandoned list, is ours alone.
     unsafe { segment::adopt(heap, seg) };
     // SAFETY: a segment just adopted by this thread's heap; remote
     // threads only push onto its pages' atomic lists.
@@ -431,6 +441,7 @@ mod tests {
             );
         }
         drop(_g);
-        pool_put(h);
+        // SAFETY: `h` came from `pool_take` and is not used again.
+        unsafe { pool_put(h) };
     }
 }

@@ -79,15 +79,14 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
     let ps = os::page_size();
     match prior {
         Prior::Open => {
-            // SAFETY: the header's last page lies in `[seg, seg + size)`,
-            // segment memory nobody else uses (this fn's contract), and
-            // holds nothing.
+            // The header's last page is its guard: it holds nothing.
+            // SAFETY: it lies in `[seg, seg + size)`, segment memory nobody
+            // else uses (this fn's contract).
             unsafe { os::guard(seg.add(info - ps), ps) };
         }
         Prior::Mixed => {
             // SAFETY: `[seg, seg + size)` is segment memory nobody else
-            // uses (this fn's contract); the header's last page holds
-            // nothing.
+            // uses (this fn's contract); the header's guard holds nothing.
             unsafe {
                 os::unguard(seg, size);
                 os::guard(seg.add(info - ps), ps);

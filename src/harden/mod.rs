@@ -119,9 +119,8 @@ pub const fn huge_padded(size: usize) -> usize {
 /// `p` must be a live huge block of at least `padded(size)` bytes.
 pub unsafe fn huge_taken(p: *mut u8, size: usize) {
     if canary::ON {
-        // SAFETY: `p` is a live huge block (this fn's contract), so its
-        // segment header is mapped, and its `padded(size)` bytes hold the
-        // canary.
+        // SAFETY: `p` is a live huge block of `padded(size)` bytes (this
+        // fn's contract), so its header is mapped and it holds the canary.
         unsafe {
             let seg = crate::meta::segment::of_block(p);
             canary::write(crate::meta::segment::page_of(seg, p), p, size);
@@ -284,9 +283,9 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
         // contract), whose slots have trailers.
         unsafe { check_own_trailer(page, p, bsize) };
     }
+    // With `trailer`, `bsize >= 16`.
     // SAFETY: `p` is a block of the in-use, non-huge `page`, just popped
-    // (this fn's contract), so free and ours to read; with `trailer`,
-    // `bsize >= 16`.
+    // (this fn's contract), so free and ours to read.
     if zero::ON && unsafe { !zero::fresh(page, p) && !zero::still_zero(page, p, bsize, trailer) } {
         error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
         return false;
@@ -326,8 +325,7 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize) -> bool {
             // Zero past its first word: checked by the caller, or
             // fresh, or opened from a seal.
             // SAFETY: `p` is a block of `page` being handed out, zero past
-            // its first word, with `padded(size) <= block_size` (this fn's
-            // contract).
+            // its first word, with room for the canary (this fn's contract).
             unsafe { canary::write_zeroed(page, p, size) };
         } else {
             // SAFETY: `p` is a block of `page` being handed out, with
@@ -418,9 +416,9 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
         // contract; the bitmaps, when on, found it live), freed once.
         unsafe { large::freed(page, p) };
     } else if zero::ON {
+        // With a trailer, `bsize` is a multiple of 8 of at least 16.
         // SAFETY: `p` is a block of `bsize` bytes being freed (this fn's
-        // contract); with a trailer, `bsize` is a multiple of 8 of at
-        // least 16, and its last word is ours.
+        // contract): all of it ours to write.
         unsafe {
             if trailer {
                 // Never zero for a moment: the owner of the block above
@@ -474,10 +472,10 @@ pub unsafe fn carved(page: *const Page, first: *mut u8, bsize: usize, count: usi
 unsafe fn check_below(page: *const Page, p: *mut u8, bsize: usize) {
     // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
     if p as usize - unsafe { Desc::new(page) }.page_start() as usize >= bsize {
-        // SAFETY: `p` is a block start at least `bsize` bytes into the
-        // in-use `page` (this fn's contract), so the slot below is one of
-        // the page's slots, readable; a slot's trailer byte is the
-        // allocator's, live or free (see `canary`).
+        // A slot's trailer byte is the allocator's, live or free (see
+        // `canary`), so the one below may be mended.
+        // SAFETY: `p` is a block start `bsize` or more bytes into the in-use
+        // `page` (this fn's contract): the slot below is one of its slots.
         unsafe {
             let below = p.sub(bsize);
             if !canary::trailer_intact(page, below, bsize) {
@@ -526,9 +524,8 @@ pub unsafe fn leaving_quarantine(held: QuarantineHeld, whole: bool) -> bool {
         return true;
     }
     let (page, p, bsize) = (held.page, held.block, held.size());
-    // SAFETY: `p` waited in a quarantine (this fn's contract), so it is a
-    // free block of `bsize` bytes of the in-use, non-huge `page`: ours to
-    // read, and at least a word.
+    // SAFETY: `p` waited in a quarantine (this fn's contract): a free block
+    // of the in-use, non-huge `page`, ours to read, at least a word.
     let clean = unsafe {
         (p as *const usize).read() == 0 && (!whole || zero::still_zero(page, p, bsize, trailers(page)))
     };
@@ -570,9 +567,9 @@ pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
         unsafe { check_below(page, p, bsize) };
     }
     if canary::applies(page) {
+        // A sealed block returned above: this one is open past its canary.
         // SAFETY: `p` is a block start of the in-use `page` (this fn's
-        // contract), open as far as its canary (a sealed one returned
-        // above).
+        // contract).
         let size = unsafe { canary::check(page, p) };
         if size.is_none() {
             error::report(ErrorKind::BufferOverflow, p as usize, bsize);
