@@ -230,7 +230,8 @@ impl Owned {
     #[inline(always)]
     pub fn slots(self) -> impl Iterator<Item = Slot> {
         let range: Range<usize> = self.first_page() as usize..self.page_count() as usize;
-        range.map(move |idx| Slot { seg: self, idx })
+        // SAFETY: `idx < page_count` of our live segment.
+        range.map(move |idx| unsafe { Slot::new(self, idx) })
     }
 }
 
@@ -239,11 +240,14 @@ impl Owned {
 /// and reads and writes the descriptor fields only the segment's owner
 /// writes (whether the slot's guard is in place, its area dirty, its
 /// purge pending). Made only with `idx < page_count`, so every address it
-/// computes lies in the header's page table or the segment.
+/// computes lies in the header's page table or the segment. It keeps the
+/// descriptor's address beside the index, so a slot made from its
+/// descriptor reaches it without computing it back from the index.
 #[derive(Clone, Copy)]
 pub struct Slot {
     seg: Owned,
     idx: usize,
+    page: *mut Page,
 }
 
 impl Slot {
@@ -253,7 +257,10 @@ impl Slot {
     /// `idx` must be less than `seg`'s `page_count`.
     #[inline(always)]
     unsafe fn new(seg: Owned, idx: usize) -> Slot {
-        Slot { seg, idx }
+        // SAFETY: `idx < page_count <= SMALL_PAGES_PER_SEGMENT` (this fn's
+        // contract), so it indexes the live header's page table.
+        let page = unsafe { page_at(seg.ptr(), idx) };
+        Slot { seg, idx, page }
     }
 
     /// The slot whose descriptor is `page`.
@@ -271,6 +278,7 @@ impl Slot {
             // SAFETY: `page` lies in `seg`'s page table (this fn's
             // contract).
             idx: unsafe { page_index(seg, page) },
+            page,
         }
     }
 
@@ -288,9 +296,7 @@ impl Slot {
     /// The slot's descriptor.
     #[inline(always)]
     pub fn page(self) -> *mut Page {
-        // SAFETY: `idx < page_count <= SMALL_PAGES_PER_SEGMENT` (the
-        // handle's invariant), so it indexes the live header's page table.
-        unsafe { page_at(self.seg.ptr(), self.idx) }
+        self.page
     }
 
     /// True if the slot's page hands out blocks.
