@@ -52,9 +52,9 @@ fn base() -> usize {
 /// The region must be published (`BASE` set) and `slot < SLOTS`.
 unsafe fn word(slot: usize) -> (&'static AtomicU64, u64) {
     let bits = (BASE.load(Ordering::Acquire) + REGION) as *const AtomicU64;
+    // The bitmap is never unmapped, and only accessed atomically.
     // SAFETY: the published region is followed by its bitmap of SLOTS
-    // bits, and `slot < SLOTS` (this fn's contract); never unmapped, it is
-    // only accessed atomically.
+    // bits, and `slot < SLOTS` (this fn's contract).
     (unsafe { &*bits.add(slot / 64) }, 1 << (slot % 64))
 }
 
