@@ -504,7 +504,7 @@ mod tests {
         unsafe { free(a.ptr, 3 * SEGMENT_SIZE, false, Guards::default(), a.committed) };
         let b = alloc(SEGMENT_SIZE, 0).expect("arena span");
         assert_eq!(b.ptr as usize % SEGMENT_SIZE, 0);
-        // SAFETY: as above.
+        // SAFETY: the span came from `alloc` and is no longer used.
         unsafe { free(b.ptr, SEGMENT_SIZE, false, Guards::default(), b.committed) };
 
         // Where the next span comes from is asked of an arena of our own:
@@ -658,7 +658,7 @@ mod tests {
             }
             seen_purged |= c.ptr == b.ptr && b.ptr == a.ptr && c.zero;
             // Unmarked: no slice keeps the made-up layout after the test.
-            // SAFETY: as above.
+            // SAFETY: the span came from `alloc` and is no longer used.
             unsafe { free(c.ptr, SEGMENT_SIZE, false, Guards::default(), c.committed) };
             if seen_dirty && seen_purged {
                 return;

@@ -59,6 +59,10 @@ pub fn install() {
 }
 
 /// Runs in the child after every `fork`, on its only thread.
+///
+/// # Safety
+/// Only as the `fork` child handler: on the child's only thread, before
+/// anything else in the child runs.
 unsafe extern "C" fn child() {
     thread::after_fork();
     arena::after_fork();

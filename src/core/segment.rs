@@ -5,8 +5,9 @@
 //! Segments belong to one heap (`owner`); a heap keeps its segments on lists
 //! (all / with a free small page / with a free medium page).
 
+use core::ops::Range;
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::core::arena;
 use crate::core::heap::Heap;
@@ -53,6 +54,329 @@ impl Segments {
     }
 }
 
+/// `heap`'s segment bookkeeping.
+///
+/// # Safety
+/// `heap` must be the calling thread's initialised heap, and no other
+/// reference to its `segs` may be alive while the result is used.
+#[inline(always)]
+unsafe fn segs<'a>(heap: *mut Heap) -> &'a mut Segments {
+    // Only the thread whose heap it is touches its segment bookkeeping.
+    // SAFETY: `heap` is this thread's initialised heap, and no other
+    // reference to its `segs` is alive (this fn's contract).
+    unsafe { &mut (*heap).segs }
+}
+
+// ---- handles on a segment the thread owns ---------------------------------
+
+/// A segment header the calling thread owns: a segment of its heap, one it
+/// took off the abandoned list, or one it is setting up or releasing
+/// alone. The ownership obligation is met once, where the handle is made;
+/// each access is then a read or write of one header field, which only
+/// the owner writes. Inside is a raw pointer, never a `&mut Segment`:
+/// other threads read the header meanwhile (a free reads its geometry, a
+/// late double free a stale one) and update its atomics. Not `Send` (a raw
+/// pointer inside), so it cannot leave its thread.
+#[derive(Clone, Copy)]
+pub struct Owned(*mut Segment);
+
+impl Owned {
+    /// # Safety
+    /// `seg` must be a live segment header whose geometry (`kind`,
+    /// `page_shift`, `page_count`, `first_page`, `info_size`) is written,
+    /// owned by the calling thread for as long as the handle is used.
+    #[inline(always)]
+    pub unsafe fn new(seg: *mut Segment) -> Owned {
+        Owned(seg)
+    }
+
+    #[inline(always)]
+    pub fn ptr(self) -> *mut Segment {
+        self.0
+    }
+
+    #[inline(always)]
+    pub fn kind(self) -> Kind {
+        // SAFETY: the header is live and ours (the handle's invariant).
+        unsafe { (*self.0).kind }
+    }
+
+    /// Page slots of the segment, those the header swallows included.
+    #[inline(always)]
+    pub fn page_count(self) -> u32 {
+        // SAFETY: the header is live and ours (the handle's invariant).
+        unsafe { (*self.0).page_count }
+    }
+
+    /// The first page slot the header leaves usable.
+    #[inline(always)]
+    pub fn first_page(self) -> u32 {
+        // SAFETY: the header is live and ours (the handle's invariant).
+        unsafe { (*self.0).first_page }
+    }
+
+    /// Page slots in use, counting those the header swallows.
+    #[inline(always)]
+    pub fn used_pages(self) -> u32 {
+        // SAFETY: owner-only field of our header (the handle's invariant).
+        unsafe { (*self.0).used_pages }
+    }
+
+    #[inline(always)]
+    fn set_used_pages(self, n: u32) {
+        // SAFETY: owner-only field of our header (the handle's invariant).
+        unsafe { (*self.0).used_pages = n }
+    }
+
+    /// When the free pages marked for purging are due, 0 if none is.
+    #[inline(always)]
+    fn purge_at(self) -> u64 {
+        // SAFETY: owner-only field of our header (the handle's invariant).
+        unsafe { (*self.0).purge_at }
+    }
+
+    #[inline(always)]
+    fn set_purge_at(self, at: u64) {
+        // SAFETY: owner-only field of our header (the handle's invariant).
+        unsafe { (*self.0).purge_at = at }
+    }
+
+    /// On its heap's list of segments with a free page slot.
+    #[inline(always)]
+    fn in_free_list(self) -> bool {
+        // SAFETY: owner-only field of our header (the handle's invariant).
+        unsafe { (*self.0).in_free_list }
+    }
+
+    #[inline(always)]
+    fn set_in_free_list(self, on: bool) {
+        // SAFETY: owner-only field of our header (the handle's invariant).
+        unsafe { (*self.0).in_free_list = on }
+    }
+
+    #[inline(always)]
+    fn in_arena(self) -> bool {
+        // SAFETY: owner-only field of our header (the handle's invariant).
+        unsafe { (*self.0).in_arena }
+    }
+
+    #[inline(always)]
+    fn set_in_arena(self, in_arena: bool) {
+        // SAFETY: owner-only field of our header (the handle's invariant).
+        unsafe { (*self.0).in_arena = in_arena }
+    }
+
+    /// Bytes mapped from the segment start.
+    #[inline(always)]
+    fn size(self) -> usize {
+        // SAFETY: the header is live and ours (the handle's invariant).
+        unsafe { (*self.0).size }
+    }
+
+    /// Log2 of the page slot size (small and medium segments).
+    #[inline(always)]
+    fn page_shift(self) -> u8 {
+        // SAFETY: the header is live and ours (the handle's invariant).
+        unsafe { (*self.0).page_shift }
+    }
+
+    #[inline(always)]
+    fn info_size(self) -> usize {
+        // SAFETY: the header is live and ours (the handle's invariant).
+        unsafe { (*self.0).info_size }
+    }
+
+    /// The owning heap's address (0 when abandoned).
+    #[inline(always)]
+    fn owner(&self) -> &AtomicUsize {
+        // SAFETY: the header is live (the handle's invariant); the field
+        // is atomic (other threads read it meanwhile).
+        unsafe { &(*self.0).owner }
+    }
+
+    /// The free slots of a segment of slots (`large.rs`).
+    #[inline(always)]
+    fn slots_free(&self) -> &AtomicU64 {
+        // SAFETY: the header is live (the handle's invariant); the field
+        // is atomic (other threads read it meanwhile).
+        unsafe { &(*self.0).slots_free }
+    }
+
+    /// Bytes of the segment counted as committed.
+    #[inline(always)]
+    fn committed(self) -> usize {
+        // SAFETY: the header is live (the handle's invariant); the count
+        // is atomic.
+        unsafe { (*self.0).committed.load(Ordering::Relaxed) }
+    }
+
+    /// Counts `n` more bytes of the segment as committed.
+    #[inline(always)]
+    fn commit_more(self, n: usize) {
+        // SAFETY: the segment is live and we, its owner, keep it so (the
+        // handle's invariant).
+        unsafe { commit_more(self.0, n) }
+    }
+
+    /// Counts `n` fewer bytes of the segment as committed.
+    #[inline(always)]
+    fn commit_less(self, n: usize) {
+        // SAFETY: the segment is live and we, its owner, keep it so (the
+        // handle's invariant).
+        unsafe { commit_less(self.0, n) }
+    }
+
+    /// The usable page slots, `first_page..page_count`.
+    #[inline(always)]
+    pub fn slots(self) -> impl Iterator<Item = Slot> {
+        let range: Range<usize> = self.first_page() as usize..self.page_count() as usize;
+        // SAFETY: `idx < page_count` of our live segment.
+        range.map(move |idx| unsafe { Slot::new(self, idx) })
+    }
+}
+
+/// Page slot `idx` of a segment the calling thread owns: it owns the
+/// arithmetic of the slot's descriptor address and of its area's bounds,
+/// and reads and writes the descriptor fields only the segment's owner
+/// writes (whether the slot's guard is in place, its area dirty, its
+/// purge pending). Made only with `idx < page_count`, so every address it
+/// computes lies in the header's page table or the segment. It keeps the
+/// descriptor's address beside the index, so a slot made from its
+/// descriptor reaches it without computing it back from the index.
+#[derive(Clone, Copy)]
+pub struct Slot {
+    seg: Owned,
+    idx: usize,
+    page: *mut Page,
+}
+
+impl Slot {
+    /// Slot `idx` of `seg`.
+    ///
+    /// # Safety
+    /// `idx` must be less than `seg`'s `page_count`.
+    #[inline(always)]
+    unsafe fn new(seg: Owned, idx: usize) -> Slot {
+        // SAFETY: `idx < page_count <= SMALL_PAGES_PER_SEGMENT` (this fn's
+        // contract), so it indexes the live header's page table.
+        let page = unsafe { page_at(seg.ptr(), idx) };
+        Slot { seg, idx, page }
+    }
+
+    /// The slot whose descriptor is `page`.
+    ///
+    /// # Safety
+    /// `page` must be the descriptor of a page slot (not the sentinel) of
+    /// a segment the calling thread owns, as for [`Owned::new`].
+    #[inline(always)]
+    unsafe fn of(page: *mut Page) -> Slot {
+        let seg = of_page(page);
+        Slot {
+            // SAFETY: the segment holding `page` is live and ours (this
+            // fn's contract).
+            seg: unsafe { Owned::new(seg) },
+            // SAFETY: `page` lies in `seg`'s page table (this fn's
+            // contract).
+            idx: unsafe { page_index(seg, page) },
+            page,
+        }
+    }
+
+    /// The segment's handle.
+    #[inline(always)]
+    fn segment(self) -> Owned {
+        self.seg
+    }
+
+    #[inline(always)]
+    fn index(self) -> usize {
+        self.idx
+    }
+
+    /// The slot's descriptor.
+    #[inline(always)]
+    pub fn page(self) -> *mut Page {
+        self.page
+    }
+
+    /// True if the slot's page hands out blocks.
+    #[inline(always)]
+    pub fn in_use(self) -> bool {
+        // SAFETY: a descriptor of our live segment (the handle's
+        // invariant); only its owner, we, changes whether it is in use.
+        unsafe { (*self.page()).in_use() }
+    }
+
+    #[inline(always)]
+    fn purge_pending(self) -> bool {
+        // SAFETY: owner-only field of a descriptor of our segment (the
+        // handle's invariant).
+        unsafe { (*self.page()).purge_pending }
+    }
+
+    #[inline(always)]
+    fn set_purge_pending(self, pending: bool) {
+        // SAFETY: owner-only field of a descriptor of our segment (the
+        // handle's invariant).
+        unsafe { (*self.page()).purge_pending = pending }
+    }
+
+    /// The slot's area may hold nonzero bytes.
+    #[inline(always)]
+    fn area_dirty(self) -> bool {
+        // SAFETY: owner-only field of a descriptor of our segment (the
+        // handle's invariant).
+        unsafe { (*self.page()).area_dirty }
+    }
+
+    #[inline(always)]
+    fn set_area_dirty(self, dirty: bool) {
+        // SAFETY: owner-only field of a descriptor of our segment (the
+        // handle's invariant).
+        unsafe { (*self.page()).area_dirty = dirty }
+    }
+
+    #[inline(always)]
+    fn guarded(self) -> bool {
+        // SAFETY: owner-only field of a descriptor of our segment (the
+        // handle's invariant).
+        unsafe { (*self.page()).guarded }
+    }
+
+    #[inline(always)]
+    fn set_guarded(self, guarded: bool) {
+        // SAFETY: owner-only field of a descriptor of our segment (the
+        // handle's invariant).
+        unsafe { (*self.page()).guarded = guarded }
+    }
+
+    /// The slot's area `[start, end)`.
+    fn area(self) -> (usize, usize) {
+        let base = self.seg.ptr() as usize;
+        let span = if self.seg.page_count() == 1 {
+            SEGMENT_SIZE
+        } else {
+            1usize << self.seg.page_shift()
+        };
+        // The header may reach past page 0 (the hardened build's bitmap
+        // makes it 76 KiB): no page area may overlap it.
+        let start = (base + self.idx * span).max(base + self.seg.info_size());
+        (start, base + (self.idx + 1) * span)
+    }
+
+    /// Bytes of the slot counted as committed: its area, but for its
+    /// guard, unless it reads zero (fresh or purged, and not used since:
+    /// its pages are then untouched, and counted when it is used).
+    fn committed(self) -> usize {
+        if !self.area_dirty() {
+            return 0;
+        }
+        let (s, e) = self.area();
+        let guard = if self.guarded() { harden::page_guard() } else { 0 };
+        (e - s).saturating_sub(guard)
+    }
+}
+
 /// Writes the header of a segment (fresh or recycled) for `kind`.
 ///
 /// # Safety
@@ -61,7 +385,11 @@ impl Segments {
 unsafe fn init_header(seg: *mut Segment, heap: *mut Heap, kind: Kind) {
     let (shift, count) = shape(kind);
     let info = info_size();
-    // SAFETY: exclusive access to the header per the caller.
+    // Pages the header swallows whole (with very large OS pages, or the
+    // hardened build's bitmaps) are never used.
+    let swallowed = if count > 1 { (info >> shift) as u32 } else { 0 };
+    // SAFETY: `seg` is mapped and nobody else uses it (this fn's
+    // contract), so its header is ours to write.
     unsafe {
         (*seg).owner.store(heap as usize, Ordering::Relaxed);
         (*seg).kind = kind;
@@ -71,14 +399,15 @@ unsafe fn init_header(seg: *mut Segment, heap: *mut Heap, kind: Kind) {
         (*seg).size = SEGMENT_SIZE;
         (*seg).info_size = info;
         (*seg).block_offset = 0;
+    }
+    // SAFETY: as just above, `seg` is mapped and ours alone (this fn's
+    // contract); it is on no list yet, and no page of it is in use.
+    unsafe {
         (*seg).next = ptr::null_mut();
         (*seg).prev = ptr::null_mut();
         (*seg).free_next = ptr::null_mut();
         (*seg).free_prev = ptr::null_mut();
         (*seg).in_free_list = false;
-        // Pages the header swallows whole (with very large OS pages, or the
-        // hardened build's bitmaps) are never used.
-        let swallowed = if count > 1 { (info >> shift) as u32 } else { 0 };
         (*seg).first_page = swallowed;
         (*seg).used_pages = swallowed;
     }
@@ -157,112 +486,89 @@ pub fn os_alloc(size: usize, whole: bool, want: u8) -> Option<Fresh> {
 /// Nothing may refer to the segment or its blocks any more.
 pub unsafe fn os_free(seg: *mut Segment) {
     stats::SEGMENTS.decrease(1);
-    // SAFETY: the caller guarantees the segment is dead; `size` covers the
-    // whole memory starting at the segment.
-    unsafe {
-        let size = (*seg).size;
-        // Read while the header is ours: once in the arena, the memory is
-        // the next user's.
-        let committed = (*seg).committed.load(Ordering::Relaxed);
-        if !((*seg).in_arena && harden::STALE_SEGMENTS) {
-            segment_map::remove(seg);
-        }
-        if (*seg).in_arena {
-            // A small or medium segment leaves its page guards for the next
-            // one of its kind (its freed blocks were wiped by zero-on-free;
-            // only large and huge blocks must become inaccessible at free).
-            let guards = if arena::keep_guards() {
-                guards_left(seg)
-            } else {
-                Guards::default()
-            };
-            let released = if guards.layout == 0 {
-                harden::segment_released(seg.cast(), size, info_size())
-            } else {
-                harden::Released::Open
-            };
-            // A sealed or dropped body is committed no more: the header
-            // alone is. Whatever a segment counted past its size (see
-            // `huge::grow_in_place`) ends here too.
-            let kept = match released {
-                harden::Released::Open => committed.min(size),
-                _ => committed.min(info_size()),
-            };
-            stats::COMMITTED.decrease(committed - kept);
-            arena::free(
-                seg.cast(),
-                size,
-                released == harden::Released::Sealed,
-                guards,
-                kept,
-            );
-        } else {
-            os::unmap(seg.cast(), size);
-            stats::RESERVED.decrease(size);
-            stats::COMMITTED.decrease(committed);
-        }
+    // SAFETY: nothing refers to the segment any more (this fn's contract),
+    // so its set-up header is ours alone.
+    let s = unsafe { Owned::new(seg) };
+    let size = s.size();
+    // Read while the header is ours: once in the arena, the memory is
+    // the next user's.
+    let committed = s.committed();
+    if !(s.in_arena() && harden::STALE_SEGMENTS) {
+        segment_map::remove(seg);
     }
-}
-
-/// Bytes of page slot `idx` of `seg` counted as committed: its area, but
-/// for its guard, unless it reads zero (fresh or purged, and not used
-/// since: its pages are then untouched, and counted when it is used).
-///
-/// # Safety
-/// `seg` must be a live small or medium segment and `idx` one of its
-/// page slots.
-unsafe fn slot_committed(seg: *mut Segment, idx: usize) -> usize {
-    // SAFETY: per the caller.
-    unsafe {
-        let page = &*page_at(seg, idx);
-        if !page.area_dirty {
-            return 0;
-        }
-        let (s, e) = page_area(seg, idx);
-        let guard = if page.guarded { harden::page_guard() } else { 0 };
-        (e - s).saturating_sub(guard)
+    if s.in_arena() {
+        // A small or medium segment leaves its page guards for the next
+        // one of its kind (its freed blocks were wiped by zero-on-free;
+        // only large and huge blocks must become inaccessible at free).
+        let guards = if arena::keep_guards() {
+            guards_left(s)
+        } else {
+            Guards::default()
+        };
+        let released = if guards.layout == 0 {
+            // SAFETY: nothing uses the segment's blocks any more (this
+            // fn's contract).
+            unsafe { harden::segment_released(seg.cast(), size, info_size()) }
+        } else {
+            harden::Released::Open
+        };
+        // A sealed or dropped body is committed no more: the header
+        // alone is. Whatever a segment counted past its size (see
+        // `huge::grow_in_place`) ends here too.
+        let kept = match released {
+            harden::Released::Open => committed.min(size),
+            _ => committed.min(info_size()),
+        };
+        stats::COMMITTED.decrease(committed - kept);
+        let sealed = released == harden::Released::Sealed;
+        // SAFETY: the segment's `size` bytes are a span from its arena
+        // (`in_arena`) that nothing uses any more (this fn's contract).
+        unsafe { arena::free(seg.cast(), size, sealed, guards, kept) };
+    } else {
+        // SAFETY: the segment's `size` bytes were mapped on their own (not
+        // `in_arena`), and nothing uses them any more (this fn's contract).
+        unsafe { os::unmap(seg.cast(), size) };
+        stats::RESERVED.decrease(size);
+        stats::COMMITTED.decrease(committed);
     }
 }
 
 const _: () = assert!(SMALL_PAGES_PER_SEGMENT <= 64, "a slot mask is one u64");
 
-/// What a segment being released leaves guarded: its layout, and which of
-/// its page slots got their guard.
-///
-/// # Safety
-/// `seg` must be a segment whose pages are all free.
-unsafe fn guards_left(seg: *mut Segment) -> Guards {
-    // SAFETY: per the caller, the header is live and ours.
-    unsafe {
-        let layout = layout((*seg).kind);
-        if layout == 0 {
-            return Guards::default();
-        }
-        let mut mask = 0u64;
-        for i in (*seg).first_page as usize..(*seg).page_count as usize {
-            if (*page_at(seg, i)).guarded {
-                mask |= 1 << i;
-            }
-        }
-        Guards { layout, mask }
+/// What a segment being released (all its pages free) leaves guarded: its
+/// layout, and which of its page slots got their guard.
+fn guards_left(seg: Owned) -> Guards {
+    let layout = layout(seg.kind());
+    if layout == 0 {
+        return Guards::default();
     }
+    let mut mask = 0u64;
+    for slot in seg.slots() {
+        if slot.guarded() {
+            mask |= 1 << slot.index();
+        }
+    }
+    Guards { layout, mask }
 }
 
 // ---- the heap's lists -----------------------------------------------------
 
 /// # Safety
-/// `seg` must be valid and not on the list.
-unsafe fn all_push(segs: &mut Segments, seg: *mut Segment) {
-    // SAFETY: list nodes are live segments owned by this heap.
-    unsafe { segs.all.push_front(seg) };
+/// `seg` must be a segment of this heap, and not on the list.
+unsafe fn all_push(segs: &mut Segments, seg: Owned) {
+    // The list's nodes are this heap's live segments.
+    // SAFETY: `seg` is live (the handle's invariant) and on no list of all
+    // segments (this fn's contract).
+    unsafe { segs.all.push_front(seg.ptr()) };
     segs.count += 1;
 }
 
 /// # Safety
 /// `seg` must be on the `all` list.
-unsafe fn all_remove(segs: &mut Segments, seg: *mut Segment) {
-    // SAFETY: list nodes are live segments owned by this heap.
-    unsafe { segs.all.remove(seg) };
+unsafe fn all_remove(segs: &mut Segments, seg: Owned) {
+    // SAFETY: `seg` is on this list (this fn's contract), whose nodes are
+    // this heap's live segments.
+    unsafe { segs.all.remove(seg.ptr()) };
     segs.count -= 1;
 }
 
@@ -286,28 +592,28 @@ fn free_list(segs: &mut Segments, kind: Kind) -> &mut List<Segment, WithFreeSlot
 
 /// # Safety
 /// `seg` must be a small or medium segment of this heap.
-unsafe fn free_push(segs: &mut Segments, seg: *mut Segment) {
-    // SAFETY: list nodes are live segments owned by this heap.
-    unsafe {
-        if (*seg).in_free_list {
-            return;
-        }
-        free_list(segs, (*seg).kind).push_front(seg);
-        (*seg).in_free_list = true;
+unsafe fn free_push(segs: &mut Segments, seg: Owned) {
+    if seg.in_free_list() {
+        return;
     }
+    // The list's nodes are this heap's live segments; `seg` is on none
+    // (`in_free_list` is false).
+    // SAFETY: `seg` is live (the handle's invariant), a small or medium
+    // segment of this heap (this fn's contract), on no such list.
+    unsafe { free_list(segs, seg.kind()).push_front(seg.ptr()) };
+    seg.set_in_free_list(true);
 }
 
 /// # Safety
 /// `seg` must be a segment of this heap.
-unsafe fn free_remove(segs: &mut Segments, seg: *mut Segment) {
-    // SAFETY: list nodes are live segments owned by this heap.
-    unsafe {
-        if !(*seg).in_free_list {
-            return;
-        }
-        free_list(segs, (*seg).kind).remove(seg);
-        (*seg).in_free_list = false;
+unsafe fn free_remove(segs: &mut Segments, seg: Owned) {
+    if !seg.in_free_list() {
+        return;
     }
+    // SAFETY: `seg` is on the list of its kind (`in_free_list`), this
+    // heap's (this fn's contract), whose nodes are its live segments.
+    unsafe { free_list(segs, seg.kind()).remove(seg.ptr()) };
+    seg.set_in_free_list(false);
 }
 
 // ---- segments of a heap ---------------------------------------------------
@@ -323,33 +629,42 @@ unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
     let seg = fresh.seg;
     // Zeroed descriptors read as "not in use"; reused memory may hold
     // anything (a huge block's data), so its descriptors are reset first.
-    // SAFETY: the segment is new and ours.
-    unsafe {
-        if !fresh.zero {
-            for i in 0..=SMALL_PAGES_PER_SEGMENT {
-                ptr::write(page_at(seg, i), Page::empty());
-            }
+    if !fresh.zero {
+        for i in 0..=SMALL_PAGES_PER_SEGMENT {
+            // SAFETY: the segment is new and ours alone; `i` indexes its
+            // page table, sentinel included.
+            unsafe { ptr::write(page_at(seg, i), Page::empty()) };
         }
-        init_header(seg, heap, kind);
-        (*seg).in_arena = fresh.in_arena;
-        if fresh.prior == Prior::Guarded {
-            // The last segment here had this layout and left these guards.
-            for i in (*seg).first_page as usize..(*seg).page_count as usize {
-                (*page_at(seg, i)).guarded = fresh.guards & (1 << i) != 0;
-            }
+    }
+    // SAFETY: the segment is new, mapped and ours alone, its descriptors
+    // reset or zero.
+    unsafe { init_header(seg, heap, kind) };
+    // SAFETY: its header was just set up for `heap`, this thread's (this
+    // fn's contract).
+    let s = unsafe { Owned::new(seg) };
+    s.set_in_arena(fresh.in_arena);
+    if fresh.prior == Prior::Guarded {
+        // The last segment here had this layout and left these guards.
+        for slot in s.slots() {
+            slot.set_guarded(fresh.guards & (1 << slot.index()) != 0);
         }
-        // The header, and every slot unless the memory is zero: then its
-        // slots are counted as pages take them.
-        let mut committed = (*seg).info_size;
-        for i in (*seg).first_page as usize..(*seg).page_count as usize {
-            committed += slot_committed(seg, i);
-        }
-        commit_start(seg, fresh.committed, committed);
-        let segs = &mut (*heap).segs;
-        all_push(segs, seg);
-        if kind == Kind::Small || kind == Kind::Medium {
-            free_push(segs, seg);
-        }
+    }
+    // The header, and every slot unless the memory is zero: then its
+    // slots are counted as pages take them.
+    let mut committed = s.info_size();
+    for slot in s.slots() {
+        committed += slot.committed();
+    }
+    // SAFETY: the segment was just set up and is nobody else's yet.
+    unsafe { commit_start(seg, fresh.committed, committed) };
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract).
+    let segs = unsafe { segs(heap) };
+    // SAFETY: the new segment is now `heap`'s, and on no list yet.
+    unsafe { all_push(segs, s) };
+    if kind == Kind::Small || kind == Kind::Medium {
+        // SAFETY: a small or medium segment of `heap`.
+        unsafe { free_push(segs, s) };
     }
     seg
 }
@@ -357,58 +672,49 @@ unsafe fn alloc(heap: *mut Heap, kind: Kind) -> *mut Segment {
 /// Adopts a segment (reclaimed from another thread) into `heap`'s lists.
 ///
 /// # Safety
-/// `seg` must be an abandoned segment now exclusively taken by the caller.
+/// `heap` must be the calling thread's initialised heap, and `seg` an
+/// abandoned segment now exclusively taken by the caller.
 pub unsafe fn adopt(heap: *mut Heap, seg: *mut Segment) {
-    // SAFETY: exclusive access per the caller.
-    unsafe {
-        (*seg).owner.store(heap as usize, Ordering::Release);
-        let segs = &mut (*heap).segs;
-        (*seg).in_free_list = false;
-        all_push(segs, seg);
-        if ((*seg).kind == Kind::Small || (*seg).kind == Kind::Medium)
-            && (*seg).used_pages < (*seg).page_count
-        {
-            free_push(segs, seg);
-        }
-        let due = (*seg).purge_at;
-        if due != 0 && (segs.purge_due == 0 || due < segs.purge_due) {
-            segs.purge_due = due;
-        }
+    // SAFETY: `seg` is a set-up segment the caller took off the abandoned
+    // list, so it is ours alone (this fn's contract).
+    let seg = unsafe { Owned::new(seg) };
+    seg.owner().store(heap as usize, Ordering::Release);
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract).
+    let segs = unsafe { segs(heap) };
+    seg.set_in_free_list(false);
+    // SAFETY: `seg` is now `heap`'s; it left the abandoned list, which
+    // shares the `all` links, so it is on no such list.
+    unsafe { all_push(segs, seg) };
+    if (seg.kind() == Kind::Small || seg.kind() == Kind::Medium) && seg.used_pages() < seg.page_count() {
+        // SAFETY: a small or medium segment of `heap`.
+        unsafe { free_push(segs, seg) };
+    }
+    let due = seg.purge_at();
+    if due != 0 && (segs.purge_due == 0 || due < segs.purge_due) {
+        segs.purge_due = due;
     }
 }
 
 /// Detaches `seg` from `heap`'s lists before it is abandoned.
 ///
 /// # Safety
-/// `seg` must be a segment of `heap`.
+/// `heap` must be the calling thread's initialised heap and `seg` one of
+/// its segments.
 pub unsafe fn detach(heap: *mut Heap, seg: *mut Segment) {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: `seg` is a segment of `heap`, this thread's heap (this fn's
+    // contract), so it is ours.
+    let seg = unsafe { Owned::new(seg) };
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract).
+    let segs = unsafe { segs(heap) };
+    // SAFETY: `seg` is `heap`'s (this fn's contract), so on its `all`
+    // list, and on its free list exactly when `in_free_list` says so.
     unsafe {
-        let segs = &mut (*heap).segs;
         free_remove(segs, seg);
         all_remove(segs, seg);
-        (*seg).owner.store(0, Ordering::Release);
     }
-}
-
-/// Area `[start, end)` of page `idx` of `seg`.
-///
-/// # Safety
-/// `seg` must be a live segment and `idx < page_count`.
-unsafe fn page_area(seg: *mut Segment, idx: usize) -> (usize, usize) {
-    // SAFETY: header fields of a live segment.
-    unsafe {
-        let base = seg as usize;
-        let span = if (*seg).page_count == 1 {
-            SEGMENT_SIZE
-        } else {
-            1usize << (*seg).page_shift
-        };
-        // The header may reach past page 0 (the hardened build's bitmap
-        // makes it 76 KiB): no page area may overlap it.
-        let start = (base + idx * span).max(base + (*seg).info_size);
-        (start, base + (idx + 1) * span)
-    }
+    seg.owner().store(0, Ordering::Release);
 }
 
 /// Takes a fresh page for blocks of bin `bin` and sets it up for `heap`.
@@ -418,52 +724,58 @@ unsafe fn page_area(seg: *mut Segment, idx: usize) -> (usize, usize) {
 /// `heap` must be the calling thread's initialised heap.
 pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
     let bsize = size_class::BLOCK_SIZE[bin];
-    // SAFETY: `heap` is this thread's, per the caller.
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract).
     let seg = unsafe { segment_with_free_page(heap, kind_for(bsize)) };
     if seg.is_null() {
         return ptr::null_mut();
     }
-    // SAFETY: `seg` is a live segment of `heap` with a free page.
-    let idx = unsafe { free_page_index(seg) };
-    // SAFETY: as above; `idx` is a free page of `seg`, taken here by the
-    // owner (no other thread changes the segment's page bookkeeping).
-    unsafe {
-        (*seg).used_pages += 1;
-        if (*seg).used_pages == (*seg).page_count {
-            free_remove(&mut (*heap).segs, seg);
-        }
+    // SAFETY: a live segment of `heap`, which is this thread's.
+    let seg = unsafe { Owned::new(seg) };
+    // SAFETY: `segment_with_free_page` returns a segment with a free page.
+    let slot = unsafe { free_slot(seg) };
+    // The slot is taken here by the owner (no other thread changes the
+    // segment's page bookkeeping).
+    seg.set_used_pages(seg.used_pages() + 1);
+    if seg.used_pages() == seg.page_count() {
+        // SAFETY: `seg` is a segment of `heap`, this thread's initialised
+        // heap (this fn's contract).
+        unsafe { free_remove(segs(heap), seg) };
     }
-    // SAFETY: `idx < page_count` of the live `seg`.
-    let (area_start, area_end) = unsafe { page_area(seg, idx) };
-    // SAFETY: as above.
-    let was_committed = unsafe { slot_committed(seg, idx) };
-    let (start, reserved) = blocks_of_area(seg as usize, area_start, area_end, bsize);
+    let (area_start, area_end) = slot.area();
+    let was_committed = slot.committed();
+    let (start, reserved) = blocks_of_area(seg.ptr() as usize, area_start, area_end, bsize);
     // The page is free and ours, so its descriptor is set up here alone.
-    // SAFETY: `idx` indexes the page table; the blocks lie in the segment.
-    unsafe {
-        let page = page_at(seg, idx);
-        if harden::GUARD_PAGES && reserved > 0 {
-            harden::page_slot(page, area_end);
-        }
-        harden::clear_live_bits(start, start + reserved * bsize);
-        page::init(page, heap, bin as u8, bsize, start as *mut u8, reserved);
-        // A slot that read zero is counted again; one that just got its
-        // guard counts the guard no more.
-        let committed = slot_committed(seg, idx);
-        if committed >= was_committed {
-            commit_more(seg, committed - was_committed);
-        } else {
-            commit_less(seg, was_committed - committed);
-        }
-        stats::PAGES.increase(1);
-        stats::IN_USE.increase(reserved * bsize);
-        if reserved == 0 {
-            // Only possible for a huge OS page size; leave the page marked
-            // used with no blocks so it is never picked again.
-            return page_alloc(heap, bin);
-        }
-        page
+    let page = slot.page();
+    if harden::GUARD_PAGES && reserved > 0 {
+        // SAFETY: the free slot's descriptor is ours, and `blocks_of_area`
+        // left its area's last OS page out of the blocks.
+        unsafe { harden::page_slot(page, area_end) };
     }
+    // SAFETY: the blocks lie in the slot's area of our live segment, and
+    // the slot was free, so none of them is live.
+    unsafe { harden::clear_live_bits(start, start + reserved * bsize) };
+    // SAFETY: the free slot's descriptor is ours alone, and its `reserved`
+    // blocks lie in its area (`blocks_of_area`).
+    unsafe { page::init(page, heap, bin as u8, bsize, start as *mut u8, reserved) };
+    // A slot that read zero is counted again; one that just got its
+    // guard counts the guard no more.
+    let committed = slot.committed();
+    if committed >= was_committed {
+        seg.commit_more(committed - was_committed);
+    } else {
+        seg.commit_less(was_committed - committed);
+    }
+    stats::PAGES.increase(1);
+    stats::IN_USE.increase(reserved * bsize);
+    if reserved == 0 {
+        // Only possible for a huge OS page size; leave the page marked
+        // used with no blocks so it is never picked again.
+        // SAFETY: `heap` is this thread's initialised heap (this fn's
+        // contract).
+        return unsafe { page_alloc(heap, bin) };
+    }
+    page
 }
 
 /// One of `heap`'s segments of `kind` with a free page, or a new one; null
@@ -472,44 +784,42 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
 unsafe fn segment_with_free_page(heap: *mut Heap, kind: Kind) -> *mut Segment {
-    // SAFETY: the heap and its lists are this thread's, per the caller.
-    let listed = unsafe {
-        match kind {
-            Kind::Small => (*heap).segs.small_free.first,
-            Kind::Medium => (*heap).segs.medium_free.first,
-            _ => ptr::null_mut(),
-        }
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract).
+    let segs = unsafe { segs(heap) };
+    let listed = match kind {
+        Kind::Small => segs.small_free.first,
+        Kind::Medium => segs.medium_free.first,
+        _ => ptr::null_mut(),
     };
     if !listed.is_null() {
         return listed;
     }
-    // SAFETY: as above.
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract).
     unsafe { alloc(heap, kind) }
 }
 
-/// The free page of `seg` to take: one still awaiting its purge if any
-/// (its memory is resident, so reusing it saves both the purge and the
+/// The free page slot of `seg` to take: one still awaiting its purge if
+/// any (its memory is resident, so reusing it saves both the purge and the
 /// page faults after), else the first.
 ///
 /// # Safety
-/// `seg` must be a live segment of the calling thread with a free page.
-unsafe fn free_page_index(seg: *mut Segment) -> usize {
+/// `seg` must have a free page slot.
+unsafe fn free_slot(seg: Owned) -> Slot {
     let mut idx = usize::MAX;
-    // SAFETY: the header and descriptors of a live segment; the owner
-    // alone changes which pages are in use.
-    unsafe {
-        for i in (*seg).first_page as usize..(*seg).page_count as usize {
-            let p = &*page_at(seg, i);
-            if !p.in_use() {
-                if p.purge_pending {
-                    return i;
-                }
-                idx = idx.min(i);
+    for slot in seg.slots() {
+        if !slot.in_use() {
+            if slot.purge_pending() {
+                return slot;
             }
+            idx = idx.min(slot.index());
         }
-        debug_assert!(idx < (*seg).page_count as usize);
     }
-    idx
+    debug_assert!(idx < seg.page_count() as usize);
+    // SAFETY: `seg` has a free slot (this fn's contract), so the walk
+    // found one: `idx < page_count`.
+    unsafe { Slot::new(seg, idx) }
 }
 
 /// Where the blocks of `bsize` bytes of the page area `[area_start,
@@ -539,53 +849,69 @@ fn blocks_of_area(seg: usize, area_start: usize, area_end: usize, bsize: usize) 
 /// its memory to return to the OS after the purge delay.
 ///
 /// # Safety
-/// `page` must be an in-use page of `heap` with `used == 0`, on no queue.
+/// `heap` must be the calling thread's initialised heap, and `page` an
+/// in-use page of it with `used == 0`, on no queue.
 pub unsafe fn page_free(heap: *mut Heap, page: *mut Page) {
-    let seg = of_page(page);
-    // SAFETY: the segment and page belong to `heap`, i.e. to this thread.
-    unsafe {
-        stats::PAGES.decrease(1);
-        stats::IN_USE.decrease((*page).reserved as usize * (*page).block_size);
-        page::reset(page);
-        let was_full = (*seg).used_pages == (*seg).page_count;
-        (*seg).used_pages -= 1;
-        if (*seg).used_pages == (*seg).first_page {
-            free_segment(heap, seg);
-            return;
+    // SAFETY: `page` is in use by `heap`, this thread's heap (this fn's
+    // contract), so it is a slot of a segment this thread owns.
+    let slot = unsafe { Slot::of(page) };
+    let seg = slot.segment();
+    stats::PAGES.decrease(1);
+    // SAFETY: the geometry of an in-use page of ours (this fn's contract)
+    // is set, and only we change it.
+    stats::IN_USE.decrease(unsafe { (*page).reserved as usize * (*page).block_size });
+    // SAFETY: the page is ours and on no queue, its blocks all free (this
+    // fn's contract).
+    unsafe { page::reset(page) };
+    let was_full = seg.used_pages() == seg.page_count();
+    seg.set_used_pages(seg.used_pages() - 1);
+    if seg.used_pages() == seg.first_page() {
+        // SAFETY: a segment of `heap` whose last page in use was just
+        // reset.
+        unsafe { free_segment(heap, seg) };
+        return;
+    }
+    let delay = options::purge_delay_ms();
+    if delay == 0 {
+        let (s, e) = slot.area();
+        // SAFETY: the slot's area is page-aligned memory of our live
+        // segment, and its page was just reset: no block lives there.
+        unsafe { os::purge(s as *mut u8, e - s) };
+        seg.commit_less(slot.committed());
+        slot.set_area_dirty(false);
+    } else {
+        let due = os::recent_ms() + delay;
+        slot.set_purge_pending(true);
+        seg.set_purge_at(due);
+        // SAFETY: `heap` is this thread's initialised heap (this fn's
+        // contract).
+        let segs = unsafe { segs(heap) };
+        if segs.purge_due == 0 || due < segs.purge_due {
+            segs.purge_due = due;
         }
-        let idx = page_index(seg, page);
-        let delay = options::purge_delay_ms();
-        if delay == 0 {
-            let (s, e) = page_area(seg, idx);
-            os::purge(s as *mut u8, e - s);
-            commit_less(seg, slot_committed(seg, idx));
-            (*page).area_dirty = false;
-        } else {
-            let due = os::recent_ms() + delay;
-            (*page).purge_pending = true;
-            (*seg).purge_at = due;
-            let segs = &mut (*heap).segs;
-            if segs.purge_due == 0 || due < segs.purge_due {
-                segs.purge_due = due;
-            }
-        }
-        if was_full && (*seg).kind != Kind::Large {
-            free_push(&mut (*heap).segs, seg);
-        }
+    }
+    if was_full && seg.kind() != Kind::Large {
+        // SAFETY: a small or medium segment of `heap`, this thread's
+        // initialised heap (this fn's contract).
+        unsafe { free_push(segs(heap), seg) };
     }
 }
 
 /// Releases an empty segment.
 ///
 /// # Safety
-/// `seg` must be a segment of `heap` with no page in use.
-unsafe fn free_segment(heap: *mut Heap, seg: *mut Segment) {
-    // SAFETY: the segment belongs to `heap`, i.e. to this thread.
+/// `heap` must be the calling thread's initialised heap, and `seg` one of
+/// its segments with no page in use.
+unsafe fn free_segment(heap: *mut Heap, seg: Owned) {
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract).
+    let segs = unsafe { segs(heap) };
+    // SAFETY: `seg` is on `heap`'s lists (this fn's contract), and once
+    // off them nothing refers to it: no page of it is in use.
     unsafe {
-        let segs = &mut (*heap).segs;
         free_remove(segs, seg);
         all_remove(segs, seg);
-        os_free(seg);
+        os_free(seg.ptr());
     }
 }
 
@@ -596,60 +922,59 @@ unsafe fn free_segment(heap: *mut Heap, seg: *mut Segment) {
 /// `heap` must be the calling thread's initialised heap.
 pub unsafe fn purge_expired(heap: *mut Heap, now: u64, force: bool) {
     let mut next_due = 0u64;
-    // SAFETY: all segments reached are owned by `heap`.
-    unsafe {
-        let mut seg = (*heap).segs.all.first;
-        while !seg.is_null() {
-            let due = (*seg).purge_at;
-            if due != 0 {
-                if force || due <= now {
-                    purge_marked_pages(seg);
-                } else if next_due == 0 || due < next_due {
-                    next_due = due;
-                }
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract).
+    let segs = unsafe { segs(heap) };
+    let mut seg = segs.all.first;
+    while !seg.is_null() {
+        // SAFETY: a segment on `heap`'s list is live and this thread's.
+        let s = unsafe { Owned::new(seg) };
+        let due = s.purge_at();
+        if due != 0 {
+            if force || due <= now {
+                purge_marked_pages(s);
+            } else if next_due == 0 || due < next_due {
+                next_due = due;
             }
-            seg = List::<Segment, AllSegments>::next(seg);
         }
-        (*heap).segs.purge_due = next_due;
+        // SAFETY: `seg` is a live node of `heap`'s list of all segments.
+        seg = unsafe { List::<Segment, AllSegments>::next(seg) };
     }
+    segs.purge_due = next_due;
 }
 
 /// Returns the memory of every free page of `seg` marked for purging,
 /// one `madvise` per run of adjacent pages.
-///
-/// # Safety
-/// `seg` must be a live segment owned by the calling thread.
-unsafe fn purge_marked_pages(seg: *mut Segment) {
-    // SAFETY: owner access to the segment's descriptors; the areas purged
-    // belong to free pages, so no block lives there.
-    unsafe {
-        let mut run: Option<(usize, usize)> = None;
-        let mut purged = 0;
-        for idx in (*seg).first_page as usize..(*seg).page_count as usize {
-            let committed = slot_committed(seg, idx);
-            let page = &mut *page_at(seg, idx);
-            if !page.in_use() && page.purge_pending {
-                purged += committed;
-                page.purge_pending = false;
-                // Purged just below: the area reads as zero again.
-                page.area_dirty = false;
-                let (s, e) = page_area(seg, idx);
-                run = match run {
-                    Some((rs, re)) if re == s => Some((rs, e)),
-                    Some((rs, re)) => {
-                        os::purge(rs as *mut u8, re - rs);
-                        Some((s, e))
-                    }
-                    None => Some((s, e)),
-                };
-            }
+fn purge_marked_pages(seg: Owned) {
+    let mut run: Option<(usize, usize)> = None;
+    let mut purged = 0;
+    for slot in seg.slots() {
+        let committed = slot.committed();
+        if !slot.in_use() && slot.purge_pending() {
+            purged += committed;
+            slot.set_purge_pending(false);
+            // Purged just below: the area reads as zero again.
+            slot.set_area_dirty(false);
+            let (s, e) = slot.area();
+            run = match run {
+                Some((rs, re)) if re == s => Some((rs, e)),
+                Some((rs, re)) => {
+                    // SAFETY: the areas of free slots of our live segment:
+                    // page-aligned, mapped, and holding no block.
+                    unsafe { os::purge(rs as *mut u8, re - rs) };
+                    Some((s, e))
+                }
+                None => Some((s, e)),
+            };
         }
-        if let Some((rs, re)) = run {
-            os::purge(rs as *mut u8, re - rs);
-        }
-        commit_less(seg, purged);
-        (*seg).purge_at = 0;
     }
+    if let Some((rs, re)) = run {
+        // SAFETY: the areas of free slots of our live segment:
+        // page-aligned, mapped, and holding no block.
+        unsafe { os::purge(rs as *mut u8, re - rs) };
+    }
+    seg.commit_less(purged);
+    seg.set_purge_at(0);
 }
 
 /// Writes the header of a segment of slots (`large.rs`) for blocks of bin
@@ -659,34 +984,43 @@ unsafe fn purge_marked_pages(seg: *mut Segment) {
 /// `seg` must be a fresh segment from [`os_alloc`] nobody else uses.
 pub unsafe fn init_slots(seg: *mut Segment, bin: usize) -> (*mut u8, usize) {
     let bsize = size_class::BLOCK_SIZE[bin];
-    // SAFETY: exclusive access per the caller; the slots lie in the segment.
-    unsafe {
-        init_header(seg, ptr::null_mut(), Kind::Large);
-        let (area_start, area_end) = page_area(seg, 0);
-        // As in `page_alloc`: blocks aligned as their size allows.
-        let natural = 1usize << bsize.trailing_zeros();
-        let align = natural.min(area_end - seg as usize);
-        let start = (area_start + align - 1) & !(align - 1);
-        let count = if start < area_end {
-            ((area_end - start) / bsize).min(64)
-        } else {
-            0
-        };
-        let page = page_at(seg, 0);
-        harden::clear_live_bits(start, start + count * bsize);
-        page::init(page, ptr::null_mut(), bin as u8, bsize, start as *mut u8, count);
-        // Every slot is a block start: the free check passes them, and the
-        // live bits tell a free one from a live one.
-        (*page).capacity.store(count as u32, Ordering::Relaxed);
-        (*seg).used_pages = 1;
-        let all = if count == 64 {
-            u64::MAX
-        } else {
-            (1u64 << count) - 1
-        };
-        (*seg).slots_free.store(all, Ordering::Relaxed);
-        (start as *mut u8, count)
-    }
+    // SAFETY: `seg` is fresh from `os_alloc`, mapped, and nobody else's
+    // (this fn's contract).
+    unsafe { init_header(seg, ptr::null_mut(), Kind::Large) };
+    // SAFETY: the header was just set up, and the segment is ours alone
+    // (this fn's contract).
+    let seg = unsafe { Owned::new(seg) };
+    // SAFETY: a large segment has one page slot.
+    let slot = unsafe { Slot::new(seg, 0) };
+    let (area_start, area_end) = slot.area();
+    // As in `page_alloc`: blocks aligned as their size allows.
+    let natural = 1usize << bsize.trailing_zeros();
+    let align = natural.min(area_end - seg.ptr() as usize);
+    let start = (area_start + align - 1) & !(align - 1);
+    let count = if start < area_end {
+        ((area_end - start) / bsize).min(64)
+    } else {
+        0
+    };
+    let page = slot.page();
+    // SAFETY: the slots lie in the area of our fresh segment, where no
+    // block is live yet.
+    unsafe { harden::clear_live_bits(start, start + count * bsize) };
+    // SAFETY: the fresh segment's descriptor is ours alone, and the
+    // `count` slots lie in its area.
+    unsafe { page::init(page, ptr::null_mut(), bin as u8, bsize, start as *mut u8, count) };
+    // Every slot is a block start: the free check passes them, and the
+    // live bits tell a free one from a live one.
+    // SAFETY: the descriptor was just set up; `capacity` is atomic.
+    unsafe { (*page).capacity.store(count as u32, Ordering::Relaxed) };
+    seg.set_used_pages(1);
+    let all = if count == 64 {
+        u64::MAX
+    } else {
+        (1u64 << count) - 1
+    };
+    seg.slots_free().store(all, Ordering::Relaxed);
+    (start as *mut u8, count)
 }
 
 /// Writes the header of a huge segment of `size` mapped bytes whose single
@@ -696,15 +1030,17 @@ pub unsafe fn init_slots(seg: *mut Segment, bin: usize) -> (*mut u8, usize) {
 /// `seg` must be a mapped huge segment nobody else uses, with at least
 /// `offset` + one OS page mapped.
 pub unsafe fn init_huge(seg: *mut Segment, size: usize, offset: usize, block_size: usize) {
-    // SAFETY: exclusive access per the caller.
+    // SAFETY: `seg` is mapped and nobody else's (this fn's contract), so
+    // its header is ours to write.
     unsafe {
         init_header(seg, ptr::null_mut(), Kind::Huge);
         (*seg).size = size;
         (*seg).block_offset = offset;
         (*seg).used_pages = 1;
-        let page = page_at(seg, 0);
-        page::init_single(page, block_size, (seg as *mut u8).add(offset));
     }
+    // SAFETY: descriptor 0 of the header just written, ours alone; the
+    // block, `offset` bytes in, is mapped (this fn's contract).
+    unsafe { page::init_single(page_at(seg, 0), block_size, (seg as *mut u8).add(offset)) };
 }
 
 #[cfg(test)]
@@ -715,18 +1051,12 @@ mod tests {
     use crate::meta::segment::of_block;
 
     /// What `seg` should count as committed, from its descriptors.
-    ///
-    /// # Safety
-    /// `seg` must be a live small or medium segment of the calling thread.
-    unsafe fn recount(seg: *mut Segment) -> usize {
-        // SAFETY: per the caller.
-        unsafe {
-            let mut n = (*seg).info_size;
-            for i in (*seg).first_page as usize..(*seg).page_count as usize {
-                n += slot_committed(seg, i);
-            }
-            n
+    fn recount(seg: Owned) -> usize {
+        let mut n = seg.info_size();
+        for slot in seg.slots() {
+            n += slot.committed();
         }
+        n
     }
 
     #[test]
@@ -738,7 +1068,8 @@ mod tests {
         let count = || {
             // SAFETY: the segment lives while `first` does, and is this
             // thread's.
-            unsafe { ((*seg).committed.load(Ordering::Relaxed), recount(seg)) }
+            let s = unsafe { Owned::new(seg) };
+            (s.committed(), recount(s))
         };
         let fill = || -> std::vec::Vec<usize> { (0..400).map(|_| malloc(2000) as usize).collect() };
         let blocks = fill();

@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use crate::core::heap::{self, Heap, EMPTY_HEAP_PTR};
 use crate::core::segment;
-use crate::meta::segment::{page_at, Kind, Segment};
+use crate::meta::segment::{Kind, Segment};
 use crate::os;
 use crate::os::lock::{Holder, SpinLock};
 use crate::stats::{self, HeapCounters, Stats};
@@ -56,6 +56,10 @@ fn key() -> Option<libc::pthread_key_t> {
 }
 
 /// Runs at thread exit (pthread key destructor) with the thread's heap.
+///
+/// # Safety
+/// Only as the key's destructor, on the exiting thread, with the value it
+/// set (its heap), or null.
 unsafe extern "C" fn thread_done(value: *mut libc::c_void) {
     let heap = value as *mut Heap;
     if heap.is_null() || heap != self::heap() {
@@ -99,38 +103,58 @@ fn heap_stride() -> usize {
 
 fn pool_take() -> *mut Heap {
     let _g = POOL_LOCK.lock();
-    // Chunks are fresh mappings with room for their header and the heaps
-    // carved from them, aligned (page start, 64-byte strides).
-    // SAFETY: POOL, CARVE and CHUNKS are guarded by POOL_LOCK, held.
-    unsafe {
-        let mut head = *POOL.0.get();
-        if head.is_null() {
-            let carve = &mut *CARVE.0.get();
-            if carve.0 + heap_stride() > carve.1 {
-                let chunk = os::map(POOL_CHUNK);
-                if chunk.is_null() {
-                    return ptr::null_mut();
-                }
-                // Never unmapped nor purged. Counted whole: its heaps not
-                // carved yet are an over-count, the safe side.
-                stats::COMMITTED.increase(POOL_CHUNK);
-                *(chunk as *mut *mut u8) = CHUNKS.load(Ordering::Relaxed);
-                CHUNKS.store(chunk, Ordering::Release);
-                let first = chunk as usize + CHUNK_HEADER;
-                *carve = (
-                    first,
-                    first + (POOL_CHUNK - CHUNK_HEADER) / heap_stride() * heap_stride(),
-                );
-            }
-            head = carve.0 as *mut Heap;
-            carve.0 += heap_stride();
-        } else {
-            *POOL.0.get() = (*head).pool_next;
+    // SAFETY: POOL is guarded by POOL_LOCK, held.
+    let pooled = unsafe { *POOL.0.get() };
+    let head = if pooled.is_null() {
+        // SAFETY: POOL_LOCK is held.
+        let carved = unsafe { carve() };
+        if carved.is_null() {
+            return carved;
         }
-        // Reset under the lock: statistics read the counters under it.
-        heap::reset(head);
-        head
+        carved
+    } else {
+        // SAFETY: POOL is guarded by POOL_LOCK, held; a pooled heap's slot
+        // lies in a chunk never unmapped, and only the pool uses it.
+        unsafe { *POOL.0.get() = (*pooled).pool_next };
+        pooled
+    };
+    // Reset under the lock: statistics read the counters under it.
+    // SAFETY: a heap slot nobody uses: just carved, or off the pool.
+    unsafe { heap::reset(head) };
+    head
+}
+
+/// The next heap slot of the newest chunk, mapping a new chunk when it is
+/// used up; null when out of memory.
+///
+/// # Safety
+/// POOL_LOCK must be held.
+unsafe fn carve() -> *mut Heap {
+    // SAFETY: CARVE is guarded by POOL_LOCK, held (this fn's contract).
+    let carve = unsafe { &mut *CARVE.0.get() };
+    if carve.0 + heap_stride() > carve.1 {
+        let chunk = os::map(POOL_CHUNK);
+        if chunk.is_null() {
+            return ptr::null_mut();
+        }
+        // Never unmapped nor purged. Counted whole: its heaps not
+        // carved yet are an over-count, the safe side.
+        stats::COMMITTED.increase(POOL_CHUNK);
+        // SAFETY: a fresh mapping, whose first word is its link; CHUNKS
+        // changes under POOL_LOCK, held (this fn's contract).
+        unsafe { *(chunk as *mut *mut u8) = CHUNKS.load(Ordering::Relaxed) };
+        CHUNKS.store(chunk, Ordering::Release);
+        // Chunks are fresh mappings with room for their header and the
+        // heaps carved from them, aligned (page start, 64-byte strides).
+        let first = chunk as usize + CHUNK_HEADER;
+        *carve = (
+            first,
+            first + (POOL_CHUNK - CHUNK_HEADER) / heap_stride() * heap_stride(),
+        );
     }
+    let head = carve.0 as *mut Heap;
+    carve.0 += heap_stride();
+    head
 }
 
 /// Calls `f` with the counters of every heap, live or pooled (pooled ones
@@ -175,9 +199,14 @@ fn for_each_heap(mut f: impl FnMut(&HeapCounters)) {
     }
 }
 
-fn pool_put(heap: *mut Heap) {
+/// Puts a heap slot back in the pool.
+///
+/// # Safety
+/// `heap` must be a slot from [`pool_take`] that nothing uses any more.
+unsafe fn pool_put(heap: *mut Heap) {
     let _g = POOL_LOCK.lock();
-    // SAFETY: POOL is guarded by POOL_LOCK; `heap` is no longer used.
+    // SAFETY: POOL is guarded by POOL_LOCK, held; `heap` is a pool slot
+    // nothing uses any more (this fn's contract).
     unsafe {
         (*heap).pool_next = *POOL.0.get();
         *POOL.0.get() = heap;
@@ -223,8 +252,10 @@ pub fn after_fork() {
         POOL_LOCK.force_release();
     }
     if ABANDONED_LOCK.holder() == Holder::Other {
-        // SAFETY: as above; the abandoned segments leak (their blocks stay
-        // valid and can be freed, through the remote path).
+        // The abandoned segments leak (their blocks stay valid and can be
+        // freed, through the remote path).
+        // SAFETY: the lock's owner does not exist in the child, and this
+        // is the child's only thread: nobody else touches the lists.
         unsafe { *ABANDONED.0.get() = [ptr::null_mut(); KINDS] };
         ABANDONED_COUNT.store(0, Ordering::Relaxed);
         ABANDONED_LOCK.force_release();
@@ -267,27 +298,41 @@ pub fn abandoned_count() -> usize {
 /// # Safety
 /// `heap` must be the calling thread's heap, not used afterwards.
 pub unsafe fn abandon(heap: *mut Heap) {
-    // SAFETY: owner access to the heap and its segments.
+    // SAFETY: `heap` is this thread's, used no more after this (this fn's
+    // contract).
     unsafe {
         crate::core::large::flush(heap);
         heap::abandon_pages(heap);
-        loop {
-            let seg = (*heap).segs.all.first;
-            if seg.is_null() {
-                break;
-            }
-            segment::detach(heap, seg);
-            let _g = ABANDONED_LOCK.lock();
+    }
+    loop {
+        // SAFETY: `heap` is this thread's (this fn's contract): only this
+        // thread touches its segment lists.
+        let seg = unsafe { (*heap).segs.all.first };
+        if seg.is_null() {
+            break;
+        }
+        // SAFETY: `seg` is on `heap`'s list, and `heap` is this thread's.
+        unsafe { segment::detach(heap, seg) };
+        let _g = ABANDONED_LOCK.lock();
+        // `seg` left its heap's lists just above: its `next` link is free
+        // for the abandoned list, and nobody else uses it until it is on it.
+        // SAFETY: ABANDONED is guarded by ABANDONED_LOCK, held; `seg` is
+        // ours alone until it is on the list.
+        unsafe {
             let head = &mut (*ABANDONED.0.get())[list_index((*seg).kind)];
             (*seg).next = *head;
             *head = seg;
-            ABANDONED_COUNT.fetch_add(1, Ordering::Relaxed);
-            stats::ABANDONED.fetch_add(1, Ordering::Relaxed);
         }
-        (*heap).counters.fold();
+        ABANDONED_COUNT.fetch_add(1, Ordering::Relaxed);
+        stats::ABANDONED.fetch_add(1, Ordering::Relaxed);
     }
+    // SAFETY: `heap` is this thread's (this fn's contract); only its
+    // owner writes its counters.
+    unsafe { (*heap).counters.fold() };
     tls::set(EMPTY_HEAP_PTR);
-    pool_put(heap);
+    // SAFETY: `heap` came from the pool and is not used afterwards (this
+    // fn's contract); the TLS pointer no longer names it.
+    unsafe { pool_put(heap) };
 }
 
 /// Takes one abandoned segment into `heap`, of `kind` if given, else of
@@ -301,44 +346,48 @@ pub unsafe fn reclaim_one(heap: *mut Heap, kind: Option<Kind>) -> bool {
     }
     let seg = {
         let _g = ABANDONED_LOCK.lock();
-        // SAFETY: the list heads are guarded by the lock.
-        unsafe {
-            let lists = &mut *ABANDONED.0.get();
-            let head = match kind {
-                Some(k) => Some(&mut lists[list_index(k)]),
-                None => lists.iter_mut().find(|h| !h.is_null()),
-            };
-            match head {
-                Some(head) if !head.is_null() => {
-                    let seg = *head;
-                    *head = (*seg).next;
-                    ABANDONED_COUNT.fetch_sub(1, Ordering::Relaxed);
-                    seg
-                }
-                _ => ptr::null_mut(),
+        // SAFETY: the list heads are guarded by ABANDONED_LOCK, held.
+        let lists = unsafe { &mut *ABANDONED.0.get() };
+        let head = match kind {
+            Some(k) => Some(&mut lists[list_index(k)]),
+            None => lists.iter_mut().find(|h| !h.is_null()),
+        };
+        match head {
+            Some(head) if !head.is_null() => {
+                let seg = *head;
+                // SAFETY: a segment on an abandoned list is live, and its
+                // `next` links the list, under the lock held.
+                *head = unsafe { (*seg).next };
+                ABANDONED_COUNT.fetch_sub(1, Ordering::Relaxed);
+                seg
             }
+            _ => ptr::null_mut(),
         }
     };
     if seg.is_null() {
         return false;
     }
-    // SAFETY: the segment was popped off the abandoned list, so it is ours
-    // alone; remote threads only push onto its pages' atomic lists.
-    unsafe {
-        stats::RECLAIMED.fetch_add(1, Ordering::Relaxed);
-        segment::adopt(heap, seg);
-        for idx in (*seg).first_page as usize..(*seg).page_count as usize {
-            let page = page_at(seg, idx);
-            if !(*page).in_use() || heap::adopt_page(heap, page) {
-                continue;
-            }
-            // All its blocks were freed while abandoned. Freeing the last
-            // used page frees the segment itself, so stop right after it.
-            let last = (*seg).used_pages == (*seg).first_page + 1;
-            segment::page_free(heap, page);
-            if last {
-                break;
-            }
+    stats::RECLAIMED.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract); `seg`, popped off the abandoned list, is ours alone.
+    unsafe { segment::adopt(heap, seg) };
+    // SAFETY: a segment just adopted by this thread's heap; remote
+    // threads only push onto its pages' atomic lists.
+    let seg = unsafe { segment::Owned::new(seg) };
+    for slot in seg.slots() {
+        let page = slot.page();
+        // SAFETY: an in-use page of a segment just adopted by `heap`.
+        if !slot.in_use() || unsafe { heap::adopt_page(heap, page) } {
+            continue;
+        }
+        // All its blocks were freed while abandoned. Freeing the last
+        // used page frees the segment itself, so stop right after it.
+        let last = seg.used_pages() == seg.first_page() + 1;
+        // SAFETY: an in-use page of `heap`, this thread's heap, with no
+        // block in use, left on no queue by `adopt_page`.
+        unsafe { segment::page_free(heap, page) };
+        if last {
+            break;
         }
     }
     true
@@ -350,7 +399,8 @@ pub unsafe fn reclaim_one(heap: *mut Heap, kind: Option<Kind>) -> bool {
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
 pub unsafe fn reclaim_all(heap: *mut Heap) {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: `heap` is this thread's initialised heap (this fn's
+    // contract).
     while unsafe { reclaim_one(heap, None) } {}
 }
 
@@ -391,6 +441,7 @@ mod tests {
             );
         }
         drop(_g);
-        pool_put(h);
+        // SAFETY: `h` came from `pool_take` and is not used again.
+        unsafe { pool_put(h) };
     }
 }

@@ -77,26 +77,34 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
         return;
     }
     let ps = os::page_size();
-    // SAFETY: per the caller; the guard lies inside the header area.
-    unsafe {
-        match prior {
-            Prior::Open => {
-                os::guard(seg.add(info - ps), ps);
-            }
-            Prior::Mixed => {
+    match prior {
+        Prior::Open => {
+            // The header's last page is its guard: it holds nothing.
+            // SAFETY: it lies in `[seg, seg + size)`, segment memory nobody
+            // else uses (this fn's contract).
+            unsafe { os::guard(seg.add(info - ps), ps) };
+        }
+        Prior::Mixed => {
+            // SAFETY: `[seg, seg + size)` is segment memory nobody else
+            // uses (this fn's contract); the header's guard holds nothing.
+            unsafe {
                 os::unguard(seg, size);
                 os::guard(seg.add(info - ps), ps);
             }
-            // As the last segment of this layout left it: nothing to do.
-            Prior::Guarded => {}
-            // Everything past the header's guard is sealed already; the
-            // header itself may be too (a slice from the middle of a
-            // released huge span), so it is opened either way.
-            Prior::Sealed => {
-                os::unguard(seg, info - ps);
-                if whole {
-                    os::unguard(seg.add(info), size - info);
-                }
+        }
+        // As the last segment of this layout left it: nothing to do.
+        Prior::Guarded => {}
+        // Everything past the header's guard is sealed already; the
+        // header itself may be too (a slice from the middle of a
+        // released huge span), so it is opened either way.
+        Prior::Sealed => {
+            // SAFETY: the header before its guard lies in the segment
+            // memory nobody else uses (this fn's contract).
+            unsafe { os::unguard(seg, info - ps) };
+            if whole {
+                // SAFETY: the memory past the header, to `seg + size`, is
+                // the same segment memory.
+                unsafe { os::unguard(seg.add(info), size - info) };
             }
         }
     }
@@ -125,15 +133,16 @@ pub unsafe fn segment_released(seg: *mut u8, size: usize, info: usize) -> Releas
     if !ON || size <= info {
         return Released::Open;
     }
-    // SAFETY: per the caller.
-    unsafe {
-        if os::seal(seg.add(info), size - info).made() {
-            return Released::Sealed;
-        }
-        if super::zero::ON {
-            os::purge(seg.add(info), size - info);
-            return Released::Dropped;
-        }
+    // SAFETY: the memory past the header is the segment's (`size > info`),
+    // and nothing uses its blocks any more (this fn's contract).
+    if unsafe { os::seal(seg.add(info), size - info) }.made() {
+        return Released::Sealed;
+    }
+    if super::zero::ON {
+        // SAFETY: as for the seal: the segment's memory past its header,
+        // whose blocks nothing uses any more (this fn's contract).
+        unsafe { os::purge(seg.add(info), size - info) };
+        return Released::Dropped;
     }
     Released::Open
 }
@@ -145,12 +154,16 @@ pub unsafe fn segment_released(seg: *mut u8, size: usize, info: usize) -> Releas
 /// `page` must be the slot's descriptor, owned by the caller, and the last
 /// OS page of its area hold no block.
 pub unsafe fn page_slot(page: *mut Page, area_end: usize) {
-    // SAFETY: per the caller.
-    unsafe {
-        if ON && !(*page).guarded {
-            let ps = os::page_size();
-            (*page).guarded = os::guard((area_end - ps) as *mut u8, ps).made();
-        }
+    // SAFETY: `page` is the slot's descriptor, the caller's (this fn's
+    // contract).
+    if ON && !unsafe { (*page).guarded } {
+        let ps = os::page_size();
+        // SAFETY: the area's last OS page holds no block (this fn's
+        // contract): nothing needs its contents or touches it.
+        let made = unsafe { os::guard((area_end - ps) as *mut u8, ps) }.made();
+        // SAFETY: `page` is the slot's descriptor, the caller's (this fn's
+        // contract).
+        unsafe { (*page).guarded = made };
     }
 }
 
@@ -176,21 +189,24 @@ pub unsafe fn open_block(
     let before = start & !(ps - 1);
     let after = (end + ps - 1) & !(ps - 1);
     let mut open = after - before;
-    // SAFETY: per the caller; the ranges hold no other block.
-    unsafe {
-        if prior == Prior::Sealed {
-            // The guards are sealed already: open only the block (counted
-            // open even if the kernel refused, which is the safe side).
-            os::unguard(before as *mut u8, after - before);
-            return open;
-        }
-        // A guard not made leaves its range open.
-        if before > area_start && !os::guard(area_start as *mut u8, before - area_start).made() {
-            open += before - area_start;
-        }
-        if after < area_end && !os::guard(after as *mut u8, area_end - after).made() {
-            open += area_end - after;
-        }
+    if prior == Prior::Sealed {
+        // The guards are sealed already: open only the block (counted
+        // open even if the kernel refused, which is the safe side).
+        // SAFETY: the block's pages lie in the area, the caller's segment
+        // memory (this fn's contract).
+        unsafe { os::unguard(before as *mut u8, after - before) };
+        return open;
+    }
+    // A guard not made leaves its range open.
+    // SAFETY: the pages before the block's lie in the area, the caller's
+    // segment memory, and hold no block (this fn's contract).
+    if before > area_start && !unsafe { os::guard(area_start as *mut u8, before - area_start) }.made() {
+        open += before - area_start;
+    }
+    // SAFETY: the pages after the block's lie in the area, the caller's
+    // segment memory, and hold no block (this fn's contract).
+    if after < area_end && !unsafe { os::guard(after as *mut u8, area_end - after) }.made() {
+        open += area_end - after;
     }
     open
 }
@@ -204,7 +220,8 @@ pub unsafe fn open_block(
 /// `[at, at + len)` must be page-aligned guard memory of the caller's huge
 /// segment, about to belong to its block.
 pub unsafe fn grow_block(at: *mut u8, len: usize) -> bool {
-    // SAFETY: per the caller.
+    // SAFETY: `[at, at + len)` is page-aligned memory of the caller's huge
+    // segment (this fn's contract).
     !ON || unsafe { os::unguard(at, len) }
 }
 

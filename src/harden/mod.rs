@@ -119,8 +119,8 @@ pub const fn huge_padded(size: usize) -> usize {
 /// `p` must be a live huge block of at least `padded(size)` bytes.
 pub unsafe fn huge_taken(p: *mut u8, size: usize) {
     if canary::ON {
-        // SAFETY: a live huge block's segment header is mapped; the canary
-        // bytes lie inside the block per the caller.
+        // SAFETY: `p` is a live huge block of `padded(size)` bytes (this
+        // fn's contract), so its header is mapped and it holds the canary.
         unsafe {
             let seg = crate::meta::segment::of_block(p);
             canary::write(crate::meta::segment::page_of(seg, p), p, size);
@@ -143,7 +143,7 @@ pub fn after_fork() {
 #[inline(always)]
 pub unsafe fn page_keys_init(page: *mut Page) {
     if KEYS {
-        // SAFETY: exclusive access per the caller.
+        // SAFETY: `page` is valid and ours alone (this fn's contract).
         unsafe {
             (*page).keys[0] = random::shared_next() as usize;
             (*page).keys[1] = random::shared_next() as usize;
@@ -165,6 +165,59 @@ pub const fn padded(size: usize) -> usize {
     }
 }
 
+/// The geometry of a page descriptor, as the hooks read it: its block
+/// size, whether it is a huge block's, where its blocks start. The
+/// obligation (a valid descriptor) is met once, where the handle is made;
+/// each read after it is safe. Only reads: the page's owner sets these
+/// fields before the page is handed out.
+#[derive(Clone, Copy)]
+struct Desc(*const Page);
+
+impl Desc {
+    /// # Safety
+    /// `page` must be a valid descriptor for as long as the handle is
+    /// used.
+    #[inline(always)]
+    unsafe fn new(page: *const Page) -> Desc {
+        Desc(page)
+    }
+
+    #[inline(always)]
+    fn block_size(self) -> usize {
+        // SAFETY: a valid descriptor (the handle's invariant).
+        unsafe { (*self.0).block_size }
+    }
+
+    #[inline(always)]
+    fn page_start(self) -> *mut u8 {
+        // SAFETY: a valid descriptor (the handle's invariant).
+        unsafe { (*self.0).page_start }
+    }
+
+    /// A huge block's page.
+    #[inline(always)]
+    fn is_huge(self) -> bool {
+        // SAFETY: a valid descriptor (the handle's invariant).
+        unsafe { is_huge(self.0) }
+    }
+
+    /// The page holds large blocks of the guard build, each ending in
+    /// its guard and sealed past what its owner asked for (see `large`).
+    #[inline(always)]
+    fn guarded_large(self) -> bool {
+        guard::ON && !self.is_huge() && self.block_size() > crate::meta::constants::MEDIUM_OBJ_MAX
+    }
+
+    /// See [`trailers`].
+    #[inline(always)]
+    fn trailers(self) -> bool {
+        canary::ON && {
+            let bsize = self.block_size();
+            !self.is_huge() && (16..=crate::meta::constants::MEDIUM_OBJ_MAX).contains(&bsize)
+        }
+    }
+}
+
 /// Bytes the owner of block `p` of `page` may use: all of it, but for the
 /// large blocks of the guard build, of which only what was asked for is
 /// open (see `large`).
@@ -173,25 +226,15 @@ pub const fn padded(size: usize) -> usize {
 /// `p` must be a block of the in-use `page`, live or just taken.
 #[inline(always)]
 pub unsafe fn block_usable(page: *const Page, p: *const u8) -> usize {
-    // SAFETY: per the caller.
-    unsafe {
-        if guarded_large(page) {
-            large::usable(page, p)
-        } else {
-            (*page).block_size
-        }
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    let d = unsafe { Desc::new(page) };
+    if d.guarded_large() {
+        // SAFETY: `p` is a block of the large `page`, live or just taken
+        // (this fn's contract).
+        unsafe { large::usable(page, p) }
+    } else {
+        d.block_size()
     }
-}
-
-/// The page holds large blocks of the guard build, each ending in its
-/// guard and sealed past what its owner asked for (see `large`).
-///
-/// # Safety
-/// `page` must be a valid descriptor.
-#[inline(always)]
-pub unsafe fn guarded_large(page: *const Page) -> bool {
-    // SAFETY: per the caller.
-    guard::ON && unsafe { !is_huge(page) && (*page).block_size > crate::meta::constants::MEDIUM_OBJ_MAX }
 }
 
 /// Bytes of the canary after a request (for `large`).
@@ -208,11 +251,11 @@ pub(crate) const fn canary_extra() -> usize {
 /// `padded(size) <= block_size`.
 #[inline]
 pub unsafe fn resizing(page: *const Page, p: *mut u8, size: usize) {
-    // SAFETY: per the caller.
-    unsafe {
-        if guarded_large(page) {
-            large::resize(page, p, size);
-        }
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    if unsafe { Desc::new(page) }.guarded_large() {
+        // SAFETY: `p` is a live block of the large `page`, the caller's,
+        // with `padded(size) <= block_size` (this fn's contract).
+        unsafe { large::resize(page, p, size) };
     }
 }
 
@@ -228,22 +271,28 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     if !CHECKS && !encode::ON {
         return true;
     }
-    // SAFETY: per the caller.
-    unsafe {
-        if is_huge(page) {
-            return true;
-        }
-        let bsize = (*page).block_size;
-        let trailer = trailers(page);
-        if trailer {
-            check_own_trailer(page, p, bsize);
-        }
-        if zero::ON && !zero::fresh(page, p) && !zero::still_zero(page, p, bsize, trailer) {
-            error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
-            return false;
-        }
-        handed_out(page, p, size)
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    let d = unsafe { Desc::new(page) };
+    if d.is_huge() {
+        return true;
     }
+    let bsize = d.block_size();
+    let trailer = d.trailers();
+    if trailer {
+        // SAFETY: `p` is a block start of the in-use `page` (this fn's
+        // contract), whose slots have trailers.
+        unsafe { check_own_trailer(page, p, bsize) };
+    }
+    // With `trailer`, `bsize >= 16`.
+    // SAFETY: `p` is a block of the in-use, non-huge `page`, just popped
+    // (this fn's contract), so free and ours to read.
+    if zero::ON && unsafe { !zero::fresh(page, p) && !zero::still_zero(page, p, bsize, trailer) } {
+        error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
+        return false;
+    }
+    // SAFETY: `p` is a free block of `page` (this fn's contract), vetted
+    // just above, with `padded(size) <= block_size`.
+    unsafe { handed_out(page, p, size) }
 }
 
 /// The last steps before a vetted block is handed out for `size` bytes:
@@ -255,28 +304,36 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
 /// zero past its first word), with `padded(size) <= block_size`.
 #[inline(always)]
 unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize) -> bool {
-    // SAFETY: per the caller, the block is the caller's to write.
-    unsafe {
-        if double_free::ON && !double_free::mark_live(p) {
-            error::report(ErrorKind::CorruptedFreeList, p as usize, (*page).block_size);
-            return false;
-        }
-        if encode::ON {
-            // The link left in the block would tell its new owner an
-            // encoding of known addresses, which gives away key bits.
-            (p as *mut usize).write(0);
-        }
-        if canary::applies(page) {
-            if zero::ON {
-                // Zero past its first word: checked by the caller, or
-                // fresh, or opened from a seal.
-                canary::write_zeroed(page, p, size);
-            } else {
-                canary::write(page, p, size);
-            }
-        }
-        true
+    // SAFETY: `p` is a block start of `page` (this fn's contract), in a
+    // live segment that has the bitmaps when they are on.
+    if double_free::ON && !unsafe { double_free::mark_live(p) } {
+        // SAFETY: `page` is `p`'s descriptor (this fn's contract).
+        error::report(ErrorKind::CorruptedFreeList, p as usize, unsafe {
+            (*page).block_size
+        });
+        return false;
     }
+    if encode::ON {
+        // The link left in the block would tell its new owner an
+        // encoding of known addresses, which gives away key bits.
+        // SAFETY: `p` is a free block (this fn's contract), ours to write
+        // and at least a word.
+        unsafe { (p as *mut usize).write(0) };
+    }
+    if canary::applies(page) {
+        if zero::ON {
+            // Zero past its first word: checked by the caller, or
+            // fresh, or opened from a seal.
+            // SAFETY: `p` is a block of `page` being handed out, zero past
+            // its first word, with room for the canary (this fn's contract).
+            unsafe { canary::write_zeroed(page, p, size) };
+        } else {
+            // SAFETY: `p` is a block of `page` being handed out, with
+            // `padded(size) <= block_size` (this fn's contract).
+            unsafe { canary::write(page, p, size) };
+        }
+    }
+    true
 }
 
 /// A free large block of the guard build (a slot, see `large.rs`) is
@@ -289,14 +346,18 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize) -> bool {
 /// `p` must be a free block of the large `page`, just taken by the caller,
 /// with `padded(size) <= block_size`.
 pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
-    // SAFETY: per the caller; the block is opened before it is written.
-    unsafe {
-        if guard::ON && !large::taken(page, p, size) {
-            error::report(ErrorKind::WriteAfterFree, p as usize, (*page).block_size);
-            return false;
-        }
-        handed_out(page, p, size)
+    // SAFETY: `p` is a free block of the large `page`, just taken by the
+    // caller, with `padded(size) <= block_size` (this fn's contract).
+    if guard::ON && !unsafe { large::taken(page, p, size) } {
+        // SAFETY: `page` is `p`'s descriptor (this fn's contract).
+        error::report(ErrorKind::WriteAfterFree, p as usize, unsafe {
+            (*page).block_size
+        });
+        return false;
     }
+    // SAFETY: `p` is a free block of `page` (this fn's contract), opened
+    // for the request and vetted by `large::taken` just above.
+    unsafe { handed_out(page, p, size) }
 }
 
 /// Checks a block about to be freed and wipes it. False (after reporting)
@@ -309,38 +370,56 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
     if !CHECKS && !guard::ON {
         return true;
     }
-    // SAFETY: per the caller.
-    unsafe {
-        let bsize = block_usable(page, p);
-        if is_huge(page) {
-            // Not wiped: its segment is sealed, or unmapped, right after.
-            if canary::ON && canary::check(page, p).is_none() {
-                error::report(ErrorKind::BufferOverflow, p as usize, bsize);
-            }
-            return true;
-        }
-        if double_free::ON && !double_free::mark_free(p) {
-            error::report(ErrorKind::DoubleFree, p as usize, bsize);
-            return false;
-        }
-        if guarded_large(page) && bsize == 0 {
-            // Nothing of it is open: a freed slot, sealed (a second free
-            // the bitmaps, when on, reported above). Its slot's bit tells
-            // `large::free` it is a second free; the canary, past the
-            // seal, must not be read.
-            return true;
-        }
-        if canary::applies(page) && canary::check(page, p).is_none() {
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    let d = unsafe { Desc::new(page) };
+    // SAFETY: `p` is a block start of the in-use `page` (this fn's
+    // contract).
+    let bsize = unsafe { block_usable(page, p) };
+    if d.is_huge() {
+        // Not wiped: its segment is sealed, or unmapped, right after.
+        // SAFETY: `p` is the block of the in-use huge `page` (this fn's
+        // contract), its canary inside it.
+        if canary::ON && unsafe { canary::check(page, p) }.is_none() {
             error::report(ErrorKind::BufferOverflow, p as usize, bsize);
         }
-        let trailer = trailers(page);
-        if trailer {
+        return true;
+    }
+    // SAFETY: `p` is a block start of the in-use `page` (this fn's
+    // contract), in a live segment that has the bitmaps when they are on.
+    if double_free::ON && !unsafe { double_free::mark_free(p) } {
+        error::report(ErrorKind::DoubleFree, p as usize, bsize);
+        return false;
+    }
+    if d.guarded_large() && bsize == 0 {
+        // Nothing of it is open: a freed slot, sealed (a second free
+        // the bitmaps, when on, reported above). Its slot's bit tells
+        // `large::free` it is a second free; the canary, past the
+        // seal, must not be read.
+        return true;
+    }
+    // SAFETY: `p` is a block start of the in-use `page` (this fn's
+    // contract), open as far as its canary (a sealed one returned above).
+    if canary::applies(page) && unsafe { canary::check(page, p) }.is_none() {
+        error::report(ErrorKind::BufferOverflow, p as usize, bsize);
+    }
+    let trailer = d.trailers();
+    if trailer {
+        // SAFETY: `p` is a block start of the in-use `page` (this fn's
+        // contract), whose slots have trailers.
+        unsafe {
             check_own_trailer(page, p, bsize);
             check_below(page, p, bsize);
         }
-        if guarded_large(page) {
-            large::freed(page, p);
-        } else if zero::ON {
+    }
+    if d.guarded_large() {
+        // SAFETY: `p` is a live block of the large `page` (this fn's
+        // contract; the bitmaps, when on, found it live), freed once.
+        unsafe { large::freed(page, p) };
+    } else if zero::ON {
+        // With a trailer, `bsize` is a multiple of 8 of at least 16.
+        // SAFETY: `p` is a block of `bsize` bytes being freed (this fn's
+        // contract): all of it ours to write.
+        unsafe {
             if trailer {
                 // Never zero for a moment: the owner of the block above
                 // may be reading it from another thread.
@@ -350,8 +429,8 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
                 zero::wipe(p, bsize);
             }
         }
-        true
     }
+    true
 }
 
 /// Slots of small and medium pages of the canary build end in a trailer
@@ -362,12 +441,8 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
 /// `page` must be a valid descriptor.
 #[inline(always)]
 unsafe fn trailers(page: *const Page) -> bool {
-    // SAFETY: per the caller.
-    canary::ON
-        && unsafe {
-            let bsize = (*page).block_size;
-            !is_huge(page) && (16..=crate::meta::constants::MEDIUM_OBJ_MAX).contains(&bsize)
-        }
+    // SAFETY: `page` is a valid descriptor (this fn's contract).
+    unsafe { Desc::new(page) }.trailers()
 }
 
 /// Fresh blocks were just carved: each gets its trailer.
@@ -377,12 +452,12 @@ unsafe fn trailers(page: *const Page) -> bool {
 /// in-use `page`, not on any list yet.
 #[inline(always)]
 pub unsafe fn carved(page: *const Page, first: *mut u8, bsize: usize, count: usize) {
-    // SAFETY: per the caller, every slot written lies in the carved range.
-    unsafe {
-        if trailers(page) {
-            for i in 0..count {
-                canary::set_trailer(page, first.add(i * bsize), bsize);
-            }
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    if unsafe { trailers(page) } {
+        for i in 0..count {
+            // SAFETY: slot `i` lies in the carved range, fresh blocks
+            // nobody else has yet (this fn's contract).
+            unsafe { canary::set_trailer(page, first.add(i * bsize), bsize) };
         }
     }
 }
@@ -395,9 +470,13 @@ pub unsafe fn carved(page: *const Page, first: *mut u8, bsize: usize, count: usi
 /// `p` must be a block start of the in-use `page` with trailers.
 #[inline(always)]
 unsafe fn check_below(page: *const Page, p: *mut u8, bsize: usize) {
-    // SAFETY: per the caller, the slot before `p` lies in the same page.
-    unsafe {
-        if p as usize - (*page).page_start as usize >= bsize {
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    if p as usize - unsafe { Desc::new(page) }.page_start() as usize >= bsize {
+        // A slot's trailer byte is the allocator's, live or free (see
+        // `canary`), so the one below may be mended.
+        // SAFETY: `p` is a block start `bsize` or more bytes into the in-use
+        // `page` (this fn's contract): the slot below is one of its slots.
+        unsafe {
             let below = p.sub(bsize);
             if !canary::trailer_intact(page, below, bsize) {
                 error::report(ErrorKind::BufferUnderflow, p as usize, bsize);
@@ -414,12 +493,13 @@ unsafe fn check_below(page: *const Page, p: *mut u8, bsize: usize) {
 /// `p` must be a block start of the in-use `page` with trailers.
 #[inline(always)]
 unsafe fn check_own_trailer(page: *const Page, p: *mut u8, bsize: usize) {
-    // SAFETY: per the caller.
-    unsafe {
-        if !canary::trailer_intact(page, p, bsize) {
-            error::report(ErrorKind::BufferUnderflow, p as usize + bsize, bsize);
-            canary::set_trailer(page, p, bsize);
-        }
+    // SAFETY: `p` is a block start of the in-use `page` (this fn's
+    // contract), so its slot is readable.
+    if !unsafe { canary::trailer_intact(page, p, bsize) } {
+        error::report(ErrorKind::BufferUnderflow, p as usize + bsize, bsize);
+        // SAFETY: a slot's trailer byte is the allocator's, live or free
+        // (see `canary`).
+        unsafe { canary::set_trailer(page, p, bsize) };
     }
 }
 
@@ -444,16 +524,15 @@ pub unsafe fn leaving_quarantine(held: QuarantineHeld, whole: bool) -> bool {
         return true;
     }
     let (page, p, bsize) = (held.page, held.block, held.size());
-    // SAFETY: per the caller; a free block is ours to read, and every
-    // block is at least a word.
-    unsafe {
-        let clean =
-            (p as *const usize).read() == 0 && (!whole || zero::still_zero(page, p, bsize, trailers(page)));
-        if !clean {
-            error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
-        }
-        clean
+    // SAFETY: `p` waited in a quarantine (this fn's contract): a free block
+    // of the in-use, non-huge `page`, ours to read, at least a word.
+    let clean = unsafe {
+        (p as *const usize).read() == 0 && (!whole || zero::still_zero(page, p, bsize, trailers(page)))
+    };
+    if !clean {
+        error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
     }
+    clean
 }
 
 /// For `realloc` and `usable_size`: the bytes the caller may use in the
@@ -463,33 +542,41 @@ pub unsafe fn leaving_quarantine(held: QuarantineHeld, whole: bool) -> bool {
 /// `p` must be a block start of the in-use `page`.
 #[inline(always)]
 pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
-    // SAFETY: per the caller.
-    unsafe {
-        let bsize = block_usable(page, p);
-        if guarded_large(page) && bsize == 0 {
-            // A freed slot, sealed (see `on_free`): not live.
-            error::report(ErrorKind::InvalidPointer, p as usize, (*page).block_size);
-            return None;
-        }
-        if !CHECKS || (is_huge(page) && !canary::ON) {
-            return Some(bsize);
-        }
-        if double_free::ON && !is_huge(page) && !double_free::is_live(p) {
-            error::report(ErrorKind::InvalidPointer, p as usize, bsize);
-            return None;
-        }
-        if trailers(page) {
-            check_below(page, p, bsize);
-        }
-        if canary::applies(page) {
-            let size = canary::check(page, p);
-            if size.is_none() {
-                error::report(ErrorKind::BufferOverflow, p as usize, bsize);
-            }
-            return size;
-        }
-        Some(bsize)
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    let d = unsafe { Desc::new(page) };
+    // SAFETY: `p` is a block start of the in-use `page` (this fn's
+    // contract).
+    let bsize = unsafe { block_usable(page, p) };
+    if d.guarded_large() && bsize == 0 {
+        // A freed slot, sealed (see `on_free`): not live.
+        error::report(ErrorKind::InvalidPointer, p as usize, d.block_size());
+        return None;
     }
+    if !CHECKS || (d.is_huge() && !canary::ON) {
+        return Some(bsize);
+    }
+    // SAFETY: `p` is a block start of the in-use, non-huge `page` (this
+    // fn's contract), in a live segment with the bitmaps when they are on.
+    if double_free::ON && !d.is_huge() && !unsafe { double_free::is_live(p) } {
+        error::report(ErrorKind::InvalidPointer, p as usize, bsize);
+        return None;
+    }
+    if d.trailers() {
+        // SAFETY: `p` is a block start of the in-use `page` (this fn's
+        // contract), whose slots have trailers.
+        unsafe { check_below(page, p, bsize) };
+    }
+    if canary::applies(page) {
+        // A sealed block returned above: this one is open past its canary.
+        // SAFETY: `p` is a block start of the in-use `page` (this fn's
+        // contract).
+        let size = unsafe { canary::check(page, p) };
+        if size.is_none() {
+            error::report(ErrorKind::BufferOverflow, p as usize, bsize);
+        }
+        return size;
+    }
+    Some(bsize)
 }
 
 /// The size a live block was requested with, when the canary records it.
@@ -498,13 +585,12 @@ pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
 /// `p` must be a live block start of the in-use `page`.
 #[inline]
 pub unsafe fn requested_size(page: *const Page, p: *mut u8) -> Option<usize> {
-    // SAFETY: per the caller.
-    unsafe {
-        if canary::applies(page) {
-            canary::check(page, p)
-        } else {
-            None
-        }
+    if canary::applies(page) {
+        // SAFETY: `p` is a live block start of the in-use `page` (this
+        // fn's contract).
+        unsafe { canary::check(page, p) }
+    } else {
+        None
     }
 }
 
@@ -516,7 +602,7 @@ pub unsafe fn requested_size(page: *const Page, p: *mut u8) -> Option<usize> {
 /// `page` must be a valid descriptor.
 #[cold]
 pub unsafe fn cycle_found(page: *const Page, at: *mut crate::meta::page::Block) {
-    // SAFETY: per the caller.
+    // SAFETY: `page` is a valid descriptor (this fn's contract).
     let bsize = unsafe { (*page).block_size };
     error::report(ErrorKind::CorruptedFreeList, at as usize, bsize);
 }
@@ -532,9 +618,10 @@ pub unsafe fn cycle_found(page: *const Page, at: *mut crate::meta::page::Block) 
 /// it.
 #[inline(always)]
 pub unsafe fn live_in_list(page: *const Page, at: *mut crate::meta::page::Block) -> bool {
-    // SAFETY: per the caller, `at` lies in a live segment with the bitmaps.
+    // SAFETY: `at` is a block of the in-use `page` (this fn's contract), so
+    // it lies in a live segment, with the bitmaps when they are on.
     if double_free::ON && unsafe { double_free::is_live(at as *const u8) } {
-        // SAFETY: per the caller.
+        // SAFETY: `page` is a valid descriptor (this fn's contract).
         unsafe { cycle_found(page, at) };
         return true;
     }
@@ -547,10 +634,9 @@ pub unsafe fn live_in_list(page: *const Page, at: *mut crate::meta::page::Block)
 /// `p` must be a live block of `page` with `padded(size) <= block_size`.
 #[inline(always)]
 pub unsafe fn resized(page: *const Page, p: *mut u8, size: usize) {
-    // SAFETY: per the caller.
-    unsafe {
-        if canary::applies(page) {
-            canary::write(page, p, size);
-        }
+    if canary::applies(page) {
+        // SAFETY: `p` is a live block of `page` with `padded(size) <=
+        // block_size` (this fn's contract).
+        unsafe { canary::write(page, p, size) };
     }
 }

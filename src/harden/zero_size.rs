@@ -46,10 +46,15 @@ fn base() -> usize {
     }
 }
 
-fn word(slot: usize) -> (&'static AtomicU64, u64) {
+/// The bitmap word holding slot `slot`'s bit, and the bit.
+///
+/// # Safety
+/// The region must be published (`BASE` set) and `slot < SLOTS`.
+unsafe fn word(slot: usize) -> (&'static AtomicU64, u64) {
     let bits = (BASE.load(Ordering::Acquire) + REGION) as *const AtomicU64;
-    // SAFETY: the bitmap after the region holds SLOTS bits and
-    // `slot < SLOTS`; it is never unmapped and only accessed atomically.
+    // The bitmap is never unmapped, and only accessed atomically.
+    // SAFETY: the published region is followed by its bitmap of SLOTS
+    // bits, and `slot < SLOTS` (this fn's contract).
     (unsafe { &*bits.add(slot / 64) }, 1 << (slot % 64))
 }
 
@@ -69,7 +74,9 @@ pub fn alloc() -> *mut u8 {
             crate::stats::COMMITTED.increase(os::page_size());
         }
         let slot = turn % SLOTS;
-        let (w, bit) = word(slot);
+        // SAFETY: `base` published the region (`b != 0`), and `slot` is
+        // taken modulo SLOTS.
+        let (w, bit) = unsafe { word(slot) };
         if w.fetch_or(bit, Ordering::AcqRel) & bit == 0 {
             return (b + slot * SLOT) as *mut u8;
         }
@@ -91,7 +98,9 @@ pub fn free(p: *const u8) -> Result<(), ()> {
     if !off.is_multiple_of(SLOT) {
         return Err(());
     }
-    let (w, bit) = word(off / SLOT);
+    // SAFETY: `owns` accepted `p` (this fn's precondition): the region is
+    // published and `off < REGION`, so `off / SLOT < SLOTS`.
+    let (w, bit) = unsafe { word(off / SLOT) };
     if w.fetch_and(!bit, Ordering::AcqRel) & bit != 0 {
         Ok(())
     } else {

@@ -173,8 +173,9 @@ pub unsafe fn guard(p: *mut u8, len: usize) -> Guarded {
     }
     if guard_way() == GuardWay::Markers {
         MARKER_CALLS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: per the caller; installing markers only drops pages the
-        // caller does not need.
+        // Installing markers only drops the range's pages.
+        // SAFETY: `[p, p + len)` is page-aligned, mapped private memory
+        // whose contents nobody needs (this fn's contract).
         if unsafe { libc::madvise(p.cast(), len, MADV_GUARD_INSTALL) } == 0 {
             MARKERS_MADE.fetch_add(1, Ordering::Relaxed);
             return Guarded::Marker;
@@ -246,8 +247,9 @@ pub unsafe fn mark(p: *mut u8, len: usize) -> bool {
         return false;
     }
     MARKER_CALLS.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: per the caller; installing markers only drops pages the
-    // caller does not need.
+    // Installing markers only drops the range's pages.
+    // SAFETY: `[p, p + len)` is page-aligned, mapped private memory whose
+    // contents nobody needs (this fn's contract, as `guard`'s).
     let made = unsafe { libc::madvise(p.cast(), len, MADV_GUARD_INSTALL) } == 0;
     if made {
         MARKERS_MADE.fetch_add(1, Ordering::Relaxed);
@@ -263,7 +265,8 @@ pub unsafe fn mark(p: *mut u8, len: usize) -> bool {
 /// `[p, p + len)` must be page-aligned memory this process mapped.
 pub unsafe fn unmark(p: *mut u8, len: usize) -> bool {
     MARKER_CALLS.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: per the caller; removing markers touches no other page.
+    // SAFETY: `[p, p + len)` is page-aligned memory this process mapped
+    // (this fn's contract); removing markers touches no other page.
     unsafe { libc::madvise(p.cast(), len, MADV_GUARD_REMOVE) == 0 }
 }
 
@@ -279,7 +282,8 @@ pub unsafe fn unguard(p: *mut u8, len: usize) -> bool {
     }
     if guard_way() == GuardWay::Markers {
         MARKER_CALLS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: per the caller; removing markers touches no other page.
+        // SAFETY: `[p, p + len)` is page-aligned memory this process
+        // mapped (this fn's contract); no other page is touched.
         unsafe { libc::madvise(p.cast(), len, MADV_GUARD_REMOVE) };
         if !ANY_PROTECTED.load(Ordering::Relaxed) {
             return true;

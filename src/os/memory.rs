@@ -200,8 +200,8 @@ pub unsafe fn residency(p: *mut u8, len: usize, vec: &mut [u8]) -> bool {
     if len.div_ceil(page_size()) > vec.len() {
         return false;
     }
-    // SAFETY: per the caller the range is mapped; `vec` has a byte for
-    // each of its pages.
+    // SAFETY: the range is page-aligned memory this process mapped (this
+    // fn's contract); `vec` has a byte for each of its pages.
     unsafe { libc::mincore(p.cast(), len, vec.as_mut_ptr()) == 0 }
 }
 
@@ -247,14 +247,15 @@ pub fn map_aligned_offset(size: usize, align: usize, offset: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn touch_for_write(p: *mut u64) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: per the caller; a locked OR with zero is an atomic write of
-    // the value already there.
+    // SAFETY: `p` is a valid, 8-aligned writable word (this fn's contract);
+    // a locked OR with zero atomically writes the value already there.
     unsafe {
         core::arch::asm!("lock or qword ptr [{p}], 0", p = in(reg) p, options(nostack));
     }
+    // A compare-exchange of 0 for 0 writes nothing new, and touches the
+    // word for writing where the hardware does.
     #[cfg(not(target_arch = "x86_64"))]
-    // SAFETY: per the caller; a compare-exchange of 0 for 0 writes nothing
-    // new, and touches the word for writing where the hardware does.
+    // SAFETY: `p` is a valid, 8-aligned writable word (this fn's contract).
     unsafe {
         let _ = core::sync::atomic::AtomicU64::from_ptr(p).compare_exchange(
             0,

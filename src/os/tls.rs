@@ -73,9 +73,10 @@ macro_rules! thread_slot {
             pub fn get() -> *mut $ty {
                 let value: *mut $ty;
                 // `readonly` without `pure` keeps the load after any `set`.
-                // SAFETY: reads the slot's offset from the GOT (set by the
-                // loader, as in `slot`), then the slot: this thread's own
-                // 8 bytes of TLS.
+                // The slot's offset comes from the GOT (set by the loader,
+                // as in `slot`).
+                // SAFETY: the GOT entry is the loader's; the slot read is
+                // this thread's own 8 bytes of TLS.
                 unsafe {
                     core::arch::asm!(
                         "mov {h}, qword ptr [rip + fortalloc_tls_heap@GOTTPOFF]",
