@@ -403,7 +403,8 @@ fn free_unmapped(p: *mut u8) {
         return;
     }
     if harden::is_zero_size(p) {
-        return free_zero_size(p);
+        // SAFETY: `is_zero_size(p)` holds (checked just now).
+        return unsafe { free_zero_size(p) };
     }
     error::not_a_block(Entry::Free, NotABlock::Foreign, p as usize, 0);
 }
@@ -420,9 +421,12 @@ unsafe fn free_bad(page: *mut Page, off: usize, p: *mut u8) {
     unsafe { bad_pointer(page, off, p, Entry::Free) }
 }
 
+/// # Safety
+/// `harden::is_zero_size(p)` must hold.
 #[cold]
-fn free_zero_size(p: *mut u8) {
-    if harden::zero_size_free(p).is_err() {
+unsafe fn free_zero_size(p: *mut u8) {
+    // SAFETY: `p` is a zero-size slot's address (this fn's contract).
+    if unsafe { harden::zero_size_free(p) }.is_err() {
         error::report(error::ErrorKind::DoubleFree, p as usize, 0);
     }
 }
@@ -440,7 +444,8 @@ pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
             error::report(error::ErrorKind::SizeMismatch, p as usize, 0);
             return;
         }
-        return free_zero_size(p);
+        // SAFETY: `is_zero_size(p)` holds (checked above).
+        return unsafe { free_zero_size(p) };
     }
     if harden::HARDENED && !p.is_null() {
         // SAFETY: `p` is non-null and, per the caller, was live.
@@ -698,7 +703,8 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
     if harden::is_zero_size(p) {
         let q = malloc_aligned(new_size, align);
         if !q.is_null() {
-            free_zero_size(p);
+            // SAFETY: `is_zero_size(p)` holds (checked above).
+            unsafe { free_zero_size(p) };
         }
         return q;
     }

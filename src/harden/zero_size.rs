@@ -91,9 +91,13 @@ pub fn owns(p: *const u8) -> bool {
     b != 0 && (p as usize).wrapping_sub(b) < REGION
 }
 
-/// Frees the zero-size allocation `p` (which [`owns`] accepted): Err if it
-/// is not a live slot (a double free, or a pointer between slots).
-pub fn free(p: *const u8) -> Result<(), ()> {
+/// Frees the zero-size allocation `p`: Err if it is not a live slot (a
+/// double free, or a pointer between slots).
+///
+/// # Safety
+/// [`owns`] must have accepted `p` (so the region is published and `p`
+/// lies in it).
+pub unsafe fn free(p: *const u8) -> Result<(), ()> {
     let off = p as usize - BASE.load(Ordering::Relaxed);
     if !off.is_multiple_of(SLOT) {
         return Err(());
