@@ -1230,26 +1230,31 @@ mod tests {
         let size = 140_000;
         let keep = malloc(size);
         let p = malloc(size);
-        // The cache and the slot bits are read on this thread, which owns
-        // both blocks, cached or live.
         // SAFETY: `p` is live with `size` bytes, then freed once.
         unsafe {
             p.write_bytes(0xab, size);
             free(p);
-            let c = bin_of(size) - FIRST_BIN;
-            assert_eq!((*heap).large.counts[c], 1);
-            assert_eq!((*heap).large.blocks[c][0], p);
-            let (slot, is_free, zero) = bits(p);
-            assert!(!is_free && !zero, "a cached block stays live, not known zero");
-            assert!(freed_already(slot, p), "the tag marks it freed");
-            let q = malloc(size);
-            assert_eq!(q, p, "the thread's next malloc of the class takes it");
-            assert_eq!((*heap).large.counts[c], 0);
+        }
+        // The cache and the slot bits are read on this thread, which owns
+        // both blocks, cached or live; `keep` keeps their segment live.
+        let c = bin_of(size) - FIRST_BIN;
+        // SAFETY: this thread's heap, whose cache only it touches.
+        let counts = || unsafe { (*heap).large.counts[c] };
+        assert_eq!(counts(), 1);
+        // SAFETY: as for `counts`.
+        assert_eq!(unsafe { (*heap).large.blocks[c][0] }, p);
+        // SAFETY: `p` is a block of the segment `keep` keeps live.
+        let (slot, is_free, zero) = unsafe { bits(p) };
+        assert!(!is_free && !zero, "a cached block stays live, not known zero");
+        // SAFETY: `p` is the block of `slot`.
+        assert!(unsafe { freed_already(slot, p) }, "the tag marks it freed");
+        let q = malloc(size);
+        assert_eq!(q, p, "the thread's next malloc of the class takes it");
+        assert_eq!(counts(), 0);
+        // SAFETY: `q` is `p`, the block of `slot`, live.
+        unsafe {
             assert!(!freed_already(slot, q), "a block in use has no tag");
-            assert!(
-                !crate::core::large::was_zero(of_block(q), q),
-                "calloc must clear it"
-            );
+            assert!(!was_zero(of_block(q), q), "calloc must clear it");
             free(q);
             free(keep);
             flush(heap);
