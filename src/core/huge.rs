@@ -34,8 +34,8 @@ fn round_up(x: usize, to: usize) -> usize {
 pub unsafe fn alloc_for(heap: *mut Heap, size: usize, align: usize, zero: bool) -> *mut u8 {
     let p = alloc(harden::huge_padded(size), align, zero);
     if !p.is_null() {
-        // SAFETY: `heap` is this thread's heap per the caller; `p` a huge
-        // block of `huge_padded(size)` bytes.
+        // SAFETY: `heap` is this thread's initialised heap (this fn's
+        // contract); `p` a huge block of `huge_padded(size)` bytes.
         unsafe {
             stats::bump(&(*heap).counters.mallocs);
             harden::huge_taken(p, size);
@@ -88,47 +88,56 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         segment_map::insert(seg);
         (seg, total, offset, true, false, Prior::Open, 0)
     };
-    // SAFETY: the segment is mapped, ours alone, and larger than its header.
+    // Usable up to the end of the block's last OS page; past it, in the
+    // hardened build, the guard.
+    let block_size = if harden::GUARD_PAGES {
+        round_up(offset + size.max(1), os::page_size()) - offset
+    } else {
+        total - offset
+    };
+    // SAFETY: the segment is mapped, ours alone, and holds its header
+    // and `offset + block_size <= total` bytes.
     unsafe {
-        // Usable up to the end of the block's last OS page; past it, in the
-        // hardened build, the guard.
-        let block_size = if harden::GUARD_PAGES {
-            round_up(offset + size.max(1), os::page_size()) - offset
-        } else {
-            total - offset
-        };
         segment::init_huge(seg, total, offset, block_size);
         (*seg).in_arena = in_arena;
-        let block = (seg as *mut u8).add(offset);
-        let open = harden::open_block(
+    }
+    // SAFETY: `offset < total`: the block starts inside the segment.
+    let block = unsafe { (seg as *mut u8).add(offset) };
+    // SAFETY: the area past the header is the segment's, ours alone, and
+    // holds the block only.
+    let open = unsafe {
+        harden::open_block(
             seg as usize + info,
             block as usize,
             block as usize + size.max(1),
             seg as usize + total,
             prior,
-        );
-        // The header and what is open past it. A span of sealed slices
-        // may have the headers of the segments that used them open in its
-        // later slices too: counted, on the safe side.
-        let mut committed = info + open;
-        if prior == Prior::Sealed {
-            committed += (total / SEGMENT_SIZE).saturating_sub(1) * info;
-        }
-        stats::commit_start(seg, carried, committed);
-        stats::HUGE.increase(1);
-        stats::HUGE_BYTES.increase(total - offset);
-        stats::IN_USE.increase(total - offset);
-        if !is_zero {
-            if harden::ZERO_ON_FREE {
-                // Reused arena memory may hold an old owner's bytes, which
-                // the zero-on-free build never shows a new owner.
-                harden::zero_reused(block, block_size);
-            } else if zero {
-                ptr::write_bytes(block, 0, size);
-            }
-        }
-        block
+        )
+    };
+    // The header and what is open past it. A span of sealed slices
+    // may have the headers of the segments that used them open in its
+    // later slices too: counted, on the safe side.
+    let mut committed = info + open;
+    if prior == Prior::Sealed {
+        committed += (total / SEGMENT_SIZE).saturating_sub(1) * info;
     }
+    // SAFETY: the segment was just set up, and nobody else uses it yet.
+    unsafe { stats::commit_start(seg, carried, committed) };
+    stats::HUGE.increase(1);
+    stats::HUGE_BYTES.increase(total - offset);
+    stats::IN_USE.increase(total - offset);
+    if !is_zero {
+        if harden::ZERO_ON_FREE {
+            // Reused arena memory may hold an old owner's bytes, which
+            // the zero-on-free build never shows a new owner.
+            // SAFETY: the block, page-aligned, is ours and nobody's data.
+            unsafe { harden::zero_reused(block, block_size) };
+        } else if zero {
+            // SAFETY: the block is ours, open for at least `size` bytes.
+            unsafe { ptr::write_bytes(block, 0, size) };
+        }
+    }
+    block
 }
 
 /// Grows the huge block `p` of `seg` in place to hold `size` bytes, if its
@@ -148,35 +157,42 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
     }
     let ps = os::page_size();
     // The segment keeps at least one guard page after the grown block.
-    // SAFETY: per the caller, the segment and its block are live and ours;
-    // the range opened lies past the block, inside the segment.
-    unsafe {
-        let offset = (*seg).block_offset;
-        let old = (*page).block_size;
-        let Some(want) = offset.checked_add(harden::huge_padded(size)) else {
-            return false;
-        };
-        if want > (*seg).size {
-            return false;
-        }
-        let new = round_up(want, ps) - offset;
-        if new <= old || offset + new + ps > (*seg).size {
-            return false;
-        }
-        if !harden::grow_block(p.add(old), new - old) {
-            return false;
-        }
-        // Where the guard after the block was never made, these bytes were
-        // counted as open already: an over-count, the safe side.
-        stats::commit_more(seg, new - old);
-        if harden::ZERO_ON_FREE {
-            // The segment's memory past the block may hold an old owner's
-            // bytes: it was sealed, not wiped.
-            harden::zero_reused(p.add(old), new - old);
-        }
-        (*page).block_size = new;
-        true
+    // SAFETY: `seg` is the live huge segment of the caller's block and
+    // `page` its descriptor (this fn's contract): its geometry is ours.
+    let (offset, old, room) = unsafe { ((*seg).block_offset, (*page).block_size, (*seg).size) };
+    let Some(want) = offset.checked_add(harden::huge_padded(size)) else {
+        return false;
+    };
+    if want > room {
+        return false;
     }
+    let new = round_up(want, ps) - offset;
+    if new <= old || offset + new + ps > room {
+        return false;
+    }
+    // SAFETY: `p + old`, the end of the caller's block, lies inside its
+    // segment (`offset + old < offset + new < size`).
+    let at = unsafe { p.add(old) };
+    // SAFETY: `[at, at + new - old)` is the page-aligned guard after the
+    // caller's block, inside its segment, about to belong to the block.
+    if !unsafe { harden::grow_block(at, new - old) } {
+        return false;
+    }
+    // Where the guard after the block was never made, these bytes were
+    // counted as open already: an over-count, the safe side.
+    // SAFETY: the segment lives while the caller owns its block.
+    unsafe { stats::commit_more(seg, new - old) };
+    if harden::ZERO_ON_FREE {
+        // The segment's memory past the block may hold an old owner's
+        // bytes: it was sealed, not wiped.
+        // SAFETY: opened just now, page-aligned, the caller's, holding
+        // nobody's data.
+        unsafe { harden::zero_reused(at, new - old) };
+    }
+    // SAFETY: the descriptor of the caller's huge block, which only its
+    // owner resizes.
+    unsafe { (*page).block_size = new };
+    true
 }
 
 /// Frees the huge segment `seg` (its block was just freed, from any thread).
@@ -184,14 +200,16 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
 /// # Safety
 /// `seg` must be a live huge segment whose block is being freed once.
 pub unsafe fn free(seg: *mut Segment) {
+    // SAFETY: `seg` is a live huge segment (this fn's contract).
+    let bytes = unsafe { (*seg).size - (*seg).block_offset };
+    stats::HUGE.decrease(1);
+    stats::HUGE_BYTES.decrease(bytes);
+    stats::IN_USE.decrease(bytes);
     // Resetting the page first makes any later free of the block fail its
     // check while the memory sits in an arena.
-    // SAFETY: the block's owner gives the whole segment up.
+    // SAFETY: its one block is being freed once (this fn's contract), so
+    // nobody else uses the segment: ours to reset and give back.
     unsafe {
-        let bytes = (*seg).size - (*seg).block_offset;
-        stats::HUGE.decrease(1);
-        stats::HUGE_BYTES.decrease(bytes);
-        stats::IN_USE.decrease(bytes);
         crate::core::page::reset(page_at(seg, 0));
         segment::os_free(seg);
     }

@@ -68,7 +68,7 @@ use crate::core::heap::{Heap, EMPTY_HEAP_PTR};
 use crate::core::segment;
 use crate::error::{self, ErrorKind};
 use crate::meta::constants::MEDIUM_OBJ_MAX;
-use crate::meta::page::Page;
+use crate::meta::page::{block_index, Page};
 use crate::meta::segment::{of_block, page_at, Segment};
 use crate::meta::size_class::{bin_of, BLOCK_SIZE, MAX_BIN};
 use crate::os::lock::{Guard, Holder, SpinLock};
@@ -111,7 +111,9 @@ fn tag(p: *const u8) -> usize {
 }
 
 /// A thread's cache of large blocks it freed (see the module doc), in its
-/// heap; only that thread touches it.
+/// heap; only that thread touches it. Each block in it (the first
+/// `counts[c]` of `blocks[c]`) stays live in its slot, so its segment
+/// stays live too, and holds its [`tag`] in its first word.
 pub struct Cache {
     /// Per class, the blocks cached, the last freed on top.
     blocks: [[*mut u8; CACHE_DEPTH]; CACHED_CLASSES],
@@ -152,7 +154,11 @@ struct Classes(UnsafeCell<[Class; CLASSES]>);
 // SAFETY: each class is only touched under its lock in LOCKS.
 unsafe impl Sync for Classes {}
 
-#[derive(Clone, Copy)]
+/// A size class of large blocks. Reached only through [`class`], under
+/// its lock, so a `&mut Class` stands for that lock held: every segment
+/// on its `open` list is a live segment of slots of the class, whose
+/// lock-guarded state ([`Locked`]) the holder may read and write. Not
+/// `Copy`, so no copy of a list outlives the lock.
 struct Class {
     /// Segments of the class with a free slot (linked by `free_next`).
     open: *mut Segment,
@@ -163,13 +169,55 @@ struct Class {
     user: usize,
 }
 
-static CLASSES_OF: Classes = Classes(UnsafeCell::new(
-    [Class {
+impl Class {
+    const EMPTY: Class = Class {
         open: ptr::null_mut(),
         count: 0,
         user: 0,
-    }; CLASSES],
-));
+    };
+
+    /// The first segment on the class's list, if any.
+    #[inline(always)]
+    fn first(&self) -> Option<Locked> {
+        if self.open.is_null() {
+            return None;
+        }
+        // SAFETY: a segment on the list of a class reached through a
+        // reference is live, and its lock is held (`Class`'s invariant).
+        Some(unsafe { Locked::new(self.open) })
+    }
+
+    /// Puts `seg` first on the class's list.
+    ///
+    /// # Safety
+    /// `seg` must be a segment of this class, not on its list.
+    #[inline(always)]
+    unsafe fn push(&mut self, seg: Locked) {
+        // SAFETY: `open` is null or heads this class's list (`Class`'s
+        // invariant); `seg` is of the class (this fn's contract).
+        unsafe { seg.set_listed(self.open) };
+        self.open = seg.slots().seg();
+    }
+
+    /// Takes `seg` off the class's list, wherever it is on it.
+    fn unlink(&mut self, seg: Locked) {
+        let mut at = &mut self.open as *mut *mut Segment;
+        // SAFETY: `at` points at `open` or at the link of a segment on the
+        // list, live and ours under the lock held (`Class`'s invariant).
+        unsafe {
+            while !(*at).is_null() {
+                if *at == seg.slots().seg() {
+                    *at = seg.link();
+                    break;
+                }
+                at = ptr::addr_of_mut!((**at).free_next);
+            }
+        }
+        seg.set_unlisted();
+    }
+}
+
+static CLASSES_OF: Classes = Classes(UnsafeCell::new([const { Class::EMPTY }; CLASSES]));
 /// One lock per class, guarding the class and its segments' slot state:
 /// threads working on blocks of different sizes do not wait for each
 /// other.
@@ -184,9 +232,287 @@ static PURGE_DUE: AtomicU64 = AtomicU64::new(0);
 /// `LOCKS[c]` must be held for as long as the reference lives.
 #[allow(clippy::mut_from_ref)]
 unsafe fn class(c: usize) -> &'static mut Class {
-    // SAFETY: `c < CLASSES`; per the caller only this thread touches the
-    // element, and no reference to the whole array is ever made.
+    // SAFETY: `c < CLASSES`; the lock held (this fn's contract) makes us the
+    // element's only user; no reference to the whole array is ever made.
     unsafe { &mut *(CLASSES_OF.0.get() as *mut Class).add(c) }
+}
+
+/// A live segment of slots, for what any thread keeping it live may
+/// touch: its geometry (in page descriptor 0, written only at setup), the
+/// address of each slot's block, and the slot bits read without the
+/// class's lock. The obligation is met once, where the handle is made;
+/// inside is a raw pointer, never a reference, as other threads write the
+/// slot bits meanwhile.
+#[derive(Clone, Copy)]
+struct Slots(*mut Segment);
+
+impl Slots {
+    /// # Safety
+    /// `seg` must be a live segment of slots (set up by `init_slots`) that
+    /// stays live for as long as the handle is used: the caller holds its
+    /// class's lock, or one of its blocks (live or cached), or it alone.
+    #[inline(always)]
+    unsafe fn new(seg: *mut Segment) -> Slots {
+        Slots(seg)
+    }
+
+    #[inline(always)]
+    fn seg(self) -> *mut Segment {
+        self.0
+    }
+
+    /// The page descriptor holding the segment's geometry.
+    #[inline(always)]
+    fn page(self) -> *mut Page {
+        // SAFETY: index 0 is in the page table of a live header (the
+        // handle's invariant); only the address is computed.
+        unsafe { page_at(self.0, 0) }
+    }
+
+    /// The size of its blocks.
+    #[inline(always)]
+    fn block_size(self) -> usize {
+        // SAFETY: geometry in the descriptor of a live segment (the
+        // handle's invariant), unchanged while it lives.
+        unsafe { (*self.page()).block_size }
+    }
+
+    /// Where its first slot's block starts.
+    #[inline(always)]
+    fn start(self) -> *mut u8 {
+        // SAFETY: geometry in the descriptor of a live segment (the
+        // handle's invariant), unchanged while it lives.
+        unsafe { (*self.page()).page_start }
+    }
+
+    /// How many slots it has.
+    #[inline(always)]
+    fn count(self) -> usize {
+        // SAFETY: geometry in the descriptor of a live segment (the
+        // handle's invariant), unchanged while it lives.
+        unsafe { (*self.page()).reserved as usize }
+    }
+
+    /// Its class (an index into `LOCKS`).
+    #[inline(always)]
+    fn class(self) -> usize {
+        // SAFETY: geometry in the descriptor of a live segment (the
+        // handle's invariant), unchanged while it lives.
+        unsafe { (*self.page()).bin as usize - FIRST_BIN }
+    }
+
+    /// The bits of all its slots.
+    #[inline(always)]
+    fn all(self) -> u64 {
+        all_slots(self.count())
+    }
+
+    /// Its free slots. Read without the lock only where the slot that
+    /// matters is live, whose bit nobody changes meanwhile.
+    #[inline(always)]
+    fn free_bits(self) -> u64 {
+        // SAFETY: an atomic of a live header (the handle's invariant).
+        unsafe { (*self.0).slots_free.load(Ordering::Relaxed) }
+    }
+
+    /// Its slots whose memory reads zero (without guards).
+    #[inline(always)]
+    fn zero_bits(self) -> u64 {
+        // SAFETY: an atomic of a live header (the handle's invariant).
+        unsafe { (*self.0).slots_zero.load(Ordering::Relaxed) }
+    }
+
+    /// The slot of its block `p`.
+    ///
+    /// # Safety
+    /// `p` must be one of its blocks.
+    #[inline(always)]
+    unsafe fn slot_of(self, p: *const u8) -> Slot {
+        let page = self.page();
+        // SAFETY: `p` is a block start of the segment (this fn's contract):
+        // the multiply by the inverse is the division, the index a slot.
+        let index = unsafe { block_index(page, p as usize - self.start() as usize) } as usize;
+        Slot { seg: self, index }
+    }
+
+    /// The same segment, for the state its class's lock guards.
+    ///
+    /// # Safety
+    /// As for [`Locked::new`]: the caller holds the class's lock for as
+    /// long as the handle is used.
+    #[inline(always)]
+    unsafe fn locked(self) -> Locked {
+        Locked(self)
+    }
+}
+
+/// Slot `index` of a live segment of slots (below its count): the handle
+/// owns the slot's bit and its block's address.
+#[derive(Clone, Copy)]
+struct Slot {
+    seg: Slots,
+    index: usize,
+}
+
+impl Slot {
+    #[inline(always)]
+    fn segment(self) -> Slots {
+        self.seg
+    }
+
+    /// Its bit in the segment's slot bitmaps.
+    #[inline(always)]
+    fn bit(self) -> u64 {
+        1 << self.index
+    }
+
+    /// The slot's block.
+    #[inline(always)]
+    fn block(self) -> *mut u8 {
+        // SAFETY: the index is below the slot count (the handle's
+        // invariant), so the block lies in the segment's area.
+        unsafe { self.seg.start().add(self.index * self.seg.block_size()) }
+    }
+
+    #[inline(always)]
+    fn is_free(self) -> bool {
+        self.seg.free_bits() & self.bit() != 0
+    }
+
+    /// Its memory read zero: fresh or purged when it was last taken.
+    #[inline(always)]
+    fn is_zero(self) -> bool {
+        self.seg.zero_bits() & self.bit() != 0
+    }
+
+    /// The slot's block was (or may have been) written: its memory is no
+    /// longer known to be zero. Atomic: a free into a cache clears a bit
+    /// without the lock. Most freed slots were not zero, and skip the
+    /// write.
+    #[inline(always)]
+    fn forget_zero(self) {
+        if self.is_zero() {
+            // SAFETY: an atomic of a live header (the handle's invariant).
+            let zero = unsafe { &(*self.seg.seg()).slots_zero };
+            zero.fetch_and(!self.bit(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// A live segment of slots whose class's lock the caller holds, for the
+/// state that lock guards: writes of the free bits, the unpurged bits, the
+/// purge time and the link on the class's list.
+#[derive(Clone, Copy)]
+struct Locked(Slots);
+
+impl Locked {
+    /// # Safety
+    /// `seg` must be a live segment of slots whose class's lock the caller
+    /// holds for as long as the handle is used, or a new one that nobody
+    /// else can reach (on no list yet).
+    #[inline(always)]
+    unsafe fn new(seg: *mut Segment) -> Locked {
+        Locked(Slots(seg))
+    }
+
+    #[inline(always)]
+    fn slots(self) -> Slots {
+        self.0
+    }
+
+    /// # Safety
+    /// Every slot `bits` names free must be free: its block nobody's.
+    #[inline(always)]
+    unsafe fn set_free_bits(self, bits: u64) {
+        // SAFETY: an atomic of a live header, written only under the lock
+        // held (the handle's invariant).
+        unsafe { (*self.0.seg()).slots_free.store(bits, Ordering::Relaxed) };
+    }
+
+    /// The free slots whose memory is still resident, to be purged.
+    #[inline(always)]
+    fn unpurged(self) -> u64 {
+        // SAFETY: a field of a live header guarded by the lock held (the
+        // handle's invariant).
+        unsafe { (*self.0.seg()).slots_unpurged }
+    }
+
+    #[inline(always)]
+    fn set_unpurged(self, bits: u64) {
+        // SAFETY: a field of a live header guarded by the lock held (the
+        // handle's invariant).
+        unsafe { (*self.0.seg()).slots_unpurged = bits };
+    }
+
+    /// When the unpurged slots are due (ms on the coarse clock).
+    #[inline(always)]
+    fn purge_at(self) -> u64 {
+        // SAFETY: a field of a live header guarded by the lock held (the
+        // handle's invariant).
+        unsafe { (*self.0.seg()).purge_at }
+    }
+
+    #[inline(always)]
+    fn set_purge_at(self, due: u64) {
+        // SAFETY: a field of a live header guarded by the lock held (the
+        // handle's invariant).
+        unsafe { (*self.0.seg()).purge_at = due };
+    }
+
+    /// Whether it is on its class's list.
+    #[inline(always)]
+    fn listed(self) -> bool {
+        // SAFETY: a field of a live header guarded by the lock held (the
+        // handle's invariant).
+        unsafe { (*self.0.seg()).in_free_list }
+    }
+
+    /// Its link on its class's list: null, or the next segment on it
+    /// (`init_header` nulls it; only `set_listed` and `set_unlisted` write
+    /// it).
+    #[inline(always)]
+    fn link(self) -> *mut Segment {
+        // SAFETY: a field of a live header guarded by the lock held (the
+        // handle's invariant).
+        unsafe { (*self.0.seg()).free_next }
+    }
+
+    /// The segment after it on its class's list, if any.
+    #[inline(always)]
+    fn next(self) -> Option<Locked> {
+        let next = self.link();
+        if next.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null link is the next segment on the same class's
+        // list (see `link`), live and under the same lock.
+        Some(unsafe { Locked::new(next) })
+    }
+
+    /// It joins its class's list, in front of `next`.
+    ///
+    /// # Safety
+    /// `next` must be null or the first segment on its class's list.
+    #[inline(always)]
+    unsafe fn set_listed(self, next: *mut Segment) {
+        // SAFETY: fields of a live header guarded by the lock held (the
+        // handle's invariant).
+        unsafe {
+            (*self.0.seg()).free_next = next;
+            (*self.0.seg()).in_free_list = true;
+        }
+    }
+
+    /// It has left its class's list.
+    #[inline(always)]
+    fn set_unlisted(self) {
+        // SAFETY: fields of a live header guarded by the lock held (the
+        // handle's invariant).
+        unsafe {
+            (*self.0.seg()).free_next = ptr::null_mut();
+            (*self.0.seg()).in_free_list = false;
+        }
+    }
 }
 
 /// Makes PURGE_DUE at most `due` (it stays the earliest of all classes').
@@ -209,20 +535,14 @@ fn all_slots(count: usize) -> u64 {
     }
 }
 
-/// The page descriptor holding a segment of slots' geometry.
-fn page(seg: *mut Segment) -> *mut Page {
-    // SAFETY: index 0 is in the page table; only the address is computed.
-    unsafe { page_at(seg, 0) }
-}
-
 /// Takes class `c`'s lock, noting in the calling thread's `cache` (if it
 /// has one) when another thread took it last.
 fn lock_class(c: usize, cache: Option<&mut Cache>) -> Guard<'static> {
     let g = LOCKS[c].lock();
     if let Some(cache) = cache {
         let me = cache as *mut Cache as usize;
-        // SAFETY: the class is only touched under its lock, held; the
-        // reference ends here.
+        // SAFETY: class `c`'s lock is held, just taken; the reference ends
+        // here.
         let class = unsafe { class(c) };
         if class.user != me {
             cache.shared |= class.user != 0;
@@ -232,52 +552,44 @@ fn lock_class(c: usize, cache: Option<&mut Cache>) -> Guard<'static> {
     g
 }
 
-/// The slot of block `p` of the segment of slots `seg`.
-///
-/// # Safety
-/// `seg` must be a live segment of slots and `p` one of its blocks.
-unsafe fn slot_of(seg: *mut Segment, p: *const u8) -> usize {
-    // SAFETY: per the caller, the descriptor is live and `p` a block
-    // start, so the multiply by the inverse is the division.
-    unsafe {
-        let page = page(seg);
-        crate::meta::page::block_index(page, p as usize - (*page).page_start as usize) as usize
-    }
-}
-
 /// Allocates a large block of bin `bin` for a request of `size` bytes
 /// from the calling thread's cache: None if it holds none of the class,
 /// else the block, or null if something wrote to it after it was freed
 /// (and an error handler took the report).
 ///
 /// # Safety
-/// `heap` must be the calling thread's initialised heap.
+/// `heap` must be the calling thread's initialised heap, and `bin` the
+/// large bin of `size` as padded by the hardened build.
 #[inline(always)]
 pub unsafe fn alloc_cached(heap: *mut Heap, bin: usize, size: usize) -> Option<*mut u8> {
     let c = bin - FIRST_BIN;
     if !CACHE_ON || c >= CACHED_CLASSES {
         return None;
     }
-    // SAFETY: the cache is the calling thread's, per the caller; a cached
-    // block is live in its slot, so its segment is too.
-    unsafe {
-        let cache = &mut (*heap).large;
-        cache.active = true;
-        let n = cache.counts[c] as usize;
-        if n == 0 {
-            return None;
-        }
-        let p = cache.blocks[c][n - 1];
-        cache.counts[c] = (n - 1) as u8;
-        cache.bytes -= BLOCK_SIZE[bin];
-        if cache.bytes == 0 {
-            cache.due = 0;
-        }
-        // The tag would read as a second free of a block in use (and the
-        // zero-on-free build checks the block is zero).
-        (p as *mut usize).write(0);
-        Some(hand_out(of_block(p), p, size))
+    // SAFETY: `heap` is the calling thread's initialised heap (this fn's
+    // contract), so its cache is ours alone.
+    let cache = unsafe { &mut (*heap).large };
+    cache.active = true;
+    let n = cache.counts[c] as usize;
+    if n == 0 {
+        return None;
     }
+    let p = cache.blocks[c][n - 1];
+    cache.counts[c] = (n - 1) as u8;
+    cache.bytes -= BLOCK_SIZE[bin];
+    if cache.bytes == 0 {
+        cache.due = 0;
+    }
+    // SAFETY: a cached block stays live in its slot (`Cache`'s
+    // invariant), and is ours now, so its segment lives while we hold it.
+    let seg = unsafe { Slots::new(of_block(p)) };
+    // The tag would read as a second free of a block in use (and the
+    // zero-on-free build checks the block is zero).
+    // SAFETY: the block left the cache and is ours alone, a word at least.
+    unsafe { (p as *mut usize).write(0) };
+    // SAFETY: `p` was free in the cache and is ours alone; `bin`, its
+    // class, is that of `size` (this fn's contract).
+    Some(unsafe { hand_out(seg, p, size) })
 }
 
 /// Allocates a large block of bin `bin` for a request of `size` bytes
@@ -286,28 +598,30 @@ pub unsafe fn alloc_cached(heap: *mut Heap, bin: usize, size: usize) -> Option<*
 /// handler took the report).
 ///
 /// # Safety
-/// `heap` must be the calling thread's initialised heap.
+/// `heap` must be the calling thread's initialised heap, and `bin` the
+/// large bin of `size` as padded by the hardened build.
 pub unsafe fn alloc(heap: *mut Heap, bin: usize, size: usize) -> *mut u8 {
     let c = bin - FIRST_BIN;
-    let bsize = BLOCK_SIZE[bin];
-    let (seg, slot) = loop {
+    let slot = loop {
         let taken = {
-            // SAFETY: the cache is the calling thread's, per the caller.
+            // SAFETY: `heap` is the calling thread's initialised heap (this
+            // fn's contract), so its cache is ours alone.
             let _g = lock_class(c, CACHE_ON.then(|| unsafe { &mut (*heap).large }));
-            // SAFETY: the class and its segments' slot bits are only
-            // touched under its lock, held.
-            unsafe { take_slot(class(c)) }
+            // SAFETY: class `c`'s lock is held, just taken.
+            take_slot(unsafe { class(c) })
         };
         if let Some(t) = taken {
             break t;
         }
-        // SAFETY: `bin` is a large bin.
+        // SAFETY: `bin` is a large bin and `c` its class (this fn's
+        // contract).
         if !unsafe { new_segment(bin, c) } {
             return ptr::null_mut();
         }
     };
-    // SAFETY: the slot was free and is now ours alone.
-    unsafe { hand_out(seg, (*page(seg)).page_start.add(slot * bsize), size) }
+    // SAFETY: the slot was free and `take_slot` made it ours alone; its
+    // class is `bin`, that of `size` (this fn's contract).
+    unsafe { hand_out(slot.segment(), slot.block(), size) }
 }
 
 /// Vets the block `p` of `seg`, just taken from its slot or a cache, and
@@ -315,71 +629,72 @@ pub unsafe fn alloc(heap: *mut Heap, bin: usize, size: usize) -> *mut u8 {
 /// after its free (reported; the slot is left taken).
 ///
 /// # Safety
-/// `p` must be a block of the segment of slots `seg` that was free (in
-/// its slot or a cache) and is now the caller's alone.
-unsafe fn hand_out(seg: *mut Segment, p: *mut u8, size: usize) -> *mut u8 {
-    // SAFETY: per the caller.
-    unsafe {
-        let page = page(seg);
-        let bsize = (*page).block_size;
-        // Zero-on-free without guards: a freed block was wiped, so one not
-        // fresh or purged since must still read zero, else something wrote
-        // to it after its free (the guard build seals it instead).
-        if harden::ZERO_ON_FREE && !harden::GUARD_PAGES && !was_zero(seg, p) && !harden::words_zero(p, bsize)
-        {
+/// `p` must be a block of `seg` that was free (in its slot or a cache)
+/// and is now the caller's alone, and `size`, padded by the hardened
+/// build, must fit it.
+unsafe fn hand_out(seg: Slots, p: *mut u8, size: usize) -> *mut u8 {
+    let bsize = seg.block_size();
+    // Zero-on-free without guards: a freed block was wiped, so one not
+    // fresh or purged since must still read zero, else something wrote
+    // to it after its free (the guard build seals it instead).
+    if harden::ZERO_ON_FREE && !harden::GUARD_PAGES {
+        // SAFETY: `p` is a block of `seg`, the caller's alone (this fn's
+        // contract): its zero bit stands; without guards it is readable.
+        let clean = unsafe { was_zero(seg.seg(), p) || harden::words_zero(p, bsize) };
+        if !clean {
             error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
             return ptr::null_mut();
         }
-        if !harden::large_taken(page, p, size) {
-            return ptr::null_mut();
-        }
-        p
     }
+    // SAFETY: `p` is a free block of the large page, just taken by the
+    // caller, which `size`, padded, fits (this fn's contract).
+    if !unsafe { harden::large_taken(seg.page(), p, size) } {
+        return ptr::null_mut();
+    }
+    p
 }
 
-/// Takes a free slot of a segment of class `class`.
-///
-/// # Safety
-/// The class's lock must be held.
-unsafe fn take_slot(class: &mut Class) -> Option<(*mut Segment, usize)> {
-    let seg = class.open;
-    if seg.is_null() {
-        return None;
+/// Takes a free slot of a segment of `class`, held under its lock.
+fn take_slot(class: &mut Class) -> Option<Slot> {
+    let seg = class.first()?;
+    let slots = seg.slots();
+    let free = slots.free_bits();
+    // Among the free slots whose pages were kept, if any: a slot
+    // sealed with markers, or never used, faults in every page its
+    // next block touches.
+    let warm = if harden::GUARD_PAGES {
+        // SAFETY: the page describes the live segment of slots whose free
+        // slots `free` names.
+        unsafe { harden::large_warm(slots.page(), free) }
+    } else {
+        free & !slots.zero_bits()
+    };
+    let choice = if warm != 0 { warm } else { free };
+    let mut k = harden::pick_slot(choice.count_ones() as usize);
+    let mut bits = choice;
+    let mut index = bits.trailing_zeros() as usize;
+    while k > 0 {
+        bits &= bits - 1;
+        index = bits.trailing_zeros() as usize;
+        k -= 1;
     }
-    // SAFETY: per the caller; segments on the list are live.
-    unsafe {
-        let free = (*seg).slots_free.load(Ordering::Relaxed);
-        // Among the free slots whose pages were kept, if any: a slot
-        // sealed with markers, or never used, faults in every page its
-        // next block touches.
-        let warm = if harden::GUARD_PAGES {
-            harden::large_warm(page(seg), free)
-        } else {
-            free & !(*seg).slots_zero.load(Ordering::Relaxed)
-        };
-        let choice = if warm != 0 { warm } else { free };
-        let mut k = harden::pick_slot(choice.count_ones() as usize);
-        let mut bits = choice;
-        let mut slot = bits.trailing_zeros() as usize;
-        while k > 0 {
-            bits &= bits - 1;
-            slot = bits.trailing_zeros() as usize;
-            k -= 1;
-        }
-        (*seg).slots_free.store(free & !(1 << slot), Ordering::Relaxed);
-        (*seg).slots_unpurged &= !(1 << slot);
-        if !harden::GUARD_PAGES && (*seg).slots_zero.load(Ordering::Relaxed) & (1 << slot) != 0 {
-            // Fresh or purged, so not counted as committed until now (the
-            // guard build counts what it opens instead).
-            stats::commit_more(seg, (*page(seg)).block_size);
-        }
-        if free & !(1 << slot) == 0 {
-            class.open = (*seg).free_next;
-            (*seg).free_next = ptr::null_mut();
-            (*seg).in_free_list = false;
-        }
-        Some((seg, slot))
+    // `index` is a set bit of `free`, so below the slot count.
+    let slot = Slot { seg: slots, index };
+    // SAFETY: only the slot taken leaves the free bits, whose others stay
+    // as they were.
+    unsafe { seg.set_free_bits(free & !slot.bit()) };
+    seg.set_unpurged(seg.unpurged() & !slot.bit());
+    if !harden::GUARD_PAGES && slot.is_zero() {
+        // Fresh or purged, so not counted as committed until now (the
+        // guard build counts what it opens instead).
+        // SAFETY: the segment is live under its class's lock, held.
+        unsafe { stats::commit_more(slots.seg(), slots.block_size()) };
     }
+    if free & !slot.bit() == 0 {
+        class.open = seg.link();
+        seg.set_unlisted();
+    }
+    Some(slot)
 }
 
 /// Makes a segment of slots for bin `bin` (class `c`). False when out of
@@ -392,65 +707,82 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
         return false;
     };
     let seg = fresh.seg;
-    // SAFETY: the segment is new and ours until it is on its class's list.
-    unsafe {
+    // SAFETY: the segment is fresh from `os_alloc` and ours alone until it
+    // is on its class's list; `bin` is a large bin (this fn's contract).
+    let (start, count) = unsafe {
         (*seg).in_arena = fresh.in_arena;
-        let (start, count) = segment::init_slots(seg, bin);
-        let page = page(seg);
-        let bsize = BLOCK_SIZE[bin];
-        if harden::GUARD_PAGES {
-            let state = harden::large_slots_made(start, count, bsize, !fresh.zero);
-            for i in 0..count {
-                harden::large_set_state(page, start.add(i * bsize), state);
-            }
-        }
-        let mut zero = if fresh.zero { all_slots(count) } else { 0 };
-        if harden::ZERO_ON_FREE && !harden::GUARD_PAGES && !fresh.zero {
-            // Reused memory may hold an old owner's bytes, and zero-on-free
-            // hands out only zero blocks: dropped, it reads as zero.
-            os::purge(start, count * bsize);
-            zero = all_slots(count);
-        }
-        (*seg).slots_zero.store(zero, Ordering::Relaxed);
-        (*seg).slots_unpurged = 0;
-        // The header, the rest of the segment if the memory is not zero
-        // (it may hold an old owner's pages), and of the slots those not
-        // zero or, in the guard build, those left open.
-        let mut committed = (*seg).info_size;
-        if !fresh.zero {
-            committed += crate::meta::constants::SEGMENT_SIZE - (*seg).info_size - count * bsize;
-        }
+        segment::init_slots(seg, bin)
+    };
+    // SAFETY: set up as a segment of slots just now, and on no list yet:
+    // nobody else can reach it.
+    let slots = unsafe { Locked::new(seg) };
+    let page = slots.slots().page();
+    let bsize = BLOCK_SIZE[bin];
+    if harden::GUARD_PAGES {
+        // SAFETY: the slots' blocks are fresh, nobody's and page-aligned
+        // (a large block's size is a multiple of the OS page).
+        let state = unsafe { harden::large_slots_made(start, count, bsize, !fresh.zero) };
         for i in 0..count {
-            committed += if harden::GUARD_PAGES {
-                // A slot is left open only when no seal could be made, and
-                // then its guard page may be missing too: counted whole,
-                // on the safe side (what it opens and seals later moves
-                // the count by as much, so the excess stays until the
-                // segment is released).
-                if harden::block_usable(page, start.add(i * bsize)) == 0 {
-                    0
-                } else {
-                    bsize
-                }
-            } else if zero & (1 << i) == 0 {
-                bsize
-            } else {
-                0
-            };
+            // SAFETY: `i` is below the slot count, so the block lies in the
+            // segment, a block of its large page that is ours alone.
+            unsafe { harden::large_set_state(page, start.add(i * bsize), state) };
         }
-        stats::commit_start(seg, fresh.committed, committed);
-        // Counted a segment at a time, as pages are: a shared gauge
-        // touched on every large malloc and free was contended between
-        // threads.
-        stats::PAGES.increase(1);
-        stats::IN_USE.increase(count * bsize);
-        let _g = LOCKS[c].lock();
-        let class = class(c);
-        (*seg).free_next = class.open;
-        (*seg).in_free_list = true;
-        class.open = seg;
-        class.count += 1;
     }
+    let mut zero = if fresh.zero { all_slots(count) } else { 0 };
+    if harden::ZERO_ON_FREE && !harden::GUARD_PAGES && !fresh.zero {
+        // Reused memory may hold an old owner's bytes, and zero-on-free
+        // hands out only zero blocks: dropped, it reads as zero.
+        // SAFETY: the slots' blocks are nobody's, inside the segment.
+        unsafe { os::purge(start, count * bsize) };
+        zero = all_slots(count);
+    }
+    // SAFETY: a header nobody else can reach yet.
+    let info = unsafe {
+        (*seg).slots_zero.store(zero, Ordering::Relaxed);
+        (*seg).info_size
+    };
+    slots.set_unpurged(0);
+    // The header, the rest of the segment if the memory is not zero
+    // (it may hold an old owner's pages), and of the slots those not
+    // zero or, in the guard build, those left open.
+    let mut committed = info;
+    if !fresh.zero {
+        committed += crate::meta::constants::SEGMENT_SIZE - info - count * bsize;
+    }
+    for i in 0..count {
+        committed += if harden::GUARD_PAGES {
+            // A slot is left open only when no seal could be made, and
+            // then its guard page may be missing too: counted whole,
+            // on the safe side (what it opens and seals later moves
+            // the count by as much, so the excess stays until the
+            // segment is released).
+            // SAFETY: `i` is below the slot count: a block of the large
+            // page, just set up.
+            if unsafe { harden::block_usable(page, start.add(i * bsize)) } == 0 {
+                0
+            } else {
+                bsize
+            }
+        } else if zero & (1 << i) == 0 {
+            bsize
+        } else {
+            0
+        };
+    }
+    // SAFETY: a segment just set up that nobody else uses yet.
+    unsafe { stats::commit_start(seg, fresh.committed, committed) };
+    // Counted a segment at a time, as pages are: a shared gauge
+    // touched on every large malloc and free was contended between
+    // threads.
+    stats::PAGES.increase(1);
+    stats::IN_USE.increase(count * bsize);
+    let _g = LOCKS[c].lock();
+    // SAFETY: class `c`'s lock is held, just taken.
+    let class = unsafe { class(c) };
+    // SAFETY: the segment is of class `c` (this fn's contract), and on no
+    // list yet.
+    unsafe { class.push(slots) };
+    class.count += 1;
     true
 }
 
@@ -462,146 +794,163 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
 /// `p` must be a block of `seg` that was live (a second free is reported);
 /// `heap` the calling thread's heap, or the empty one.
 pub unsafe fn free(heap: *mut Heap, seg: *mut Segment, p: *mut u8) {
-    // SAFETY: the segment is live while it has a live (or cached) block; a
-    // heap other than the empty one is the calling thread's.
-    unsafe {
-        let slot = slot_of(seg, p);
-        let mut cache = if CACHE_ON && heap != EMPTY_HEAP_PTR {
-            Some(&mut (*heap).large)
-        } else {
-            None
-        };
-        if let Some(cache) = cache.as_deref_mut() {
-            if cache_push(cache, seg, p, slot) {
-                return;
-            }
+    // SAFETY: a segment of slots is live while it has a live block, `p`
+    // (this fn's contract).
+    let slots = unsafe { Slots::new(seg) };
+    // SAFETY: `p` is a block of `seg` (this fn's contract).
+    let slot = unsafe { slots.slot_of(p) };
+    let mut cache = if CACHE_ON && heap != EMPTY_HEAP_PTR {
+        // SAFETY: a heap other than the empty one is the calling thread's
+        // (this fn's contract), so its cache is ours alone.
+        Some(unsafe { &mut (*heap).large })
+    } else {
+        None
+    };
+    if let Some(cache) = cache.as_deref_mut() {
+        // SAFETY: the calling thread's cache; `p` is the block of `slot`,
+        // and was live (this fn's contract).
+        if unsafe { cache_push(cache, slot, p) } {
+            return;
         }
-        free_slot(seg, p, slot, false, cache);
     }
+    // SAFETY: `p` is the block of `slot`, and was live (this fn's
+    // contract); it comes from no cache.
+    unsafe { free_slot(slot, p, false, cache) };
 }
 
-/// Puts the freed block `p`, slot `slot` of `seg`, in the thread's
-/// `cache` if it has room. True if it did, or if it reported `p` as
-/// freed already.
+/// Puts the freed block `p` of `slot` in the thread's `cache` if it has
+/// room. True if it did, or if it reported `p` as freed already.
 ///
 /// # Safety
-/// `cache` must be the calling thread's; `p` a block of the live `seg`.
-unsafe fn cache_push(cache: &mut Cache, seg: *mut Segment, p: *mut u8, slot: usize) -> bool {
-    // SAFETY: per the caller.
-    unsafe {
-        let page = page(seg);
-        let bsize = (*page).block_size;
-        let c = (*page).bin as usize - FIRST_BIN;
-        if c >= CACHED_CLASSES {
-            return false;
-        }
-        let n = cache.counts[c] as usize;
-        if !(cache.active && cache.shared) || n == CACHE_DEPTH || cache.bytes + bsize > CACHE_BYTES {
-            return false;
-        }
-        // With no delay a freed block's memory goes back at once.
-        let delay = options::purge_delay_ms();
-        if delay == 0 {
-            return false;
-        }
-        let bit = 1u64 << slot;
-        // A live slot's free bit is clear and stays so (nobody takes a
-        // live slot), so a set one means `p` went back to its slot already.
-        if freed_already(seg, p, bit) {
-            error::report(ErrorKind::DoubleFree, p as usize, bsize);
-            return true;
-        }
-        // The segment's last block in use goes back, so that the segment
-        // is released: cached, it would keep the segment's memory from
-        // every other class and from huge blocks. (Other cached blocks
-        // count as in use here, so a segment may still be held by cached
-        // blocks alone, by a few at most.)
-        let others = (*seg).slots_free.load(Ordering::Relaxed) | bit;
-        if others == all_slots((*page).reserved as usize) {
-            return false;
-        }
-        // Written by its owner, most likely: `calloc` must clear it when it
-        // comes back. Nobody sets a live slot's bit meanwhile.
-        if (*seg).slots_zero.load(Ordering::Relaxed) & bit != 0 {
-            (*seg).slots_zero.fetch_and(!bit, Ordering::Relaxed);
-        }
-        (p as *mut usize).write(tag(p));
-        cache.blocks[c][n] = p;
-        cache.counts[c] = (n + 1) as u8;
-        cache.bytes += bsize;
-        cache.due = os::recent_ms().saturating_add(delay);
-        true
+/// `cache` must be the calling thread's; `p` the block of `slot`, which
+/// was live (a second free is reported).
+unsafe fn cache_push(cache: &mut Cache, slot: Slot, p: *mut u8) -> bool {
+    let seg = slot.segment();
+    let bsize = seg.block_size();
+    let c = seg.class();
+    if c >= CACHED_CLASSES {
+        return false;
     }
+    let n = cache.counts[c] as usize;
+    if !(cache.active && cache.shared) || n == CACHE_DEPTH || cache.bytes + bsize > CACHE_BYTES {
+        return false;
+    }
+    // With no delay a freed block's memory goes back at once.
+    let delay = options::purge_delay_ms();
+    if delay == 0 {
+        return false;
+    }
+    // A live slot's free bit is clear and stays so (nobody takes a
+    // live slot), so a set one means `p` went back to its slot already.
+    // SAFETY: `p` is the block of `slot` (this fn's contract).
+    if unsafe { freed_already(slot, p) } {
+        error::report(ErrorKind::DoubleFree, p as usize, bsize);
+        return true;
+    }
+    // The segment's last block in use goes back, so that the segment
+    // is released: cached, it would keep the segment's memory from
+    // every other class and from huge blocks. (Other cached blocks
+    // count as in use here, so a segment may still be held by cached
+    // blocks alone, by a few at most.)
+    let others = seg.free_bits() | slot.bit();
+    if others == seg.all() {
+        return false;
+    }
+    // Written by its owner, most likely: `calloc` must clear it when it
+    // comes back. Nobody sets a live slot's bit meanwhile.
+    slot.forget_zero();
+    // SAFETY: `p` was live and is neither in its slot nor in a cache (just
+    // checked): the caller's to free, its first word ours to write.
+    unsafe { (p as *mut usize).write(tag(p)) };
+    cache.blocks[c][n] = p;
+    cache.counts[c] = (n + 1) as u8;
+    cache.bytes += bsize;
+    cache.due = os::recent_ms().saturating_add(delay);
+    true
 }
 
-/// Whether the block `p` of `seg`, whose slot's bit is `bit`, is free
-/// already: in its slot, or in a cache.
+/// Whether the block `p` of `slot` is free already: in its slot, or in a
+/// cache.
 ///
 /// # Safety
-/// `p` must be a block of the live `seg`.
-unsafe fn freed_already(seg: *mut Segment, p: *mut u8, bit: u64) -> bool {
+/// `p` must be the block of `slot`.
+unsafe fn freed_already(slot: Slot, p: *mut u8) -> bool {
     // A sealed block of the guard build is not read (it has no cache).
-    // SAFETY: per the caller; a block of a live segment without guards
-    // is mapped and readable, free or not.
-    unsafe {
-        (*seg).slots_free.load(Ordering::Relaxed) & bit != 0
-            || (CACHE_ON && (p as *const usize).read() == tag(p))
-    }
+    // SAFETY: `p` is a block of a live segment (this fn's contract), which
+    // without guards is mapped and readable, free or not.
+    slot.is_free() || (CACHE_ON && unsafe { (p as *const usize).read() } == tag(p))
 }
 
-/// Gives the freed block `p`, slot `slot` of `seg`, back to its slot
-/// under its class's lock, and releases the segment if that emptied it.
-/// A block from the caller's cache (`cached`) is trusted; any other is
-/// reported if it is free already.
+/// Gives the freed block `p` of `slot` back to its slot under its class's
+/// lock, and releases the segment if that emptied it. A block from the
+/// caller's cache (`cached`) is trusted; any other is reported if it is
+/// free already.
 ///
 /// `cache` is the calling thread's, if it has one.
 ///
 /// # Safety
-/// `p` must be a block of the live `seg`; if `cached`, one the calling
-/// thread just took out of its cache.
-unsafe fn free_slot(seg: *mut Segment, p: *mut u8, slot: usize, cached: bool, cache: Option<&mut Cache>) {
-    // SAFETY: the segment is live while it has a live block; its slot bits
-    // and its class's list are only written under the class's lock.
-    unsafe {
-        let page = page(seg);
-        let bsize = (*page).block_size;
-        let c = (*page).bin as usize - FIRST_BIN;
-        let all = all_slots((*page).reserved as usize);
-        let bit = 1u64 << slot;
-        let release = {
-            let _g = lock_class(c, cache);
-            let class = class(c);
-            if !cached && freed_already(seg, p, bit) {
-                drop(_g);
-                error::report(ErrorKind::DoubleFree, p as usize, bsize);
-                return;
-            }
-            let free = (*seg).slots_free.load(Ordering::Relaxed);
-            (*seg).slots_free.store(free | bit, Ordering::Relaxed);
-            if !harden::GUARD_PAGES {
-                freed_unguarded(seg, slot);
-            }
-            if !(*seg).in_free_list {
-                (*seg).free_next = class.open;
-                (*seg).in_free_list = true;
-                class.open = seg;
-            }
-            let empty = free | bit == all && (class.count > 1 || !harden::GUARD_PAGES);
-            if empty {
-                unlink(class, seg);
-                // Saturating: in a fork child a set-aside class (see
-                // `after_fork`) counts none of its old segments, which
-                // still come back here as their blocks are freed.
-                class.count = class.count.saturating_sub(1);
-            }
-            empty
-        };
-        if release {
-            stats::PAGES.decrease(1);
-            stats::IN_USE.decrease((*page).reserved as usize * bsize);
-            crate::core::page::reset(page);
-            segment::os_free(seg);
+/// `p` must be the block of `slot`, which was live; if `cached`, one the
+/// calling thread just took out of its cache.
+unsafe fn free_slot(slot: Slot, p: *mut u8, cached: bool, cache: Option<&mut Cache>) {
+    let slots = slot.segment();
+    let bsize = slots.block_size();
+    let c = slots.class();
+    let all = slots.all();
+    let bit = slot.bit();
+    let release = {
+        let _g = lock_class(c, cache);
+        // SAFETY: class `c`'s lock is held, just taken.
+        let class = unsafe { class(c) };
+        // SAFETY: `p` is the block of `slot` (this fn's contract).
+        if !cached && unsafe { freed_already(slot, p) } {
+            drop(_g);
+            error::report(ErrorKind::DoubleFree, p as usize, bsize);
+            return;
         }
+        // SAFETY: the segment lives while `p` does, and its class's lock
+        // is held, just taken.
+        let seg = unsafe { slots.locked() };
+        let free = slots.free_bits();
+        // SAFETY: the slot's block is nobody's now: it was live, and is
+        // freed once (checked above, or out of the caller's cache).
+        unsafe { seg.set_free_bits(free | bit) };
+        if !harden::GUARD_PAGES {
+            freed_unguarded(seg, slot);
+        }
+        if !seg.listed() {
+            // SAFETY: the segment is of class `c`, and not on its list.
+            unsafe { class.push(seg) };
+        }
+        let empty = free | bit == all && (class.count > 1 || !harden::GUARD_PAGES);
+        if empty {
+            class.unlink(seg);
+            // Saturating: in a fork child a set-aside class (see
+            // `after_fork`) counts none of its old segments, which
+            // still come back here as their blocks are freed.
+            class.count = class.count.saturating_sub(1);
+        }
+        empty
+    };
+    if release {
+        // SAFETY: every slot was free and the segment is off its list, so
+        // nobody else can reach it.
+        unsafe { release_segment(slots, bsize) };
+    }
+}
+
+/// Gives back the segment of slots `seg`, whose blocks are `bsize` bytes.
+///
+/// # Safety
+/// No block of `seg` may be in use or cached, and `seg` must be on no
+/// list: nobody else can reach it.
+unsafe fn release_segment(seg: Slots, bsize: usize) {
+    stats::PAGES.decrease(1);
+    stats::IN_USE.decrease(seg.count() * bsize);
+    // SAFETY: nobody else can reach the segment (this fn's contract): its
+    // descriptor and its memory are ours to reset and give back.
+    unsafe {
+        crate::core::page::reset(seg.page());
+        segment::os_free(seg.seg());
     }
 }
 
@@ -616,13 +965,13 @@ pub unsafe fn flush(heap: *mut Heap) {
     if !CACHE_ON || heap == EMPTY_HEAP_PTR {
         return;
     }
-    // SAFETY: the cache is the calling thread's, per the caller.
-    unsafe {
-        let cache = &mut (*heap).large;
-        cache.active = false;
-        cache.shared = false;
-        empty_cache(cache);
-    }
+    // SAFETY: a heap other than the empty one is the calling thread's
+    // (this fn's contract), so its cache is ours alone.
+    let cache = unsafe { &mut (*heap).large };
+    cache.active = false;
+    cache.shared = false;
+    // SAFETY: the calling thread's cache.
+    unsafe { empty_cache(cache) };
 }
 
 /// Gives every block in `cache` back to its slot, where it is purged
@@ -631,24 +980,25 @@ pub unsafe fn flush(heap: *mut Heap) {
 /// # Safety
 /// `cache` must be the calling thread's.
 unsafe fn empty_cache(cache: &mut Cache) {
-    // SAFETY: cached blocks are the thread's, live in their slots, so
-    // their segments are live too.
-    unsafe {
-        for c in 0..CACHED_CLASSES {
-            while cache.counts[c] > 0 {
-                let n = cache.counts[c] as usize - 1;
-                let p = cache.blocks[c][n];
-                cache.counts[c] = n as u8;
-                let seg = of_block(p);
-                cache.bytes -= (*page(seg)).block_size;
-                // Left there, the tag would make the block's next owner's
-                // free look like a second one.
-                (p as *mut usize).write(0);
-                free_slot(seg, p, slot_of(seg, p), true, None);
-            }
+    for c in 0..CACHED_CLASSES {
+        while cache.counts[c] > 0 {
+            let n = cache.counts[c] as usize - 1;
+            let p = cache.blocks[c][n];
+            cache.counts[c] = n as u8;
+            // SAFETY: a cached block stays live in its slot (`Cache`'s
+            // invariant), so its segment lives until it goes back.
+            let seg = unsafe { Slots::new(of_block(p)) };
+            cache.bytes -= seg.block_size();
+            // Left there, the tag would make the block's next owner's
+            // free look like a second one.
+            // SAFETY: out of the cache, the block is ours alone.
+            unsafe { (p as *mut usize).write(0) };
+            // SAFETY: `p` is a block of `seg`, just taken out of this
+            // thread's cache (this fn's contract).
+            unsafe { free_slot(seg.slot_of(p), p, true, None) };
         }
-        cache.due = 0;
     }
+    cache.due = 0;
 }
 
 /// Releases every segment of slots that has none in use (each class keeps
@@ -658,20 +1008,13 @@ pub fn collect() {
     for (c, lock) in LOCKS.iter().enumerate() {
         let seg = {
             let _g = lock.lock();
-            // SAFETY: the class and its segments are only touched under
-            // its lock, held.
-            unsafe { take_empty(class(c)) }
+            // SAFETY: class `c`'s lock is held, just taken.
+            take_empty(unsafe { class(c) })
         };
-        if seg.is_null() {
-            continue;
-        }
-        // SAFETY: the segment has no block in use and is on no list.
-        unsafe {
-            let page = page(seg);
-            stats::PAGES.decrease(1);
-            stats::IN_USE.decrease((*page).reserved as usize * (*page).block_size);
-            crate::core::page::reset(page);
-            segment::os_free(seg);
+        if let Some(seg) = seg {
+            // SAFETY: `take_empty` took it off its list with no block in
+            // use or cached: nobody else can reach it.
+            unsafe { release_segment(seg, seg.block_size()) };
         }
     }
     if !harden::GUARD_PAGES {
@@ -680,13 +1023,14 @@ pub fn collect() {
     }
     for (c, lock) in LOCKS.iter().enumerate() {
         let _g = lock.lock();
-        // SAFETY: as above; the free slots' blocks are sealed and nobody's.
-        unsafe {
-            let mut seg = class(c).open;
-            while !seg.is_null() {
-                harden::large_drop_free(page(seg), (*seg).slots_free.load(Ordering::Relaxed));
-                seg = (*seg).free_next;
-            }
+        // SAFETY: class `c`'s lock is held, just taken.
+        let mut at = unsafe { class(c) }.first();
+        while let Some(seg) = at {
+            let slots = seg.slots();
+            // SAFETY: the live segment's page and its free slots, under its
+            // lock held: their blocks are sealed and nobody's.
+            unsafe { harden::large_drop_free(slots.page(), slots.free_bits()) };
+            at = seg.next();
         }
     }
 }
@@ -694,65 +1038,53 @@ pub fn collect() {
 /// A slot of a segment without guards was just freed: its memory is no
 /// longer known to be zero, and goes back to the OS after the purge delay
 /// unless the slot is taken again first (at once with a delay of 0).
-///
-/// # Safety
-/// The class's lock must be held; `slot` is a free slot of the live `seg`.
-unsafe fn freed_unguarded(seg: *mut Segment, slot: usize) {
-    // SAFETY: per the caller.
-    unsafe {
-        // Most freed slots were not zero, and skip the write. Atomic: a
-        // free into a cache clears another slot's bit without the lock.
-        if (*seg).slots_zero.load(Ordering::Relaxed) & (1 << slot) != 0 {
-            (*seg).slots_zero.fetch_and(!(1 << slot), Ordering::Relaxed);
-        }
-        (*seg).slots_unpurged |= 1 << slot;
-        let delay = options::purge_delay_ms();
-        if delay == 0 {
-            purge_slots(seg);
-            return;
-        }
-        let due = os::recent_ms().saturating_add(delay);
-        // Every free pushes the segment's time on, so a segment in active
-        // use is not purged a slot at a time while its slots cycle.
-        (*seg).purge_at = due;
-        schedule(due);
+fn freed_unguarded(seg: Locked, slot: Slot) {
+    slot.forget_zero();
+    seg.set_unpurged(seg.unpurged() | slot.bit());
+    let delay = options::purge_delay_ms();
+    if delay == 0 {
+        purge_slots(seg);
+        return;
     }
+    let due = os::recent_ms().saturating_add(delay);
+    // Every free pushes the segment's time on, so a segment in active
+    // use is not purged a slot at a time while its slots cycle.
+    seg.set_purge_at(due);
+    schedule(due);
 }
 
-/// Purges the free slots of `seg` still resident, one `madvise` per run of
-/// adjacent slots; they read as zero after.
-///
-/// # Safety
-/// The class's lock must be held; `seg` is a live segment of slots
-/// without guards.
-unsafe fn purge_slots(seg: *mut Segment) {
-    // SAFETY: per the caller; the slots purged are free, nobody's.
-    unsafe {
-        let page = page(seg);
-        let bsize = (*page).block_size;
-        let mut bits = (*seg).slots_unpurged & (*seg).slots_free.load(Ordering::Relaxed);
-        let mut purged = 0;
-        while bits != 0 {
-            let first = bits.trailing_zeros() as usize;
-            let run = (bits >> first).trailing_ones() as usize;
-            os::purge((*page).page_start.add(first * bsize), run * bsize);
-            let mask = if run == 64 {
-                u64::MAX
-            } else {
-                ((1u64 << run) - 1) << first
-            };
-            bits &= !mask;
-            // Atomic: a free into a cache clears another slot's bit
-            // without the lock.
-            let was = (*seg).slots_zero.fetch_or(mask, Ordering::Relaxed);
-            // A free slot is counted as committed while its zero bit is
-            // clear.
-            purged += (mask & !was).count_ones() as usize * bsize;
-        }
-        stats::commit_less(seg, purged);
-        (*seg).slots_unpurged = 0;
-        (*seg).purge_at = 0;
+/// Purges the free slots of `seg` (a segment without guards) still
+/// resident, one `madvise` per run of adjacent slots; they read as zero
+/// after.
+fn purge_slots(seg: Locked) {
+    let slots = seg.slots();
+    let bsize = slots.block_size();
+    let mut bits = seg.unpurged() & slots.free_bits();
+    let mut purged = 0;
+    while bits != 0 {
+        let first = bits.trailing_zeros() as usize;
+        let run = (bits >> first).trailing_ones() as usize;
+        // SAFETY: the run's slots are free under the lock held, so their
+        // blocks, which lie in the segment, are nobody's.
+        unsafe { os::purge(slots.start().add(first * bsize), run * bsize) };
+        let mask = if run == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << run) - 1) << first
+        };
+        bits &= !mask;
+        // Atomic: a free into a cache clears another slot's bit
+        // without the lock.
+        // SAFETY: an atomic of the live header (the handle's invariant).
+        let was = unsafe { (*slots.seg()).slots_zero.fetch_or(mask, Ordering::Relaxed) };
+        // A free slot is counted as committed while its zero bit is
+        // clear.
+        purged += (mask & !was).count_ones() as usize * bsize;
     }
+    // SAFETY: the segment is live under its class's lock, held.
+    unsafe { stats::commit_less(slots.seg(), purged) };
+    seg.set_unpurged(0);
+    seg.set_purge_at(0);
 }
 
 /// Purges the free slots whose delay has passed (all of them with
@@ -761,21 +1093,18 @@ fn purge(now: u64, force: bool) {
     let mut next_due = 0u64;
     for (c, lock) in LOCKS.iter().enumerate() {
         let _g = lock.lock();
-        // SAFETY: the class and its segments are only touched under its
-        // lock, held; a segment with a free slot is on its class's list.
-        unsafe {
-            let mut seg = class(c).open;
-            while !seg.is_null() {
-                let due = (*seg).purge_at;
-                if (*seg).slots_unpurged != 0 {
-                    if force || due <= now {
-                        purge_slots(seg);
-                    } else if next_due == 0 || due < next_due {
-                        next_due = due;
-                    }
+        // SAFETY: class `c`'s lock is held, just taken.
+        let mut at = unsafe { class(c) }.first();
+        while let Some(seg) = at {
+            let due = seg.purge_at();
+            if seg.unpurged() != 0 {
+                if force || due <= now {
+                    purge_slots(seg);
+                } else if next_due == 0 || due < next_due {
+                    next_due = due;
                 }
-                seg = (*seg).free_next;
             }
+            at = seg.next();
         }
     }
     if next_due != 0 {
@@ -789,7 +1118,8 @@ fn purge(now: u64, force: bool) {
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
 pub unsafe fn purge_due(heap: *mut Heap) -> u64 {
-    // SAFETY: the cache is the calling thread's, per the caller.
+    // SAFETY: `heap` is the calling thread's initialised heap (this fn's
+    // contract), whose cache only this thread writes.
     PURGE_DUE.load(Ordering::Relaxed) | unsafe { (*heap).large.due }
 }
 
@@ -803,13 +1133,13 @@ pub unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
     if os::claim_due(&PURGE_DUE, now) {
         purge(now, false);
     }
-    // SAFETY: the cache is the calling thread's, per the caller.
-    unsafe {
-        let cache = &mut (*heap).large;
-        if cache.due != 0 && now >= cache.due {
-            empty_cache(cache);
-            cache.active = false;
-        }
+    // SAFETY: `heap` is the calling thread's initialised heap (this fn's
+    // contract), so its cache is ours alone.
+    let cache = unsafe { &mut (*heap).large };
+    if cache.due != 0 && now >= cache.due {
+        // SAFETY: the calling thread's cache.
+        unsafe { empty_cache(cache) };
+        cache.active = false;
     }
 }
 
@@ -820,49 +1150,25 @@ pub unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
 /// `p` must be a live block of the segment of slots `seg`, owned by the
 /// caller.
 pub unsafe fn was_zero(seg: *mut Segment, p: *const u8) -> bool {
-    // SAFETY: per the caller; a live slot's bit changes only when it is
-    // freed, which its owner has not done.
-    unsafe { (*seg).slots_zero.load(Ordering::Relaxed) & (1 << slot_of(seg, p)) != 0 }
+    // SAFETY: `seg` lives while its block `p` does (this fn's contract); a
+    // live slot's zero bit changes only when its owner, the caller, frees it.
+    unsafe { Slots::new(seg).slot_of(p).is_zero() }
 }
 
-/// Takes a segment with no slot in use off `class`, if there is one.
-///
-/// # Safety
-/// The class's lock must be held.
-unsafe fn take_empty(class: &mut Class) -> *mut Segment {
-    // SAFETY: per the caller.
-    unsafe {
-        let mut seg = class.open;
-        while !seg.is_null() {
-            if (*seg).slots_free.load(Ordering::Relaxed) == all_slots((*page(seg)).reserved as usize) {
-                unlink(class, seg);
-                class.count = class.count.saturating_sub(1);
-                return seg;
-            }
-            seg = (*seg).free_next;
+/// Takes a segment with no slot in use off `class`, held under its lock,
+/// if there is one.
+fn take_empty(class: &mut Class) -> Option<Slots> {
+    let mut at = class.first();
+    while let Some(seg) = at {
+        let slots = seg.slots();
+        if slots.free_bits() == slots.all() {
+            class.unlink(seg);
+            class.count = class.count.saturating_sub(1);
+            return Some(slots);
         }
+        at = seg.next();
     }
-    ptr::null_mut()
-}
-
-/// Takes `seg` off its class's list of segments with a free slot.
-///
-/// # Safety
-/// The class's lock must be held and `seg` on the list.
-unsafe fn unlink(class: &mut Class, seg: *mut Segment) {
-    // SAFETY: per the caller, the list's segments are live.
-    unsafe {
-        let mut at = &mut class.open as *mut *mut Segment;
-        while !(*at).is_null() {
-            if *at == seg {
-                *at = (*seg).free_next;
-                break;
-            }
-            at = ptr::addr_of_mut!((**at).free_next);
-        }
-        (*seg).free_next = ptr::null_mut();
-        (*seg).in_free_list = false;
-    }
+    None
 }
 
 /// In a `fork` child: a class whose lock a thread the child does not have
@@ -875,13 +1181,7 @@ pub fn after_fork() {
         }
         // SAFETY: the lock's owner does not exist in the child, and this
         // is the child's only thread.
-        unsafe {
-            *class(c) = Class {
-                open: ptr::null_mut(),
-                count: 0,
-                user: 0,
-            };
-        }
+        unsafe { *class(c) = Class::EMPTY };
         lock.force_release();
     }
 }
@@ -909,19 +1209,16 @@ mod tests {
         Some(heap)
     }
 
-    /// Slot bit, free bit and zero bit of the block `p` of a segment of
-    /// slots kept live by the caller.
-    fn bits(p: *mut u8) -> (u64, bool, bool) {
-        // SAFETY: per the caller, the segment is live.
-        unsafe {
-            let seg = of_block(p);
-            let bit = 1u64 << slot_of(seg, p);
-            (
-                bit,
-                (*seg).slots_free.load(Ordering::Relaxed) & bit != 0,
-                (*seg).slots_zero.load(Ordering::Relaxed) & bit != 0,
-            )
-        }
+    /// The slot of block `p`, whether it is free, and whether its memory
+    /// is known to be zero.
+    ///
+    /// # Safety
+    /// `p` must be a block of a segment of slots the caller keeps live.
+    unsafe fn bits(p: *mut u8) -> (Slot, bool, bool) {
+        // SAFETY: `p` is a block of a segment of slots kept live (this fn's
+        // contract).
+        let slot = unsafe { Slots::new(of_block(p)).slot_of(p) };
+        (slot, slot.is_free(), slot.is_zero())
     }
 
     // Each test takes blocks of a class of its own, so tests running on
@@ -933,26 +1230,31 @@ mod tests {
         let size = 140_000;
         let keep = malloc(size);
         let p = malloc(size);
-        // The cache and the slot bits are read on this thread, which owns
-        // both blocks, cached or live.
         // SAFETY: `p` is live with `size` bytes, then freed once.
         unsafe {
             p.write_bytes(0xab, size);
             free(p);
-            let c = bin_of(size) - FIRST_BIN;
-            assert_eq!((*heap).large.counts[c], 1);
-            assert_eq!((*heap).large.blocks[c][0], p);
-            let (bit, is_free, zero) = bits(p);
-            assert!(!is_free && !zero, "a cached block stays live, not known zero");
-            assert!(freed_already(of_block(p), p, bit), "the tag marks it freed");
-            let q = malloc(size);
-            assert_eq!(q, p, "the thread's next malloc of the class takes it");
-            assert_eq!((*heap).large.counts[c], 0);
-            assert!(!freed_already(of_block(q), q, bit), "a block in use has no tag");
-            assert!(
-                !crate::core::large::was_zero(of_block(q), q),
-                "calloc must clear it"
-            );
+        }
+        // The cache and the slot bits are read on this thread, which owns
+        // both blocks, cached or live; `keep` keeps their segment live.
+        let c = bin_of(size) - FIRST_BIN;
+        // SAFETY: this thread's heap, whose cache only it touches.
+        let counts = || unsafe { (*heap).large.counts[c] };
+        assert_eq!(counts(), 1);
+        // SAFETY: as for `counts`.
+        assert_eq!(unsafe { (*heap).large.blocks[c][0] }, p);
+        // SAFETY: `p` is a block of the segment `keep` keeps live.
+        let (slot, is_free, zero) = unsafe { bits(p) };
+        assert!(!is_free && !zero, "a cached block stays live, not known zero");
+        // SAFETY: `p` is the block of `slot`.
+        assert!(unsafe { freed_already(slot, p) }, "the tag marks it freed");
+        let q = malloc(size);
+        assert_eq!(q, p, "the thread's next malloc of the class takes it");
+        assert_eq!(counts(), 0);
+        // SAFETY: `q` is `p`, the block of `slot`, live.
+        unsafe {
+            assert!(!freed_already(slot, q), "a block in use has no tag");
+            assert!(!was_zero(of_block(q), q), "calloc must clear it");
             free(q);
             free(keep);
             flush(heap);
@@ -970,10 +1272,10 @@ mod tests {
         unsafe {
             free(p);
             flush(heap);
-            let (bit, is_free, _) = bits(p);
+            let (slot, is_free, _) = bits(p);
             assert!(is_free, "the flush gave the block back to its slot");
             assert_ne!((p as *const usize).read(), tag(p), "the tag went with it");
-            assert!(freed_already(of_block(p), p, bit), "its free bit marks it freed");
+            assert!(freed_already(slot, p), "its free bit marks it freed");
             free(keep);
         }
     }
@@ -994,9 +1296,9 @@ mod tests {
             assert_eq!((*heap).large.bytes, bin_size(size), "not due yet");
             maybe_purge(heap, due);
             assert_eq!((*heap).large.bytes, 0);
-            let (bit, is_free, zero) = bits(p);
+            let (slot, is_free, zero) = bits(p);
             assert!(is_free && !zero, "back in its slot, not purged yet");
-            assert_ne!((*of_block(p)).slots_unpurged & bit, 0, "due for purging");
+            assert_ne!((*of_block(p)).slots_unpurged & slot.bit(), 0, "due for purging");
             assert!(!(*heap).large.active && (*heap).large.shared);
             free(keep);
         }

@@ -37,7 +37,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use super::{guard, zero};
 use crate::meta::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, SEGMENT_SIZE};
 use crate::meta::page::{block_index, Page};
-use crate::meta::segment::of_page;
+use crate::meta::segment::{of_page, Segment};
 use crate::{os, stats};
 
 /// A slot's state, kept in `Segment::large_open` in [`UNIT`]s, [`BITS`]
@@ -111,19 +111,56 @@ const MAX_PAGES: usize = LARGE_OBJ_MAX / 4096;
 // A large page holds few enough blocks for `Segment::large_open`.
 const _: () = assert!(SEGMENT_SIZE / (MEDIUM_OBJ_MAX + 1) < 64);
 
-/// How many of the block's first bytes are accessible.
-///
-/// # Safety
-/// `p` must be a block of the large `page` (a segment of slots).
-#[inline]
-unsafe fn open(page: *const Page, p: *const u8) -> &'static AtomicU32 {
-    // `p` is a block start, so the index is exact and below the page's
-    // block count (under 64, see above).
-    // SAFETY: per the caller; the header lives as long as its blocks.
-    unsafe {
-        let off = p as usize - (*page).page_start as usize;
-        let seg = of_page(page);
-        &(*seg).large_open[(block_index(page, off) & 63) as usize]
+/// The state of the slot of a large block (`Segment::large_open`): the
+/// handle owns the index arithmetic and the packing, so callers read and
+/// write a [`State`]. Relaxed: a slot's state is written only by whoever
+/// holds its block (or, for a free slot, its class's lock).
+#[derive(Clone, Copy)]
+struct Open(&'static AtomicU32);
+
+impl Open {
+    /// The state of the slot of block `p`.
+    ///
+    /// # Safety
+    /// `p` must be a block of the large `page` (a segment of slots), and
+    /// the handle used only while that segment lives.
+    #[inline]
+    unsafe fn of(page: *const Page, p: *const u8) -> Open {
+        // SAFETY: `p` is a block of the large `page` (this fn's contract):
+        // the descriptor is readable and `p` a block start in its area.
+        let index = unsafe { block_index(page, p as usize - (*page).page_start as usize) };
+        // `p` is a block start, so the index is exact and below the page's
+        // block count (under 64, see above).
+        // SAFETY: the segment holding `page` lives while the handle is used
+        // (this fn's contract).
+        unsafe { Open::at(of_page(page), (index & 63) as usize) }
+    }
+
+    /// The state of slot `i` of the segment of slots `seg`.
+    ///
+    /// # Safety
+    /// `seg` must be a live segment of slots, `i < 64`, and the handle used
+    /// only while the segment lives.
+    #[inline(always)]
+    unsafe fn at(seg: *mut Segment, i: usize) -> Open {
+        // SAFETY: a field of the live header (this fn's contract), which
+        // outlives the handle.
+        Open(unsafe { &(*seg).large_open[i] })
+    }
+
+    #[inline(always)]
+    fn get(self) -> State {
+        State::of(self.0.load(Ordering::Relaxed))
+    }
+
+    #[inline(always)]
+    fn set(self, st: State) {
+        self.set_bits(st.bits());
+    }
+
+    #[inline(always)]
+    fn set_bits(self, bits: u32) {
+        self.0.store(bits, Ordering::Relaxed);
     }
 }
 
@@ -133,8 +170,9 @@ unsafe fn open(page: *const Page, p: *const u8) -> &'static AtomicU32 {
 /// `p` must be a block of the large `page`, live or just taken.
 #[inline]
 pub unsafe fn usable(page: *const Page, p: *const u8) -> usize {
-    // SAFETY: per the caller.
-    unsafe { State::of(open(page, p).load(Ordering::Relaxed)).open }
+    // SAFETY: `p` is a block of the large `page`, whose segment it keeps
+    // live (this fn's contract).
+    unsafe { Open::of(page, p) }.get().open
 }
 
 /// The open bytes a request of `size` needs: through its canary, rounded
@@ -156,7 +194,8 @@ fn wanted(size: usize, bsize: usize) -> usize {
 unsafe fn mostly_untouched(p: *mut u8, len: usize) -> bool {
     let ps = os::page_size();
     let mut vec = [0u8; MAX_PAGES];
-    // SAFETY: per the caller.
+    // SAFETY: `[p, p + len)` is page-aligned memory this process mapped
+    // (this fn's contract); `residency` checks `vec` has room.
     if !unsafe { os::residency(p, len, &mut vec) } {
         return false;
     }
@@ -177,17 +216,20 @@ unsafe fn seal(p: *mut u8, len: usize, dirty: bool) -> os::Guarded {
         return os::Guarded::Marker;
     }
     let dirty = dirty && zero::ON;
-    // SAFETY: per the caller.
-    unsafe {
-        if !os::guards_split_mappings() && (!dirty || mostly_untouched(p, len)) && os::mark(p, len) {
-            return os::Guarded::Marker;
-        }
-        let g = os::seal(p, len);
-        if dirty && !g.made() {
-            zero::zero_reused(p, len);
-        }
-        g
+    // SAFETY: `[p, p + len)` is page-aligned mapped memory of the caller's
+    // block, nobody's data (this fn's contract): its pages may be dropped.
+    if !os::guards_split_mappings() && unsafe { (!dirty || mostly_untouched(p, len)) && os::mark(p, len) } {
+        return os::Guarded::Marker;
     }
+    // SAFETY: as for the markers: the range is page-aligned, the caller's,
+    // and nobody touches it until it is opened again.
+    let g = unsafe { os::seal(p, len) };
+    if dirty && !g.made() {
+        // SAFETY: left open, the range is the caller's block's memory,
+        // holding nobody's data (this fn's contract).
+        unsafe { zero::zero_reused(p, len) };
+    }
+    g
 }
 
 /// Opens the block `p` in state `st` up to `want` (past `st.open`), asking
@@ -198,7 +240,8 @@ unsafe fn seal(p: *mut u8, len: usize, dirty: bool) -> os::Guarded {
 /// `p` must be a block of the caller's in state `st`, and `want` within it.
 unsafe fn unseal(p: *mut u8, st: State, want: usize) {
     let end = st.open;
-    // SAFETY: per the caller, every range lies in the block's sealed part.
+    // SAFETY: `p` is the caller's block in state `st`, `want` within it
+    // (this fn's contract): each range is mapped, page-aligned, past `open`.
     let done = unsafe {
         if os::guards_split_mappings() {
             os::unguard(p.add(end), want - end)
@@ -222,42 +265,48 @@ unsafe fn unseal(p: *mut u8, st: State, want: usize) {
 /// The blocks must be fresh, nobody's, page-aligned memory.
 pub unsafe fn slots_made(start: *mut u8, count: usize, bsize: usize, dirty: bool) -> u32 {
     let len = count * bsize;
-    // SAFETY: per the caller.
-    unsafe {
-        // Markers drop whatever the memory held: zero, in one call.
-        if os::mark(start, len) {
-            return State::default().bits();
-        }
-        if dirty && zero::ON {
-            zero::zero_reused(start, len);
-        }
-        let tail = bsize - guard::BLOCK_GUARD;
-        match os::seal(start, len) {
-            // Zero, and where markers failed on their way, under
-            // `mprotect` (on the `mprotect` way that is what every seal is).
-            os::Guarded::Protected => {
-                let kept = if os::guards_split_mappings() { 0 } else { tail };
-                State {
-                    open: 0,
-                    kept,
-                    marks: tail,
-                }
-                .bits()
+    // Markers drop whatever the memory held: zero, in one call.
+    // SAFETY: the blocks are fresh, nobody's, page-aligned memory (this
+    // fn's contract): their pages may be dropped.
+    if unsafe { os::mark(start, len) } {
+        return State::default().bits();
+    }
+    if dirty && zero::ON {
+        // SAFETY: fresh, nobody's, page-aligned memory (this fn's
+        // contract).
+        unsafe { zero::zero_reused(start, len) };
+    }
+    let tail = bsize - guard::BLOCK_GUARD;
+    // SAFETY: fresh, nobody's, page-aligned memory (this fn's contract),
+    // which nobody touches until a block of it is opened.
+    let sealed = unsafe { os::seal(start, len) };
+    match sealed {
+        // Zero, and where markers failed on their way, under
+        // `mprotect` (on the `mprotect` way that is what every seal is).
+        os::Guarded::Protected => {
+            let kept = if os::guards_split_mappings() { 0 } else { tail };
+            State {
+                open: 0,
+                kept,
+                marks: tail,
             }
-            os::Guarded::Marker => State::default().bits(),
-            os::Guarded::Skipped => {
-                // The guard page of each block at least, as a skipped one
-                // is counted; the rest is open, and zero.
-                for i in 0..count {
-                    os::guard(start.add(i * bsize + tail), guard::BLOCK_GUARD);
-                }
-                State {
-                    open: tail,
-                    kept: 0,
-                    marks: tail,
-                }
-                .bits()
+            .bits()
+        }
+        os::Guarded::Marker => State::default().bits(),
+        os::Guarded::Skipped => {
+            // The guard page of each block at least, as a skipped one
+            // is counted; the rest is open, and zero.
+            for i in 0..count {
+                // SAFETY: the last page of block `i`, one of the `count`
+                // (this fn's contract): fresh, nobody's, page-aligned.
+                unsafe { os::guard(start.add(i * bsize + tail), guard::BLOCK_GUARD) };
             }
+            State {
+                open: tail,
+                kept: 0,
+                marks: tail,
+            }
+            .bits()
         }
     }
 }
@@ -270,15 +319,14 @@ pub unsafe fn slots_made(start: *mut u8, count: usize, bsize: usize, dirty: bool
 pub unsafe fn warm(page: *const Page, free: u64) -> u64 {
     let mut warm = 0;
     let mut bits = free;
-    // SAFETY: per the caller, every slot named is in the segment.
-    unsafe {
-        let seg = of_page(page);
-        while bits != 0 {
-            let i = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            if State::of((*seg).large_open[i].load(Ordering::Relaxed)).kept != 0 {
-                warm |= 1 << i;
-            }
+    let seg = of_page(page);
+    while bits != 0 {
+        let i = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        // SAFETY: `page` describes a live segment of slots, and `i` is one
+        // of its slots, named in `free` (this fn's contract).
+        if unsafe { Open::at(seg, i) }.get().kept != 0 {
+            warm |= 1 << i;
         }
     }
     warm
@@ -294,21 +342,25 @@ pub unsafe fn warm(page: *const Page, free: u64) -> u64 {
 /// `page` must describe a segment of slots whose slots `free` names, all
 /// free, under the caller's lock.
 pub unsafe fn drop_free(page: *const Page, free: u64) {
-    // SAFETY: per the caller; the slots' blocks are nobody's.
-    unsafe {
-        let bsize = (*page).block_size;
-        let mut bits = warm(page, free);
-        while bits != 0 {
-            let i = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            let p = (*page).page_start.add(i * bsize);
-            os::purge(p, bsize);
-            if os::guards_split_mappings() {
-                let open = open(page, p);
-                let mut st = State::of(open.load(Ordering::Relaxed));
-                st.kept = 0;
-                open.store(st.bits(), Ordering::Relaxed);
-            }
+    // SAFETY: `page` describes a live segment of slots, whose slots `free`
+    // names (this fn's contract).
+    let (bsize, mut bits) = unsafe { ((*page).block_size, warm(page, free)) };
+    while bits != 0 {
+        let i = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        // SAFETY: `i` is a slot of the segment (this fn's contract), so its
+        // block lies in the page's area.
+        let p = unsafe { (*page).page_start.add(i * bsize) };
+        // SAFETY: the slot is free under the caller's lock (this fn's
+        // contract): its block is nobody's, its contents dead.
+        unsafe { os::purge(p, bsize) };
+        if os::guards_split_mappings() {
+            // SAFETY: `p` is a block of the large `page`, whose segment
+            // lives under the caller's lock (this fn's contract).
+            let open = unsafe { Open::of(page, p) };
+            let mut st = open.get();
+            st.kept = 0;
+            open.set(st);
         }
     }
 }
@@ -318,8 +370,9 @@ pub unsafe fn drop_free(page: *const Page, free: u64) {
 /// # Safety
 /// `p` must be a block of the large `page`, owned by the caller.
 pub unsafe fn set_state(page: *const Page, p: *const u8, state: u32) {
-    // SAFETY: per the caller.
-    unsafe { open(page, p).store(state, Ordering::Relaxed) };
+    // SAFETY: `p` is a block of the large `page`, the caller's (this fn's
+    // contract), so the segment lives and the slot's state is its to set.
+    unsafe { Open::of(page, p) }.set_bits(state);
 }
 
 /// The free block `p`, just taken by the caller, is handed out for `size`
@@ -331,15 +384,17 @@ pub unsafe fn set_state(page: *const Page, p: *const u8, state: u32) {
 /// `p` must be a free block of the large `page` (a segment of slots) just
 /// taken by the caller, with `padded(size) <= block_size`.
 pub unsafe fn taken(page: *const Page, p: *mut u8, size: usize) -> bool {
-    // SAFETY: per the caller; what is open is readable.
-    unsafe {
-        let end = usable(page, p);
-        if zero::ON && end != 0 && !zero::words_zero(p, end) {
-            return false;
-        }
-        resize(page, p, size);
-        true
+    // SAFETY: `p` is a block of the large `page` (this fn's contract).
+    let end = unsafe { usable(page, p) };
+    // SAFETY: the block's first `end` bytes are open, so readable, and the
+    // block is the caller's (this fn's contract).
+    if zero::ON && end != 0 && !unsafe { zero::words_zero(p, end) } {
+        return false;
     }
+    // SAFETY: the caller's block of the large `page`, which `size`, padded,
+    // fits (this fn's contract).
+    unsafe { resize(page, p, size) };
+    true
 }
 
 /// The live block `p` is being freed: it is sealed whole (or, past the
@@ -348,17 +403,19 @@ pub unsafe fn taken(page: *const Page, p: *mut u8, size: usize) -> bool {
 /// # Safety
 /// `p` must be a live block of the large `page`, being freed once.
 pub unsafe fn freed(page: *const Page, p: *mut u8) {
-    // SAFETY: per the caller, the block's bytes are dead.
-    unsafe {
-        let open = open(page, p);
-        let mut st = State::of(open.load(Ordering::Relaxed));
-        let g = seal(p, st.open, true);
-        if g.made() {
-            stats::commit_less(of_page(page), st.open);
-            st.sealed(0, st.open, g);
-            st.open = 0;
-            open.store(st.bits(), Ordering::Relaxed);
-        }
+    // SAFETY: `p` is a live block of the large `page` (this fn's contract),
+    // which keeps the segment live.
+    let open = unsafe { Open::of(page, p) };
+    let mut st = open.get();
+    // SAFETY: the block's open part, page-aligned, whose bytes are dead:
+    // it is being freed once (this fn's contract).
+    let g = unsafe { seal(p, st.open, true) };
+    if g.made() {
+        // SAFETY: the segment lives while its block `p` is being freed.
+        unsafe { stats::commit_less(of_page(page), st.open) };
+        st.sealed(0, st.open, g);
+        st.open = 0;
+        open.set(st);
     }
 }
 
@@ -369,30 +426,36 @@ pub unsafe fn freed(page: *const Page, p: *mut u8) {
 /// `p` must be a block of the large `page` owned by the caller, with
 /// `padded(size) <= block_size`.
 pub unsafe fn resize(page: *const Page, p: *mut u8, size: usize) {
-    // SAFETY: per the caller; both ranges lie inside the block, and the
-    // part sealed holds nothing the new size keeps.
-    unsafe {
-        let open = open(page, p);
-        let mut st = State::of(open.load(Ordering::Relaxed));
-        let end = st.open;
-        let want = wanted(size, (*page).block_size);
-        if want > end {
-            unseal(p, st, want);
-            stats::commit_more(of_page(page), want - end);
-            if zero::ON && st.kept > end {
-                // Old bytes kept under `mprotect`: nobody's to see.
-                ptr::write_bytes(p.add(end), 0, want.min(st.kept) - end);
-            }
+    // SAFETY: `p` is a block of the large `page` owned by the caller (this
+    // fn's contract), which keeps the segment live.
+    let open = unsafe { Open::of(page, p) };
+    let mut st = open.get();
+    let end = st.open;
+    // SAFETY: the descriptor of a live segment; its geometry is fixed.
+    let want = wanted(size, unsafe { (*page).block_size });
+    if want > end {
+        // SAFETY: the caller's block in state `st`; `want`, at most the
+        // block less its guard, lies within it.
+        unsafe { unseal(p, st, want) };
+        // SAFETY: the segment lives while the caller owns its block.
+        unsafe { stats::commit_more(of_page(page), want - end) };
+        if zero::ON && st.kept > end {
+            // Old bytes kept under `mprotect`: nobody's to see.
+            // SAFETY: opened just now, inside the caller's block.
+            unsafe { ptr::write_bytes(p.add(end), 0, want.min(st.kept) - end) };
+        }
+        st.open = want;
+        open.set(st);
+    } else if want < end {
+        // SAFETY: `[want, end)` of the caller's block is open and
+        // page-aligned, and holds nothing the new size keeps.
+        let g = unsafe { seal(p.add(want), end - want, true) };
+        if g.made() {
+            // SAFETY: the segment lives while the caller owns its block.
+            unsafe { stats::commit_less(of_page(page), end - want) };
+            st.sealed(want, end, g);
             st.open = want;
-            open.store(st.bits(), Ordering::Relaxed);
-        } else if want < end {
-            let g = seal(p.add(want), end - want, true);
-            if g.made() {
-                stats::commit_less(of_page(page), end - want);
-                st.sealed(want, end, g);
-                st.open = want;
-                open.store(st.bits(), Ordering::Relaxed);
-            }
+            open.set(st);
         }
     }
 }
