@@ -165,7 +165,8 @@ fn malloc_slow(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
     // A large block the thread freed lately is the large sizes' fast
     // path: it skips the deferred work, as a small block does.
     if large {
-        // SAFETY: `heap` is this thread's initialised heap (made above).
+        // SAFETY: `heap` is this thread's initialised heap (made above),
+        // and `bin_of(req)` the class of `req`, `size` padded.
         if let Some(p) = unsafe { large::alloc_cached(heap, bin_of(req), size) } {
             return counted(heap, p);
         }
@@ -173,7 +174,8 @@ fn malloc_slow(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
     // SAFETY: as for `alloc_cached`: this thread's initialised heap.
     unsafe { deferred_work(heap) };
     if large {
-        // SAFETY: this thread's initialised heap.
+        // SAFETY: this thread's initialised heap, and the class of `req`
+        // (`size` padded).
         return counted(heap, unsafe { large::alloc(heap, bin_of(req), size) });
     }
     if req > LARGE_OBJ_MAX {
