@@ -650,9 +650,8 @@ unsafe fn leave_quarantine(heap: *mut heap::Heap, held: harden::QuarantineHeld, 
 /// `heap` this thread's heap (or the empty one).
 #[inline(always)]
 unsafe fn release(heap: *mut heap::Heap, seg: *mut Segment, page: *mut Page, block: *mut Block) {
-    // SAFETY: `block` is a freed block of `page` in `seg`, off every list,
-    // and `heap` this thread's (this fn's contract): what each release
-    // path requires.
+    // SAFETY: `block` is a freed block of `page` in `seg`, off every list, and `heap`
+    // this thread's (this fn's contract): what each release path requires.
     unsafe {
         match (*seg).kind {
             Kind::Huge => huge::free(seg),
@@ -728,9 +727,9 @@ pub unsafe fn realloc_aligned(p: *mut u8, new_size: usize, align: usize) -> *mut
     if q.is_null() {
         return q;
     }
-    // SAFETY: `q` is a fresh block of at least `new_size` bytes, `p` has
-    // `usable` readable ones; distinct blocks do not overlap; `p` is freed
-    // once, by its owner's request.
+    // Distinct blocks do not overlap; `p` is freed once, by its owner's request.
+    // SAFETY: `q` is a fresh block of at least `new_size` bytes, `p` has `usable`
+    // readable ones.
     unsafe {
         ptr::copy_nonoverlapping(p, q, usable.min(new_size));
         free(p);

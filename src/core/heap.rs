@@ -229,9 +229,8 @@ fn counted(heap: *mut Heap, p: *mut u8) -> *mut u8 {
 unsafe fn take_collected(heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
     // The direct table holds the first page of the bin of every small
     // size (the empty page, never written, when there is none).
-    // SAFETY: `heap` is this thread's initialised heap (this fn's
-    // contract) and `wsize_of(req)` indexes its direct table (`req` is
-    // small there).
+    // SAFETY: `heap` is this thread's initialised heap (this fn's contract), and
+    // `wsize_of(req)` indexes its direct table for a small `req`.
     let page = unsafe {
         if req <= SMALL_SIZE_MAX {
             *(*heap).direct.get_unchecked(wsize_of(req))
@@ -638,9 +637,8 @@ pub unsafe fn abandon_pages(heap: *mut Heap) {
         // SAFETY: `heap` is this thread's (this fn's contract).
         let mut page = unsafe { (*heap).queues[qi].first };
         while !page.is_null() {
-            // SAFETY: a page on this heap's queue, in use and this
-            // thread's: it leaves the queue (the whole queue is reset
-            // below) and the heap.
+            // SAFETY: a page on this heap's queue, in use and this thread's: it leaves
+            // the queue (the whole queue is reset below) and the heap.
             unsafe {
                 let next = (*page).next;
                 set_owner(&*page, ptr::null_mut(), Ordering::Release);

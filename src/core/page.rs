@@ -220,9 +220,8 @@ impl Owned {
     /// No other reference to the generator may be alive meanwhile.
     #[inline(always)]
     pub unsafe fn rng<'a>(self) -> &'a mut u64 {
-        // SAFETY: an owned page's heap is this thread's initialised heap,
-        // whose generator only this thread touches; the caller holds no
-        // other reference to it.
+        // SAFETY: an owned page's heap is this thread's, whose generator only this
+        // thread touches; the caller holds no other reference to it.
         unsafe { &mut (*heap::owner(&*self.0, Ordering::Relaxed)).rng }
     }
 }
@@ -480,9 +479,8 @@ pub unsafe fn free_remote(page: *mut Page, block: *mut Block) {
         let (new, delayed) = if state == USE_DELAYED_FREE {
             ((cur & !STATE_MASK) | DELAYED_FREEING, true)
         } else {
-            // SAFETY: `block` leaves the program's hands (this fn's
-            // contract); it links to the current head, published below
-            // only if the head is still that.
+            // The link is published below only if the head is still `cur`'s.
+            // SAFETY: `block` leaves the program's hands (this fn's contract).
             unsafe { harden::set_link(page, block, (cur & HEAD_MASK) as *mut Block) };
             // The count cannot overflow its 16 bits (see COUNT_SHIFT).
             (
