@@ -24,7 +24,7 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize
 use crate::error::Line;
 use crate::os;
 
-/// Default delay before empty pages go back to the OS (mimalloc v2: 10 ms).
+/// Default delay before empty pages go back to the OS (mimalloc v2's).
 pub const DEFAULT_PURGE_DELAY_MS: u64 = 10;
 
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(DEFAULT_PURGE_DELAY_MS);

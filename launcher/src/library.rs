@@ -120,7 +120,7 @@ fn stale(lib: &Path, ws: &Path) -> bool {
 /// Rebuilds the library in the profile directory `dir` of the workspace's
 /// target directory (the one the launcher itself was built in).
 fn build_beside(dir: &Path) -> Result<(), String> {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut cmd = cargo();
     cmd.current_dir(workspace())
         .args(["build", "-p", "fortalloc-capi"]);
     match dir.file_name().and_then(|n| n.to_str()) {
@@ -134,22 +134,27 @@ fn build_beside(dir: &Path) -> Result<(), String> {
         None => return Ok(()),
     }
     eprintln!("fortalloc: the library is older than its sources; rebuilding: {cmd:?}");
-    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("building the library failed ({status})"))
-    }
+    run(cmd)
 }
 
 fn build(secure: bool) -> Result<(), String> {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut cmd = cargo();
     cmd.current_dir(workspace())
         .args(["build", "--release", "-p", "fortalloc-capi"]);
     if secure {
         cmd.args(["--features", "secure", "--target-dir", "target/secure"]);
     }
     eprintln!("fortalloc: building the library: {cmd:?}");
+    run(cmd)
+}
+
+/// The cargo that built this launcher (or the one on `PATH`).
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Runs a cargo build of the library, turning its failure into a message.
+fn run(mut cmd: Command) -> Result<(), String> {
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {
         Ok(())

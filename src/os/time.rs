@@ -8,7 +8,7 @@ static LAST: AtomicU64 = AtomicU64::new(0);
 /// Milliseconds on the coarse monotonic clock: a vDSO read of the last tick,
 /// several times cheaper than `CLOCK_MONOTONIC`, which showed up in a
 /// slow-path-heavy benchmark (docs/PERFORMANCE.md). Its resolution is one
-/// kernel tick (4 ms at HZ=250), ample for purge delays of 10 ms.
+/// kernel tick, ample for purge delays of the default's order.
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
