@@ -121,7 +121,7 @@ unsafe fn link_bit_flips(remote: bool) {
 }
 
 #[cfg(feature = "encoded-freelist")]
-#[cfg(feature = "zero-on-free")]
+#[cfg(feature = "write-after-free-check")]
 #[test]
 fn a_one_bit_flip_of_a_freed_link_is_always_reported() {
     child("link-bit-flips")
@@ -137,13 +137,13 @@ fn a_one_bit_flip_of_a_freed_link_is_always_reported() {
         });
 }
 
-/// Needs `zero-on-free`, as the test above: a flip that moves the decoded
+/// Needs `write-after-free-check`, as the test above: a flip that moves the decoded
 /// link by a multiple of the block size inside its page lands on the block
 /// grid, which is all the encoding can check. Alone, `encoded-freelist`
 /// left a flip silent in CI's per-feature run; what catches every
 /// one is the write into the block, checked when it is handed out.
 #[cfg(feature = "encoded-freelist")]
-#[cfg(feature = "zero-on-free")]
+#[cfg(feature = "write-after-free-check")]
 #[test]
 fn a_one_bit_flip_of_a_link_freed_by_another_thread_is_always_reported() {
     child("link-bit-flips-remote")

@@ -387,7 +387,7 @@ fn a_reused_large_block_grows_in_place_with_its_guard_after_it() {
     }
 }
 
-#[cfg(feature = "zero-on-free")]
+#[cfg(feature = "write-after-free-check")]
 #[test]
 fn a_write_to_a_freed_large_block_left_open_is_caught_at_reuse() {
     child("large-write-after-free-unsealed")

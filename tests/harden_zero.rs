@@ -1,8 +1,8 @@
 //! The `zero-on-free` defence: freed blocks are wiped, so a dangling reader
-//! sees zeros, every new owner of reused memory finds its block all zero,
-//! and a write to a freed block is caught when the block leaves the
-//! quarantine or is handed out again. The violations run in child
-//! processes.
+//! sees zeros and every new owner of reused memory finds its block all
+//! zero; with `write-after-free-check`, a write to a freed block is caught
+//! when the block leaves the quarantine or is handed out again. The
+//! violations run in child processes.
 
 #![cfg(feature = "zero-on-free")]
 
@@ -15,6 +15,7 @@ use hardened::{expect_detected, free, malloc};
 #[global_allocator]
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 
+#[cfg(feature = "write-after-free-check")]
 #[test]
 fn write_after_free_is_caught_when_the_block_is_reused() {
     expect_detected("write-after-free", "write after free", || {
@@ -43,7 +44,7 @@ fn write_after_free_is_caught_when_the_block_is_reused() {
 /// all of it when the quarantine is emptied (`collect`, thread exit), its
 /// first word when later frees push it out (the rest when it is handed out
 /// again, the test above).
-#[cfg(feature = "quarantine")]
+#[cfg(all(feature = "quarantine", feature = "write-after-free-check"))]
 #[test]
 fn a_write_while_quarantined_is_caught_as_the_block_leaves() {
     expect_detected("quarantined-write-then-collect", "write after free", || {

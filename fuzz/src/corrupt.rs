@@ -1,10 +1,11 @@
 //! `corrupt`: use-after-free writes into freed blocks and overflows past
 //! the end of live blocks, then more allocation and freeing. With the
-//! hardened build (`--features secure`) and a non-aborting error handler:
-//! fortalloc must never hand out memory outside its own pages or
-//! overlapping a live block, a block it hands out must still be zero past
-//! its link word (zero-on-free checks it, so a written freed block is
-//! either reported or never handed out), and the first bytes of a live
+//! hardened build (`--features secure` or `secure-max`) and a non-aborting
+//! error handler: fortalloc must never hand out memory outside its own
+//! pages or overlapping a live block, under `secure-max` a block it hands
+//! out must still be zero past its link word (its write-after-free check
+//! reads it, so a written freed block is either reported or never handed
+//! out), and the first bytes of a live
 //! block, where a free list's link would go, stay its owner's (a forged
 //! link must not lead a walk of a free list into a live block). Each
 //! input runs with the quarantine off, at its default bounds, or tiny, so
@@ -21,7 +22,10 @@ use arbitrary::{Arbitrary, Unstructured};
 use crate::model::Model;
 
 /// The corrupting writes run only where fortalloc promises to cope.
-pub const CORRUPTS: bool = cfg!(feature = "secure");
+pub const CORRUPTS: bool = cfg!(any(feature = "secure", feature = "secure-max"));
+/// Blocks handed out are checked zero past their link: only where the
+/// allocator checks them so before handing them out.
+const CLEAN: bool = cfg!(feature = "secure-max");
 
 /// Detections reported to the handler.
 pub static DETECTIONS: AtomicUsize = AtomicUsize::new(0);
@@ -175,11 +179,11 @@ fn head_is_intact(p: *mut u8, n: usize) {
     }
 }
 
-/// A block just handed out: in the hardened build it must be zero past its
+/// A block just handed out: under `secure-max` it must be zero past its
 /// first word (the free-list link) up to its requested size.
 fn fresh_block_is_clean(p: *mut u8, n: usize) {
     assert!(!p.is_null(), "malloc({n})");
-    if CORRUPTS {
+    if CLEAN {
         for i in 8..n {
             // SAFETY: a fresh block of `n` bytes.
             let b = unsafe { *p.add(i) };
@@ -198,7 +202,7 @@ mod tests {
     #[test]
     fn random_corruption_never_breaks_the_invariants() {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(0xc0);
-        for _ in 0..if cfg!(feature = "secure") { 60 } else { 300 } {
+        for _ in 0..if cfg!(any(feature = "secure", feature = "secure-max")) { 60 } else { 300 } {
             let len = rng.gen_range(0..4000);
             let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
             let _ = super::run(&mut arbitrary::Unstructured::new(&data));

@@ -388,7 +388,7 @@ pub unsafe fn taken(page: *const Page, p: *mut u8, size: usize) -> bool {
     let end = unsafe { usable(page, p) };
     // SAFETY: the block's first `end` bytes are open, so readable, and the
     // block is the caller's (this fn's contract).
-    if zero::ON && end != 0 && !unsafe { zero::words_zero(p, end) } {
+    if zero::CHECK && end != 0 && !unsafe { zero::words_zero(p, end) } {
         return false;
     }
     // SAFETY: the caller's block of the large `page`, which `size`, padded,

@@ -62,9 +62,11 @@ pub const RANDOM_ORDER: bool = order::ON;
 pub const DOUBLE_FREE: bool = double_free::ON;
 /// `canary`: keyed bytes after every request, and trailers below blocks.
 pub const CANARY: bool = canary::ON;
-/// `zero-on-free`: freed blocks wiped, and checked still zero on reuse;
-/// fresh blocks must be zero too.
+/// `zero-on-free`: freed blocks wiped, fresh blocks zeroed when carved, so
+/// every free block reads zero past its link.
 pub const ZERO_ON_FREE: bool = zero::ON;
+/// `write-after-free-check`: a reused block must still be zero.
+pub const WRITE_AFTER_FREE_CHECK: bool = zero::CHECK;
 /// `quarantine`: freed blocks wait in their thread's quarantine.
 pub const QUARANTINE: bool = quarantine::ON;
 /// Zero-size requests get their own inaccessible slots (with
@@ -286,7 +288,7 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     // With `trailer`, `bsize >= 16`.
     // SAFETY: `p` is a block of the in-use, non-huge `page`, just popped
     // (this fn's contract), so free and ours to read.
-    if zero::ON && unsafe { !zero::fresh(page, p) && !zero::still_zero(page, p, bsize, trailer) } {
+    if zero::CHECK && unsafe { !zero::fresh(page, p) && !zero::still_zero(page, p, bsize, trailer) } {
         error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
         return false;
     }
@@ -503,7 +505,7 @@ unsafe fn check_own_trailer(page: *const Page, p: *mut u8, bsize: usize) {
     }
 }
 
-/// Checks a block leaving the quarantine: with `zero-on-free` it was wiped
+/// Checks a block leaving the quarantine: with `write-after-free-check` it was wiped
 /// on the way in and must still be zero. When a full quarantine lets it out,
 /// only its first word is read, which the free-list link is about to cover:
 /// the rest is checked, as for every freed block, when it is handed out
@@ -520,7 +522,7 @@ unsafe fn check_own_trailer(page: *const Page, p: *mut u8, bsize: usize) {
 pub unsafe fn leaving_quarantine(held: QuarantineHeld, whole: bool) -> bool {
     // A guarded large block is sealed while free: nothing to read (and
     // nothing a write could have reached).
-    if !zero::ON || (guard::ON && held.size() > crate::meta::constants::MEDIUM_OBJ_MAX) {
+    if !zero::CHECK || (guard::ON && held.size() > crate::meta::constants::MEDIUM_OBJ_MAX) {
         return true;
     }
     let (page, p, bsize) = (held.page, held.block, held.size());

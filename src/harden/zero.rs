@@ -1,17 +1,24 @@
 //! `zero-on-free`: a freed block is wiped at once, so neither a dangling
-//! reader nor its next owner sees the old contents; when it is handed out
-//! again it must still be zero past its first word (the free-list link),
-//! else something wrote to it after the free.
+//! reader nor its next owner sees the old contents, and `calloc` need not
+//! clear it again. `write-after-free-check` (which turns `zero-on-free`
+//! on): when it is handed out again it must still be zero past its first
+//! word (the free-list link), else something wrote to it after the free.
+//! hardened_malloc has the same two knobs (`CONFIG_ZERO_ON_FREE`,
+//! `CONFIG_WRITE_AFTER_FREE_CHECK`): the wipe is a write per freed byte,
+//! the check a read per reused byte, and each buys something alone.
 
 use crate::meta::page::Page;
 
 pub const ON: bool = cfg!(feature = "zero-on-free");
+/// `write-after-free-check`: reused blocks are read back as zero.
+pub const CHECK: bool = cfg!(feature = "write-after-free-check");
+const _: () = assert!(!CHECK || ON);
 
 /// Blocks never freed since their page's memory was zero may skip the
 /// check on the way out (and the memset when carved): only with the
 /// `double-free` bitmaps, which say, out of line where no write after free
 /// can reach, whether a block was ever freed at an address.
-pub const SKIP_FRESH: bool = ON && super::double_free::ON;
+pub const SKIP_FRESH: bool = CHECK && super::double_free::ON;
 
 /// True if the block at `p`, about to be handed out, has been zero since
 /// its page's memory was fresh or purged: this use of the page started on
