@@ -10,7 +10,6 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

@@ -2,6 +2,8 @@
 
 use std::ffi::OsString;
 
+use crate::library::Build;
+
 pub const USAGE: &str = "\
 usage: fortalloc [options] [--] program [args...]
 
@@ -9,9 +11,13 @@ Runs `program` with fortalloc as its malloc (LD_PRELOAD=libfortalloc.so,
 keeping any LD_PRELOAD entries already set) and exits with its status.
 
 options:
-  --secure            use the hardened library (guard pages, encoded free
-                      lists, random order, double-free detection, canaries,
-                      zero-on-free; see SECURITY.md)
+  --secure            use the hardened library recommended to services: guard
+                      pages, encoded free lists, random order, double-free
+                      detection, overflow canaries, and the defences that
+                      fit mimalloc-secure's cost (see SECURITY.md)
+  --secure-max        use the hardened library with every defence: also the
+                      write-after-free check and freed large blocks sealed
+                      at once (see SECURITY.md)
   --stats             print the program's statistics to stderr at exit, not
                       those of the programs it runs
                       (FORTALLOC_SHOW_STATS=pid:<the program's pid>)
@@ -29,7 +35,7 @@ builds with cargo if the library is missing there).";
 
 #[derive(Debug, Default, PartialEq)]
 pub struct Args {
-    pub secure: bool,
+    pub build: Build,
     pub stats: bool,
     pub stats_all: bool,
     pub verbose: bool,
@@ -45,7 +51,8 @@ pub fn parse(mut it: impl Iterator<Item = OsString>) -> Result<Args, String> {
     while let Some(a) = it.next() {
         match a.to_str() {
             Some("--") => break,
-            Some("--secure") => args.secure = true,
+            Some("--secure") => args.build = Build::Secure,
+            Some("--secure-max") => args.build = Build::SecureMax,
             Some("--stats") => args.stats = true,
             Some("--stats-all") => args.stats_all = true,
             Some("--verbose") => args.verbose = true,
@@ -86,7 +93,9 @@ mod tests {
     #[test]
     fn options_then_program() {
         let a = p(&["--secure", "--stats", "--", "ls", "-l", "--stats"]).expect("parse");
-        assert!(a.secure && a.stats && !a.stats_all && !a.verbose);
+        assert!(a.build == Build::Secure && a.stats && !a.stats_all && !a.verbose);
+        assert_eq!(p(&["--secure-max", "ls"]).expect("parse").build, Build::SecureMax);
+        assert_eq!(p(&["ls"]).expect("parse").build, Build::Plain);
         assert!(p(&["--stats-all", "ls"]).expect("parse").stats_all);
         assert_eq!(a.program, "ls");
         assert_eq!(a.rest, ["-l", "--stats"]);

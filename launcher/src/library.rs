@@ -7,6 +7,51 @@ use std::time::SystemTime;
 
 const NAME: &str = "libfortalloc.so";
 
+/// Which library: the plain build or one of the hardened presets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Build {
+    #[default]
+    Plain,
+    /// The preset recommended to every service (`--features secure`).
+    Secure,
+    /// Every defence (`--features secure-max`).
+    SecureMax,
+}
+
+impl Build {
+    /// The preset's Cargo feature, and the target directory its library
+    /// is built in (the plain one uses the default).
+    fn preset(self) -> Option<&'static str> {
+        match self {
+            Build::Plain => None,
+            Build::Secure => Some("secure"),
+            Build::SecureMax => Some("secure-max"),
+        }
+    }
+
+    /// The library's file name when installed beside the launcher.
+    fn installed_name(self) -> &'static str {
+        match self {
+            Build::Plain => NAME,
+            Build::Secure => "libfortalloc-secure.so",
+            Build::SecureMax => "libfortalloc-secure-max.so",
+        }
+    }
+
+    /// The cargo arguments that select the preset's build.
+    fn cargo_args(self) -> Vec<String> {
+        match self.preset() {
+            None => Vec::new(),
+            Some(p) => vec![
+                "--features".into(),
+                p.into(),
+                "--target-dir".into(),
+                format!("target/{p}"),
+            ],
+        }
+    }
+}
+
 /// The workspace this launcher was built in.
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -15,20 +60,20 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// Where the workspace keeps the plain or the hardened library.
-fn workspace_library(secure: bool) -> PathBuf {
-    let ws = workspace();
-    if secure {
-        ws.join("target/secure/release").join(NAME)
-    } else {
-        ws.join("target/release").join(NAME)
-    }
+/// Where the workspace keeps the library of `build`.
+fn workspace_library(build: Build) -> PathBuf {
+    let target = match build.preset() {
+        None => workspace().join("target"),
+        Some(p) => workspace().join("target").join(p),
+    };
+    target.join("release").join(NAME)
 }
 
 /// The library to preload: the first that exists of `$FORTALLOC_LIB`, next
-/// to this executable (`libfortalloc-secure.so` for the hardened one), in
-/// `../lib` from it, and in the workspace (built there if missing).
-pub fn find(secure: bool) -> Result<PathBuf, String> {
+/// to this executable (`libfortalloc-secure.so` and
+/// `libfortalloc-secure-max.so` for the presets), in `../lib` from it, and
+/// in the workspace (built there if missing).
+pub fn find(build: Build) -> Result<PathBuf, String> {
     if let Some(lib) = std::env::var_os("FORTALLOC_LIB") {
         let lib = PathBuf::from(lib);
         return if lib.exists() {
@@ -37,7 +82,7 @@ pub fn find(secure: bool) -> Result<PathBuf, String> {
             Err(format!("FORTALLOC_LIB={} does not exist", lib.display()))
         };
     }
-    let name = if secure { "libfortalloc-secure.so" } else { NAME };
+    let name = build.installed_name();
     if let Some(dir) = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))
@@ -54,22 +99,18 @@ pub fn find(secure: bool) -> Result<PathBuf, String> {
             }
         }
     }
-    let lib = workspace_library(secure);
+    let lib = workspace_library(build);
     let sources_here = workspace().join("capi/Cargo.toml").exists();
     if sources_here && (!lib.exists() || stale(&lib, &workspace())) {
-        build(secure)?;
+        build_in_workspace(build)?;
     }
     if lib.exists() {
         Ok(lib)
     } else {
         Err(format!(
-            "{} not found; build it with: cargo build --release -p fortalloc-capi{}",
+            "{} not found; build it with: cargo build --release -p fortalloc-capi {}",
             lib.display(),
-            if secure {
-                " --features secure --target-dir target/secure"
-            } else {
-                ""
-            }
+            build.cargo_args().join(" ")
         ))
     }
 }
@@ -137,13 +178,11 @@ fn build_beside(dir: &Path) -> Result<(), String> {
     run(cmd)
 }
 
-fn build(secure: bool) -> Result<(), String> {
+fn build_in_workspace(build: Build) -> Result<(), String> {
     let mut cmd = cargo();
     cmd.current_dir(workspace())
-        .args(["build", "--release", "-p", "fortalloc-capi"]);
-    if secure {
-        cmd.args(["--features", "secure", "--target-dir", "target/secure"]);
-    }
+        .args(["build", "--release", "-p", "fortalloc-capi"])
+        .args(build.cargo_args());
     eprintln!("fortalloc: building the library: {cmd:?}");
     run(cmd)
 }
@@ -173,6 +212,24 @@ mod tests {
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         let f = File::create(path).expect("create");
         f.set_modified(at).expect("set mtime");
+    }
+
+    #[test]
+    fn each_preset_builds_into_its_own_target_directory() {
+        assert!(Build::Plain.cargo_args().is_empty());
+        assert_eq!(
+            Build::SecureMax.cargo_args(),
+            ["--features", "secure-max", "--target-dir", "target/secure-max"]
+        );
+        assert_eq!(
+            workspace_library(Build::Secure),
+            workspace().join("target/secure/release/libfortalloc.so")
+        );
+        assert_eq!(
+            workspace_library(Build::SecureMax),
+            workspace().join("target/secure-max/release/libfortalloc.so")
+        );
+        assert_ne!(Build::Secure.installed_name(), Build::SecureMax.installed_name());
     }
 
     #[test]

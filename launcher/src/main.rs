@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         println!("{}", args::USAGE);
         return ExitCode::SUCCESS;
     }
-    let lib = match library::find(args.secure) {
+    let lib = match library::find(args.build) {
         Ok(lib) => lib,
         Err(msg) => {
             eprintln!("fortalloc: {msg}");

@@ -65,8 +65,6 @@ pub const CANARY: bool = canary::ON;
 /// `zero-on-free`: freed blocks wiped, fresh blocks zeroed when carved, so
 /// every free block reads zero past its link.
 pub const ZERO_ON_FREE: bool = zero::ON;
-/// `write-after-free-check`: a reused block must still be zero.
-pub const WRITE_AFTER_FREE_CHECK: bool = zero::CHECK;
 /// `quarantine`: freed blocks wait in their thread's quarantine.
 pub const QUARANTINE: bool = quarantine::ON;
 /// Zero-size requests get their own inaccessible slots (with
