@@ -19,7 +19,7 @@
 mod common;
 mod hardened;
 
-use common::{child, say_addr};
+use common::say_addr;
 use hardened::{free, malloc};
 
 #[global_allocator]
@@ -69,7 +69,7 @@ fn follow_a_forged_link(safe_linking: bool) {
 ///
 /// # Safety
 /// Corrupts freed blocks on purpose: for the child process only.
-#[cfg(feature = "encoded-freelist")]
+#[cfg(all(feature = "encoded-freelist", feature = "write-after-free-check"))]
 unsafe fn link_bit_flips(remote: bool) {
     use hardened::free_on_another_thread;
     static REPORTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -124,7 +124,7 @@ unsafe fn link_bit_flips(remote: bool) {
 #[cfg(feature = "write-after-free-check")]
 #[test]
 fn a_one_bit_flip_of_a_freed_link_is_always_reported() {
-    child("link-bit-flips")
+    common::child("link-bit-flips")
         .run(|| {
             // Flips of links on a free list: blocks go straight there.
             fortalloc::set_quarantine(0, 0);
@@ -146,7 +146,7 @@ fn a_one_bit_flip_of_a_freed_link_is_always_reported() {
 #[cfg(feature = "write-after-free-check")]
 #[test]
 fn a_one_bit_flip_of_a_link_freed_by_another_thread_is_always_reported() {
-    child("link-bit-flips-remote")
+    common::child("link-bit-flips-remote")
         // SAFETY: this is the child process.
         .run(|| unsafe { link_bit_flips(true) })
         .check(|o| {
@@ -205,7 +205,7 @@ fn freed_blocks_hold_no_plain_heap_address() {
 )))]
 #[test]
 fn plain_build_follows_a_forged_link() {
-    child("poison-raw")
+    common::child("poison-raw")
         .run(|| follow_a_forged_link(false))
         .check(|o| {
             assert_eq!(o.code(), Some(7), "{} / {}", o.stderr, o.stdout);

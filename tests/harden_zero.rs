@@ -9,8 +9,7 @@
 mod common;
 mod hardened;
 
-use common::say_addr;
-use hardened::{expect_detected, free, malloc};
+use hardened::{free, malloc};
 
 #[global_allocator]
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
@@ -18,7 +17,7 @@ static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 #[cfg(feature = "write-after-free-check")]
 #[test]
 fn write_after_free_is_caught_when_the_block_is_reused() {
-    expect_detected("write-after-free", "write after free", || {
+    hardened::expect_detected("write-after-free", "write after free", || {
         let p = malloc(64);
         // A live neighbour keeps the page in use, so it is not released
         // (and purged) with the write in it before `p` comes round again.
@@ -27,7 +26,7 @@ fn write_after_free_is_caught_when_the_block_is_reused() {
         // violation under test, in a child expected to abort.
         unsafe {
             free(p);
-            say_addr(p);
+            common::say_addr(p);
             // Past the first word (the free-list link).
             *p.add(16) = 0x41;
         }
@@ -47,20 +46,20 @@ fn write_after_free_is_caught_when_the_block_is_reused() {
 #[cfg(all(feature = "quarantine", feature = "write-after-free-check"))]
 #[test]
 fn a_write_while_quarantined_is_caught_as_the_block_leaves() {
-    expect_detected("quarantined-write-then-collect", "write after free", || {
+    hardened::expect_detected("quarantined-write-then-collect", "write after free", || {
         let p = malloc(64);
         // SAFETY: a fortalloc block, freed once; the write after is the
         // violation under test, in a child expected to abort.
         unsafe {
             free(p);
-            say_addr(p);
+            common::say_addr(p);
             *p.add(40) = 0x41;
         }
         // Emptying the quarantine reads every block in it whole.
         fortalloc::collect(false);
         println!("not caught");
     });
-    expect_detected(
+    hardened::expect_detected(
         "quarantined-first-word-write-then-frees",
         "write after free",
         || {
@@ -68,7 +67,7 @@ fn a_write_while_quarantined_is_caught_as_the_block_leaves() {
             // SAFETY: as above, a write to the block's first word.
             unsafe {
                 free(p);
-                say_addr(p);
+                common::say_addr(p);
                 (p as *mut u64).write(0x4141);
             }
             // Frees push `p` out; its first word is read as it leaves,

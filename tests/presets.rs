@@ -1,9 +1,15 @@
 //! The hardened presets are what SECURITY.md says they are: its table
 //! ("The two presets") and `Cargo.toml`'s `secure` and `secure-max`
 //! features list the same defences, every defence feature has a row, and
-//! a build of a preset has each of its defences switched on.
+//! a build of a preset has each of its defences switched on and says
+//! which preset it is.
+
+mod common;
 
 use std::collections::BTreeSet;
+
+#[global_allocator]
+static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 
 const MANIFEST: &str = include_str!("../Cargo.toml");
 const SECURITY: &str = include_str!("../SECURITY.md");
@@ -154,4 +160,34 @@ fn this_build_has_every_defence_its_preset_promises() {
             }
         }
     }
+}
+
+/// `FORTALLOC_VERBOSE=1` names the build: the preset its defences make,
+/// `custom` for any other set, `plain` for none.
+#[test]
+fn the_verbose_line_names_the_preset() {
+    let on = on_in_this_build();
+    let column = |col: usize| -> BTreeSet<&str> {
+        table()
+            .into_iter()
+            .filter(|r| [r.1, r.2][col])
+            .map(|r| IN_THIS_BUILD.iter().find(|(n, _)| *n == r.0).expect("listed").0)
+            .collect()
+    };
+    let want = if on.is_empty() {
+        "plain"
+    } else if on == column(0) {
+        "secure"
+    } else if on == column(1) {
+        "secure-max"
+    } else {
+        "custom"
+    };
+    common::child("verbose-names-the-build")
+        .env("FORTALLOC_VERBOSE", "1")
+        .run(|| {})
+        .check(|o| {
+            o.assert_success("verbose child");
+            assert!(o.stderr.contains(&format!(", build {want}\n")), "{}", o.stderr);
+        });
 }

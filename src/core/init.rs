@@ -32,8 +32,8 @@ extern "C" fn on_load() {
             .dec(options::purge_delay_ms() as usize)
             .str(" ms, show stats ")
             .dec(options::show_stats_requested() as usize)
-            .str(", hardened ")
-            .dec(harden::HARDENED as usize)
+            .str(", build ")
+            .str(harden::PRESET)
             .str("\n");
         os::write_stderr(line.as_bytes());
     }

@@ -1,16 +1,18 @@
 //! The hardened build's defences, one file each, and the hooks through
 //! which the core calls them.
 //!
-//! Every defence is a Cargo feature (`secure` turns on all of them). This
-//! file is the only door: the files are private, each defence's switch is
-//! named once below (`GUARD_PAGES`, `CANARY`, ...), and the core calls
-//! only the hooks and names exported here. Every hook is
+//! Every defence is a Cargo feature, grouped into two presets (`secure`,
+//! `secure-max`). This file is the only door: the files are private, each
+//! defence's switch is named once in [`catalogue`] (with what it catches,
+//! costs, which preset has it, and the order in which the defences act on
+//! each event), and the core calls only the hooks and names exported here. Every hook is
 //! `#[inline(always)]` and tests its switch first, so with a feature off
 //! its code folds away and the plain build runs the plain operation: links
 //! stored as raw addresses, blocks carved in address order, nothing
 //! checked beyond the free-pointer check every build does.
 
 mod canary;
+mod catalogue;
 mod double_free;
 mod encode;
 mod guard;
@@ -24,6 +26,11 @@ mod zero_size;
 use crate::error::{self, ErrorKind};
 use crate::meta::page::{is_huge, Page};
 
+use catalogue::{CHECKS, KEYS};
+pub use catalogue::{
+    GUARD_PAGES, HARDENED, PRESET, QUARANTINE, RANDOM, STALE_SEGMENTS, UNWALKED_REMOTE_LISTS, ZERO_ON_FREE,
+    ZERO_SIZE_SLOTS,
+};
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, link, set_link};
 pub use guard::{
@@ -49,53 +56,6 @@ pub fn is_zero_size(p: *const u8) -> bool {
     zero_size::ON && zero_size::owns(p)
 }
 
-// The switches, one per defence: the only names the core tests. Each is
-// its feature (see SECURITY.md for what it catches), false when off.
-
-/// `guard-pages`: guards after pages, around headers, large and huge blocks.
-pub const GUARD_PAGES: bool = guard::ON;
-/// `encoded-freelist`: free-list links stored encoded with per-page keys.
-pub const ENCODED_FREELIST: bool = encode::ON;
-/// `random-order`: fresh blocks in random order, freed lists shuffled.
-pub const RANDOM_ORDER: bool = order::ON;
-/// `double-free`: live and freed bitmaps checked on every free.
-pub const DOUBLE_FREE: bool = double_free::ON;
-/// `canary`: keyed bytes after every request, and trailers below blocks.
-pub const CANARY: bool = canary::ON;
-/// `zero-on-free`: freed blocks wiped, fresh blocks zeroed when carved, so
-/// every free block reads zero past its link.
-pub const ZERO_ON_FREE: bool = zero::ON;
-/// `quarantine`: freed blocks wait in their thread's quarantine.
-pub const QUARANTINE: bool = quarantine::ON;
-/// Zero-size requests get their own inaccessible slots (with
-/// `guard-pages`), so a write through one faults.
-pub const ZERO_SIZE_SLOTS: bool = zero_size::ON;
-
-/// Any defence is on: the checks every hardened build makes (sized frees)
-/// are on too.
-pub const HARDENED: bool = CHECKS || KEYS || RANDOM || GUARD_PAGES;
-
-/// Some defence that checks blocks on malloc or free is on.
-const CHECKS: bool = CANARY || DOUBLE_FREE || ZERO_ON_FREE;
-/// Pages need secret keys.
-const KEYS: bool = ENCODED_FREELIST || CANARY;
-/// Heaps need a random generator.
-pub const RANDOM: bool = RANDOM_ORDER || QUARANTINE;
-/// Segments returned to an arena stay in the segment map until their memory
-/// is purged or reused, so a late second free of one of their blocks reads
-/// the stale header and is reported as a double free rather than as a
-/// foreign pointer.
-/// (The header arithmetic in `meta::segment` needs this too, and has it as
-/// `STALE_HEADERS`, which must be this switch.)
-pub const STALE_SEGMENTS: bool = DOUBLE_FREE;
-const _: () = assert!(STALE_SEGMENTS == crate::meta::segment::STALE_HEADERS);
-/// A list of blocks freed by other threads may be taken over without
-/// walking it (its length rides in `thread_free`): in the plain build,
-/// which checks no link, and with `double-free`, whose bitmap refuses a
-/// live block popped again, so a forged cycle is caught when it comes
-/// round (every popped link is decoded and checked too). Other hardened
-/// builds walk each list and check its length against forged cycles.
-pub const UNWALKED_REMOTE_LISTS: bool = !HARDENED || DOUBLE_FREE;
 /// Whether a list of blocks freed by other threads must go to
 /// `local_free`, which is shuffled before reuse, never straight to `free`:
 /// with `random-order`, unless a quarantine is in effect, whose random
