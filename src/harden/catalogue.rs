@@ -139,6 +139,13 @@ pub(super) const CHECKS: bool = CANARY || DOUBLE_FREE || ZERO_ON_FREE;
 pub(super) const KEYS: bool = ENCODED_FREELIST || CANARY;
 /// Heaps need a random generator.
 pub const RANDOM: bool = RANDOM_ORDER || QUARANTINE;
+/// Spans carry guards: a small or medium segment's page guards stay in
+/// place when it is released, for the next segment of its kind.
+pub const GUARDED_SPANS: bool = GUARD_PAGES;
+/// The arena picks a free span at random rather than the lowest, so
+/// segment addresses do not repeat from run to run (the guard build's
+/// randomized segment bases).
+pub const RANDOM_SPANS: bool = GUARD_PAGES;
 /// Segments returned to an arena stay in the segment map until their memory
 /// is purged or reused, so a late second free of one of their blocks reads
 /// the stale header and is reported as a double free rather than as a

@@ -28,8 +28,8 @@ use crate::meta::page::{is_huge, Page};
 
 use catalogue::{CHECKS, KEYS};
 pub use catalogue::{
-    GUARD_PAGES, HARDENED, PRESET, QUARANTINE, RANDOM, STALE_SEGMENTS, UNWALKED_REMOTE_LISTS, ZERO_ON_FREE,
-    ZERO_SIZE_SLOTS,
+    GUARDED_SPANS, GUARD_PAGES, HARDENED, PRESET, QUARANTINE, RANDOM, RANDOM_SPANS, STALE_SEGMENTS,
+    UNWALKED_REMOTE_LISTS, ZERO_ON_FREE, ZERO_SIZE_SLOTS,
 };
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, link, set_link};
@@ -48,6 +48,25 @@ pub use random::seed;
 pub use random::{draws_between, shared_next, shared_state};
 pub use zero::{words_zero, zero_reused};
 pub use zero_size::{alloc as zero_size_alloc, free as zero_size_free, SLOT as ZERO_SIZE_SLOT};
+
+/// The guard layout a segment of `kind` leaves behind and looks for (see
+/// `meta::segment::Guards`): small and medium segments of the guard build
+/// have page guards; 0 is none.
+pub fn guard_layout(kind: crate::meta::segment::Kind) -> u8 {
+    use crate::meta::segment::Kind;
+    match kind {
+        Kind::Small | Kind::Medium if guard::ON => kind as u8 + 1,
+        _ => 0,
+    }
+}
+
+/// The rows of the statistics table this build's defences add.
+pub fn stats_sections() -> crate::stats::Sections {
+    crate::stats::Sections {
+        guards: guard::ON,
+        quarantine: quarantine::ON,
+    }
+}
 
 /// Whether `p` is one of the guard build's zero-size slots (never without
 /// it): the one test every entry point taking a pointer makes first.
