@@ -15,6 +15,7 @@ use fortalloc_bench::workloads;
 
 const SELECTED: usize = cfg!(feature = "alloc-fortalloc") as usize
     + cfg!(feature = "alloc-fortalloc-secure") as usize
+    + cfg!(feature = "alloc-fortalloc-secure-max") as usize
     + cfg!(feature = "alloc-system") as usize
     + cfg!(feature = "alloc-mimalloc") as usize
     + cfg!(feature = "alloc-mimalloc-v2") as usize
@@ -26,13 +27,19 @@ const _: () = assert!(
     "enable at most one alloc-* feature of fortalloc-bench"
 );
 
-#[cfg(any(feature = "alloc-fortalloc", feature = "alloc-fortalloc-secure"))]
+#[cfg(any(
+    feature = "alloc-fortalloc",
+    feature = "alloc-fortalloc-secure",
+    feature = "alloc-fortalloc-secure-max"
+))]
 #[global_allocator]
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 #[cfg(feature = "alloc-fortalloc")]
 const ALLOCATOR: &str = "fortalloc";
 #[cfg(feature = "alloc-fortalloc-secure")]
 const ALLOCATOR: &str = "fortalloc-secure";
+#[cfg(feature = "alloc-fortalloc-secure-max")]
+const ALLOCATOR: &str = "fortalloc-secure-max";
 
 #[cfg(feature = "alloc-system")]
 #[global_allocator]
@@ -42,6 +49,7 @@ static GLOBAL: std::alloc::System = std::alloc::System;
     not(any(
         feature = "alloc-fortalloc",
         feature = "alloc-fortalloc-secure",
+        feature = "alloc-fortalloc-secure-max",
         feature = "alloc-mimalloc",
         feature = "alloc-mimalloc-v2",
         feature = "alloc-mimalloc-secure",
