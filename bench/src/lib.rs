@@ -10,6 +10,7 @@
 pub mod block;
 pub mod cbench;
 pub mod driver;
+pub mod latency;
 pub mod rss;
 pub mod verify;
 pub mod workloads;

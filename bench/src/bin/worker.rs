@@ -1,6 +1,7 @@
 //! The worker: runs one workload under the global allocator chosen by its `alloc-*` feature
-//! and prints `time_ns=<n> peak_rss_kb=<n>` on stdout. Exits 2 on bad arguments and 3 when the
-//! workload finds its data corrupted.
+//! and prints `time_ns=<n> peak_rss_kb=<n>` on stdout (the latency workload adds its
+//! percentiles on a second line: see `fortalloc_bench::latency`). Exits 2 on bad arguments and
+//! 3 when the workload finds its data corrupted.
 //!
 //! Usage: `worker <workload> <scale>`, `worker --which` (prints the allocator's name), or
 //! `worker --selftest-corruption` (overwrites a block's stamp: must exit 3, as the tests check).
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use fortalloc_bench::block::Block;
+use fortalloc_bench::latency;
 use fortalloc_bench::rss::{minor_faults, peak_rss_kb};
 use fortalloc_bench::workloads;
 
@@ -128,6 +130,10 @@ fn main() -> ExitCode {
                 peak_rss_kb(),
                 minor_faults()
             );
+            // A latency workload's percentiles, on a line of their own.
+            if let Some(latency) = latency::take_report() {
+                println!("{}", latency.line(latency::Clock::NAME));
+            }
             ExitCode::SUCCESS
         }
         _ => usage(),
