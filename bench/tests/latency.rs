@@ -1,6 +1,9 @@
 //! The latency workloads' report: the line c/latency.c and the Rust workload print, its
 //! nearest-rank percentiles, medians over runs, and the table that judges the presets.
 
+use std::path::Path;
+use std::process::Command;
+
 use fortalloc_bench::latency::{self, percentiles, Judged, Latency};
 
 #[test]
@@ -87,4 +90,20 @@ fn latency_table_judges_p99_and_p999_against_the_reference() {
         t.contains("| fortalloc-secure-max | 1.50x | 2.00x | 1.50x | 2.00x | FAIL"),
         "{t}"
     );
+}
+
+#[test]
+fn the_c_latency_program_reports_ordered_percentiles() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let exe = dir.join("latency");
+    fortalloc_bench::cbench::compile(&Path::new(env!("CARGO_MANIFEST_DIR")).join("c/latency.c"), &exe);
+    let out = Command::new(&exe).arg("0.005").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let l = latency::parse(&String::from_utf8_lossy(&out.stdout)).expect("a latency line");
+    assert!(l.malloc.windows(2).all(|w| w[0] <= w[1]), "{l:?}");
+    assert!(l.free.windows(2).all(|w| w[0] <= w[1]), "{l:?}");
+    assert!(l.malloc[0] > 0.0 && l.timer_ns >= 0.0, "{l:?}");
+    // Untimed, it prints nothing.
+    let quiet = Command::new(&exe).args(["0.005", "untimed"]).output().unwrap();
+    assert!(quiet.status.success() && quiet.stdout.is_empty(), "{quiet:?}");
 }
