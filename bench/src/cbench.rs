@@ -245,6 +245,9 @@ pub fn render(jobs: &[Job], libs: &[Lib], cells: &[Vec<Cell>]) -> String {
         let Some(r) = libs.iter().position(|l| l.name == reference) else {
             continue;
         };
+        if !jobs.iter().any(|j| j.program == program) {
+            continue;
+        }
         let r = Some(r);
         out.push_str(&format!("| {title} (ratio to {reference}) |"));
         for l in libs {
@@ -465,5 +468,26 @@ mod tests {
             ),
             "{t}"
         );
+    }
+
+    #[test]
+    fn sections_without_jobs_are_left_out() {
+        let jobs = [Job {
+            name: "w",
+            program: false,
+            argv: vec![],
+            compare_output: false,
+            latency: false,
+            dir: PathBuf::new(),
+        }];
+        let lib = |name| Lib {
+            name,
+            path: None,
+            missing: false,
+        };
+        let libs = [lib("system"), lib("mimalloc")];
+        let t = render(&jobs, &libs, &[vec![cell(&[2.0]), cell(&[1.0])]]);
+        assert!(t.contains("| w | 2000 ms (2.00x)"), "{t}");
+        assert!(!t.contains("program (ratio to system)"), "{t}");
     }
 }
