@@ -328,9 +328,9 @@ mod tests {
         // SAFETY: the slot is this thread's.
         unsafe { *errno_slot() = 1789 };
         let ps = sysconf(libc::_SC_PAGESIZE) as usize;
-        // An address off every page boundary: EINVAL from each, kept out
+        // Address 1, off every page boundary: EINVAL from each, kept out
         // of errno.
-        let odd = core::ptr::dangling_mut::<c_void>(); // address 1
+        let odd = core::ptr::dangling_mut::<c_void>();
         // SAFETY: the calls fail on the unaligned address and touch nothing.
         unsafe {
             assert!(!mprotect(odd, ps, libc::PROT_NONE));
