@@ -543,8 +543,8 @@ unsafe fn quarantine(heap: *mut heap::Heap, page: *mut Page, p: *mut u8, bounds:
         if !bounds.can_hold(size) {
             return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
         }
-        if (*heap).quarantine.needs_room(size, bounds) {
-            make_room(heap, size, bounds);
+        if (*heap).quarantine.needs_room(size, bounds) && !make_room(heap, size, bounds) {
+            return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
         }
         if !(*heap).quarantine.enter(p, page, size, bounds) {
             return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
@@ -553,18 +553,21 @@ unsafe fn quarantine(heap: *mut heap::Heap, page: *mut Page, p: *mut u8, bounds:
     }
 }
 
-/// Lets random blocks out of this thread's full quarantine until there is
-/// room for one of `size` bytes, and some to spare (see
-/// `harden::Quarantine::make_room`).
+/// Runs a round of this thread's full quarantine: claims its share of the
+/// process bound again, and lets random blocks out until there is room for
+/// one of `size` bytes, and some to spare (see `harden::Quarantine::round`).
+/// False if the block still does not fit: it is larger than this thread's
+/// share. Cold: one free in an eighth of the bounds runs it.
 ///
 /// # Safety
 /// `heap` must be this thread's initialised heap.
+#[cold]
 #[inline(never)]
-unsafe fn make_room(heap: *mut heap::Heap, size: usize, bounds: harden::QuarantineBounds) {
+unsafe fn make_room(heap: *mut heap::Heap, size: usize, bounds: harden::QuarantineBounds) -> bool {
     // SAFETY: each block leaving was freed by this thread and has waited
     // since, so its page is still in use.
     unsafe {
-        let room = bounds.room_for(size);
+        let room = (*heap).quarantine.round(size, bounds);
         loop {
             let out = (*heap).quarantine.make_room(&mut (*heap).rng, room);
             if !out.is_some() {
@@ -572,6 +575,7 @@ unsafe fn make_room(heap: *mut heap::Heap, size: usize, bounds: harden::Quaranti
             }
             leave_quarantine(heap, out, false);
         }
+        !(*heap).quarantine.needs_room(size, bounds)
     }
 }
 
@@ -594,8 +598,12 @@ pub(crate) unsafe fn empty_quarantine(heap: *mut heap::Heap) {
         // SAFETY: `held` waited in this heap's quarantine until now.
         unsafe { leave_quarantine(heap, held, true) };
     }
-    // SAFETY: this thread's initialised heap.
-    unsafe { quarantine_levels(heap) };
+    // SAFETY: this thread's initialised heap; its quarantine is empty and
+    // needs no claim on the process bound.
+    unsafe {
+        (*heap).quarantine.release_claim();
+        quarantine_levels(heap);
+    }
 }
 
 /// Publishes the quarantine's levels in the heap's counters, which other
