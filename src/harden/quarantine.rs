@@ -109,13 +109,13 @@ impl Pool {
     }
 
     /// Bytes claimed by all quarantines now.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "quarantine"))]
     pub fn claimed(&self) -> usize {
         (self.claims.load(Ordering::Relaxed) & BYTES_MASK) as usize
     }
 
     /// Quarantines holding a claim now.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "quarantine"))]
     pub fn holders(&self) -> usize {
         (self.claims.load(Ordering::Relaxed) >> BYTES_BITS) as usize
     }
@@ -196,7 +196,7 @@ impl Quarantine {
     }
 
     /// Its claim on the process bound: the bytes it may hold.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "quarantine"))]
     pub fn claim(&self) -> usize {
         self.claim
     }
