@@ -647,3 +647,45 @@ fn an_underflow_below_a_huge_block_faults() {
         println!("no fault");
     });
 }
+
+#[test]
+fn large_segments_take_memory_released_huge_blocks_left_and_use_it() {
+    for way in GUARD_WAYS {
+        child("large-after-huge")
+            .env("FORTALLOC_GUARDS", way)
+            .run(|| {
+                // Huge blocks freed (their segments sealed with the seals,
+                // left guarded without), then segments of slots made in
+                // arena memory they left: every large block is written
+                // whole, and the rounds release their segments again.
+                for round in 0..12usize {
+                    let huge: Vec<*mut u8> = (0..3).map(|i| malloc((5 + i + round % 3) << 20)).collect();
+                    for (i, &h) in huge.iter().enumerate() {
+                        // SAFETY: a live block of at least 5 MiB.
+                        unsafe { std::ptr::write_bytes(h, 0x33, (5 + i + round % 3) << 20) };
+                    }
+                    for h in huge {
+                        // SAFETY: live, freed once.
+                        unsafe { free(h) };
+                    }
+                    for n in LARGE_SIZES {
+                        let blocks: Vec<*mut u8> = (0..4).map(|_| malloc(n)).collect();
+                        for &p in &blocks {
+                            // SAFETY: a live block of `n` bytes.
+                            unsafe { std::ptr::write_bytes(p, 0x44, n) };
+                        }
+                        for p in blocks {
+                            // SAFETY: live, freed once.
+                            unsafe { free(p) };
+                        }
+                    }
+                    fortalloc::collect(true);
+                }
+                println!("written");
+            })
+            .check(|o| {
+                o.assert_success(way);
+                assert!(o.stdout.contains("written"), "{way}: {}", o.stdout);
+            });
+    }
+}

@@ -700,10 +700,11 @@ fn take_slot(class: &mut Class) -> Option<Slot> {
 /// # Safety
 /// `bin` must be a large bin and `c` its class.
 unsafe fn new_segment(bin: usize, c: usize) -> bool {
-    // Taken whole but where freed slots are sealed: there the slots are
-    // sealed at once, and memory a released segment left sealed stays so.
+    // Taken whole: whatever a released segment left sealed (with
+    // `mprotect` or markers) is opened, and guarded or sealed again below
+    // as this segment's layout needs.
     let sealed = harden::freed_large_sealed();
-    let Some(fresh) = segment::os_alloc(SEGMENT_SIZE, !sealed, 0) else {
+    let Some(fresh) = segment::os_alloc(SEGMENT_SIZE, true, 0) else {
         return false;
     };
     let seg = fresh.seg;
@@ -722,7 +723,7 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
     let info = unsafe { (*seg).info_size };
     // SAFETY: the page describes the new segment of slots, nobody else's;
     // its area past the header is fresh, page-aligned, and accessible
-    // unless the slots are to be sealed (taken whole otherwise, above).
+    // (taken whole, above).
     unsafe { harden::large_slots_made(page, seg as usize + info, seg as usize + SEGMENT_SIZE, !fresh.zero) };
     let zero = if fresh.zero { all_slots(count) } else { 0 };
     // SAFETY: a header nobody else can reach yet.

@@ -320,8 +320,8 @@ unsafe fn unseal(p: *mut u8, st: State, want: usize) {
 ///
 /// # Safety
 /// `page` must describe the new segment of slots, nobody else's yet, whose
-/// area is fresh, nobody's and page-aligned memory; without the seals, all
-/// of it accessible (its segment taken whole).
+/// area is fresh, nobody's, page-aligned and accessible memory (its
+/// segment taken whole).
 pub unsafe fn slots_made(page: *const Page, area_start: usize, area_end: usize, dirty: bool) {
     if !guard::ON {
         return;
