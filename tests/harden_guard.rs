@@ -508,7 +508,6 @@ fn freed_huge_blocks_are_inaccessible_at_once() {
     expect_faults("read-after-free-huge", || read_after_free(8 << 20));
 }
 
-
 /// Sizes of every kind of large class: a segment of slots holds about 60
 /// of the first, 3 of `1 << 20` and one of the last.
 const LARGE_SIZES: [usize; 6] = [65_537, 73_729, 100_000, 300_001, 1 << 20, 1_900_000];

@@ -721,10 +721,11 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
     let bsize = BLOCK_SIZE[bin];
     // SAFETY: a header nobody else can reach yet.
     let info = unsafe { (*seg).info_size };
+    let (area_start, area_end) = (seg as usize + info, seg as usize + SEGMENT_SIZE);
+    // Taken whole (above), the area past the header is accessible.
     // SAFETY: the page describes the new segment of slots, nobody else's;
-    // its area past the header is fresh, page-aligned, and accessible
-    // (taken whole, above).
-    unsafe { harden::large_slots_made(page, seg as usize + info, seg as usize + SEGMENT_SIZE, !fresh.zero) };
+    // its area is fresh, page-aligned and accessible.
+    unsafe { harden::large_slots_made(page, area_start, area_end, !fresh.zero) };
     let zero = if fresh.zero { all_slots(count) } else { 0 };
     // SAFETY: a header nobody else can reach yet.
     unsafe { (*seg).slots_zero.store(zero, Ordering::Relaxed) };

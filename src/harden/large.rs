@@ -328,13 +328,8 @@ pub unsafe fn slots_made(page: *const Page, area_start: usize, area_end: usize, 
     }
     // SAFETY: `page` describes the new segment (this fn's contract); its
     // geometry is set.
-    let (start, bsize, count) = unsafe {
-        (
-            (*page).page_start,
-            (*page).block_size,
-            (*page).reserved as usize,
-        )
-    };
+    let geometry = unsafe { ((*page).page_start, (*page).block_size, (*page).reserved) };
+    let (start, bsize, count) = (geometry.0, geometry.1, geometry.2 as usize);
     let end = start as usize + count * bsize;
     // The slack holds no block: a guard below the first slot (beside the
     // header's) and after the last (below the next segment's header).
@@ -346,9 +341,10 @@ pub unsafe fn slots_made(page: *const Page, area_start: usize, area_end: usize, 
     }
     if !SEAL {
         for i in 0..count {
+            let last = (i + 1) * bsize - guard::BLOCK_GUARD;
             // SAFETY: the last page of slot `i`, one of the `count` in the
             // area: fresh, nobody's, page-aligned; no block reaches it.
-            unsafe { os::guard(start.add((i + 1) * bsize - guard::BLOCK_GUARD), guard::BLOCK_GUARD) };
+            unsafe { os::guard(start.add(last), guard::BLOCK_GUARD) };
         }
         return;
     }

@@ -38,8 +38,7 @@ pub use guard::{
     segment_released, segment_taken, Released,
 };
 pub use large::{
-    drop_free as large_drop_free, pick as pick_large_slot, slots_made as large_slots_made,
-    warm as large_warm,
+    drop_free as large_drop_free, pick as pick_large_slot, slots_made as large_slots_made, warm as large_warm,
 };
 pub use order::{batch, build_free_list, shuffle};
 pub use quarantine::{Bounds as QuarantineBounds, Held as QuarantineHeld, Quarantine};
@@ -298,9 +297,9 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
         error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
         return false;
     }
+    // Zero past its first word with zero-on-free: checked, fresh, or wiped.
     // SAFETY: `p` is a free block of `page` (this fn's contract), vetted
-    // just above, with `padded(size) <= block_size`, zero past its first
-    // word in the zero-on-free build (checked, fresh or wiped at free).
+    // just above, with `padded(size) <= block_size`.
     unsafe { handed_out(page, p, size, true) }
 }
 
@@ -365,9 +364,9 @@ pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
         });
         return false;
     }
+    // Zero past its first word only where zero-on-free zeroes large blocks.
     // SAFETY: `p` is a free block of `page` (this fn's contract), opened
-    // for the request and vetted by `large::taken` just above; zero past
-    // its first word only where zero-on-free zeroes large blocks.
+    // for the request and vetted by `large::taken` just above.
     unsafe { handed_out(page, p, size, large::ZEROED) }
 }
 
