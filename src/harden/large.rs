@@ -65,10 +65,10 @@ use crate::meta::page::{block_index, Page};
 use crate::meta::segment::{of_page, Segment};
 use crate::{os, stats};
 
-/// `seal-freed-large`: freed large and huge blocks inaccessible at once,
-/// live large blocks open only as far as their request, reused ones zeroed
-/// with zero-on-free.
-pub const SEAL: bool = cfg!(feature = "seal-freed-large");
+/// `seal-freed-large` (named in the catalogue): freed large and huge
+/// blocks inaccessible at once, live large blocks open only as far as
+/// their request, reused ones zeroed with zero-on-free.
+pub const SEAL: bool = super::catalogue::SEAL_FREED_LARGE;
 // The seals are guards: the feature turns on `guard-pages` (Cargo.toml).
 const _: () = assert!(!SEAL || guard::ON);
 
