@@ -71,12 +71,14 @@ pub fn zalloc(size: usize) -> *mut u8 {
 /// Zeroes the first `size` bytes of a block just handed out, for calloc
 /// and friends: only its first word (the free-list link) where the rest is
 /// known to be zero already, which spares both the memset and, for fresh
-/// memory, the page faults it would take. That is every small, medium and
-/// large block with zero-on-free (freed blocks are wiped, fresh ones zeroed
-/// or fresh when carved), and otherwise a block from a page whose free list
-/// held only blocks carved from fresh or purged memory (`Page::free_zero`).
-/// Huge blocks, and large guard slots without zero-on-free, are cleared
-/// whole (huge ones asked zeroed from `huge::alloc` never come here).
+/// memory, the page faults it would take. That is every small and medium
+/// block with zero-on-free (freed blocks are wiped, fresh ones zeroed or
+/// fresh when carved), and otherwise a block from a page whose free list
+/// held only blocks carved from fresh or purged memory (`Page::free_zero`);
+/// a large block whose slot was fresh or purged, or any with zero-on-free
+/// and `seal-freed-large` (`large::was_zero`: zero-on-free wipes no large
+/// block without the seals). Huge blocks are cleared whole (huge ones
+/// asked zeroed from `huge::alloc` never come here).
 ///
 /// # Safety
 /// `p` must be a block just handed out by this thread, with at least
@@ -92,9 +94,8 @@ unsafe fn clear_new(p: *mut u8, size: usize) {
             let seg = of_block(p);
             let known_zero = match (*seg).kind {
                 Kind::Huge => false,
-                _ if harden::ZERO_ON_FREE => true,
-                Kind::Large if harden::GUARD_PAGES => false,
                 Kind::Large => large::was_zero(seg, p),
+                _ if harden::ZERO_ON_FREE => true,
                 _ => (*page_of(seg, p)).free_zero,
             };
             if known_zero {

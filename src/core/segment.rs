@@ -503,8 +503,8 @@ pub unsafe fn os_free(seg: *mut Segment) {
             Guards::default()
         };
         let released = if guards.layout == 0 {
-            // SAFETY: nothing uses the segment's blocks any more (this
-            // fn's contract).
+            // SAFETY: the header is still set up, and nothing uses the
+            // segment's blocks any more (this fn's contract).
             unsafe { harden::segment_released(seg.cast(), size, info_size()) }
         } else {
             harden::Released::Open

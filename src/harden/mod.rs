@@ -38,15 +38,14 @@ pub use guard::{
     segment_released, segment_taken, Released,
 };
 pub use large::{
-    drop_free as large_drop_free, set_state as large_set_state, slots_made as large_slots_made,
-    warm as large_warm,
+    drop_free as large_drop_free, pick as pick_large_slot, slots_made as large_slots_made, warm as large_warm,
 };
 pub use order::{batch, build_free_list, shuffle};
 pub use quarantine::{Bounds as QuarantineBounds, Held as QuarantineHeld, Quarantine};
 pub use random::seed;
 #[cfg(test)]
 pub use random::{draws_between, shared_next, shared_state};
-pub use zero::{words_zero, zero_reused};
+pub use zero::zero_reused;
 pub use zero_size::{alloc as zero_size_alloc, free as zero_size_free, SLOT as ZERO_SIZE_SLOT};
 
 /// The guard layout a segment of `kind` leaves behind and looks for (see
@@ -73,6 +72,29 @@ pub fn stats_sections() -> crate::stats::Sections {
 #[inline(always)]
 pub fn is_zero_size(p: *const u8) -> bool {
     zero_size::ON && zero_size::owns(p)
+}
+
+/// Large blocks: whether a freed one is sealed at once (`seal-freed-large`:
+/// inaccessible until its slot is taken again, and a live one open only
+/// as far as its request); if not, a freed slot is purged after the purge
+/// delay, as in the plain build (see `large`).
+#[inline(always)]
+pub const fn freed_large_sealed() -> bool {
+    large::SEAL
+}
+/// Large blocks: whether each slot of a segment of slots ends in a guard
+/// page, and the slack around them is guarded, made once with the segment
+/// (`guard-pages`): remaking a segment costs a kernel call per slot.
+#[inline(always)]
+pub const fn large_slots_guarded() -> bool {
+    guard::ON
+}
+/// Large and huge blocks handed out (fresh or reused) read zero, so
+/// `calloc` need not clear them: zero-on-free with `seal-freed-large`.
+/// Without the seals zero-on-free leaves them as the plain build does.
+#[inline(always)]
+pub const fn reused_large_zeroed() -> bool {
+    large::ZEROED
 }
 
 /// Whether a list of blocks freed by other threads must go to
@@ -187,6 +209,12 @@ impl Desc {
         guard::ON && !self.is_huge() && self.block_size() > crate::meta::constants::MEDIUM_OBJ_MAX
     }
 
+    /// The page holds large blocks (slots of `large.rs`).
+    #[inline(always)]
+    fn is_large(self) -> bool {
+        !self.is_huge() && self.block_size() > crate::meta::constants::MEDIUM_OBJ_MAX
+    }
+
     /// See [`trailers`].
     #[inline(always)]
     fn trailers(self) -> bool {
@@ -269,9 +297,10 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
         error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
         return false;
     }
+    // Zero past its first word with zero-on-free: checked, fresh, or wiped.
     // SAFETY: `p` is a free block of `page` (this fn's contract), vetted
     // just above, with `padded(size) <= block_size`.
-    unsafe { handed_out(page, p, size) }
+    unsafe { handed_out(page, p, size, true) }
 }
 
 /// The last steps before a vetted block is handed out for `size` bytes:
@@ -279,10 +308,11 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
 /// (after reporting) if the bitmaps say it is live already.
 ///
 /// # Safety
-/// `p` must be a free block of `page`, vetted (in the zero-on-free build,
-/// zero past its first word), with `padded(size) <= block_size`.
+/// `p` must be a free block of `page`, vetted, with `padded(size) <=
+/// block_size`; with `zeroed` in the zero-on-free build, zero past its
+/// first word.
 #[inline(always)]
-unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize) -> bool {
+unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize, zeroed: bool) -> bool {
     // SAFETY: `p` is a block start of `page` (this fn's contract), in a
     // live segment that has the bitmaps when they are on.
     if double_free::ON && !unsafe { double_free::mark_live(p) } {
@@ -300,7 +330,7 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize) -> bool {
         unsafe { (p as *mut usize).write(0) };
     }
     if canary::applies(page) {
-        if zero::ON {
+        if zero::ON && zeroed {
             // Zero past its first word: checked by the caller, or
             // fresh, or opened from a seal.
             // SAFETY: `p` is a block of `page` being handed out, zero past
@@ -315,11 +345,11 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize) -> bool {
     true
 }
 
-/// A free large block of the guard build (a slot, see `large.rs`) is
-/// handed out for `size` bytes: what the request needs is opened (after
-/// checking that what stayed open while it was free is still zero), and
-/// it is marked live and its canary armed. False (after reporting) means
-/// it must not be handed out.
+/// A free large block (a slot, see `large.rs`) is handed out for `size`
+/// bytes: with `seal-freed-large`, what the request needs is opened (after
+/// checking that what stayed open while it was free is still zero); it is
+/// marked live and its canary armed. False (after reporting) means it must
+/// not be handed out.
 ///
 /// # Safety
 /// `p` must be a free block of the large `page`, just taken by the caller,
@@ -334,9 +364,10 @@ pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
         });
         return false;
     }
+    // Zero past its first word only where zero-on-free zeroes large blocks.
     // SAFETY: `p` is a free block of `page` (this fn's contract), opened
     // for the request and vetted by `large::taken` just above.
-    unsafe { handed_out(page, p, size) }
+    unsafe { handed_out(page, p, size, large::ZEROED) }
 }
 
 /// Checks a block about to be freed and wipes it. False (after reporting)
@@ -390,7 +421,9 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
             check_below(page, p, bsize);
         }
     }
-    if d.guarded_large() {
+    if d.is_large() {
+        // Not wiped: sealed with `seal-freed-large`, else left to be
+        // purged after the delay (see `large`).
         // SAFETY: `p` is a live block of the large `page` (this fn's
         // contract; the bitmaps, when on, found it live), freed once.
         unsafe { large::freed(page, p) };
@@ -497,9 +530,9 @@ unsafe fn check_own_trailer(page: *const Page, p: *mut u8, bsize: usize) {
 /// use and it is not huge).
 #[inline(always)]
 pub unsafe fn leaving_quarantine(held: QuarantineHeld, whole: bool) -> bool {
-    // A guarded large block is sealed while free: nothing to read (and
-    // nothing a write could have reached).
-    if !zero::CHECK || (guard::ON && held.size() > crate::meta::constants::MEDIUM_OBJ_MAX) {
+    // A large block is not wiped at free: sealed while free (nothing a
+    // write could have reached), or left as it was (see `large`).
+    if !zero::CHECK || held.size() > crate::meta::constants::MEDIUM_OBJ_MAX {
         return true;
     }
     let (page, p, bsize) = (held.page, held.block, held.size());
