@@ -230,6 +230,7 @@ fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
         ("thread-churn", "thread_churn", None),
         ("skewed-mass", "skewed_mass", None),
         ("large-churn", "large_churn", None),
+        ("big-blocks", "big_blocks", None),
         ("latency", "latency", None),
     ] {
         let exe = out.join(file);
