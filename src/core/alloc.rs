@@ -186,9 +186,10 @@ pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     // Past the small sizes any block will do, without `aligned_slow`'s
     // class lookup (every C malloc over 1 KiB).
     let p = match request_size(size, align) {
-        Some(req) if size <= SMALL_SIZE_MAX && SMALL_STAYS_SMALL => {
-            // SAFETY: without padding, `req <= SMALL_SIZE_MAX` (see the
-            // constant); the compiler could not see it through the mask.
+        Some(req) if size <= SMALL_SIZE_MAX && (SMALL_STAYS_SMALL || req <= SMALL_SIZE_MAX) => {
+            // SAFETY: `req <= SMALL_SIZE_MAX`: checked, or without padding
+            // known (see the constant); the compiler could not see it
+            // through the mask.
             unsafe { malloc_small(req, size) }
         }
         Some(req) => malloc_block(req, size),
@@ -212,7 +213,6 @@ pub fn malloc_aligned_fast(size: usize, align: usize) -> *mut u8 {
     if !align.is_power_of_two()
         || align > SIZE_ALIGN_MAX
         || size > SMALL_SIZE_MAX
-        || !SMALL_STAYS_SMALL
         || (harden::ZERO_SIZE_SLOTS && size == 0)
     {
         return ptr::null_mut();
@@ -220,9 +220,14 @@ pub fn malloc_aligned_fast(size: usize, align: usize) -> *mut u8 {
     let Some(req) = request_size(size, align.max(MIN_ALIGN)) else {
         return ptr::null_mut();
     };
+    // Padding can take the last small sizes past the direct table.
+    if !SMALL_STAYS_SMALL && req > SMALL_SIZE_MAX {
+        return ptr::null_mut();
+    }
     let heap = thread::heap();
-    // SAFETY: `req <= SMALL_SIZE_MAX` per `SMALL_STAYS_SMALL`, so the
-    // index is in bounds; the heap is this thread's or the empty one.
+    // SAFETY: `req <= SMALL_SIZE_MAX` (per `SMALL_STAYS_SMALL`, or checked
+    // just above), so the index is in bounds; the heap is this thread's or
+    // the empty one.
     unsafe { pop_direct(heap, req, size) }
 }
 
