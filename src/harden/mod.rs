@@ -56,13 +56,14 @@ pub fn is_zero_size(p: *const u8) -> bool {
     zero_size::ON && zero_size::owns(p)
 }
 
-/// Whether a list of blocks freed by other threads must go to
-/// `local_free`, which is shuffled before reuse, never straight to `free`:
-/// with `random-order`, unless a quarantine is in effect, whose random
-/// departures already made the order in which other threads' frees arrive
-/// a random one.
+/// Whether a list of freed blocks is shuffled before reuse (see
+/// `order::shuffle`), and a list other threads freed goes to `local_free`
+/// for it, never straight to `free`: with `random-order`, unless a
+/// quarantine is in effect, whose random departures already made the
+/// order in which blocks reach their page's lists, from this thread or
+/// any other, a random one.
 #[inline]
-pub fn shuffle_remote_lists() -> bool {
+pub fn shuffle_freed_lists() -> bool {
     order::ON && !(quarantine::ON && quarantine::in_effect())
 }
 /// The size to ask `huge::alloc` for, for a request of `size` bytes: room
