@@ -225,24 +225,26 @@ pub unsafe fn resizing(page: *const Page, p: *mut u8, size: usize) {
 /// block must not be handed out.
 ///
 /// # Safety
-/// `p` must be a block of the in-use `page`, just popped, with
-/// `padded(size) <= block_size`.
+/// `page` must be an in-use page of small or medium blocks and `p` a block
+/// of it, just popped, with `padded(size) <= block_size`.
 #[inline(always)]
 pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     if !CHECKS && !encode::ON {
         return true;
     }
     // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
-    let d = unsafe { Desc::new(page) };
-    if d.is_huge() {
-        return true;
-    }
-    let bsize = d.block_size();
-    let trailer = d.trailers();
-    if trailer {
-        // SAFETY: `p` is a block start of the in-use `page` (this fn's
-        // contract), whose slots have trailers.
-        unsafe { check_own_trailer(page, p, bsize) };
+    let bsize = unsafe { Desc::new(page) }.block_size();
+    // SAFETY: `p` is a block of the small or medium `page` (this fn's
+    // contract), all `bsize` bytes of it the allocator's while it is free.
+    let slot = unsafe { canary::Slot::new(page, p, bsize) };
+    let trailer = small_trailers(bsize);
+    // SAFETY: as for the slot: a free block of the page, ours to read, its
+    // trailer byte ours to mend.
+    if trailer && !unsafe { slot.trailer_intact() } {
+        // An underflow of the block after it, reported at that block.
+        error::report(ErrorKind::BufferUnderflow, p as usize + bsize, bsize);
+        // SAFETY: as above.
+        unsafe { slot.set_trailer() };
     }
     // With `trailer`, `bsize >= 16`.
     // SAFETY: `p` is a block of the in-use, non-huge `page`, just popped
@@ -252,8 +254,16 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
         return false;
     }
     // SAFETY: `p` is a free block of `page` (this fn's contract), vetted
-    // just above, with `padded(size) <= block_size`.
-    unsafe { handed_out(page, p, size) }
+    // just above, with `padded(size) <= block_size`; `slot` is its slot.
+    unsafe { handed_out(page, p, slot, size) }
+}
+
+/// Small and medium slots of the canary build end in a trailer byte,
+/// live or free (see `canary`), so underflows show. Not 8-byte slots: a
+/// free one is all link.
+#[inline(always)]
+const fn small_trailers(bsize: usize) -> bool {
+    canary::ON && bsize >= 16
 }
 
 /// The last steps before a vetted block is handed out for `size` bytes:
@@ -262,9 +272,10 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
 ///
 /// # Safety
 /// `p` must be a free block of `page`, vetted (in the zero-on-free build,
-/// zero past its first word), with `padded(size) <= block_size`.
+/// zero past its first word), with `padded(size) <= block_size`, and
+/// `slot` the bytes of it the caller may use.
 #[inline(always)]
-unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize) -> bool {
+unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: usize) -> bool {
     // SAFETY: `p` is a block start of `page` (this fn's contract), in a
     // live segment that has the bitmaps when they are on.
     if double_free::ON && !unsafe { double_free::mark_live(p) } {
@@ -282,17 +293,12 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize) -> bool {
         unsafe { (p as *mut usize).write(0) };
     }
     if canary::applies(page) {
-        if zero::ON {
-            // Zero past its first word: checked by the caller, or
-            // fresh, or opened from a seal.
-            // SAFETY: `p` is a block of `page` being handed out, zero past
-            // its first word, with room for the canary (this fn's contract).
-            unsafe { canary::write_zeroed(page, p, size) };
-        } else {
-            // SAFETY: `p` is a block of `page` being handed out, with
-            // `padded(size) <= block_size` (this fn's contract).
-            unsafe { canary::write(page, p, size) };
-        }
+        // With zero-on-free the block is zero past its first word: checked
+        // by the caller, or fresh, or opened from a seal.
+        // SAFETY: `slot` is the block being handed out, with room for the
+        // canary, zero past its first word with zero-on-free (this fn's
+        // contract).
+        unsafe { slot.arm(size, zero::ON) };
     }
     true
 }
@@ -316,9 +322,12 @@ pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
         });
         return false;
     }
+    // SAFETY: `p` is a block of the in-use `page`, just taken and opened
+    // for the request: its slot is what is open of it.
+    let slot = unsafe { canary::Slot::of_block(page, p) };
     // SAFETY: `p` is a free block of `page` (this fn's contract), opened
     // for the request and vetted by `large::taken` just above.
-    unsafe { handed_out(page, p, size) }
+    unsafe { handed_out(page, p, slot, size) }
 }
 
 /// Checks a block about to be freed and wipes it. False (after reporting)
@@ -331,6 +340,84 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
     if !CHECKS && !guard::ON {
         return true;
     }
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    let d = unsafe { Desc::new(page) };
+    let bsize = d.block_size();
+    if d.is_huge() || bsize > crate::meta::constants::MEDIUM_OBJ_MAX {
+        // SAFETY: as this fn's contract.
+        return unsafe { on_free_big(page, p) };
+    }
+    // SAFETY: `p` is a block start of the in-use `page` (this fn's
+    // contract), in a live segment that has the bitmaps when they are on.
+    if double_free::ON && !unsafe { double_free::mark_free(p) } {
+        error::report(ErrorKind::DoubleFree, p as usize, bsize);
+        return false;
+    }
+    if !canary::ON {
+        if zero::ON {
+            // SAFETY: `p` is a small or medium block of `bsize` bytes
+            // being freed (this fn's contract), 8-aligned and a multiple of
+            // 8 long as every such block.
+            unsafe { zero::wipe(p, bsize) };
+        }
+        return true;
+    }
+    // SAFETY: `p` is a live (the bitmaps, when on, said so) small or
+    // medium block of the in-use `page` (this fn's contract): all of its
+    // slot is open.
+    let slot = unsafe { canary::Slot::new(page, p, bsize) };
+    // SAFETY: the block is live and was armed when handed out.
+    let size = unsafe { slot.check() };
+    if size.is_none() {
+        error::report(ErrorKind::BufferOverflow, p as usize, bsize);
+    }
+    if !small_trailers(bsize) {
+        if zero::ON {
+            // SAFETY: as in the canary-less case above.
+            unsafe { zero::wipe(p, bsize) };
+        }
+        return true;
+    }
+    // SAFETY: the slot is the live block's, its trailer byte the
+    // allocator's to mend.
+    if !unsafe { slot.trailer_intact() } {
+        // An underflow of the block after it, reported at that block.
+        error::report(ErrorKind::BufferUnderflow, p as usize + bsize, bsize);
+        // SAFETY: as above.
+        unsafe { slot.set_trailer() };
+    }
+    // SAFETY: `p` is a block start of the in-use `page` with trailers
+    // (this fn's contract, and `bsize >= 16`).
+    unsafe { check_below(d, slot, p, bsize) };
+    if zero::ON {
+        // The owner wrote at most its request, the canary guards the bytes
+        // after it, and the tail (in the last word) records its size: a
+        // write further on garbles one of them, and then the whole block
+        // is wiped. The slack in between was zero when it was handed out.
+        let len = match size {
+            Some(size) => canary::written_below_last_word(size, bsize),
+            None => bsize - 8,
+        };
+        // SAFETY: `p` is a block of `bsize >= 16` bytes being freed (this
+        // fn's contract), a multiple of 8, and `len <= bsize - 8`: all of
+        // it ours to write; the slot's last word is written apart, in one
+        // store, so its trailer is never zero for a moment (the owner of
+        // the block above may be reading it from another thread).
+        unsafe {
+            zero::wipe(p, len);
+            slot.set_last_word_trailer();
+        }
+    }
+    true
+}
+
+/// [`on_free`] of a large or huge block.
+///
+/// # Safety
+/// `page` must be an in-use page of large blocks or a huge block's, and
+/// `p` a block start of it (it passed the free check).
+#[inline(never)]
+unsafe fn on_free_big(page: *const Page, p: *mut u8) -> bool {
     // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
     let d = unsafe { Desc::new(page) };
     // SAFETY: `p` is a block start of the in-use `page` (this fn's
@@ -363,33 +450,14 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
     if canary::applies(page) && unsafe { canary::check(page, p) }.is_none() {
         error::report(ErrorKind::BufferOverflow, p as usize, bsize);
     }
-    let trailer = d.trailers();
-    if trailer {
-        // SAFETY: `p` is a block start of the in-use `page` (this fn's
-        // contract), whose slots have trailers.
-        unsafe {
-            check_own_trailer(page, p, bsize);
-            check_below(page, p, bsize);
-        }
-    }
     if d.guarded_large() {
         // SAFETY: `p` is a live block of the large `page` (this fn's
         // contract; the bitmaps, when on, found it live), freed once.
         unsafe { large::freed(page, p) };
     } else if zero::ON {
-        // With a trailer, `bsize` is a multiple of 8 of at least 16.
         // SAFETY: `p` is a block of `bsize` bytes being freed (this fn's
         // contract): all of it ours to write.
-        unsafe {
-            if trailer {
-                // Never zero for a moment: the owner of the block above
-                // may be reading it from another thread.
-                zero::wipe(p, bsize - 8);
-                canary::set_last_word_trailer(page, p, bsize);
-            } else {
-                zero::wipe(p, bsize);
-            }
-        }
+        unsafe { core::ptr::write_bytes(p, 0, bsize) };
     }
     true
 }
@@ -428,39 +496,14 @@ pub unsafe fn carved(page: *const Page, first: *mut u8, bsize: usize, count: usi
 /// mended, so an error handler hears of it once).
 ///
 /// # Safety
-/// `p` must be a block start of the in-use `page` with trailers.
+/// `p` must be a block start of the in-use page `d` describes, with
+/// trailers, and `slot` its slot of `bsize` bytes.
 #[inline(always)]
-unsafe fn check_below(page: *const Page, p: *mut u8, bsize: usize) {
-    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
-    if p as usize - unsafe { Desc::new(page) }.page_start() as usize >= bsize {
-        // A slot's trailer byte is the allocator's, live or free (see
-        // `canary`), so the one below may be mended.
-        // SAFETY: `p` is a block start `bsize` or more bytes into the in-use
-        // `page` (this fn's contract): the slot below is one of its slots.
-        unsafe {
-            let below = p.sub(bsize);
-            if !canary::trailer_intact(page, below, bsize) {
-                error::report(ErrorKind::BufferUnderflow, p as usize, bsize);
-                canary::set_trailer(page, below, bsize);
-            }
-        }
-    }
-}
-
-/// Checks the trailer of block `p`'s own slot: changed, it is an underflow
-/// of the block after it, reported at that block's address (and mended).
-///
-/// # Safety
-/// `p` must be a block start of the in-use `page` with trailers.
-#[inline(always)]
-unsafe fn check_own_trailer(page: *const Page, p: *mut u8, bsize: usize) {
-    // SAFETY: `p` is a block start of the in-use `page` (this fn's
-    // contract), so its slot is readable.
-    if !unsafe { canary::trailer_intact(page, p, bsize) } {
-        error::report(ErrorKind::BufferUnderflow, p as usize + bsize, bsize);
-        // SAFETY: a slot's trailer byte is the allocator's, live or free
-        // (see `canary`).
-        unsafe { canary::set_trailer(page, p, bsize) };
+unsafe fn check_below(d: Desc, slot: canary::Slot, p: *mut u8, bsize: usize) {
+    // SAFETY: a slot of the page lies below `p` when `p` is `bsize` or
+    // more bytes into it (this fn's contract: `p` is a block start).
+    if p as usize - d.page_start() as usize >= bsize && !unsafe { slot.below_intact_or_mend() } {
+        error::report(ErrorKind::BufferUnderflow, p as usize, bsize);
     }
 }
 
@@ -524,8 +567,8 @@ pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
     }
     if d.trailers() {
         // SAFETY: `p` is a block start of the in-use `page` (this fn's
-        // contract), whose slots have trailers.
-        unsafe { check_below(page, p, bsize) };
+        // contract), whose slots have trailers and are open whole.
+        unsafe { check_below(d, canary::Slot::new(page, p, bsize), p, bsize) };
     }
     if canary::applies(page) {
         // A sealed block returned above: this one is open past its canary.
@@ -590,14 +633,34 @@ pub unsafe fn live_in_list(page: *const Page, at: *mut crate::meta::page::Block)
 }
 
 /// Re-arms the canary of a live block resized in place to `size` bytes.
+/// A small or medium block that shrank has what lay past its new size
+/// (the owner's old bytes, the old canary) zeroed with `zero-on-free`:
+/// its wipe at free reaches only as far as the request it then records.
 ///
 /// # Safety
-/// `p` must be a live block of `page` with `padded(size) <= block_size`.
+/// `p` must be a live block of the in-use `page` with `padded(size) <=
+/// block_size`, its canary still armed for its size before the resize.
 #[inline(always)]
 pub unsafe fn resized(page: *const Page, p: *mut u8, size: usize) {
-    if canary::applies(page) {
-        // SAFETY: `p` is a live block of `page` with `padded(size) <=
-        // block_size` (this fn's contract).
-        unsafe { canary::write(page, p, size) };
+    if !canary::applies(page) {
+        return;
     }
+    // SAFETY: `p` is a live block of the in-use `page` (this fn's
+    // contract).
+    let slot = unsafe { canary::Slot::of_block(page, p) };
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    let d = unsafe { Desc::new(page) };
+    if zero::ON && !d.is_huge() && d.block_size() <= crate::meta::constants::MEDIUM_OBJ_MAX {
+        // SAFETY: the block is live and armed for its old size (this fn's
+        // contract).
+        if let Some(old) = unsafe { slot.check() }.filter(|&old| old > size) {
+            let end = canary::written_below_last_word(old, d.block_size());
+            // SAFETY: `[size, end)` lies in the live block, before its
+            // last word: the caller's.
+            unsafe { core::ptr::write_bytes(p.add(size), 0, end.max(size) - size) };
+        }
+    }
+    // SAFETY: `p` is a live block of `page`, the caller's, with
+    // `padded(size) <= block_size` (this fn's contract).
+    unsafe { slot.arm(size, false) };
 }
