@@ -32,7 +32,7 @@ pub use catalogue::{
     ZERO_SIZE_SLOTS,
 };
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
-pub use encode::{decode_delayed, link, set_link};
+pub use encode::{decode_delayed, link, set_link, try_link};
 pub use guard::{
     arena_hint, grow_block, header_guard, open_block, page_guard, page_slot, pick as pick_slot,
     segment_released, segment_taken, Released,
@@ -256,6 +256,65 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     // SAFETY: `p` is a free block of `page` (this fn's contract), vetted
     // just above, with `padded(size) <= block_size`; `slot` is its slot.
     unsafe { handed_out(page, p, slot, size) }
+}
+
+/// [`on_alloc`]'s checks for malloc's fast path, before the block is
+/// taken off its list: true if the block at the head of `page`'s free list
+/// passes them, and then it is marked live. False means something is
+/// wrong and nothing was changed: the caller leaves the block where it is
+/// for the slow path, whose [`on_alloc`] reads it again and reports.
+/// Nothing here calls out, so the fast path needs no stack frame.
+///
+/// # Safety
+/// `page` must be an in-use page of small or medium blocks owned by the
+/// caller and `p` the head of its free list.
+#[inline(always)]
+pub unsafe fn may_take(page: *const Page, p: *mut u8) -> bool {
+    if !CHECKS {
+        return true;
+    }
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    let bsize = unsafe { Desc::new(page) }.block_size();
+    // SAFETY: `p` is a free block of the small or medium `page` (this fn's
+    // contract): all of its slot ours to read.
+    let slot = unsafe { canary::Slot::new(page, p, bsize) };
+    let trailer = small_trailers(bsize);
+    // SAFETY: as for the slot; a block of the non-huge `page` with
+    // `bsize >= 16` where it has a trailer.
+    unsafe {
+        if trailer && !slot.trailer_intact() {
+            return false;
+        }
+        if zero::CHECK && !zero::fresh(page, p) && !zero::still_zero(page, p, bsize, trailer) {
+            return false;
+        }
+        // Live already: the bit stays as it was.
+        !double_free::ON || double_free::mark_live(p)
+    }
+}
+
+/// The rest of [`on_alloc`] for a block [`may_take`] passed, now taken:
+/// its first word is cleared and its canary armed for `size` bytes.
+///
+/// # Safety
+/// `p` must be a block of the small or medium `page` that [`may_take`]
+/// passed and the caller took, with `padded(size) <= block_size`.
+#[inline(always)]
+pub unsafe fn taken(page: *const Page, p: *mut u8, size: usize) {
+    if encode::ON {
+        // See `handed_out`.
+        // SAFETY: `p` is the caller's block, at least a word.
+        unsafe { (p as *mut usize).write(0) };
+    }
+    if canary::ON {
+        // SAFETY: `page` is in use, `p` a small or medium block of it (this
+        // fn's contract): all of its slot open.
+        let slot = unsafe { canary::Slot::new(page, p, Desc::new(page).block_size()) };
+        // SAFETY: the block is the caller's, with room for the canary,
+        // and zero past its first word with zero-on-free (vetted, or
+        // fresh).
+        unsafe { slot.arm(size, zero::ON) };
+    }
 }
 
 /// Small and medium slots of the canary build end in a trailer byte,
