@@ -566,6 +566,52 @@ unsafe fn check_below(d: Desc, slot: canary::Slot, p: *mut u8, bsize: usize) {
     }
 }
 
+/// A page whose blocks are all free is about to be given back to its
+/// segment (released, or found empty when its segment is adopted): with
+/// `write-after-free-check`, every block of it that was freed is read back
+/// as zero, as it would have been when handed out again. Its memory is
+/// zeroed or purged before it is used again, which would erase a write
+/// after free to a block that never came round (a thread freeing the
+/// blocks of a size in turn empties its pages one after another).
+///
+/// # Safety
+/// `page` must be an in-use page, owned by the calling thread, with no
+/// block in use.
+#[inline(always)]
+pub unsafe fn page_emptied(page: *const Page) {
+    if zero::CHECK {
+        // SAFETY: as this fn's contract.
+        unsafe { check_emptied(page) };
+    }
+}
+
+/// [`page_emptied`]'s reads: each block the bitmaps do not call fresh
+/// (all of them without `double-free`).
+///
+/// # Safety
+/// As for [`page_emptied`].
+#[inline(never)]
+unsafe fn check_emptied(page: *const Page) {
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor;
+    // `capacity` is only changed by its owner, the calling thread.
+    let (d, count) = unsafe { (Desc::new(page), (*page).capacity.load(core::sync::atomic::Ordering::Relaxed)) };
+    let bsize = d.block_size();
+    if d.is_huge() || bsize > crate::meta::constants::MEDIUM_OBJ_MAX {
+        return;
+    }
+    let trailer = small_trailers(bsize);
+    for i in 0..count as usize {
+        let p = d.page_start().wrapping_add(i * bsize);
+        // SAFETY: `p` is a carved block of the in-use small or medium
+        // `page`, and free (no block of it is in use, this fn's contract):
+        // ours to read, with `bsize >= 16` where it has a trailer.
+        let clean = unsafe { zero::fresh(page, p) || zero::still_zero(page, p, bsize, trailer) };
+        if !clean {
+            error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
+        }
+    }
+}
+
 /// Checks a block leaving the quarantine: with `write-after-free-check` it was wiped
 /// on the way in and must still be zero. When a full quarantine lets it out,
 /// only its first word is read, which the free-list link is about to cover:
