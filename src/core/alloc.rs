@@ -253,13 +253,13 @@ unsafe fn pop_direct(heap: *mut heap::Heap, req: usize, size: usize) -> *mut u8 
         let Some(next) = harden::try_link(page, p) else {
             return ptr::null_mut();
         };
-        if !harden::may_take(page, p as *mut u8) {
+        let Some(vetted) = harden::may_take(page, p as *mut u8) else {
             return ptr::null_mut();
-        }
+        };
         let owned = page::Owned::new(page);
         owned.set_free(next);
         owned.taken();
-        harden::taken(page, p as *mut u8, size);
+        harden::taken(vetted, size);
         stats::bump(&(*heap).counters.mallocs);
         p as *mut u8
     }

@@ -67,14 +67,15 @@ const CANARY_BYTES: usize = 8;
 /// the slot whole; no divide.
 #[inline(always)]
 fn window(size: usize, bsize: usize) -> (usize, u64) {
-    let end = (size + CANARY_BYTES).min(bsize - 4);
-    if end >= 8 {
-        // `size - at` is 0 to 7, as `size < end`.
-        let at = end - 8;
+    if bsize >= 16 {
+        // The window ends where the canary does, `CANARY_BYTES` past the
+        // request or at the tail: `size - at` is 0 to 7, as the request
+        // leaves at least one canary byte before the tail.
+        let at = size.min(bsize - 4 - CANARY_BYTES);
         (at, u64::MAX << ((size - at) * 8))
     } else {
-        // An 8-byte slot: `[size, end)` within its first 4 bytes.
-        (0, (u64::MAX << (size * 8)) & (u64::MAX >> ((8 - end) * 8)))
+        // An 8-byte slot: `[size, bsize - 4)` within its first 4 bytes.
+        (0, (u64::MAX << (size * 8)) & (u64::MAX >> ((4 + 8 - bsize) * 8)))
     }
 }
 
@@ -118,6 +119,12 @@ impl Slot {
         unsafe { Slot::new(page, p, super::block_usable(page, p)) }
     }
 
+    /// The slot's first byte.
+    #[inline(always)]
+    pub fn start(self) -> *mut u8 {
+        self.start
+    }
+
     /// The trailer byte this slot must end in.
     #[inline(always)]
     pub fn trailer(self) -> u8 {
@@ -140,9 +147,7 @@ impl Slot {
     /// tests that write one); other bytes match 1 time in 128.
     #[inline(always)]
     fn canary_word(self, at: usize) -> u64 {
-        ((self.key as u64) ^ 0x5a5a_5a5a_5a5a_5a5a)
-            .rotate_right((((self.start as usize + at) & 7) * 8) as u32)
-            | 0x8080_8080_8080_8080
+        ((self.key as u64) | 0x8080_8080_8080_8080).rotate_right((((self.start as usize + at) & 7) * 8) as u32)
     }
 
     /// The tail word for a request `delta` bytes short of the slot: the

@@ -258,9 +258,15 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     unsafe { handed_out(page, p, slot, size) }
 }
 
+/// A block that [`may_take`] passed, to be handed to [`taken`] once the
+/// caller has taken it off its list: its slot, whose key and trailer stay
+/// in registers from the checks to the arming.
+#[derive(Clone, Copy)]
+pub struct Vetted(canary::Slot);
+
 /// [`on_alloc`]'s checks for malloc's fast path, before the block is
-/// taken off its list: true if the block at the head of `page`'s free list
-/// passes them, and then it is marked live. False means something is
+/// taken off its list: the block at the head of `page`'s free list, if it
+/// passes them, and then it is marked live. None means something is
 /// wrong and nothing was changed: the caller leaves the block where it is
 /// for the slow path, whose [`on_alloc`] reads it again and reports.
 /// Nothing here calls out, so the fast path needs no stack frame.
@@ -269,50 +275,52 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
 /// `page` must be an in-use page of small or medium blocks owned by the
 /// caller and `p` the head of its free list.
 #[inline(always)]
-pub unsafe fn may_take(page: *const Page, p: *mut u8) -> bool {
-    if !CHECKS {
-        return true;
-    }
+pub unsafe fn may_take(page: *const Page, p: *mut u8) -> Option<Vetted> {
     // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
     let bsize = unsafe { Desc::new(page) }.block_size();
     // SAFETY: `p` is a free block of the small or medium `page` (this fn's
     // contract): all of its slot ours to read.
     let slot = unsafe { canary::Slot::new(page, p, bsize) };
+    if !CHECKS {
+        return Some(Vetted(slot));
+    }
     let trailer = small_trailers(bsize);
     // SAFETY: as for the slot; a block of the non-huge `page` with
     // `bsize >= 16` where it has a trailer.
     unsafe {
         if trailer && !slot.trailer_intact() {
-            return false;
+            return None;
         }
         if zero::CHECK && !zero::fresh(page, p) && !zero::still_zero(page, p, bsize, trailer) {
-            return false;
+            return None;
         }
         // Live already: the bit stays as it was.
-        !double_free::ON || double_free::mark_live(p)
+        if double_free::ON && !double_free::mark_live(p) {
+            return None;
+        }
     }
+    Some(Vetted(slot))
 }
 
 /// The rest of [`on_alloc`] for a block [`may_take`] passed, now taken:
 /// its first word is cleared and its canary armed for `size` bytes.
 ///
 /// # Safety
-/// `p` must be a block of the small or medium `page` that [`may_take`]
-/// passed and the caller took, with `padded(size) <= block_size`.
+/// `block` must come from [`may_take`] for a block the caller then took,
+/// with `padded(size) <= block_size`.
 #[inline(always)]
-pub unsafe fn taken(page: *const Page, p: *mut u8, size: usize) {
+pub unsafe fn taken(block: Vetted, size: usize) {
+    let slot = block.0;
     if encode::ON {
         // See `handed_out`.
-        // SAFETY: `p` is the caller's block, at least a word.
-        unsafe { (p as *mut usize).write(0) };
+        // SAFETY: the block is the caller's (this fn's contract), at least
+        // a word.
+        unsafe { (slot.start() as *mut usize).write(0) };
     }
     if canary::ON {
-        // SAFETY: `page` is in use, `p` a small or medium block of it (this
-        // fn's contract): all of its slot open.
-        let slot = unsafe { canary::Slot::new(page, p, Desc::new(page).block_size()) };
         // SAFETY: the block is the caller's, with room for the canary,
         // and zero past its first word with zero-on-free (vetted, or
-        // fresh).
+        // fresh); all of its slot is open (small or medium).
         unsafe { slot.arm(size, zero::ON) };
     }
 }
