@@ -147,7 +147,8 @@ impl Slot {
     /// tests that write one); other bytes match 1 time in 128.
     #[inline(always)]
     fn canary_word(self, at: usize) -> u64 {
-        ((self.key as u64) | 0x8080_8080_8080_8080).rotate_right((((self.start as usize + at) & 7) * 8) as u32)
+        ((self.key as u64) | 0x8080_8080_8080_8080)
+            .rotate_right((((self.start as usize + at) & 7) * 8) as u32)
     }
 
     /// The tail word for a request `delta` bytes short of the slot: the
@@ -264,7 +265,10 @@ impl Slot {
         };
         // SAFETY: as for the read: inside the block, and only the canary
         // bytes in `[size, bsize - 4)` change.
-        unsafe { self.at::<u64>(at).write_unaligned(kept | (self.canary_word(at) & mask)) };
+        unsafe {
+            self.at::<u64>(at)
+                .write_unaligned(kept | (self.canary_word(at) & mask))
+        };
         // SAFETY: `size + EXTRA <= bsize` (this fn's contract) leaves the
         // block's last 4 bytes to the tail.
         unsafe { self.tail().write_unaligned(self.tail_word(self.bsize - size)) };

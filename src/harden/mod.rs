@@ -602,7 +602,12 @@ pub unsafe fn page_emptied(page: *const Page) {
 unsafe fn check_emptied(page: *const Page) {
     // SAFETY: `page` is in use (this fn's contract), so a valid descriptor;
     // `capacity` is only changed by its owner, the calling thread.
-    let (d, count) = unsafe { (Desc::new(page), (*page).capacity.load(core::sync::atomic::Ordering::Relaxed)) };
+    let (d, count) = unsafe {
+        (
+            Desc::new(page),
+            (*page).capacity.load(core::sync::atomic::Ordering::Relaxed),
+        )
+    };
     let bsize = d.block_size();
     if d.is_huge() || bsize > crate::meta::constants::MEDIUM_OBJ_MAX {
         return;
