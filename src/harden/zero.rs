@@ -87,47 +87,42 @@ pub unsafe fn wipe(p: *mut u8, len: usize) {
 }
 
 /// [`wipe`] of more than 128 bytes: 64 bytes a round, then a last round
-/// that ends at `len`. Out of line, so the common short wipe needs no
-/// stack frame; the stores are written as instructions, since the
-/// compiler turns a loop of plain zero stores into calls to `memset`.
+/// that ends at `len`. The loop is written as instructions: the compiler
+/// turns a loop of plain zero stores into calls to `memset`, which this
+/// avoids (see [`wipe`]).
 ///
 /// # Safety
 /// As for [`wipe`], with `len > 128`.
-#[inline(never)]
+#[inline(always)]
 unsafe fn wipe_long(p: *mut u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    {
-        /// Zeroes the 64 bytes at `at`.
-        ///
-        /// # Safety
-        /// They must be the caller's to write.
-        #[inline(always)]
-        unsafe fn z64(at: *mut u8) {
-            // SAFETY: the 64 bytes at `at` are the caller's to write (this
-            // fn's contract); `movups` needs no alignment, and the
-            // instructions touch only them and `xmm0`, declared clobbered.
-            unsafe {
-                core::arch::asm!(
-                    "xorps xmm0, xmm0",
-                    "movups [{0}], xmm0",
-                    "movups [{0} + 16], xmm0",
-                    "movups [{0} + 32], xmm0",
-                    "movups [{0} + 48], xmm0",
-                    in(reg) at,
-                    out("xmm0") _,
-                    options(nostack, preserves_flags),
-                );
-            }
-        }
-        let mut at = 0;
-        while at + 64 < len {
-            // SAFETY: `[at, at + 64)` lies in `[0, len)`, the caller's.
-            unsafe { z64(p.add(at)) };
-            at += 64;
-        }
-        // SAFETY: `len > 64` (this fn's contract): `[len - 64, len)` lies
-        // in the caller's bytes.
-        unsafe { z64(p.add(len - 64)) };
+    // SAFETY: the loop stores 64 bytes at `p`, `p + 64`, ... while the
+    // store ends at or before `len - 64` (the bytes left past it, counted
+    // down from `len - 64 > 64`, stay above zero), then the last 64 bytes
+    // end at `len`: all in `[p, p + len)`, the caller's to write (this
+    // fn's contract). `movups` needs no alignment; the registers it
+    // changes are declared.
+    unsafe {
+        core::arch::asm!(
+            "xorps {z}, {z}",
+            "2:",
+            "movups [{q}], {z}",
+            "movups [{q} + 16], {z}",
+            "movups [{q} + 32], {z}",
+            "movups [{q} + 48], {z}",
+            "add {q}, 64",
+            "sub {n}, 64",
+            "ja 2b",
+            "movups [{end} - 64], {z}",
+            "movups [{end} - 48], {z}",
+            "movups [{end} - 32], {z}",
+            "movups [{end} - 16], {z}",
+            q = inout(reg) p => _,
+            n = inout(reg) len - 64 => _,
+            end = in(reg) p.wrapping_add(len),
+            z = out(xmm_reg) _,
+            options(nostack),
+        );
     }
     #[cfg(not(target_arch = "x86_64"))]
     // SAFETY: `[p, p + len)` is the caller's to write (this fn's contract).
