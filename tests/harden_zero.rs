@@ -180,6 +180,44 @@ fn a_block_grown_in_place_shows_zeros_past_its_old_size() {
     assert!(in_place > 0, "no block grew in place");
 }
 
+#[test]
+fn a_block_shrunk_in_place_keeps_no_old_bytes_once_freed() {
+    // A small or medium block shrunk in place and then freed: the wipe
+    // covers what its new size says its owner could write, so what lay
+    // past it (the old bytes, the old canary) must be zero already.
+    let mut in_place = 0;
+    for n in [200usize, 1000, 5000, 40_000] {
+        let p = malloc(n);
+        // A live neighbour keeps the page in use, so its memory stays
+        // mapped and as the free left it.
+        let keep = malloc(n);
+        let m = n * 5 / 8;
+        // SAFETY: `p` is a live block of `n` bytes, `q` one of `m`; once
+        // `q` is freed its block is read through the dangling pointer, as
+        // far as the `n` bytes it held, which stay mapped (see `keep`).
+        unsafe {
+            std::ptr::write_bytes(p, 0xab, n);
+            let q = fortalloc::realloc(p, m);
+            assert!(!q.is_null());
+            if q == p {
+                in_place += 1;
+                free(q);
+                for i in 8..n {
+                    assert_eq!(
+                        std::ptr::read_volatile(q.add(i)),
+                        0,
+                        "size {n} to {m}: byte {i} after free"
+                    );
+                }
+            } else {
+                free(q);
+            }
+            free(keep);
+        }
+    }
+    assert!(in_place > 0, "no block shrank in place");
+}
+
 /// Sizes from every kind of page: small, medium, large (a segment of its
 /// own in the guard build, not wiped at free there) and huge.
 const SIZES: [usize; 6] = [24, 3000, 40_000, 200_000, 1_500_000, 6_000_000];
