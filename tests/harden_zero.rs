@@ -192,9 +192,8 @@ fn a_block_shrunk_in_place_keeps_no_old_bytes_once_freed() {
         // mapped and as the free left it.
         let keep = malloc(n);
         let m = n * 5 / 8;
-        // SAFETY: `p` is a live block of `n` bytes, `q` one of `m`; once
-        // `q` is freed its block is read through the dangling pointer, as
-        // far as the `n` bytes it held, which stay mapped (see `keep`).
+        // SAFETY: live blocks of `n` and `m` bytes; the freed `q` is read
+        // through the dangling pointer, mapped as `keep` holds its page.
         unsafe {
             std::ptr::write_bytes(p, 0xab, n);
             let q = fortalloc::realloc(p, m);

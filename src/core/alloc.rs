@@ -187,9 +187,8 @@ pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     // class lookup (every C malloc over 1 KiB).
     let p = match request_size(size, align) {
         Some(req) if size <= SMALL_SIZE_MAX && (SMALL_STAYS_SMALL || req <= SMALL_SIZE_MAX) => {
-            // SAFETY: `req <= SMALL_SIZE_MAX`: checked, or without padding
-            // known (see the constant); the compiler could not see it
-            // through the mask.
+            // SAFETY: `req <= SMALL_SIZE_MAX`, checked or, without padding,
+            // known (see the constant): the compiler cannot see it.
             unsafe { malloc_small(req, size) }
         }
         Some(req) => malloc_block(req, size),
@@ -225,9 +224,8 @@ pub fn malloc_aligned_fast(size: usize, align: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     let heap = thread::heap();
-    // SAFETY: `req <= SMALL_SIZE_MAX` (per `SMALL_STAYS_SMALL`, or checked
-    // just above), so the index is in bounds; the heap is this thread's or
-    // the empty one.
+    // SAFETY: `req <= SMALL_SIZE_MAX` (see `SMALL_STAYS_SMALL`, or just
+    // checked) bounds the index; the heap is this thread's or the empty one.
     unsafe { pop_direct(heap, req, size) }
 }
 

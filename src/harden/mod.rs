@@ -318,9 +318,8 @@ pub unsafe fn taken(block: Vetted, size: usize) {
         unsafe { (slot.start() as *mut usize).write(0) };
     }
     if canary::ON {
-        // SAFETY: the block is the caller's, with room for the canary,
-        // and zero past its first word with zero-on-free (vetted, or
-        // fresh); all of its slot is open (small or medium).
+        // SAFETY: the caller's block (vetted or fresh, so zero past its
+        // first word with zero-on-free), small or medium: all of it open.
         unsafe { slot.arm(size, zero::ON) };
     }
 }
@@ -363,8 +362,7 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: us
         // With zero-on-free the block is zero past its first word: checked
         // by the caller, or fresh, or opened from a seal.
         // SAFETY: `slot` is the block being handed out, with room for the
-        // canary, zero past its first word with zero-on-free (this fn's
-        // contract).
+        // canary (this fn's contract).
         unsafe { slot.arm(size, zero::ON) };
     }
     true
@@ -422,16 +420,14 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
     }
     if !canary::ON {
         if zero::ON {
-            // SAFETY: `p` is a small or medium block of `bsize` bytes
-            // being freed (this fn's contract), 8-aligned and a multiple of
-            // 8 long as every such block.
+            // SAFETY: a small or medium block of `bsize` bytes being freed
+            // (this fn's contract): 8-aligned, a multiple of 8 long.
             unsafe { zero::wipe(p, bsize) };
         }
         return true;
     }
-    // SAFETY: `p` is a live (the bitmaps, when on, said so) small or
-    // medium block of the in-use `page` (this fn's contract): all of its
-    // slot is open.
+    // SAFETY: a live (per the bitmaps, when on) small or medium block of
+    // the in-use `page` (this fn's contract): all of its slot open.
     let slot = unsafe { canary::Slot::new(page, p, bsize) };
     // SAFETY: the block is live and was armed when handed out.
     let size = unsafe { slot.check() };
@@ -465,11 +461,11 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
             Some(size) => canary::written_below_last_word(size, bsize),
             None => bsize - 8,
         };
-        // SAFETY: `p` is a block of `bsize >= 16` bytes being freed (this
-        // fn's contract), a multiple of 8, and `len <= bsize - 8`: all of
-        // it ours to write; the slot's last word is written apart, in one
-        // store, so its trailer is never zero for a moment (the owner of
-        // the block above may be reading it from another thread).
+        // The slot's last word is written apart, in one store, so its
+        // trailer is never zero for a moment (the owner of the block above
+        // may be reading it from another thread).
+        // SAFETY: a block of `bsize >= 16` bytes being freed (this fn's
+        // contract), a multiple of 8, `len <= bsize - 8`: all of it ours.
         unsafe {
             zero::wipe(p, len);
             slot.set_last_word_trailer();
@@ -615,9 +611,8 @@ unsafe fn check_emptied(page: *const Page) {
     let trailer = small_trailers(bsize);
     for i in 0..count as usize {
         let p = d.page_start().wrapping_add(i * bsize);
-        // SAFETY: `p` is a carved block of the in-use small or medium
-        // `page`, and free (no block of it is in use, this fn's contract):
-        // ours to read, with `bsize >= 16` where it has a trailer.
+        // SAFETY: a carved, free block of the in-use small or medium `page`
+        // (this fn's contract): ours to read, `bsize >= 16` with a trailer.
         let clean = unsafe { zero::fresh(page, p) || zero::still_zero(page, p, bsize, trailer) };
         if !clean {
             error::report(ErrorKind::WriteAfterFree, p as usize, bsize);

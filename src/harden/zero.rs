@@ -95,13 +95,12 @@ pub unsafe fn wipe(p: *mut u8, len: usize) {
 /// As for [`wipe`], with `len > 128`.
 #[inline(always)]
 unsafe fn wipe_long(p: *mut u8, len: usize) {
+    // The loop stores 64 bytes at `p`, `p + 64`, ... while more than 64
+    // bytes are left past the store (counted down from `len - 64 > 64`),
+    // then the last 64 bytes, which end at `len`.
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the loop stores 64 bytes at `p`, `p + 64`, ... while the
-    // store ends at or before `len - 64` (the bytes left past it, counted
-    // down from `len - 64 > 64`, stay above zero), then the last 64 bytes
-    // end at `len`: all in `[p, p + len)`, the caller's to write (this
-    // fn's contract). `movups` needs no alignment; the registers it
-    // changes are declared.
+    // SAFETY: every store lies in `[p, p + len)`, the caller's (this fn's
+    // contract); `movups` needs no alignment; changed registers declared.
     unsafe {
         core::arch::asm!(
             "xorps {z}, {z}",
