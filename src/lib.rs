@@ -36,7 +36,7 @@ pub use crate::core::alloc::{
 };
 pub use crate::core::thread::{print_stats, stats};
 pub use error::{set_error_handler, ErrorHandler, ErrorInfo, ErrorKind};
-pub use options::{set_purge_delay_ms, set_quarantine};
+pub use options::{set_purge_delay_ms, set_quarantine, set_quarantine_process};
 pub use os::set_huge_pages;
 pub use stats::{GaugeValue, Stats};
 

@@ -13,6 +13,7 @@
 //! | `FORTALLOC_MAP_BUDGET=<n>` | the most kernel mappings `mprotect` guards may take the process to (default: half of `vm.max_map_count`) |
 //! | `FORTALLOC_QUARANTINE=<bytes>` | the most bytes of freed blocks each thread's quarantine holds (`quarantine` builds; default 512 KiB); 0 = no quarantine |
 //! | `FORTALLOC_QUARANTINE_BLOCKS=<n>` | the most blocks it holds (default and most: 1024); 0 = no quarantine |
+//! | `FORTALLOC_QUARANTINE_PROCESS=<bytes>` | the most bytes of freed blocks all threads' quarantines hold together (default 8 MiB); 0 = no quarantine |
 //!
 //! mimalloc users: these stand for `MIMALLOC_VERBOSE`, `MIMALLOC_SHOW_STATS`,
 //! `MIMALLOC_PURGE_DELAY` and `MIMALLOC_ALLOW_LARGE_OS_PAGES`. An unknown
@@ -67,13 +68,38 @@ pub const DEFAULT_QUARANTINE_BYTES: usize = 512 * 1024;
 pub const MAX_QUARANTINE_BLOCKS: usize = 1024;
 pub const DEFAULT_QUARANTINE_BLOCKS: usize = MAX_QUARANTINE_BLOCKS;
 
+/// Default bound on the bytes all threads' quarantines hold together:
+/// sixteen threads at the default per-thread bound, and a fraction of it
+/// each for more threads.
+pub const DEFAULT_QUARANTINE_PROCESS_BYTES: usize = 8 * 1024 * 1024;
+
+/// The per-thread byte bound in effect: the one asked for, at most the
+/// process's (a thread could never claim more), 0 if either is 0. The free
+/// path reads only this; the bounds as asked for are kept beside it.
 static QUARANTINE_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_QUARANTINE_BYTES);
 static QUARANTINE_BLOCKS: AtomicUsize = AtomicUsize::new(DEFAULT_QUARANTINE_BLOCKS);
+static QUARANTINE_THREAD_ASKED: AtomicUsize = AtomicUsize::new(DEFAULT_QUARANTINE_BYTES);
+static QUARANTINE_PROCESS_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_QUARANTINE_PROCESS_BYTES);
 
-/// The bound on the bytes of freed blocks a thread's quarantine holds.
+/// The bound on the bytes of freed blocks a thread's quarantine holds
+/// (never more than the process's bound).
 #[inline]
 pub fn quarantine_bytes() -> usize {
     QUARANTINE_BYTES.load(Ordering::Relaxed)
+}
+
+/// The bound on the bytes of freed blocks all threads' quarantines hold
+/// together.
+#[inline]
+pub fn quarantine_process_bytes() -> usize {
+    QUARANTINE_PROCESS_BYTES.load(Ordering::Relaxed)
+}
+
+/// Sets the per-thread byte bound in effect from the two asked for.
+fn settle_quarantine_bytes() {
+    let thread = QUARANTINE_THREAD_ASKED.load(Ordering::Relaxed);
+    let process = QUARANTINE_PROCESS_BYTES.load(Ordering::Relaxed);
+    QUARANTINE_BYTES.store(thread.min(process), Ordering::Relaxed);
 }
 
 /// The bound on the blocks a thread's quarantine holds.
@@ -84,12 +110,31 @@ pub fn quarantine_blocks() -> usize {
 
 /// Sets the bounds of every thread's quarantine (builds with the
 /// `quarantine` feature; others have none): the most bytes and the most
-/// blocks each holds, either 0 turning it off. Blocks over a lowered bound
-/// leave at their thread's next free. The block bound is capped at 1024.
+/// blocks each holds, either 0 turning it off. Blocks over a lowered
+/// block bound leave at their thread's next free; over a lowered byte
+/// bound, at its next round (the next free that finds its quarantine
+/// full). The block bound is capped at 1024.
 pub fn set_quarantine(bytes: usize, blocks: usize) {
-    QUARANTINE_BYTES.store(bytes, Ordering::Relaxed);
+    QUARANTINE_THREAD_ASKED.store(bytes, Ordering::Relaxed);
+    settle_quarantine_bytes();
     QUARANTINE_BLOCKS.store(blocks.min(MAX_QUARANTINE_BLOCKS), Ordering::Relaxed);
 }
+
+/// Sets the bound on the bytes all threads' quarantines hold together
+/// (builds with the `quarantine` feature), 0 turning them off. Each thread
+/// holds at most its share: the bytes the others leave, and no more than
+/// the bound divided among the threads holding blocks. A thread finds its
+/// share when its quarantine is full (by count, or by the share it had)
+/// and lets blocks out down to it; so a lowered bound takes effect as the
+/// threads go on freeing. At most 1 TiB.
+pub fn set_quarantine_process(bytes: usize) {
+    QUARANTINE_PROCESS_BYTES.store(bytes.min(MAX_QUARANTINE_PROCESS_BYTES), Ordering::Relaxed);
+    settle_quarantine_bytes();
+}
+
+/// The largest process bound on quarantined bytes (the counter of claimed
+/// bytes has 40 bits).
+pub const MAX_QUARANTINE_PROCESS_BYTES: usize = (1 << 40) - 1;
 
 /// Whether `FORTALLOC_VERBOSE` asked for messages.
 pub fn verbose() -> bool {
@@ -107,7 +152,7 @@ pub fn show_stats_requested() -> bool {
 }
 
 /// The options fortalloc knows, by their name after `FORTALLOC_`.
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
     "VERBOSE",
     "SHOW_STATS",
     "PURGE_DELAY",
@@ -116,6 +161,7 @@ const KNOWN: [&str; 8] = [
     "MAP_BUDGET",
     "QUARANTINE",
     "QUARANTINE_BLOCKS",
+    "QUARANTINE_PROCESS",
 ];
 
 const NOT_READ: u8 = 0;
@@ -201,8 +247,18 @@ fn apply(name: &[u8], value: &[u8]) {
             _ => warn(b"ignoring FORTALLOC_MAP_BUDGET: not a positive number: ", value),
         },
         b"QUARANTINE" => match parse_u64(value) {
-            Some(n) => QUARANTINE_BYTES.store(n as usize, Ordering::Relaxed),
+            Some(n) => {
+                QUARANTINE_THREAD_ASKED.store(n as usize, Ordering::Relaxed);
+                settle_quarantine_bytes();
+            }
             None => warn(b"ignoring FORTALLOC_QUARANTINE: not a number of bytes: ", value),
+        },
+        b"QUARANTINE_PROCESS" => match parse_u64(value) {
+            Some(n) => set_quarantine_process(n as usize),
+            None => warn(
+                b"ignoring FORTALLOC_QUARANTINE_PROCESS: not a number of bytes: ",
+                value,
+            ),
         },
         b"QUARANTINE_BLOCKS" => match parse_u64(value) {
             Some(n) => QUARANTINE_BLOCKS.store((n as usize).min(MAX_QUARANTINE_BLOCKS), Ordering::Relaxed),

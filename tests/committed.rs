@@ -116,10 +116,11 @@ static START: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
 /// The committed bytes now, checked to cover what the program holds (a
 /// purged range handed out again and not counted again would show here)
 /// and to be within the peak; and to bound the growth of the process's
-/// resident memory since the first reading, unless guards are made: the
-/// guard build seals freed large blocks with `mprotect`, which keeps their
+/// resident memory since the first reading, unless freed large blocks are
+/// sealed: `seal-freed-large` seals them with `mprotect`, which keeps their
 /// pages resident while they are inaccessible, so not committed. (With no
-/// mapping budget it makes none, and every page stays accessible.)
+/// mapping budget it makes none, and every page stays accessible.) The
+/// guards of `guard-pages` alone hold no resident page.
 fn committed(live: &Live, at: &str) -> usize {
     let s = fortalloc::stats();
     let c = s.committed_bytes as usize;
@@ -131,7 +132,7 @@ fn committed(live: &Live, at: &str) -> usize {
     assert!(s.peak_committed_bytes >= s.committed_bytes, "{at}: {s:?}");
     let rss = rss_anon();
     let &(c0, rss0) = START.get_or_init(|| (c, rss));
-    if !cfg!(feature = "guard-pages") || std::env::var_os("FORTALLOC_MAP_BUDGET").is_some() {
+    if !cfg!(feature = "seal-freed-large") || std::env::var_os("FORTALLOC_MAP_BUDGET").is_some() {
         assert!(
             rss.saturating_sub(rss0) <= c.saturating_sub(c0) + RSS_SLACK,
             "{at}: resident memory grew from {rss0} to {rss}, committed from {c0} to {c}"

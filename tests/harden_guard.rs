@@ -1,9 +1,11 @@
 //! The `guard-pages` defence: overflows and underflows off small, large and
-//! huge blocks fault within a page, with guards made either way (the
-//! kernel's page-table markers, or `mprotect`); freed large and huge blocks
-//! and zero-size allocations are inaccessible at once; large blocks grown
-//! in place move their guard, and reused ones read zero however they were
-//! sealed. Each access runs in a child process.
+//! huge blocks fault, with guards made either way (the kernel's page-table
+//! markers, or `mprotect`): below and after every large block, whichever
+//! slot of its segment it took; zero-size allocations are inaccessible.
+//! With `seal-freed-large`, overflows off large blocks fault within a page
+//! of the request, freed large and huge blocks are inaccessible at once,
+//! large blocks grown in place move their guard, and reused ones read zero
+//! however they were sealed. Each access runs in a child process.
 
 #![cfg(feature = "guard-pages")]
 
@@ -11,7 +13,9 @@ mod common;
 mod hardened;
 
 use common::{child, say_addr, Finished};
-use hardened::{free, free_on_another_thread, malloc};
+#[cfg(feature = "seal-freed-large")]
+use hardened::free_on_another_thread;
+use hardened::{free, malloc};
 
 #[global_allocator]
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
@@ -63,6 +67,7 @@ unsafe fn read_at(p: *const u8) {
     println!("no fault {v}");
 }
 
+#[cfg(feature = "seal-freed-large")]
 #[test]
 fn linear_overflow_off_a_large_block_faults_within_a_page() {
     expect_faults("overflow-large-linear", || {
@@ -72,6 +77,7 @@ fn linear_overflow_off_a_large_block_faults_within_a_page() {
     });
 }
 
+#[cfg(feature = "seal-freed-large")]
 #[test]
 fn linear_overflow_faults_within_a_page_of_the_request_for_every_large_size() {
     // Sizes just past size-class boundaries, where a class's slack (up to
@@ -186,6 +192,7 @@ fn guards_are_markers_where_the_kernel_has_them_and_mprotect_when_forced() {
     }
 }
 
+#[cfg(feature = "seal-freed-large")]
 #[test]
 fn a_large_block_grows_in_place_and_its_guard_moves_with_it() {
     child("overflow-after-growing-a-large-block-in-place")
@@ -225,7 +232,7 @@ fn a_large_block_grows_in_place_and_its_guard_moves_with_it() {
 /// way a large block can be sealed: markers (where the kernel has them),
 /// `mprotect`, and `mprotect` past a budget too small for any guard
 /// (blocks stay open, wiped).
-#[cfg(feature = "zero-on-free")]
+#[cfg(all(feature = "zero-on-free", feature = "seal-freed-large"))]
 #[track_caller]
 fn clean_however_sealed(case: &str, body: impl Fn()) {
     let envs: [&[(&str, &str)]; 3] = [
@@ -241,7 +248,7 @@ fn clean_however_sealed(case: &str, body: impl Fn()) {
     }
 }
 
-#[cfg(feature = "zero-on-free")]
+#[cfg(all(feature = "zero-on-free", feature = "seal-freed-large"))]
 #[test]
 fn reused_large_blocks_read_zero_however_they_were_sealed() {
     clean_however_sealed("large-reused-zero", || {
@@ -269,7 +276,7 @@ fn reused_large_blocks_read_zero_however_they_were_sealed() {
     });
 }
 
-#[cfg(feature = "zero-on-free")]
+#[cfg(all(feature = "zero-on-free", feature = "seal-freed-large"))]
 #[test]
 fn large_blocks_grown_and_shrunk_by_realloc_never_show_old_bytes() {
     clean_however_sealed("large-realloc-reused-zero", || {
@@ -329,6 +336,7 @@ fn large_blocks_grown_and_shrunk_by_realloc_never_show_old_bytes() {
     });
 }
 
+#[cfg(feature = "seal-freed-large")]
 #[test]
 fn a_large_block_realloc_moved_away_from_faults_at_once() {
     expect_faults("read-after-realloc-move-large", || {
@@ -346,6 +354,7 @@ fn a_large_block_realloc_moved_away_from_faults_at_once() {
     });
 }
 
+#[cfg(feature = "seal-freed-large")]
 #[test]
 fn a_reused_large_block_grows_in_place_with_its_guard_after_it() {
     for way in GUARD_WAYS {
@@ -387,7 +396,7 @@ fn a_reused_large_block_grows_in_place_with_its_guard_after_it() {
     }
 }
 
-#[cfg(feature = "write-after-free-check")]
+#[cfg(all(feature = "write-after-free-check", feature = "seal-freed-large"))]
 #[test]
 fn a_write_to_a_freed_large_block_left_open_is_caught_at_reuse() {
     child("large-write-after-free-unsealed")
@@ -456,6 +465,7 @@ fn zero_size_double_free_is_caught() {
 }
 
 /// A large or huge block of `n` bytes written, freed and read at once.
+#[cfg(feature = "seal-freed-large")]
 fn read_after_free(n: usize) {
     let p = malloc(n);
     // SAFETY: a live block of `n` bytes, freed once; the read after is the
@@ -467,11 +477,13 @@ fn read_after_free(n: usize) {
     }
 }
 
+#[cfg(feature = "seal-freed-large")]
 #[test]
 fn freed_large_blocks_are_inaccessible_at_once() {
     expect_faults("read-after-free-large", || read_after_free(300_000));
 }
 
+#[cfg(feature = "seal-freed-large")]
 #[test]
 fn large_blocks_freed_by_another_thread_are_inaccessible_at_once() {
     expect_faults("read-after-remote-free-large", || {
@@ -490,7 +502,189 @@ fn large_blocks_freed_by_another_thread_are_inaccessible_at_once() {
     });
 }
 
+#[cfg(feature = "seal-freed-large")]
 #[test]
 fn freed_huge_blocks_are_inaccessible_at_once() {
     expect_faults("read-after-free-huge", || read_after_free(8 << 20));
+}
+
+/// Sizes of every kind of large class: a segment of slots holds about 60
+/// of the first, 3 of `1 << 20` and one of the last.
+const LARGE_SIZES: [usize; 6] = [65_537, 73_729, 100_000, 300_001, 1 << 20, 1_900_000];
+
+/// Writes 0x41 from the end of the `n` bytes asked for at `p` on, a byte
+/// at a time, up to a quarter of `n` past it and two pages more: further
+/// than any large class's slack and guard reach, so the guard at its
+/// slot's end stops it.
+///
+/// # Safety
+/// Deliberately out of bounds: for a child expected to fault.
+unsafe fn overflow_to_the_slot_end(p: *mut u8, n: usize) {
+    // SAFETY: per the caller.
+    unsafe { write_from(p, n, n + n / 4 + 8192) };
+}
+
+#[test]
+fn linear_overflow_off_every_large_size_faults_at_its_slot_end() {
+    // Without the seals the class's slack is open: the guard page that
+    // ends the slot stops the overflow.
+    for n in LARGE_SIZES {
+        expect_faults(&format!("overflow-to-slot-end:{n}"), || {
+            let p = malloc(n);
+            // SAFETY: the overflow under test, in a child expected to fault.
+            unsafe { overflow_to_the_slot_end(p, n) };
+        });
+    }
+}
+
+/// Whether the `len` bytes at `p` can be read, asked of the kernel (a
+/// `write` to a pipe reads them, and fails with EFAULT where they are
+/// inaccessible), so a test can look at many blocks without faulting.
+fn readable(p: *const u8, len: usize) -> bool {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the kernel checks the range and reports EFAULT instead of
+    // faulting; the descriptors are the pipe's, just made.
+    let wrote = unsafe { libc::write(fds[1], p.cast(), len) };
+    // SAFETY: closing the pipe just made.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    wrote == len as isize
+}
+
+#[test]
+fn every_large_block_has_a_guard_below_and_after_it_whichever_slot_it_took() {
+    // Rounds of blocks of each size, filling every slot of one segment
+    // or more, all freed and their segments released (so the next round
+    // takes other memory, left as the last one's segments left it): the
+    // 16 bytes below each block are inaccessible (a guard page: the one
+    // ending the slot below, the header's, or the slack's), and so is
+    // some byte within a quarter of the request past its end. Blocks that
+    // start a segment's first slot, with slack below them, were open
+    // below before.
+    for way in GUARD_WAYS {
+        child("guards-around-every-slot")
+            .env("FORTALLOC_GUARDS", way)
+            .run(|| {
+                let ps = 4096;
+                let mut checked = 0;
+                for round in 0..6 {
+                    for n in LARGE_SIZES {
+                        let count = ((4 << 20) / n + 2).max(3);
+                        let blocks: Vec<*mut u8> = (0..count).map(|_| malloc(n)).collect();
+                        for &p in &blocks {
+                            // SAFETY: within the block and the 16 bytes
+                            // below it, probed without being touched.
+                            let below = readable(unsafe { p.sub(16) }, 16);
+                            let first_page = readable(p, 1);
+                            let end = (n..n + n / 4 + 2 * ps)
+                                .step_by(ps)
+                                // SAFETY: as above, probed only.
+                                .find(|&i| !readable(unsafe { p.add(i) }, 1));
+                            if below || !first_page || end.is_none() {
+                                println!(
+                                    "round {round}: {n}-byte block at {p:?}: below readable={below}, \
+                                     start readable={first_page}, guard past the end at {end:?}"
+                                );
+                                return;
+                            }
+                            checked += 1;
+                        }
+                        for p in blocks {
+                            // SAFETY: each block is live and freed once.
+                            unsafe { free(p) };
+                        }
+                        fortalloc::collect(true);
+                    }
+                }
+                println!("checked={checked}");
+            })
+            .check(|o| {
+                o.assert_success(way);
+                assert!(o.stdout.contains("checked="), "{way}: {}", o.stdout);
+            });
+    }
+}
+
+#[test]
+fn an_underflow_below_any_of_nine_1_mib_blocks_faults() {
+    // Issue 24's miss: 16 bytes written just below one of nine 1 MiB
+    // blocks allocated in a row, all freed and allocated again; a block
+    // at a segment's first slot had open slack below it. Each of the nine,
+    // each way of making guards: a fault, every time.
+    for k in 0..9 {
+        expect_faults(&format!("underflow-below-one-of-nine:{k}"), move || {
+            let n = 1 << 20;
+            let blocks: Vec<*mut u8> = (0..9).map(|_| malloc(n)).collect();
+            println!("writing");
+            // SAFETY: the underflow under test, in a child expected to
+            // fault; the frees after it are of live blocks, once each.
+            unsafe {
+                std::ptr::write_bytes(blocks[k].sub(16), 0x41, 16);
+                for &p in &blocks {
+                    free(p);
+                }
+            }
+            for _ in 0..9 {
+                let _ = std::hint::black_box(malloc(n));
+            }
+            println!("no fault");
+        });
+    }
+}
+
+#[test]
+fn an_underflow_below_a_huge_block_faults() {
+    expect_faults("underflow-huge", || {
+        let p = malloc(5 << 20);
+        println!("writing");
+        // SAFETY: the underflow under test, in a child expected to fault.
+        unsafe { std::ptr::write_volatile(p.sub(1), 0x41) };
+        println!("no fault");
+    });
+}
+
+#[test]
+fn large_segments_take_memory_released_huge_blocks_left_and_use_it() {
+    for way in GUARD_WAYS {
+        child("large-after-huge")
+            .env("FORTALLOC_GUARDS", way)
+            .run(|| {
+                // Huge blocks freed (their segments sealed with the seals,
+                // left guarded without), then segments of slots made in
+                // arena memory they left: every large block is written
+                // whole, and the rounds release their segments again.
+                for round in 0..12usize {
+                    let huge: Vec<*mut u8> = (0..3).map(|i| malloc((5 + i + round % 3) << 20)).collect();
+                    for (i, &h) in huge.iter().enumerate() {
+                        // SAFETY: a live block of at least 5 MiB.
+                        unsafe { std::ptr::write_bytes(h, 0x33, (5 + i + round % 3) << 20) };
+                    }
+                    for h in huge {
+                        // SAFETY: live, freed once.
+                        unsafe { free(h) };
+                    }
+                    for n in LARGE_SIZES {
+                        let blocks: Vec<*mut u8> = (0..4).map(|_| malloc(n)).collect();
+                        for &p in &blocks {
+                            // SAFETY: a live block of `n` bytes.
+                            unsafe { std::ptr::write_bytes(p, 0x44, n) };
+                        }
+                        for p in blocks {
+                            // SAFETY: live, freed once.
+                            unsafe { free(p) };
+                        }
+                    }
+                    fortalloc::collect(true);
+                }
+                println!("written");
+            })
+            .check(|o| {
+                o.assert_success(way);
+                assert!(o.stdout.contains("written"), "{way}: {}", o.stdout);
+            });
+    }
 }

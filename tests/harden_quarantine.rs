@@ -93,3 +93,113 @@ fn a_block_just_freed_is_not_the_next_one_handed_out() {
         );
     }
 }
+
+/// The default bound on the bytes all threads' quarantines hold together.
+const PROCESS_BOUND: u64 = 8 << 20;
+/// The per-thread bound, and one thread's slack over it between two
+/// rounds (an eighth of it, and the block that found it full).
+const THREAD_BOUND: u64 = 512 << 10;
+const ROUND_SLACK: u64 = THREAD_BOUND / 8 + 4096;
+
+/// `threads` threads each free blocks of 64 B to 4 KiB into their
+/// quarantines, twice over the per-thread bound, all at once, and then
+/// wait until every one has; meanwhile this thread reads the process's
+/// quarantined bytes. Prints the bytes quarantined before they start (by
+/// this process's other threads, after this one's quarantine is emptied),
+/// the most it read and what it read with all the threads done and still
+/// alive (their quarantines kept).
+fn quarantined_bytes_with(threads: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+    fortalloc::collect(false);
+    let before = fortalloc::stats().quarantined_bytes;
+    let done = Arc::new(AtomicUsize::new(0));
+    let exit = Arc::new(Barrier::new(threads + 1));
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (done, exit) = (done.clone(), exit.clone());
+            std::thread::spawn(move || {
+                let mut s = 0x9e37_79b9_7f4a_7c15u64 ^ t as u64;
+                let mut freed = 0;
+                while freed < 2 * THREAD_BOUND as usize {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    let n = 64 + (s as usize % 4033);
+                    let p = malloc(n);
+                    // SAFETY: live, freed once.
+                    unsafe { free(p) };
+                    freed += n;
+                }
+                done.fetch_add(1, Ordering::Release);
+                exit.wait();
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while done.load(Ordering::Acquire) < threads {
+        most = most.max(fortalloc::stats().quarantined_bytes);
+        std::thread::yield_now();
+    }
+    let settled = fortalloc::stats().quarantined_bytes;
+    exit.wait();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    println!("before={before} most={} settled={settled}", most.max(settled));
+}
+
+/// With 64 threads freeing at once, the process's quarantined bytes never
+/// pass the process bound (8 MiB by default) by more than one thread's
+/// round slack, though the threads' own bounds add up to 32 MiB; and the
+/// threads do fill their shares (most of the bound is in use).
+#[test]
+fn many_threads_share_the_process_bound() {
+    common::child("64-threads")
+        .run(|| quarantined_bytes_with(64))
+        .check(|out| {
+            out.assert_success("64 threads");
+            let most = common::count_after(out, "most=");
+            let settled = common::count_after(out, "settled=");
+            eprintln!("64 threads: {most} bytes quarantined at most, {settled} at the end");
+            if cfg!(feature = "quarantine") {
+                assert!(
+                    most <= PROCESS_BOUND + ROUND_SLACK,
+                    "{most} bytes quarantined at most, over {PROCESS_BOUND} + {ROUND_SLACK}"
+                );
+                assert!(
+                    settled >= PROCESS_BOUND / 2,
+                    "{settled} bytes quarantined: the threads did not fill their shares"
+                );
+            } else {
+                assert_eq!(most, 0);
+            }
+        });
+}
+
+/// A thread alone keeps the per-thread bound: it fills its quarantine to
+/// within a round of 512 KiB and never past it.
+#[test]
+fn one_thread_keeps_the_per_thread_bound() {
+    common::child("1-thread")
+        .run(|| quarantined_bytes_with(1))
+        .check(|out| {
+            out.assert_success("1 thread");
+            let most = common::count_after(out, "most=");
+            let settled = common::count_after(out, "settled=");
+            let before = common::count_after(out, "before=");
+            eprintln!("1 thread: {before} bytes quarantined before, {most} at most, {settled} at the end");
+            if cfg!(feature = "quarantine") {
+                assert!(
+                    most <= before + THREAD_BOUND,
+                    "{most} bytes, over {before} + {THREAD_BOUND}"
+                );
+                assert!(
+                    settled + ROUND_SLACK >= before + THREAD_BOUND,
+                    "{settled} bytes quarantined, not within a round of {before} + {THREAD_BOUND}"
+                );
+            } else {
+                assert_eq!(most, 0);
+            }
+        });
+}

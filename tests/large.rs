@@ -1,8 +1,9 @@
 //! Large blocks (64 KiB to 2 MiB) live in segments of slots shared by all
 //! threads, in every build: `calloc` of one whose memory is fresh leaves
 //! its pages untouched, a freed one's memory goes back to the OS after the
-//! purge delay (the plain build; the guard build seals it at once), a
-//! reused one reads zero from `calloc`, and a second free is reported,
+//! purge delay (every build but `seal-freed-large`'s, which seals it at
+//! once), a reused one reads zero from `calloc`, and a second free is
+//! reported (of a huge block too, with the `double-free` bitmaps),
 //! also after threads churned its class (which turns on the plain build's
 //! per-thread caches of freed blocks; `src/large.rs` tests those closely),
 //! after `collect`, and from another thread. Reuse, thread exit, `fork`
@@ -97,11 +98,12 @@ fn calloc_of_fresh_large_memory_touches_almost_none_of_it() {
             let out = printed(o, "fresh-calloc");
             let resident = field(out, "resident");
             // Its first page holds what the allocator writes; the rest is
-            // untouched (the guard build opens what the request needs, still
-            // without touching it). Guards without zero-on-free are the exception:
-            // a slot sealed with `mprotect` keeps old bytes, and no record says
-            // which slots did, so `calloc` clears every large block there.
-            if !cfg!(feature = "guard-pages") || cfg!(feature = "zero-on-free") {
+            // untouched (the sealing build opens what the request needs,
+            // still without touching it). Seals without zero-on-free are the
+            // exception: a slot sealed with `mprotect` keeps old bytes, and
+            // no record says which slots did, so `calloc` clears every large
+            // block there.
+            if !cfg!(feature = "seal-freed-large") || cfg!(feature = "zero-on-free") {
                 assert!(
                     resident <= 2,
                     "calloc touched {resident} pages of fresh memory: {out}"
@@ -115,29 +117,42 @@ fn a_freed_large_block_goes_back_to_the_os_after_the_purge_delay() {
     child("purged-after-delay")
         .limit(LIMIT)
         .run(|| {
-            fortalloc::set_purge_delay_ms(20);
+            // Long enough that the reads right after the free come first
+            // on a loaded machine.
+            fortalloc::set_purge_delay_ms(250);
             // A live neighbour keeps the segment (an empty one is released).
             let keep = fortalloc::malloc(BIG);
+            // The segment the malloc after the delay takes a slot of.
+            let other = fortalloc::malloc(100_000);
             let p = fortalloc::malloc(BIG);
             assert!(!p.is_null());
             fill(p, BIG, 0xa5);
             let before = resident_pages(p, BIG);
-            // SAFETY: freed once; only its mapping is looked at after.
+            let held = fortalloc::stats().committed_bytes;
+            // SAFETY: freed once; only its mapping is looked at after (the
+            // collect lets it out of the quarantine, if any).
             unsafe { fortalloc::free(p) };
+            fortalloc::collect(false);
             let kept = resident_pages(p, BIG);
-            std::thread::sleep(Duration::from_millis(120));
+            let freed = fortalloc::stats().committed_bytes;
+            std::thread::sleep(Duration::from_millis(600));
             // The purge runs on the allocator's slow path.
-            let other = fortalloc::malloc(100_000);
+            let again = fortalloc::malloc(100_000);
             let after = resident_pages(p, BIG);
+            let purged = fortalloc::stats().committed_bytes;
             let q = fortalloc::zalloc(BIG);
             let zero = all_zero(q, BIG);
             // SAFETY: both live, freed once.
             unsafe {
                 fortalloc::free(q);
+                fortalloc::free(again);
                 fortalloc::free(other);
                 fortalloc::free(keep);
             }
-            println!("before={before} kept={kept} after={after} zero={zero}");
+            println!(
+                "before={before} kept={kept} after={after} zero={zero} \
+                 held={held} freed={freed} purged={purged}"
+            );
         })
         .check(|o| {
             let out = printed(o, "purged-after-delay");
@@ -148,10 +163,23 @@ fn a_freed_large_block_goes_back_to_the_os_after_the_purge_delay() {
                 before >= pages - 1,
                 "the block was not resident after writing: {out}"
             );
-            // The guard build seals a freed block at once instead, with `mprotect`
-            // keeping the pages of one written whole (SECURITY.md says why).
-            if !cfg!(feature = "guard-pages") {
+            // The sealing build seals a freed block at once instead, with
+            // `mprotect` keeping the pages of one written whole (SECURITY.md
+            // says why). Every other build, `guard-pages` too, leaves the
+            // block as it was until the delay has passed (no seal, no wipe),
+            // then purges it, and its committed bytes fall.
+            if !cfg!(feature = "seal-freed-large") {
+                let kept = field(out, "kept");
+                assert!(kept >= pages - 1, "the freed block was not left resident: {out}");
                 assert!(after <= 1, "{after} pages still resident after the delay: {out}");
+                let (freed, purged) = (field(out, "freed"), field(out, "purged"));
+                assert_eq!(field(out, "held"), freed, "counted until purged: {out}");
+                // The 100,000-byte block taken meanwhile counts its slot,
+                // at most 128 KiB, in a segment made before.
+                assert!(
+                    purged + BIG - 128 * 1024 <= freed,
+                    "committed bytes did not fall by the block's: {out}"
+                );
             }
             assert!(
                 out.contains("zero=true"),
@@ -166,10 +194,11 @@ fn calloc_of_reused_blocks_reads_zero() {
         .limit(LIMIT)
         .run(|| {
             // Blocks written and freed, then asked again zeroed at once,
-            // before any purge: large, and small ones from pages whose free
-            // lists now hold written blocks.
+            // before any purge: huge and large ones (which no build but the
+            // sealing one wipes), and small ones from pages whose free lists
+            // now hold written blocks.
             fortalloc::set_purge_delay_ms(60_000);
-            for size in [BIG, 200_000, 70_000, 3000, 100, 24] {
+            for size in [3_000_000, BIG, 200_000, 70_000, 3000, 100, 24] {
                 let blocks: Vec<*mut u8> = (0..8).map(|_| fortalloc::malloc(size)).collect();
                 for &b in &blocks {
                     fill(b, size, 0xff);
@@ -212,6 +241,30 @@ fn a_second_free_of_a_large_block_is_reported_in_every_build() {
         })
         .check(|o| {
             assert!(printed(o, "double-free").contains("reported=true"));
+        });
+}
+
+#[cfg(feature = "double-free")]
+#[test]
+fn a_second_free_of_a_huge_block_is_reported() {
+    child("huge-double-free")
+        .limit(LIMIT)
+        .run(|| {
+            fortalloc::set_error_handler(Some(record));
+            // Its segment went back to the arena at the first free, left
+            // as it was (or sealed): the stale header still says whose.
+            let p = fortalloc::malloc(5 << 20);
+            // SAFETY: the second free is the violation under test; the
+            // handler makes the allocator ignore it.
+            unsafe {
+                fortalloc::free(p);
+                fortalloc::free(p);
+            }
+            let seen = SEEN.load(std::sync::atomic::Ordering::SeqCst);
+            println!("reported={}", seen == p as usize);
+        })
+        .check(|o| {
+            assert!(printed(o, "huge-double-free").contains("reported=true"));
         });
 }
 

@@ -6,10 +6,14 @@
 //!   round-robin and prints a markdown table. `cargo run --release -p fortalloc-bench -- --help`.
 //! - `cbench` (src/bin/cbench.rs) runs C workloads and real programs under `LD_PRELOAD` with
 //!   fortalloc's C library, Debian's libmimalloc and libjemalloc, and glibc.
+//! - `instr` (src/bin/instr.rs) counts instructions under cachegrind per defence: each preset,
+//!   a cumulative ladder of defences and each defence alone, against mimalloc-secure.
 
 pub mod block;
 pub mod cbench;
 pub mod driver;
+pub mod instr;
+pub mod latency;
 pub mod rss;
 pub mod verify;
 pub mod workloads;

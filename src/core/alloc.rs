@@ -71,12 +71,14 @@ pub fn zalloc(size: usize) -> *mut u8 {
 /// Zeroes the first `size` bytes of a block just handed out, for calloc
 /// and friends: only its first word (the free-list link) where the rest is
 /// known to be zero already, which spares both the memset and, for fresh
-/// memory, the page faults it would take. That is every small, medium and
-/// large block with zero-on-free (freed blocks are wiped, fresh ones zeroed
-/// or fresh when carved), and otherwise a block from a page whose free list
-/// held only blocks carved from fresh or purged memory (`Page::free_zero`).
-/// Huge blocks, and large guard slots without zero-on-free, are cleared
-/// whole (huge ones asked zeroed from `huge::alloc` never come here).
+/// memory, the page faults it would take. That is every small and medium
+/// block with zero-on-free (freed blocks are wiped, fresh ones zeroed or
+/// fresh when carved), and otherwise a block from a page whose free list
+/// held only blocks carved from fresh or purged memory (`Page::free_zero`);
+/// a large block whose slot was fresh or purged, or any with zero-on-free
+/// and `seal-freed-large` (`large::was_zero`: zero-on-free wipes no large
+/// block without the seals). Huge blocks are cleared whole (huge ones
+/// asked zeroed from `huge::alloc` never come here).
 ///
 /// # Safety
 /// `p` must be a block just handed out by this thread, with at least
@@ -92,9 +94,8 @@ unsafe fn clear_new(p: *mut u8, size: usize) {
             let seg = of_block(p);
             let known_zero = match (*seg).kind {
                 Kind::Huge => false,
-                _ if harden::ZERO_ON_FREE => true,
-                Kind::Large if harden::GUARD_PAGES => false,
                 Kind::Large => large::was_zero(seg, p),
+                _ if harden::ZERO_ON_FREE => true,
                 _ => (*page_of(seg, p)).free_zero,
             };
             if known_zero {
@@ -556,8 +557,8 @@ unsafe fn quarantine(heap: *mut heap::Heap, page: *mut Page, p: *mut u8, bounds:
         if !bounds.can_hold(size) {
             return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
         }
-        if (*heap).quarantine.needs_room(size, bounds) {
-            make_room(heap, size, bounds);
+        if (*heap).quarantine.needs_room(size, bounds) && !make_room(heap, size, bounds) {
+            return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
         }
         if !(*heap).quarantine.enter(p, page, size, bounds) {
             return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
@@ -566,18 +567,21 @@ unsafe fn quarantine(heap: *mut heap::Heap, page: *mut Page, p: *mut u8, bounds:
     }
 }
 
-/// Lets random blocks out of this thread's full quarantine until there is
-/// room for one of `size` bytes, and some to spare (see
-/// `harden::Quarantine::make_room`).
+/// Runs a round of this thread's full quarantine: claims its share of the
+/// process bound again, and lets random blocks out until there is room for
+/// one of `size` bytes, and some to spare (see `harden::Quarantine::round`).
+/// False if the block still does not fit: it is larger than this thread's
+/// share. Cold: one free in an eighth of the bounds runs it.
 ///
 /// # Safety
 /// `heap` must be this thread's initialised heap.
+#[cold]
 #[inline(never)]
-unsafe fn make_room(heap: *mut heap::Heap, size: usize, bounds: harden::QuarantineBounds) {
+unsafe fn make_room(heap: *mut heap::Heap, size: usize, bounds: harden::QuarantineBounds) -> bool {
     // SAFETY: each block leaving was freed by this thread and has waited
     // since, so its page is still in use.
     unsafe {
-        let room = bounds.room_for(size);
+        let room = (*heap).quarantine.round(size, bounds);
         loop {
             let out = (*heap).quarantine.make_room(&mut (*heap).rng, room);
             if !out.is_some() {
@@ -585,6 +589,7 @@ unsafe fn make_room(heap: *mut heap::Heap, size: usize, bounds: harden::Quaranti
             }
             leave_quarantine(heap, out, false);
         }
+        !(*heap).quarantine.needs_room(size, bounds)
     }
 }
 
@@ -607,8 +612,12 @@ pub(crate) unsafe fn empty_quarantine(heap: *mut heap::Heap) {
         // SAFETY: `held` waited in this heap's quarantine until now.
         unsafe { leave_quarantine(heap, held, true) };
     }
-    // SAFETY: this thread's initialised heap.
-    unsafe { quarantine_levels(heap) };
+    // SAFETY: this thread's initialised heap; its quarantine is empty and
+    // needs no claim on the process bound.
+    unsafe {
+        (*heap).quarantine.release_claim();
+        quarantine_levels(heap);
+    }
 }
 
 /// Publishes the quarantine's levels in the heap's counters, which other

@@ -102,7 +102,7 @@ const GUARDED_FREE_MAX: usize = 64;
 /// sealed): always with guard markers, which cost no mappings; with
 /// `mprotect` guards, until [`GUARDED_FREE_MAX`] free slices have theirs.
 pub fn keep_guards() -> bool {
-    crate::harden::GUARD_PAGES
+    crate::harden::GUARDED_SPANS
         && (!os::guards_split_mappings() || GUARDED_FREE.load(Ordering::Relaxed) < GUARDED_FREE_MAX)
 }
 
@@ -122,7 +122,7 @@ fn set_bit(map: &mut [u64; WORDS], i: usize, on: bool) {
 /// taken from the dirty free ones first, since its memory is still resident
 /// and reusing it saves a purge now and page faults after.
 fn find_run(a: &Arena, n: usize, want: u8) -> Option<usize> {
-    if n == 1 && crate::harden::GUARD_PAGES {
+    if n == 1 && crate::harden::RANDOM_SPANS {
         // The hardened build takes a random free slice, so segment
         // addresses do not repeat from run to run. Among them it prefers
         // one left with the page guards the caller's segment needs (no

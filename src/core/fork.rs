@@ -75,6 +75,10 @@ unsafe extern "C" fn child() {
         // thread exists in the child.
         unsafe { heap::after_fork(heap) };
     }
+    // The vanished threads' quarantines keep no claim on the process
+    // bound: their blocks leak with their heaps.
+    // SAFETY: an initialised heap is this thread's, read by it alone.
+    harden::Quarantine::after_fork((heap != heap::EMPTY_HEAP_PTR).then(|| unsafe { &(*heap).quarantine }));
 }
 
 #[cfg(test)]

@@ -9,6 +9,13 @@
 //! Segments of up to an arena's size come from the arenas, so a freed huge
 //! block's memory is reused by the next big request of any size without
 //! new page faults; larger or over-aligned ones are mapped on their own.
+//!
+//! The guard build guards everything in the segment but the block: the
+//! header's guard and the padding below the block, the rest of the
+//! segment after its last OS page (`harden::open_block`). A freed huge
+//! block's segment goes back to its arena as it is, to be purged after
+//! the arena's delay, or with `seal-freed-large` sealed at once, its
+//! memory zeroed when a new block takes it with zero-on-free.
 
 use core::ptr;
 
@@ -127,9 +134,9 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     stats::HUGE_BYTES.increase(total - offset);
     stats::IN_USE.increase(total - offset);
     if !is_zero {
-        if harden::ZERO_ON_FREE {
+        if harden::reused_large_zeroed() {
             // Reused arena memory may hold an old owner's bytes, which
-            // the zero-on-free build never shows a new owner.
+            // zero-on-free with the seals never shows a new owner.
             // SAFETY: the block, page-aligned, is ours and nobody's data.
             unsafe { harden::zero_reused(block, block_size) };
         } else if zero {
@@ -182,7 +189,7 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
     // counted as open already: an over-count, the safe side.
     // SAFETY: the segment lives while the caller owns its block.
     unsafe { stats::commit_more(seg, new - old) };
-    if harden::ZERO_ON_FREE {
+    if harden::reused_large_zeroed() {
         // The segment's memory past the block may hold an old owner's
         // bytes: it was sealed, not wiped.
         // SAFETY: opened just now, page-aligned, the caller's, holding

@@ -2,8 +2,12 @@
 //! each, shared by all threads.
 //!
 //! ```text
-//! segment: | header (slot bits, open bytes) | G | slot 0 | slot 1 | ... |
+//! segment: | header (slot bits, open bytes) | G | slack | slot 0 | slot 1 | ... | slack |
 //! ```
+//! Slots start where their size's alignment allows past the header, which
+//! may leave slack below the first one. The guard build ends each slot in
+//! a guard page and guards the slack (`harden::large`), so every block
+//! has a guard below it and one after it, whichever slot it takes.
 //! A slot's bit in its segment header says whether it is free (no free
 //! list runs through large blocks), and any thread takes and frees slots
 //! under its class's lock: large blocks are rare enough that mimalloc's
@@ -12,15 +16,19 @@
 //! blocks kept a 4 MiB page per thread and class, each holding freed
 //! blocks resident, and emptied and refilled whole segments all the time.
 //!
-//! Without guards, a freed slot's memory is purged after the purge delay
-//! (as mimalloc purges a freed large page), and a block is taken from the
-//! lowest free slot whose memory is still resident, else the lowest free
-//! one. Each slot's zero bit lets `calloc` skip clearing a block whose
-//! memory is fresh or purged, leaving untouched pages untouched.
+//! A freed slot's memory is purged after the purge delay (as mimalloc
+//! purges a freed large page), and a block is taken from the lowest free
+//! slot whose memory is still resident, else the lowest free one; with
+//! `guard-pages` or `random-order` from a random one of those. Each slot's
+//! zero bit lets `calloc` skip clearing a block whose memory is fresh or
+//! purged, leaving untouched pages untouched. The guards of a segment of
+//! slots are made once, with the segment, so `malloc` and `free` of a
+//! large block make no kernel call of their own.
 //!
-//! The guard build seals a freed large block whole (`harden::large`) and
-//! takes a random free slot of a segment of its class (among those whose
-//! pages were kept, if any), so reuse is not predictable.
+//! With `seal-freed-large` a freed large block is sealed whole at once
+//! instead (`harden::large`), and the next one comes from a random free
+//! slot of a segment of its class (among those whose pages were kept, if
+//! any).
 //!
 //! In front of the slots each thread keeps a small cache of the large
 //! blocks up to 256 KiB it freed (a few per class, 2 MiB in all), and its
@@ -57,8 +65,10 @@
 //! A segment whose slots are all free is released: the arena hands the
 //! next segment (of any class, or a huge block) the memory it left, still
 //! resident. Keeping one per class held 4 MiB per class that nothing else
-//! could use. The guard build keeps its class's last one, whose slots are
-//! sealed already: releasing and remaking it would seal them all again.
+//! could use. The guard build keeps its class's last one, whose guards
+//! (and seals) are made already: releasing and remaking it would make
+//! them all again, a kernel call per slot; its free slots are purged after
+//! the delay all the same.
 
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -67,7 +77,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::core::heap::{Heap, EMPTY_HEAP_PTR};
 use crate::core::segment;
 use crate::error::{self, ErrorKind};
-use crate::meta::constants::MEDIUM_OBJ_MAX;
+use crate::meta::constants::{MEDIUM_OBJ_MAX, SEGMENT_SIZE};
 use crate::meta::page::{block_index, Page};
 use crate::meta::segment::{of_block, page_at, Segment};
 use crate::meta::size_class::{bin_of, BLOCK_SIZE, MAX_BIN};
@@ -79,11 +89,11 @@ const FIRST_BIN: usize = bin_of(MEDIUM_OBJ_MAX + 1);
 const CLASSES: usize = MAX_BIN + 1 - FIRST_BIN;
 
 /// Whether threads cache the large blocks they free (see the module
-/// doc): only in the plain build. Guard pages seal a freed block at once
-/// and draw the next one at random, which reuse of the last block freed
-/// would undo; with zero-on-free or encoded links freed memory shows no
-/// plain address, and the tag is one; random order promises reuse that
-/// is not last-in first-out.
+/// doc): only in the plain build. The guard build draws the next block at
+/// random (and may seal a freed one at once), which reuse of the last
+/// block freed would undo; with encoded links freed memory shows no plain
+/// address, and the tag is one; random order promises reuse that is not
+/// last-in first-out; the double-free bitmaps want every free checked.
 const CACHE_ON: bool = !harden::HARDENED;
 /// Blocks a thread's cache holds per class: enough for a thread that
 /// keeps a few buffers of a class cycling to find one there.
@@ -633,19 +643,6 @@ pub unsafe fn alloc(heap: *mut Heap, bin: usize, size: usize) -> *mut u8 {
 /// and is now the caller's alone, and `size`, padded by the hardened
 /// build, must fit it.
 unsafe fn hand_out(seg: Slots, p: *mut u8, size: usize) -> *mut u8 {
-    let bsize = seg.block_size();
-    // Zero-on-free without guards: a freed block was wiped, so one not
-    // fresh or purged since must still read zero, else something wrote
-    // to it after its free (the guard build seals it instead).
-    if harden::ZERO_ON_FREE && !harden::GUARD_PAGES {
-        // SAFETY: `p` is a block of `seg`, the caller's alone (this fn's
-        // contract): its zero bit stands; without guards it is readable.
-        let clean = unsafe { was_zero(seg.seg(), p) || harden::words_zero(p, bsize) };
-        if !clean {
-            error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
-            return ptr::null_mut();
-        }
-    }
     // SAFETY: `p` is a free block of the large page, just taken by the
     // caller, which `size`, padded, fits (this fn's contract).
     if !unsafe { harden::large_taken(seg.page(), p, size) } {
@@ -660,9 +657,9 @@ fn take_slot(class: &mut Class) -> Option<Slot> {
     let slots = seg.slots();
     let free = slots.free_bits();
     // Among the free slots whose pages were kept, if any: a slot
-    // sealed with markers, or never used, faults in every page its
-    // next block touches.
-    let warm = if harden::GUARD_PAGES {
+    // sealed with markers, purged, or never used, faults in every page
+    // its next block touches.
+    let warm = if harden::freed_large_sealed() {
         // SAFETY: the page describes the live segment of slots whose free
         // slots `free` names.
         unsafe { harden::large_warm(slots.page(), free) }
@@ -670,7 +667,7 @@ fn take_slot(class: &mut Class) -> Option<Slot> {
         free & !slots.zero_bits()
     };
     let choice = if warm != 0 { warm } else { free };
-    let mut k = harden::pick_slot(choice.count_ones() as usize);
+    let mut k = harden::pick_large_slot(choice.count_ones() as usize);
     let mut bits = choice;
     let mut index = bits.trailing_zeros() as usize;
     while k > 0 {
@@ -684,9 +681,9 @@ fn take_slot(class: &mut Class) -> Option<Slot> {
     // as they were.
     unsafe { seg.set_free_bits(free & !slot.bit()) };
     seg.set_unpurged(seg.unpurged() & !slot.bit());
-    if !harden::GUARD_PAGES && slot.is_zero() {
-        // Fresh or purged, so not counted as committed until now (the
-        // guard build counts what it opens instead).
+    if !harden::freed_large_sealed() && slot.is_zero() {
+        // Fresh or purged, so not counted as committed until now (with
+        // the seals, what is opened is counted instead).
         // SAFETY: the segment is live under its class's lock, held.
         unsafe { stats::commit_more(slots.seg(), slots.block_size()) };
     }
@@ -703,7 +700,11 @@ fn take_slot(class: &mut Class) -> Option<Slot> {
 /// # Safety
 /// `bin` must be a large bin and `c` its class.
 unsafe fn new_segment(bin: usize, c: usize) -> bool {
-    let Some(fresh) = segment::os_alloc(crate::meta::constants::SEGMENT_SIZE, true, 0) else {
+    // Taken whole: whatever a released segment left sealed (with
+    // `mprotect` or markers) is opened, and guarded or sealed again below
+    // as this segment's layout needs.
+    let sealed = harden::freed_large_sealed();
+    let Some(fresh) = segment::os_alloc(SEGMENT_SIZE, true, 0) else {
         return false;
     };
     let seg = fresh.seg;
@@ -718,39 +719,26 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
     let slots = unsafe { Locked::new(seg) };
     let page = slots.slots().page();
     let bsize = BLOCK_SIZE[bin];
-    if harden::GUARD_PAGES {
-        // SAFETY: the slots' blocks are fresh, nobody's and page-aligned
-        // (a large block's size is a multiple of the OS page).
-        let state = unsafe { harden::large_slots_made(start, count, bsize, !fresh.zero) };
-        for i in 0..count {
-            // SAFETY: `i` is below the slot count, so the block lies in the
-            // segment, a block of its large page that is ours alone.
-            unsafe { harden::large_set_state(page, start.add(i * bsize), state) };
-        }
-    }
-    let mut zero = if fresh.zero { all_slots(count) } else { 0 };
-    if harden::ZERO_ON_FREE && !harden::GUARD_PAGES && !fresh.zero {
-        // Reused memory may hold an old owner's bytes, and zero-on-free
-        // hands out only zero blocks: dropped, it reads as zero.
-        // SAFETY: the slots' blocks are nobody's, inside the segment.
-        unsafe { os::purge(start, count * bsize) };
-        zero = all_slots(count);
-    }
     // SAFETY: a header nobody else can reach yet.
-    let info = unsafe {
-        (*seg).slots_zero.store(zero, Ordering::Relaxed);
-        (*seg).info_size
-    };
+    let info = unsafe { (*seg).info_size };
+    let (area_start, area_end) = (seg as usize + info, seg as usize + SEGMENT_SIZE);
+    // Taken whole (above), the area past the header is accessible.
+    // SAFETY: the page describes the new segment of slots, nobody else's;
+    // its area is fresh, page-aligned and accessible.
+    unsafe { harden::large_slots_made(page, area_start, area_end, !fresh.zero) };
+    let zero = if fresh.zero { all_slots(count) } else { 0 };
+    // SAFETY: a header nobody else can reach yet.
+    unsafe { (*seg).slots_zero.store(zero, Ordering::Relaxed) };
     slots.set_unpurged(0);
     // The header, the rest of the segment if the memory is not zero
     // (it may hold an old owner's pages), and of the slots those not
-    // zero or, in the guard build, those left open.
+    // zero or, with the seals, those left open.
     let mut committed = info;
     if !fresh.zero {
-        committed += crate::meta::constants::SEGMENT_SIZE - info - count * bsize;
+        committed += SEGMENT_SIZE - info - count * bsize;
     }
     for i in 0..count {
-        committed += if harden::GUARD_PAGES {
+        committed += if sealed {
             // A slot is left open only when no seal could be made, and
             // then its guard page may be missing too: counted whole,
             // on the safe side (what it opens and seals later moves
@@ -914,14 +902,14 @@ unsafe fn free_slot(slot: Slot, p: *mut u8, cached: bool, cache: Option<&mut Cac
         // SAFETY: the slot's block is nobody's now: it was live, and is
         // freed once (checked above, or out of the caller's cache).
         unsafe { seg.set_free_bits(free | bit) };
-        if !harden::GUARD_PAGES {
-            freed_unguarded(seg, slot);
+        if !harden::freed_large_sealed() {
+            freed_open(seg, slot);
         }
         if !seg.listed() {
             // SAFETY: the segment is of class `c`, and not on its list.
             unsafe { class.push(seg) };
         }
-        let empty = free | bit == all && (class.count > 1 || !harden::GUARD_PAGES);
+        let empty = free | bit == all && (class.count > 1 || !harden::large_slots_guarded());
         if empty {
             class.unlink(seg);
             // Saturating: in a fork child a set-aside class (see
@@ -1017,7 +1005,7 @@ pub fn collect() {
             unsafe { release_segment(seg, seg.block_size()) };
         }
     }
-    if !harden::GUARD_PAGES {
+    if !harden::freed_large_sealed() {
         purge(0, true);
         return;
     }
@@ -1035,10 +1023,10 @@ pub fn collect() {
     }
 }
 
-/// A slot of a segment without guards was just freed: its memory is no
-/// longer known to be zero, and goes back to the OS after the purge delay
-/// unless the slot is taken again first (at once with a delay of 0).
-fn freed_unguarded(seg: Locked, slot: Slot) {
+/// A slot was just freed (and not sealed): its memory is no longer known
+/// to be zero, and goes back to the OS after the purge delay unless the
+/// slot is taken again first (at once with a delay of 0).
+fn freed_open(seg: Locked, slot: Slot) {
     slot.forget_zero();
     seg.set_unpurged(seg.unpurged() | slot.bit());
     let delay = options::purge_delay_ms();
@@ -1053,9 +1041,9 @@ fn freed_unguarded(seg: Locked, slot: Slot) {
     schedule(due);
 }
 
-/// Purges the free slots of `seg` (a segment without guards) still
-/// resident, one `madvise` per run of adjacent slots; they read as zero
-/// after.
+/// Purges the free slots of `seg` (whose freed slots are not sealed)
+/// still resident, one `madvise` per run of adjacent slots; they read as
+/// zero after. A slot's guard page is purged with it, and stays a guard.
 fn purge_slots(seg: Locked) {
     let slots = seg.slots();
     let bsize = slots.block_size();
@@ -1143,13 +1131,18 @@ pub unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
     }
 }
 
-/// Whether the live large block `p` of `seg` (without guards) was zero
-/// when taken, past its first word: `calloc` need not clear it.
+/// Whether the live large block `p` of `seg` was zero when taken, past
+/// its first word: `calloc` need not clear it. With the seals, only where
+/// zero-on-free zeroes what it opens (the zero bits describe slots that
+/// are purged, not sealed).
 ///
 /// # Safety
 /// `p` must be a live block of the segment of slots `seg`, owned by the
 /// caller.
 pub unsafe fn was_zero(seg: *mut Segment, p: *const u8) -> bool {
+    if harden::freed_large_sealed() {
+        return harden::reused_large_zeroed();
+    }
     // SAFETY: `seg` lives while its block `p` does (this fn's contract); a
     // live slot's zero bit changes only when its owner, the caller, frees it.
     unsafe { Slots::new(seg).slot_of(p).is_zero() }
@@ -1322,11 +1315,11 @@ mod tests {
         // quarantine (if any) into the slot.
         unsafe { free(p) };
         crate::core::alloc::collect(false);
-        // The plain build counts the freed slot until it is purged; the
-        // guard build seals it at once.
+        // The freed slot counts until it is purged; with the seals it is
+        // sealed at once.
         purge(0, true);
         let bsize = BLOCK_SIZE[bin_of(harden::padded(size))];
-        let opened = if harden::GUARD_PAGES {
+        let opened = if harden::freed_large_sealed() {
             (size + harden::canary_extra()).next_multiple_of(os::page_size())
         } else {
             bsize

@@ -430,10 +430,7 @@ pub struct Fresh {
 /// The guard layout a segment of `kind` leaves behind and looks for (see
 /// `Guards`): small and medium segments of the hardened build.
 fn layout(kind: Kind) -> u8 {
-    match kind {
-        Kind::Small | Kind::Medium if harden::GUARD_PAGES => kind as u8 + 1,
-        _ => 0,
-    }
+    harden::guard_layout(kind)
 }
 
 /// Gets memory for a segment and records it in the segment map. `whole`:
@@ -506,8 +503,8 @@ pub unsafe fn os_free(seg: *mut Segment) {
             Guards::default()
         };
         let released = if guards.layout == 0 {
-            // SAFETY: nothing uses the segment's blocks any more (this
-            // fn's contract).
+            // SAFETY: the header is still set up, and nothing uses the
+            // segment's blocks any more (this fn's contract).
             unsafe { harden::segment_released(seg.cast(), size, info_size()) }
         } else {
             harden::Released::Open
@@ -747,9 +744,10 @@ pub unsafe fn page_alloc(heap: *mut Heap, bin: usize) -> *mut Page {
     let (start, reserved) = blocks_of_area(seg.ptr() as usize, area_start, area_end, bsize);
     // The page is free and ours, so its descriptor is set up here alone.
     let page = slot.page();
-    if harden::GUARD_PAGES && reserved > 0 {
+    if reserved > 0 {
         // SAFETY: the free slot's descriptor is ours, and `blocks_of_area`
-        // left its area's last OS page out of the blocks.
+        // left its area's last OS page out of the blocks in the guard
+        // build (without it, `page_slot` does nothing).
         unsafe { harden::page_slot(page, area_end) };
     }
     // SAFETY: the blocks lie in the slot's area of our live segment, and
@@ -832,11 +830,8 @@ fn blocks_of_area(seg: usize, area_start: usize, area_end: usize, bsize: usize) 
     let natural = 1usize << bsize.trailing_zeros();
     let align = natural.min(area_end - seg);
     let start = (area_start + align - 1) & !(align - 1);
-    let blocks_end = if harden::GUARD_PAGES {
-        area_end - harden::page_guard()
-    } else {
-        area_end
-    };
+    // No guard (0 bytes) without guard pages.
+    let blocks_end = area_end - harden::page_guard();
     let reserved = if start < blocks_end {
         (blocks_end - start) / bsize
     } else {

@@ -174,11 +174,7 @@ pub fn print_stats() {
 /// [`print_stats`] to file descriptor `fd`, with the rows of this build's
 /// defences.
 pub(crate) fn write_stats(fd: i32) {
-    let sections = stats::Sections {
-        guards: crate::harden::GUARD_PAGES,
-        quarantine: crate::harden::QUARANTINE,
-    };
-    stats::write_table(fd, &stats(), sections);
+    stats::write_table(fd, &stats(), crate::harden::stats_sections());
 }
 
 fn for_each_heap(mut f: impl FnMut(&HeapCounters)) {

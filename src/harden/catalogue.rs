@@ -32,8 +32,10 @@
 //! 4. **A block is freed** (`on_free`, then the quarantine): `double-free`
 //!    marks it freed (a second free stops here), `canary` checks its
 //!    overflow bytes and the trailers around it, `seal-freed-large` seals a
-//!    large block whole, else `zero-on-free` wipes it, `quarantine` holds
-//!    it; when it reaches a free list `encoded-freelist` encodes its link.
+//!    large block whole (without it a large block is left to be purged
+//!    after the purge delay), `zero-on-free` wipes a small or medium one,
+//!    `quarantine` holds it; when it reaches a free list
+//!    `encoded-freelist` encodes its link.
 //! 5. **Blocks are reused** (a free list taken back, `shuffle`,
 //!    `leaving_quarantine`): `quarantine` lets blocks out at random,
 //!    `write-after-free-check` reads a leaving block's link word,
@@ -41,7 +43,9 @@
 //!
 //! And **a span is released** (`segment_released`): `guard-pages` leaves
 //! a small or medium segment's page guards for the next segment of its
-//! kind; `seal-freed-large` makes a huge block's span inaccessible at once.
+//! kind; `seal-freed-large` makes a huge block's span, and a segment of
+//! large slots, inaccessible at once (without it they are left as they
+//! are, guards and all, to be purged after the arena's delay).
 
 use super::{canary, double_free, encode, guard, order, quarantine, zero, zero_size};
 
@@ -49,8 +53,9 @@ use super::{canary, double_free, encode, guard, order, quarantine, zero, zero_si
 /// off the end of a small or medium page, and over- and underflows of
 /// large and huge blocks (an inaccessible page each); `malloc(0)` points
 /// at never-accessible memory; arena addresses are random. Costs a kernel
-/// call per page or slot use (a guard marker, splitting no mapping where
-/// the kernel has them) and one OS page per page area.
+/// call per page use and per slot of a new segment of large slots (a
+/// guard marker, splitting no mapping where the kernel has them) and one
+/// OS page per page area.
 pub const GUARD_PAGES: bool = guard::ON;
 
 /// `seal-freed-large` — in `secure-max` only. Catches any access to a
@@ -139,6 +144,13 @@ pub(super) const CHECKS: bool = CANARY || DOUBLE_FREE || ZERO_ON_FREE;
 pub(super) const KEYS: bool = ENCODED_FREELIST || CANARY;
 /// Heaps need a random generator.
 pub const RANDOM: bool = RANDOM_ORDER || QUARANTINE;
+/// Spans carry guards: a small or medium segment's page guards stay in
+/// place when it is released, for the next segment of its kind.
+pub const GUARDED_SPANS: bool = GUARD_PAGES;
+/// The arena picks a free span at random rather than the lowest, so
+/// segment addresses do not repeat from run to run (the guard build's
+/// randomized segment bases).
+pub const RANDOM_SPANS: bool = GUARD_PAGES;
 /// Segments returned to an arena stay in the segment map until their memory
 /// is purged or reused, so a late second free of one of their blocks reads
 /// the stale header and is reported as a double free rather than as a

@@ -4,10 +4,12 @@
 //! ```text
 //! small/medium segment:
 //! | header | G | page 0 blocks ... | G | page 1 blocks ... | G | ...
-//! large segment (slots of one size class, shared: `large.rs`; each block
-//! open only as far as its owner asked, the rest sealed, S; a free slot
-//! sealed whole):
-//! | header | G | block ... SSSSSS | SSSSSSSSSSSSSSSS | block .. SSS | ...
+//! large segment (slots of one size class, shared: `large.rs`; each slot
+//! ends in a guard page, and the slack before the first slot and after the
+//! last is guarded; with `seal-freed-large` each block is open only as far
+//! as its owner asked, the rest sealed, S, and a free slot sealed whole):
+//! | header | G | GG | block ..... | G | block ..... | G | ... | GGGG |
+//! | header | G | GG | block .. SSS G | SSSSSSSSSSSS G | ...   (sealing)
 //! huge (one block per segment):
 //! | header | G | block | G ... (rest of the segment) ...   |
 //! ```
@@ -15,14 +17,18 @@
 //! - the last OS page of every small and medium page area, so a linear
 //!   overflow off the end of the area's last block faults (blocks before
 //!   it overflow into a neighbour, which the canary catches);
-//! - every large block past what its owner asked for, rounded up to an OS
-//!   page, and at least its last OS page (`BLOCK_GUARD`, which
-//!   `harden::padded` adds to large requests); all of it once it is freed
+//! - the last OS page of every large block's slot (`BLOCK_GUARD`, which
+//!   `harden::padded` adds to large requests), made once with its segment,
+//!   and the slack around the slots, so each block has a guard below it
+//!   too; with `seal-freed-large`, every large block past what its owner
+//!   asked for, rounded up to an OS page, and all of it once it is freed
 //!   (`harden::large`);
 //! - a huge block's guard at the first page boundary after the request;
-//! - when a large or huge segment is released its memory past the header
-//!   becomes inaccessible at once, so its freed blocks fault on access
-//!   (the header stays readable: the double-free check reads it);
+//! - with `seal-freed-large`, when a large or huge segment is released its
+//!   memory past the header becomes inaccessible at once, so its freed
+//!   blocks fault on access (the header stays readable: the double-free
+//!   check reads it); without it the memory is left as it is, guards and
+//!   all, and purged after the arena's purge delay, as in the plain build;
 //! - a small or medium segment is released open instead, its page guards
 //!   in place (its freed blocks were wiped already with `zero-on-free`),
 //!   and the arena hands that slice to the next segment of the same kind
@@ -38,6 +44,7 @@
 use super::random;
 pub use crate::meta::guards::Prior;
 use crate::meta::page::Page;
+use crate::meta::segment::{Kind, Segment};
 use crate::os;
 
 pub const ON: bool = cfg!(feature = "guard-pages");
@@ -121,16 +128,25 @@ pub enum Released {
     Dropped,
 }
 
-/// A segment is released: its memory past the header becomes inaccessible.
+/// A segment is released: its memory past the header becomes inaccessible
+/// (a large or huge segment's only with `seal-freed-large`: without it,
+/// it stays as its blocks left it, to be purged after the arena's delay).
 /// If no guard could be made (the `mprotect` fallback's budget is spent),
 /// the memory is dropped instead in the zero-on-free build, which relies
 /// on the seal for huge blocks (they are not wiped at free): it then reads
 /// as zero. Dropped, not written: it may hold guards that stayed in place.
 ///
 /// # Safety
-/// Nothing may use the segment's blocks any more.
+/// `seg` must be a segment's header, still set up, and nothing may use
+/// the segment's blocks any more.
 pub unsafe fn segment_released(seg: *mut u8, size: usize, info: usize) -> Released {
     if !ON || size <= info {
+        return Released::Open;
+    }
+    // SAFETY: `seg` is a set-up header (this fn's contract): its kind is
+    // readable.
+    let kind = unsafe { (*(seg as *const Segment)).kind };
+    if matches!(kind, Kind::Large | Kind::Huge) && !super::large::SEAL {
         return Released::Open;
     }
     // SAFETY: the memory past the header is the segment's (`size > info`),
@@ -235,7 +251,7 @@ pub fn arena_hint(align: usize) -> usize {
     (1usize << 40) + random::shared_next() as usize % span * align
 }
 
-/// Which of `n` candidate slots to take (the first when off).
+/// Which of `n` candidate arena slices to take (the first when off).
 pub fn pick(n: usize) -> usize {
     if ON && n > 1 {
         random::shared_next() as usize % n

@@ -1,26 +1,48 @@
 //! Large blocks in the guard build (they live in segments of slots, see
-//! `large.rs`): only what the owner asked for is open, and a freed block
-//! is sealed whole at once.
+//! `large.rs`): every block has a guard page below it and one after it,
+//! made once when its segment of slots is made; with `seal-freed-large`
+//! only what the owner asked for is open, and a freed block is sealed
+//! whole at once.
 //!
 //! ```text
-//! live:  | the request, rounded up to an OS page | sealed .............. |
-//! freed: | sealed .......................................................|
-//! ```
-//! Each block keeps open only its first bytes, up to the first OS page
-//! boundary past the request and its canary (`Segment::large_open`); the
-//! rest of it, the class's slack and the guard page every large block
-//! ends with (`guard::BLOCK_GUARD`), is sealed, so a linear overflow faults
-//! within a page of the request, whatever the size class.
+//! segment of slots, guards made once (G: a guard page; the slack below
+//! the first slot, there when slots are aligned past the header, and
+//! after the last one is guarded whole):
+//! | header | G | slack GGGG | slot 0 ..... | G | slot 1 ..... | G | ... | GGGG |
 //!
-//! At free the whole block is sealed, so it faults on access from any
-//! thread at once and needs no write-after-free check (no free list runs
-//! through it: its slot's bit says it is free). A block the program left
-//! mostly untouched (`mincore`) is sealed with guard markers, which drop
-//! its pages: it comes back zero, zeroed once by the kernel and only where
-//! the next owner touches it. A block it touched mostly whole is sealed
-//! with `mprotect` within the mapping budget (markers past it), which
-//! keeps its pages: dropping them would make the next owner fault every
-//! one in again, far dearer than zeroing them (docs/PERFORMANCE.md).
+//! each slot, `guard-pages` alone (`secure`):
+//! live:  | the block, all of it open .............................. | G |
+//! freed: | as it was left, purged after the purge delay ........... | G |
+//!
+//! each slot, `seal-freed-large` (`secure-max`):
+//! live:  | the request, rounded up to an OS page | sealed ........... | G |
+//! freed: | sealed .................................................. | G |
+//! ```
+//! The guard page that ends each slot lies below the next slot's block,
+//! and the header's guard, or the guarded slack, below the first one, so
+//! a linear overflow off any block and an underflow below it both fault,
+//! whichever slot it took. Guards are made with the segment and never
+//! moved, so large `malloc` and `free` make no kernel call of their own
+//! in `secure`: a freed slot is purged after the purge delay, as in the
+//! plain build.
+//!
+//! With `seal-freed-large` each block keeps open only its first bytes, up
+//! to the first OS page boundary past the request and its canary
+//! (`Segment::large_open`); the rest of it, the class's slack and the
+//! guard page every large block ends with (`guard::BLOCK_GUARD`), is
+//! sealed, so a linear overflow faults within a page of the request,
+//! whatever the size class.
+//!
+//! At free, with `seal-freed-large`, the whole block is sealed, so it
+//! faults on access from any thread at once and needs no write-after-free
+//! check (no free list runs through it: its slot's bit says it is free). A
+//! block the program left mostly untouched (`mincore`) is sealed with
+//! guard markers, which drop its pages: it comes back zero, zeroed once by
+//! the kernel and only where the next owner touches it. A block it touched
+//! mostly whole is sealed with `mprotect` within the mapping budget
+//! (markers past it), which keeps its pages: dropping them would make the
+//! next owner fault every one in again, far dearer than zeroing them
+//! (docs/PERFORMANCE.md).
 //!
 //! A block sealed with `mprotect` keeps its old bytes, unreadable, until
 //! they are opened again: zero-on-free wipes them then, not at free, and
@@ -29,18 +51,32 @@
 //! and a block that moves on (a growing vector in `realloc`) is not wiped
 //! whole only for its next owner to open half of it. A seal the budget
 //! refuses leaves that part open, so it is wiped at once, and its next
-//! owner checks it is still zero.
+//! owner checks it is still zero. Without `seal-freed-large`, zero-on-free
+//! leaves large blocks alone: wiping a freed block of up to 2 MiB, or
+//! zeroing it when reused, costs far more than the program's own use of it
+//! (see SECURITY.md).
 
 use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use super::{guard, zero};
+use super::{guard, order, random, zero};
 use crate::meta::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, SEGMENT_SIZE};
 use crate::meta::page::{block_index, Page};
 use crate::meta::segment::{of_page, Segment};
 use crate::{os, stats};
 
-/// A slot's state, kept in `Segment::large_open` in [`UNIT`]s, [`BITS`]
+/// `seal-freed-large` (named in the catalogue): freed large and huge
+/// blocks inaccessible at once, live large blocks open only as far as
+/// their request, reused ones zeroed with zero-on-free.
+pub const SEAL: bool = super::catalogue::SEAL_FREED_LARGE;
+// The seals are guards: the feature turns on `guard-pages` (Cargo.toml).
+const _: () = assert!(!SEAL || guard::ON);
+
+/// Large and huge blocks handed out read zero: zero-on-free with the
+/// seals, which keep freed ones out of reach until they are zeroed.
+pub const ZEROED: bool = SEAL && zero::ON;
+
+/// A slot's state (with `seal-freed-large`), kept in `Segment::large_open` in [`UNIT`]s, [`BITS`]
 /// bits each (seals start and end on OS pages, multiples of the unit).
 /// Opening part of a block asks the kernel only for what lies there:
 /// `mprotect` takes the process's mapping lock for writing and merges
@@ -164,15 +200,33 @@ impl Open {
     }
 }
 
-/// Bytes of the live large block `p` its owner may use (those open).
+/// Bytes of the live large block `p` its owner may use (those open): all
+/// of it but its guard page, or with the seals, what its state says is
+/// open.
 ///
 /// # Safety
 /// `p` must be a block of the large `page`, live or just taken.
 #[inline]
 pub unsafe fn usable(page: *const Page, p: *const u8) -> usize {
+    if !SEAL {
+        // SAFETY: `page` describes the segment of slots of `p`, live while
+        // `p` is (this fn's contract).
+        return unsafe { (*page).block_size } - guard::BLOCK_GUARD;
+    }
     // SAFETY: `p` is a block of the large `page`, whose segment it keeps
     // live (this fn's contract).
     unsafe { Open::of(page, p) }.get().open
+}
+
+/// Which of `n` free slots a large block is taken from: a random one with
+/// `guard-pages` or `random-order`, so reuse is not predictable (the first
+/// otherwise).
+pub fn pick(n: usize) -> usize {
+    if (guard::ON || order::ON) && n > 1 {
+        random::shared_next() as usize % n
+    } else {
+        0
+    }
 }
 
 /// The open bytes a request of `size` needs: through its canary, rounded
@@ -257,13 +311,60 @@ unsafe fn unseal(p: *mut u8, st: State, want: usize) {
     }
 }
 
+/// A new segment of slots of the large `page` is made, its area (past the
+/// header and its guard) `[area_start, area_end)`: the slack below its
+/// first slot and after its last one becomes a guard, and each slot gets
+/// the guard page it ends with (`dirty`: the memory is reused and may hold
+/// an old owner's bytes). With the seals every slot is sealed whole
+/// instead. No-op without `guard-pages`.
+///
+/// # Safety
+/// `page` must describe the new segment of slots, nobody else's yet, whose
+/// area is fresh, nobody's, page-aligned and accessible memory (its
+/// segment taken whole).
+pub unsafe fn slots_made(page: *const Page, area_start: usize, area_end: usize, dirty: bool) {
+    if !guard::ON {
+        return;
+    }
+    // SAFETY: `page` describes the new segment (this fn's contract); its
+    // geometry is set.
+    let geometry = unsafe { ((*page).page_start, (*page).block_size, (*page).reserved) };
+    let (start, bsize, count) = (geometry.0, geometry.1, geometry.2 as usize);
+    let end = start as usize + count * bsize;
+    // The slack holds no block: a guard below the first slot (beside the
+    // header's) and after the last (below the next segment's header).
+    // SAFETY: both ranges lie in the area, page-aligned (slots start and
+    // end on OS pages), and hold no block (this fn's contract).
+    unsafe {
+        os::guard(area_start as *mut u8, start as usize - area_start);
+        os::guard(end as *mut u8, area_end - end);
+    }
+    if !SEAL {
+        for i in 0..count {
+            let last = (i + 1) * bsize - guard::BLOCK_GUARD;
+            // SAFETY: the last page of slot `i`, one of the `count` in the
+            // area: fresh, nobody's, page-aligned; no block reaches it.
+            unsafe { os::guard(start.add(last), guard::BLOCK_GUARD) };
+        }
+        return;
+    }
+    // SAFETY: the slots are fresh, nobody's, page-aligned memory (this
+    // fn's contract).
+    let state = unsafe { seal_slots(start, count, bsize, dirty) };
+    for i in 0..count {
+        // SAFETY: `i` is below the slot count, so the block lies in the
+        // segment, a block of its large page that is ours alone.
+        unsafe { Open::of(page, start.add(i * bsize)) }.set_bits(state);
+    }
+}
+
 /// The `count` blocks of `bsize` bytes at `start` of a new segment of
 /// slots are sealed whole (`dirty`: the memory is reused and may hold an
 /// old owner's bytes). Returns the state each starts with.
 ///
 /// # Safety
 /// The blocks must be fresh, nobody's, page-aligned memory.
-pub unsafe fn slots_made(start: *mut u8, count: usize, bsize: usize, dirty: bool) -> u32 {
+unsafe fn seal_slots(start: *mut u8, count: usize, bsize: usize, dirty: bool) -> u32 {
     let len = count * bsize;
     // Markers drop whatever the memory held: zero, in one call.
     // SAFETY: the blocks are fresh, nobody's, page-aligned memory (this
@@ -365,25 +466,18 @@ pub unsafe fn drop_free(page: *const Page, free: u64) {
     }
 }
 
-/// Sets the open state of a slot's block (for a new segment of slots).
-///
-/// # Safety
-/// `p` must be a block of the large `page`, owned by the caller.
-pub unsafe fn set_state(page: *const Page, p: *const u8, state: u32) {
-    // SAFETY: `p` is a block of the large `page`, the caller's (this fn's
-    // contract), so the segment lives and the slot's state is its to set.
-    unsafe { Open::of(page, p) }.set_bits(state);
-}
-
 /// The free block `p`, just taken by the caller, is handed out for `size`
-/// bytes: checks that whatever stayed open while it was free (past the
-/// mapping budget) is still zero, then opens what the request needs.
-/// False if something wrote to it after it was freed.
+/// bytes: with the seals, checks that whatever stayed open while it was
+/// free (past the mapping budget) is still zero, then opens what the
+/// request needs. False if something wrote to it after it was freed.
 ///
 /// # Safety
 /// `p` must be a free block of the large `page` (a segment of slots) just
 /// taken by the caller, with `padded(size) <= block_size`.
 pub unsafe fn taken(page: *const Page, p: *mut u8, size: usize) -> bool {
+    if !SEAL {
+        return true;
+    }
     // SAFETY: `p` is a block of the large `page` (this fn's contract).
     let end = unsafe { usable(page, p) };
     // SAFETY: the block's first `end` bytes are open, so readable, and the
@@ -397,12 +491,17 @@ pub unsafe fn taken(page: *const Page, p: *mut u8, size: usize) -> bool {
     true
 }
 
-/// The live block `p` is being freed: it is sealed whole (or, past the
-/// mapping budget, wiped); what `mprotect` seals is wiped when opened again.
+/// The live block `p` is being freed: with the seals it is sealed whole
+/// (or, past the mapping budget, wiped); what `mprotect` seals is wiped
+/// when opened again. Without them it is left as it is, to be purged after
+/// the purge delay (`large.rs`).
 ///
 /// # Safety
 /// `p` must be a live block of the large `page`, being freed once.
 pub unsafe fn freed(page: *const Page, p: *mut u8) {
+    if !SEAL {
+        return;
+    }
     // SAFETY: `p` is a live block of the large `page` (this fn's contract),
     // which keeps the segment live.
     let open = unsafe { Open::of(page, p) };
@@ -419,13 +518,17 @@ pub unsafe fn freed(page: *const Page, p: *mut u8) {
     }
 }
 
-/// The live (or just taken) block `p` now holds `size` bytes: the part
-/// that request needs is opened, and what lies past it sealed.
+/// The live (or just taken) block `p` now holds `size` bytes: with the
+/// seals, the part that request needs is opened, and what lies past it
+/// sealed (without them all of it is open already).
 ///
 /// # Safety
 /// `p` must be a block of the large `page` owned by the caller, with
 /// `padded(size) <= block_size`.
 pub unsafe fn resize(page: *const Page, p: *mut u8, size: usize) {
+    if !SEAL {
+        return;
+    }
     // SAFETY: `p` is a block of the large `page` owned by the caller (this
     // fn's contract), which keeps the segment live.
     let open = unsafe { Open::of(page, p) };

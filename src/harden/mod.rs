@@ -28,8 +28,8 @@ use crate::meta::page::{is_huge, Page};
 
 use catalogue::{CHECKS, KEYS};
 pub use catalogue::{
-    GUARD_PAGES, HARDENED, PRESET, QUARANTINE, RANDOM, STALE_SEGMENTS, UNWALKED_REMOTE_LISTS, ZERO_ON_FREE,
-    ZERO_SIZE_SLOTS,
+    GUARDED_SPANS, GUARD_PAGES, HARDENED, PRESET, QUARANTINE, RANDOM, RANDOM_SPANS, STALE_SEGMENTS,
+    UNWALKED_REMOTE_LISTS, ZERO_ON_FREE, ZERO_SIZE_SLOTS,
 };
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, link, set_link, try_link};
@@ -38,22 +38,63 @@ pub use guard::{
     segment_released, segment_taken, Released,
 };
 pub use large::{
-    drop_free as large_drop_free, set_state as large_set_state, slots_made as large_slots_made,
-    warm as large_warm,
+    drop_free as large_drop_free, pick as pick_large_slot, slots_made as large_slots_made, warm as large_warm,
 };
 pub use order::{batch, build_free_list, shuffle};
 pub use quarantine::{Bounds as QuarantineBounds, Held as QuarantineHeld, Quarantine};
 pub use random::seed;
 #[cfg(test)]
 pub use random::{draws_between, shared_next, shared_state};
-pub use zero::{words_zero, zero_reused};
+pub use zero::zero_reused;
 pub use zero_size::{alloc as zero_size_alloc, free as zero_size_free, SLOT as ZERO_SIZE_SLOT};
+
+/// The guard layout a segment of `kind` leaves behind and looks for (see
+/// `meta::segment::Guards`): small and medium segments of the guard build
+/// have page guards; 0 is none.
+pub fn guard_layout(kind: crate::meta::segment::Kind) -> u8 {
+    use crate::meta::segment::Kind;
+    match kind {
+        Kind::Small | Kind::Medium if guard::ON => kind as u8 + 1,
+        _ => 0,
+    }
+}
+
+/// The rows of the statistics table this build's defences add.
+pub fn stats_sections() -> crate::stats::Sections {
+    crate::stats::Sections {
+        guards: guard::ON,
+        quarantine: quarantine::ON,
+    }
+}
 
 /// Whether `p` is one of the guard build's zero-size slots (never without
 /// it): the one test every entry point taking a pointer makes first.
 #[inline(always)]
 pub fn is_zero_size(p: *const u8) -> bool {
     zero_size::ON && zero_size::owns(p)
+}
+
+/// Large blocks: whether a freed one is sealed at once (`seal-freed-large`:
+/// inaccessible until its slot is taken again, and a live one open only
+/// as far as its request); if not, a freed slot is purged after the purge
+/// delay, as in the plain build (see `large`).
+#[inline(always)]
+pub const fn freed_large_sealed() -> bool {
+    large::SEAL
+}
+/// Large blocks: whether each slot of a segment of slots ends in a guard
+/// page, and the slack around them is guarded, made once with the segment
+/// (`guard-pages`): remaking a segment costs a kernel call per slot.
+#[inline(always)]
+pub const fn large_slots_guarded() -> bool {
+    guard::ON
+}
+/// Large and huge blocks handed out (fresh or reused) read zero, so
+/// `calloc` need not clear them: zero-on-free with `seal-freed-large`.
+/// Without the seals zero-on-free leaves them as the plain build does.
+#[inline(always)]
+pub const fn reused_large_zeroed() -> bool {
+    large::ZEROED
 }
 
 /// Whether a list of freed blocks is shuffled before reuse (see
@@ -253,9 +294,10 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
         error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
         return false;
     }
+    // Zero past its first word with zero-on-free: checked, fresh, or wiped.
     // SAFETY: `p` is a free block of `page` (this fn's contract), vetted
     // just above, with `padded(size) <= block_size`; `slot` is its slot.
-    unsafe { handed_out(page, p, slot, size) }
+    unsafe { handed_out(page, p, slot, size, true) }
 }
 
 /// A block that [`may_take`] passed, to be handed to [`taken`] once the
@@ -337,11 +379,11 @@ const fn small_trailers(bsize: usize) -> bool {
 /// (after reporting) if the bitmaps say it is live already.
 ///
 /// # Safety
-/// `p` must be a free block of `page`, vetted (in the zero-on-free build,
-/// zero past its first word), with `padded(size) <= block_size`, and
-/// `slot` the bytes of it the caller may use.
+/// `p` must be a free block of `page`, vetted, with `padded(size) <=
+/// block_size`, and `slot` the bytes of it the caller may use; with
+/// `zeroed` in the zero-on-free build, zero past its first word.
 #[inline(always)]
-unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: usize) -> bool {
+unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: usize, zeroed: bool) -> bool {
     // SAFETY: `p` is a block start of `page` (this fn's contract), in a
     // live segment that has the bitmaps when they are on.
     if double_free::ON && !unsafe { double_free::mark_live(p) } {
@@ -359,20 +401,20 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: us
         unsafe { (p as *mut usize).write(0) };
     }
     if canary::applies(page) {
-        // With zero-on-free the block is zero past its first word: checked
-        // by the caller, or fresh, or opened from a seal.
+        // With `zeroed` and zero-on-free the block is zero past its first
+        // word: checked by the caller, or fresh, or opened from a seal.
         // SAFETY: `slot` is the block being handed out, with room for the
         // canary (this fn's contract).
-        unsafe { slot.arm(size, zero::ON) };
+        unsafe { slot.arm(size, zero::ON && zeroed) };
     }
     true
 }
 
-/// A free large block of the guard build (a slot, see `large.rs`) is
-/// handed out for `size` bytes: what the request needs is opened (after
-/// checking that what stayed open while it was free is still zero), and
-/// it is marked live and its canary armed. False (after reporting) means
-/// it must not be handed out.
+/// A free large block (a slot, see `large.rs`) is handed out for `size`
+/// bytes: with `seal-freed-large`, what the request needs is opened (after
+/// checking that what stayed open while it was free is still zero); it is
+/// marked live and its canary armed. False (after reporting) means it must
+/// not be handed out.
 ///
 /// # Safety
 /// `p` must be a free block of the large `page`, just taken by the caller,
@@ -390,9 +432,10 @@ pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
     // SAFETY: `p` is a block of the in-use `page`, just taken and opened
     // for the request: its slot is what is open of it.
     let slot = unsafe { canary::Slot::of_block(page, p) };
+    // Zero past its first word only where zero-on-free zeroes large blocks.
     // SAFETY: `p` is a free block of `page` (this fn's contract), opened
     // for the request and vetted by `large::taken` just above.
-    unsafe { handed_out(page, p, slot, size) }
+    unsafe { handed_out(page, p, slot, size, large::ZEROED) }
 }
 
 /// Checks a block about to be freed and wipes it. False (after reporting)
@@ -513,15 +556,11 @@ unsafe fn on_free_big(page: *const Page, p: *mut u8) -> bool {
     if canary::applies(page) && unsafe { canary::check(page, p) }.is_none() {
         error::report(ErrorKind::BufferOverflow, p as usize, bsize);
     }
-    if d.guarded_large() {
-        // SAFETY: `p` is a live block of the large `page` (this fn's
-        // contract; the bitmaps, when on, found it live), freed once.
-        unsafe { large::freed(page, p) };
-    } else if zero::ON {
-        // SAFETY: `p` is a block of `bsize` bytes being freed (this fn's
-        // contract): all of it ours to write.
-        unsafe { core::ptr::write_bytes(p, 0, bsize) };
-    }
+    // A large block: not wiped, but sealed with `seal-freed-large`, else
+    // left to be purged after the delay (see `large`).
+    // SAFETY: `p` is a live block of the large `page` (this fn's contract;
+    // the bitmaps, when on, found it live), freed once.
+    unsafe { large::freed(page, p) };
     true
 }
 
@@ -635,9 +674,9 @@ unsafe fn check_emptied(page: *const Page) {
 /// use and it is not huge).
 #[inline(always)]
 pub unsafe fn leaving_quarantine(held: QuarantineHeld, whole: bool) -> bool {
-    // A guarded large block is sealed while free: nothing to read (and
-    // nothing a write could have reached).
-    if !zero::CHECK || (guard::ON && held.size() > crate::meta::constants::MEDIUM_OBJ_MAX) {
+    // A large block is not wiped at free: sealed while free (nothing a
+    // write could have reached), or left as it was (see `large`).
+    if !zero::CHECK || held.size() > crate::meta::constants::MEDIUM_OBJ_MAX {
         return true;
     }
     let (page, p, bsize) = (held.page, held.block, held.size());

@@ -30,7 +30,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use super::memory;
+use super::{memory, sys};
 
 const MADV_GUARD_INSTALL: libc::c_int = 102;
 const MADV_GUARD_REMOVE: libc::c_int = 103;
@@ -131,7 +131,7 @@ fn markers_work() -> bool {
     }
     // SAFETY: a private page of our own, unused.
     unsafe {
-        let ok = libc::madvise(p.cast(), ps, MADV_GUARD_INSTALL) == 0;
+        let ok = sys::madvise(p.cast(), ps, MADV_GUARD_INSTALL);
         memory::unmap(p, ps);
         ok
     }
@@ -176,7 +176,7 @@ pub unsafe fn guard(p: *mut u8, len: usize) -> Guarded {
         // Installing markers only drops the range's pages.
         // SAFETY: `[p, p + len)` is page-aligned, mapped private memory
         // whose contents nobody needs (this fn's contract).
-        if unsafe { libc::madvise(p.cast(), len, MADV_GUARD_INSTALL) } == 0 {
+        if unsafe { sys::madvise(p.cast(), len, MADV_GUARD_INSTALL) } {
             MARKERS_MADE.fetch_add(1, Ordering::Relaxed);
             return Guarded::Marker;
         }
@@ -250,7 +250,7 @@ pub unsafe fn mark(p: *mut u8, len: usize) -> bool {
     // Installing markers only drops the range's pages.
     // SAFETY: `[p, p + len)` is page-aligned, mapped private memory whose
     // contents nobody needs (this fn's contract, as `guard`'s).
-    let made = unsafe { libc::madvise(p.cast(), len, MADV_GUARD_INSTALL) } == 0;
+    let made = unsafe { sys::madvise(p.cast(), len, MADV_GUARD_INSTALL) };
     if made {
         MARKERS_MADE.fetch_add(1, Ordering::Relaxed);
     }
@@ -267,7 +267,7 @@ pub unsafe fn unmark(p: *mut u8, len: usize) -> bool {
     MARKER_CALLS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: `[p, p + len)` is page-aligned memory this process mapped
     // (this fn's contract); removing markers touches no other page.
-    unsafe { libc::madvise(p.cast(), len, MADV_GUARD_REMOVE) == 0 }
+    unsafe { sys::madvise(p.cast(), len, MADV_GUARD_REMOVE) }
 }
 
 /// Makes `[p, p + len)` accessible again, whichever way (if any) it was
@@ -284,7 +284,7 @@ pub unsafe fn unguard(p: *mut u8, len: usize) -> bool {
         MARKER_CALLS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `[p, p + len)` is page-aligned memory this process
         // mapped (this fn's contract); no other page is touched.
-        unsafe { libc::madvise(p.cast(), len, MADV_GUARD_REMOVE) };
+        unsafe { sys::madvise(p.cast(), len, MADV_GUARD_REMOVE) };
         if !ANY_PROTECTED.load(Ordering::Relaxed) {
             return true;
         }
@@ -372,22 +372,12 @@ fn read_number(path: &core::ffi::CStr) -> Option<usize> {
 /// Reads a file through a stack buffer, handing each chunk to `f`. None if
 /// it cannot be opened.
 fn for_each_chunk(path: &core::ffi::CStr, mut f: impl FnMut(&[u8])) -> Option<()> {
-    // SAFETY: a null-terminated path; the descriptor is closed below.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return None;
-    }
+    let fd = sys::open_read(path)?;
     let mut buf = [0u8; 4096];
-    loop {
-        // SAFETY: `buf` is writable for its whole length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        f(&buf[..n as usize]);
+    while let Ok(n @ 1..) = sys::read(fd, &mut buf) {
+        f(&buf[..n.min(buf.len())]);
     }
-    // SAFETY: `fd` was opened above and is not used again.
-    unsafe { libc::close(fd) };
+    sys::close(fd);
     Some(())
 }
 

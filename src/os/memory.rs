@@ -3,6 +3,8 @@
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use super::sys;
+
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 /// `mprotect` calls, and purges with the bytes they returned: counted
@@ -36,8 +38,7 @@ pub fn page_size() -> usize {
     if cached != 0 {
         return cached;
     }
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let raw = sys::sysconf(libc::_SC_PAGESIZE);
     let size = if raw > 0 && (raw as usize).is_power_of_two() {
         raw as usize
     } else {
@@ -63,7 +64,7 @@ pub fn map_at_hint(size: usize, hint: usize) -> *mut u8 {
     // SAFETY: an anonymous private mapping without MAP_FIXED cannot alias
     // any existing Rust object; the kernel picks a fresh range.
     let p = unsafe {
-        libc::mmap(
+        sys::mmap(
             hint as *mut libc::c_void,
             size,
             libc::PROT_READ | libc::PROT_WRITE,
@@ -138,7 +139,7 @@ pub unsafe fn advise_huge_pages(p: *mut u8, size: usize) {
     // SAFETY: the caller guarantees the range is ours; the advice does not
     // change its contents.
     unsafe {
-        libc::madvise(p.cast(), size, libc::MADV_HUGEPAGE);
+        sys::madvise(p.cast(), size, libc::MADV_HUGEPAGE);
     }
 }
 
@@ -160,7 +161,7 @@ pub unsafe fn protect(p: *mut u8, size: usize, accessible: bool) -> bool {
     // range as it was: a guard that is missing, never memory that is.
     // SAFETY: the caller guarantees the range is ours and unused while
     // inaccessible.
-    unsafe { libc::mprotect(p.cast(), size, prot) == 0 }
+    unsafe { sys::mprotect(p.cast(), size, prot) }
 }
 
 /// Returns a mapping (or the part of one) to the OS.
@@ -169,9 +170,11 @@ pub unsafe fn protect(p: *mut u8, size: usize, accessible: bool) -> bool {
 /// - `[p, p+size)` must be memory this process mapped and nothing may use it
 ///   afterwards.
 pub unsafe fn unmap(p: *mut u8, size: usize) {
+    // A failure (a split past the mapping limit) leaves the range mapped:
+    // address space kept, never memory in use lost.
     // SAFETY: the caller guarantees the range is ours and dead.
     unsafe {
-        libc::munmap(p.cast(), size);
+        sys::munmap(p.cast(), size);
     }
 }
 
@@ -185,7 +188,7 @@ pub unsafe fn purge(p: *mut u8, size: usize) {
     // SAFETY: the caller guarantees the range is ours and its contents dead;
     // MADV_DONTNEED on a private anonymous mapping only drops pages.
     unsafe {
-        libc::madvise(p.cast(), size, libc::MADV_DONTNEED);
+        sys::madvise(p.cast(), size, libc::MADV_DONTNEED);
     }
     PURGES.fetch_add(1, Ordering::Relaxed);
     PURGED_BYTES.fetch_add(size as u64, Ordering::Relaxed);
@@ -202,7 +205,7 @@ pub unsafe fn residency(p: *mut u8, len: usize, vec: &mut [u8]) -> bool {
     }
     // SAFETY: the range is page-aligned memory this process mapped (this
     // fn's contract); `vec` has a byte for each of its pages.
-    unsafe { libc::mincore(p.cast(), len, vec.as_mut_ptr()) == 0 }
+    unsafe { sys::mincore(p.cast(), len, vec) }
 }
 
 /// Maps `size` bytes at an address `p` such that `p + offset` is a multiple

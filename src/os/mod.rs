@@ -4,13 +4,16 @@
 //! everything above is memory arithmetic.
 //!
 //! Each function here is a thin, allocation-free wrapper: failures are
-//! reported as null pointers or `false`, never as panics.
+//! reported as null pointers or `false`, never as panics, and never
+//! through `errno`, which every call leaves as it found it: all calls to
+//! the C library go through `sys.rs`, which keeps it.
 
 mod guard;
 pub mod lock;
 mod memory;
 mod process;
 mod random;
+mod sys;
 mod thread;
 mod time;
 pub mod tls;

@@ -6,6 +6,8 @@
 /// fallback here: the caller decides what a missing seed means.
 pub fn random_u64() -> Option<u64> {
     let mut bytes = [0u8; 8];
-    getrandom::getrandom(&mut bytes).ok()?;
+    if !super::sys::fill_random(&mut bytes) {
+        return None;
+    }
     Some(u64::from_ne_bytes(bytes))
 }

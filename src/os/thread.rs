@@ -6,32 +6,27 @@
 //! allocates (through calloc) only for keys past the first 32, a case the
 //! caller tolerates because it sets the thread's heap before calling it.
 
+use super::sys;
+
 /// A non-zero number naming the calling thread among the live threads of
 /// this process (its `pthread_self`, the address of its thread control
 /// block). After `fork` the child's one thread keeps the forking thread's
 /// token. Cheap: a load from the thread pointer, no system call.
 #[inline]
 pub fn thread_token() -> usize {
-    // SAFETY: pthread_self has no preconditions and cannot fail.
-    unsafe { libc::pthread_self() as usize }
+    sys::pthread_self()
 }
 
 /// Creates a key whose destructor is `dtor`. Returns `None` if the process
 /// ran out of keys.
 pub fn thread_key_create(dtor: unsafe extern "C" fn(*mut libc::c_void)) -> Option<libc::pthread_key_t> {
-    let mut key: libc::pthread_key_t = 0;
-    // SAFETY: `key` is a valid out-pointer and `dtor` is a valid function.
-    let rc = unsafe { libc::pthread_key_create(&mut key, Some(dtor)) };
-    (rc == 0).then_some(key)
+    sys::pthread_key_create(dtor)
 }
 
 /// Sets this thread's value for `key`, so the destructor runs at its exit
 /// (only for non-null values).
 pub fn thread_key_set(key: libc::pthread_key_t, value: *mut libc::c_void) {
-    // SAFETY: `key` came from pthread_key_create; the value is opaque to libc.
-    unsafe {
-        libc::pthread_setspecific(key, value);
-    }
+    sys::pthread_setspecific(key, value);
 }
 
 /// Has `child` run in the child process after every `fork` (not after
@@ -39,6 +34,5 @@ pub fn thread_key_set(key: libc::pthread_key_t, value: *mut libc::c_void) {
 /// allocate). No prepare or parent handler: see `crate::core::fork` for why.
 /// Returns false if libc refused (out of memory).
 pub fn at_fork_child(child: unsafe extern "C" fn()) -> bool {
-    // SAFETY: `child` is a plain function valid for the process's life.
-    unsafe { libc::pthread_atfork(None, None, Some(child)) == 0 }
+    sys::pthread_atfork_child(child)
 }

@@ -10,14 +10,7 @@ static LAST: AtomicU64 = AtomicU64::new(0);
 /// slow-path-heavy benchmark (docs/PERFORMANCE.md). Its resolution is one
 /// kernel tick, ample for purge delays of the default's order.
 pub fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
-    }
+    let ts = super::sys::clock_gettime(libc::CLOCK_MONOTONIC_COARSE);
     let now = (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000;
     // Stored only when it moved (once a tick), so threads reading the
     // clock do not keep writing one shared cache line.

@@ -1,19 +1,28 @@
 //! The C side of the benchmark: C workloads (bench/c/*.c) and real programs
-//! run under `LD_PRELOAD` with fortalloc's C library (plain and secure),
+//! run under `LD_PRELOAD` with fortalloc's C library (plain and the
+//! presets `secure` and `secure-max`),
 //! Debian's libmimalloc (2.0), libjemalloc and libtcmalloc_minimal
 //! (gperftools), mimalloc 2.3 built here from the C sources the
 //! `libmimalloc-sys` crate vendors (plain and with `MI_SECURE=4`), and
 //! with no preload (glibc), interleaved run by run. C workloads are
-//! compared with mimalloc and with mimalloc-secure, real programs with
-//! glibc.
+//! compared with mimalloc and with mimalloc-secure (with the presets'
+//! verdicts against the targets), real programs with glibc; the
+//! latency workload also gets a table of per-call percentiles.
 //!
 //! cargo run --release -p fortalloc-bench --bin cbench [-- --quick | --runs N]
+//!     [--only JOB,JOB] [--libs LIB,LIB]
+//!
+//! `--only` keeps the named jobs (e.g. `latency,skewed-mass`), `--libs` the named allocators
+//! (e.g. `fortalloc,fortalloc-secure,mimalloc-secure`; `system` is glibc).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use fortalloc_bench::cbench::{build_launcher, parse_maxrss_kb, render, run_cc, Cell, Job, Lib};
+use fortalloc_bench::cbench::{
+    build_capi, build_launcher, build_mimalloc, compile, parse_maxrss_kb, render, Cell, Job, Lib,
+};
+use fortalloc_bench::latency;
 
 const DEBIAN_LIBS: &str = "/usr/lib/x86_64-linux-gnu";
 
@@ -27,6 +36,17 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 3 } else { 5 });
     let scale = if quick { "0.3" } else { "1" };
+    let list = |flag: &str| -> Option<Vec<String>> {
+        let i = args.iter().position(|a| a == flag)?;
+        Some(
+            args.get(i + 1)?
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
+        )
+    };
+    let only_jobs = list("--only");
+    let only_libs = list("--libs");
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out_dir = root.join("target/bench/c");
@@ -35,8 +55,18 @@ fn main() {
     // Every program runs under the launcher, which reports its peak RSS (see measure).
     let launcher = out_dir.join("launch");
     build_launcher(&root.join("bench/c/launch.c"), &launcher);
-    let libs = libraries(&root, &launcher);
-    let jobs = jobs(&root, &out_dir, scale);
+    let mut libs = libraries(&root, &launcher);
+    let mut jobs = jobs(&root, &out_dir, scale);
+    if let Some(names) = &only_libs {
+        libs.retain(|l| names.iter().any(|n| n == l.name));
+    }
+    if let Some(names) = &only_jobs {
+        jobs.retain(|j| names.iter().any(|n| n == j.name));
+    }
+    if libs.is_empty() || jobs.is_empty() {
+        eprintln!("cbench: no allocator or no job left to run (see --libs and --only)");
+        std::process::exit(2);
+    }
     let mut cells: Vec<Vec<Cell>> = vec![vec![Cell::default(); libs.len()]; jobs.len()];
     let mut expected: Vec<Option<Vec<u8>>> = vec![None; jobs.len()];
 
@@ -52,6 +82,12 @@ fn main() {
                 let cell = &mut cells[j][l];
                 if !ok {
                     cell.failed = true;
+                }
+                if job.latency {
+                    match latency::parse(&String::from_utf8_lossy(&stdout)) {
+                        Some(l) => cell.latency.push(l),
+                        None => cell.failed = true,
+                    }
                 }
                 if job.compare_output {
                     match &expected[j] {
@@ -77,28 +113,13 @@ fn main() {
 /// `malloc` to a program started through `launcher`, as the measured ones are.
 fn libraries(root: &Path, launcher: &Path) -> Vec<Lib> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .current_dir(root)
-        .args(["build", "--release", "-p", "fortalloc-capi"])
-        .status();
-    if !status.is_ok_and(|s| s.success()) {
-        eprintln!("cbench: building libfortalloc.so failed");
-    }
-    let status = Command::new(&cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "fortalloc-capi",
-            "--features",
-            "secure",
-            "--target-dir",
-            "target/secure",
-        ])
-        .status();
-    if !status.is_ok_and(|s| s.success()) {
-        eprintln!("cbench: building the secure libfortalloc.so failed");
+    // Each preset in its own target directory, so the three libraries exist side by side.
+    for (features, dir) in [
+        (&[][..], None),
+        (&["secure".to_string()][..], Some("target/secure")),
+        (&["secure-max".to_string()][..], Some("target/secure-max")),
+    ] {
+        build_capi(&cargo, root, features, dir);
     }
     let c_dir = root.join("target/bench/c");
     let mimalloc_23 = build_mimalloc(&cargo, root, &c_dir.join("libmimalloc-2.3.so"), &[]);
@@ -149,6 +170,11 @@ fn libraries(root: &Path, launcher: &Path) -> Vec<Lib> {
             Some(root.join("target/secure/release/libfortalloc.so")),
             "secure/release/libfortalloc",
         ),
+        (
+            "fortalloc-secure-max",
+            Some(root.join("target/secure-max/release/libfortalloc.so")),
+            "secure-max/release/libfortalloc",
+        ),
         ("mimalloc", Some(debian("libmimalloc.so.2")), "libmimalloc.so"),
         ("mimalloc-2.3", mimalloc_23, "libmimalloc-2.3"),
         ("mimalloc-secure", mimalloc_secure, "libmimalloc-secure"),
@@ -187,71 +213,6 @@ fn libraries(root: &Path, launcher: &Path) -> Vec<Lib> {
         .collect()
 }
 
-/// Builds mimalloc 2.x as a preloadable library from the C sources that
-/// the `libmimalloc-sys` crate (a dependency of the Rust benchmark's
-/// mimalloc workers) vendors, with `defines` added (`-DMI_SECURE=4` for
-/// its secure mode, which Debian's package does not have). None if the
-/// sources cannot be found or do not build.
-fn build_mimalloc(cargo: &str, root: &Path, out: &Path, defines: &[&str]) -> Option<PathBuf> {
-    let find = || -> Option<PathBuf> {
-        let home = std::env::var_os("CARGO_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-        let registry = home.join("registry/src");
-        let mut found: Vec<PathBuf> = std::fs::read_dir(registry)
-            .ok()?
-            .flatten()
-            .flat_map(|index| std::fs::read_dir(index.path()).into_iter().flatten().flatten())
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("libmimalloc-sys-"))
-            })
-            .map(|p| p.join("c_src/mimalloc/v2"))
-            .filter(|p| p.join("src/static.c").exists())
-            .collect();
-        found.sort();
-        found.pop()
-    };
-    let src = find().or_else(|| {
-        // The sources arrive with the crate; fetch it if this machine never
-        // built the Rust benchmark's mimalloc workers.
-        let _ = Command::new(cargo).current_dir(root).arg("fetch").status();
-        find()
-    });
-    let Some(src) = src else {
-        eprintln!(
-            "cbench: libmimalloc-sys sources not found: {} left out",
-            out.display()
-        );
-        return None;
-    };
-    if out.exists() {
-        return Some(out.to_path_buf());
-    }
-    let built = Command::new("cc")
-        .args(["-O3", "-shared", "-fPIC", "-DNDEBUG", "-DMI_MALLOC_OVERRIDE"])
-        .args(defines)
-        .arg(format!("-I{}", src.join("include").display()))
-        .arg("-o")
-        .arg(out)
-        .arg(src.join("src/static.c"))
-        .arg("-lpthread")
-        .status();
-    if built.is_ok_and(|s| s.success()) {
-        Some(out.to_path_buf())
-    } else {
-        eprintln!("cbench: building {} failed", out.display());
-        None
-    }
-}
-
-fn compile(src: &Path, exe: &Path) {
-    let mut cmd = Command::new("cc");
-    cmd.args(["-O2", "-pthread", "-o"]).arg(exe).arg(src).arg("-ldl");
-    run_cc(cmd, src);
-}
-
 fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
     let mut jobs = Vec::new();
     for (name, file, extra) in [
@@ -269,6 +230,8 @@ fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
         ("thread-churn", "thread_churn", None),
         ("skewed-mass", "skewed_mass", None),
         ("large-churn", "large_churn", None),
+        ("big-blocks", "big_blocks", None),
+        ("latency", "latency", None),
     ] {
         let exe = out.join(file);
         compile(&root.join("bench/c").join(format!("{file}.c")), &exe);
@@ -279,6 +242,7 @@ fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
             program: false,
             argv,
             compare_output: false,
+            latency: file == "latency",
             dir: out.to_path_buf(),
         });
     }
@@ -334,6 +298,7 @@ fn jobs(root: &Path, out: &Path, scale: &str) -> Vec<Job> {
             program: true,
             argv,
             compare_output: true,
+            latency: false,
             dir: out.to_path_buf(),
         });
     }

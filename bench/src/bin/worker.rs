@@ -1,6 +1,7 @@
 //! The worker: runs one workload under the global allocator chosen by its `alloc-*` feature
-//! and prints `time_ns=<n> peak_rss_kb=<n>` on stdout. Exits 2 on bad arguments and 3 when the
-//! workload finds its data corrupted.
+//! and prints `time_ns=<n> peak_rss_kb=<n>` on stdout (the latency workload adds its
+//! percentiles on a second line: see `fortalloc_bench::latency`). Exits 2 on bad arguments and
+//! 3 when the workload finds its data corrupted.
 //!
 //! Usage: `worker <workload> <scale>`, `worker --which` (prints the allocator's name), or
 //! `worker --selftest-corruption` (overwrites a block's stamp: must exit 3, as the tests check).
@@ -10,11 +11,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use fortalloc_bench::block::Block;
+use fortalloc_bench::latency;
 use fortalloc_bench::rss::{minor_faults, peak_rss_kb};
 use fortalloc_bench::workloads;
 
 const SELECTED: usize = cfg!(feature = "alloc-fortalloc") as usize
     + cfg!(feature = "alloc-fortalloc-secure") as usize
+    + cfg!(feature = "alloc-fortalloc-secure-max") as usize
     + cfg!(feature = "alloc-system") as usize
     + cfg!(feature = "alloc-mimalloc") as usize
     + cfg!(feature = "alloc-mimalloc-v2") as usize
@@ -26,13 +29,19 @@ const _: () = assert!(
     "enable at most one alloc-* feature of fortalloc-bench"
 );
 
-#[cfg(any(feature = "alloc-fortalloc", feature = "alloc-fortalloc-secure"))]
+#[cfg(any(
+    feature = "alloc-fortalloc",
+    feature = "alloc-fortalloc-secure",
+    feature = "alloc-fortalloc-secure-max"
+))]
 #[global_allocator]
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 #[cfg(feature = "alloc-fortalloc")]
 const ALLOCATOR: &str = "fortalloc";
 #[cfg(feature = "alloc-fortalloc-secure")]
 const ALLOCATOR: &str = "fortalloc-secure";
+#[cfg(feature = "alloc-fortalloc-secure-max")]
+const ALLOCATOR: &str = "fortalloc-secure-max";
 
 #[cfg(feature = "alloc-system")]
 #[global_allocator]
@@ -42,6 +51,7 @@ static GLOBAL: std::alloc::System = std::alloc::System;
     not(any(
         feature = "alloc-fortalloc",
         feature = "alloc-fortalloc-secure",
+        feature = "alloc-fortalloc-secure-max",
         feature = "alloc-mimalloc",
         feature = "alloc-mimalloc-v2",
         feature = "alloc-mimalloc-secure",
@@ -120,6 +130,10 @@ fn main() -> ExitCode {
                 peak_rss_kb(),
                 minor_faults()
             );
+            // A latency workload's percentiles, on a line of their own.
+            if let Some(latency) = latency::take_report() {
+                println!("{}", latency.line(latency::Clock::NAME));
+            }
             ExitCode::SUCCESS
         }
         _ => usage(),

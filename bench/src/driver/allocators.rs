@@ -25,7 +25,12 @@ pub static ALL: &[Allocator] = &[
     Allocator {
         name: "fortalloc-secure",
         feature: "alloc-fortalloc-secure",
-        about: "this crate, feature secure (every hardening defence)",
+        about: "this crate, feature secure (the recommended hardened preset)",
+    },
+    Allocator {
+        name: "fortalloc-secure-max",
+        feature: "alloc-fortalloc-secure-max",
+        about: "this crate, feature secure-max (every hardening defence)",
     },
     Allocator {
         name: "system",

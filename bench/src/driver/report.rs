@@ -7,12 +7,15 @@ use super::allocators::{REFERENCE, SECOND_REFERENCE};
 use super::cli::Options;
 use super::runner::{Outcome, Sample};
 use super::stats::{geomean, median};
+use crate::latency::{self, Judged, Latency};
 
 /// The medians of one workload under one allocator.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cell {
     pub time_ms: f64,
     pub rss_mib: f64,
+    /// A latency workload's percentiles, each the median over runs.
+    pub latency: Option<Latency>,
 }
 
 /// What a summary row compares: time or peak RSS.
@@ -85,15 +88,27 @@ fn cell(samples: &[Sample], workload: &str, allocator: &str) -> Result<Cell, usi
         .iter()
         .filter(|s| matches!(s.outcome, Outcome::Failed(_)))
         .count();
-    let (times, rss): (Vec<f64>, Vec<f64>) = mine
-        .iter()
-        .filter_map(|s| match s.outcome {
-            Outcome::Ok { time_ns, peak_rss_kb } => Some((time_ns as f64 / 1e6, peak_rss_kb as f64 / 1024.0)),
-            Outcome::Failed(_) => None,
-        })
-        .unzip();
+    let mut times = Vec::new();
+    let mut rss = Vec::new();
+    let mut latencies = Vec::new();
+    for s in &mine {
+        if let Outcome::Ok {
+            time_ns,
+            peak_rss_kb,
+            latency,
+        } = s.outcome
+        {
+            times.push(time_ns as f64 / 1e6);
+            rss.push(peak_rss_kb as f64 / 1024.0);
+            latencies.extend(latency);
+        }
+    }
     match (failed, median(&times), median(&rss)) {
-        (0, Some(time_ms), Some(rss_mib)) => Ok(Cell { time_ms, rss_mib }),
+        (0, Some(time_ms), Some(rss_mib)) => Ok(Cell {
+            time_ms,
+            rss_mib,
+            latency: Latency::median_of(&latencies),
+        }),
         _ => Err(failed),
     }
 }
@@ -219,18 +234,51 @@ pub fn render(grid: &Grid, options: &Options, left_out: &[(&str, String)]) -> St
             .collect();
         let _ = writeln!(out, "| **{label}** | {} |", row.join(" | "));
     }
+    for (row, workload) in grid.workloads.iter().enumerate() {
+        let rows: Vec<(&str, Option<Latency>)> = grid
+            .allocators
+            .iter()
+            .enumerate()
+            .map(|(column, name)| (*name, grid.get(row, column).and_then(|c| c.latency)))
+            .collect();
+        if rows.iter().any(|(_, l)| l.is_some()) {
+            let _ = writeln!(out);
+            out.push_str(&latency::render(
+                workload,
+                &rows,
+                LATENCY_REFERENCE,
+                &LATENCY_JUDGED,
+            ));
+        }
+    }
     for (name, why) in left_out {
         let _ = writeln!(out, "\nLeft out: {name}: {why}");
     }
     out
 }
 
+/// The allocator the hardened presets' latency percentiles are compared with.
+pub const LATENCY_REFERENCE: &str = "mimalloc-secure";
+/// The presets compared with it: `secure`'s p99 and p99.9 must be at most mimalloc-secure's.
+pub const LATENCY_JUDGED: [Judged<'static>; 2] = [
+    Judged {
+        name: "fortalloc-secure",
+        target: Some(1.0),
+    },
+    Judged {
+        name: "fortalloc-secure-max",
+        target: None,
+    },
+];
+
 /// The raw samples as CSV: `run,workload,allocator,time_ns,peak_rss_kb,status`.
 pub fn csv(samples: &[Sample]) -> String {
     let mut out = String::from("run,workload,allocator,time_ns,peak_rss_kb,status\n");
     for s in samples {
         let _ = match &s.outcome {
-            Outcome::Ok { time_ns, peak_rss_kb } => {
+            Outcome::Ok {
+                time_ns, peak_rss_kb, ..
+            } => {
                 writeln!(
                     out,
                     "{},{},{},{time_ns},{peak_rss_kb},ok",
@@ -262,6 +310,7 @@ mod tests {
         let outcome = Outcome::Ok {
             time_ns: ms * 1_000_000,
             peak_rss_kb: kb,
+            latency: None,
         };
         Sample {
             run,
@@ -291,7 +340,8 @@ mod tests {
             grid.cells[0][0],
             Ok(Cell {
                 time_ms: 11.0,
-                rss_mib: 1.0
+                rss_mib: 1.0,
+                latency: None
             })
         );
         assert_eq!(grid.cells[0][2], Err(1));

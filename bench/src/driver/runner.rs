@@ -8,11 +8,17 @@ use std::time::{Duration, Instant};
 
 use super::cli::Options;
 use super::compile::Worker;
+use crate::latency::{self, Latency};
 
 /// What one worker run gave.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Ok { time_ns: u64, peak_rss_kb: u64 },
+    Ok {
+        time_ns: u64,
+        peak_rss_kb: u64,
+        /// The percentiles a latency workload reports.
+        latency: Option<Latency>,
+    },
     Failed(String),
 }
 
@@ -95,7 +101,7 @@ pub fn run_one(worker: &Worker, workload: &str, scale: &str, timeout: Duration) 
     parse_report(&stdout, worker.allocator.name)
 }
 
-/// Parses `time_ns=<n> peak_rss_kb=<n> alloc=<name>`.
+/// Parses `time_ns=<n> peak_rss_kb=<n> alloc=<name>`, and a latency line if there is one.
 pub fn parse_report(stdout: &str, expected_allocator: &str) -> Outcome {
     let mut time_ns = None;
     let mut peak_rss_kb = None;
@@ -110,9 +116,11 @@ pub fn parse_report(stdout: &str, expected_allocator: &str) -> Outcome {
         }
     }
     match (time_ns, peak_rss_kb, allocator) {
-        (Some(time_ns), Some(peak_rss_kb), Some(a)) if a == expected_allocator => {
-            Outcome::Ok { time_ns, peak_rss_kb }
-        }
+        (Some(time_ns), Some(peak_rss_kb), Some(a)) if a == expected_allocator => Outcome::Ok {
+            time_ns,
+            peak_rss_kb,
+            latency: latency::parse(stdout),
+        },
         (_, _, Some(a)) if a != expected_allocator => Outcome::Failed(format!(
             "worker ran allocator {a:?}, expected {expected_allocator:?}"
         )),
@@ -130,9 +138,20 @@ mod tests {
             parse_report("time_ns=1500 peak_rss_kb=2048 alloc=system\n", "system"),
             Outcome::Ok {
                 time_ns: 1500,
-                peak_rss_kb: 2048
+                peak_rss_kb: 2048,
+                latency: None
             }
         );
+        let with_latency = "time_ns=9 peak_rss_kb=8 minflt=1 alloc=system\n\
+            latency clock=rdtsc timer_ns=20 malloc_ns=40,90,300,2000,9000 free_ns=30,80,200,1000,5000\n";
+        match parse_report(with_latency, "system") {
+            Outcome::Ok {
+                time_ns: 9,
+                latency: Some(l),
+                ..
+            } => assert_eq!((l.malloc[2], l.free[4]), (300.0, 5000.0)),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             parse_report("time_ns=1 peak_rss_kb=2 alloc=jemalloc", "system"),
             Outcome::Failed(_)

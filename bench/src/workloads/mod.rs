@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 mod big_blocks;
 mod cache_scratch;
 mod larson;
+mod latency;
 mod mixed_churn;
 mod prodcons;
 mod realloc_vec;
@@ -91,6 +92,11 @@ pub static ALL: &[Workload] = &[
         name: "rust-service",
         about: rust_service::ABOUT,
         run: rust_service::run,
+    },
+    Workload {
+        name: "latency",
+        about: latency::ABOUT,
+        run: latency::run,
     },
 ];
 

@@ -143,6 +143,13 @@ int main(int argc, char **argv) {
         for (int i = 100000; i < 100000 + 8192; i++) ((volatile char *)p)[i] = 'A';
         puts("no fault");
         return 0;
+    } else if (!strcmp(c, "overflow-large-to-slot-end")) {
+        /* Past the class's slack, which only secure-max seals: the guard
+         * page that ends the block's slot. */
+        char *p = malloc(100000); puts("writing"); fflush(stdout);
+        for (int i = 100000; i < 100000 + 25000 + 8192; i++) ((volatile char *)p)[i] = 'A';
+        puts("no fault");
+        return 0;
     } else if (!strcmp(c, "overflow-small-linear")) {
         /* A fresh size class: its page holds this one block first. */
         char *p = malloc(7000); puts("writing"); fflush(stdout);
