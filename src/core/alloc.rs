@@ -187,9 +187,9 @@ pub(crate) fn aligned(size: usize, align: usize, zero: bool) -> *mut u8 {
     // Past the small sizes any block will do, without `aligned_slow`'s
     // class lookup (every C malloc over 1 KiB).
     let p = match request_size(size, align) {
-        Some(req) if size <= SMALL_SIZE_MAX && SMALL_STAYS_SMALL => {
-            // SAFETY: without padding, `req <= SMALL_SIZE_MAX` (see the
-            // constant); the compiler could not see it through the mask.
+        Some(req) if size <= SMALL_SIZE_MAX && (SMALL_STAYS_SMALL || req <= SMALL_SIZE_MAX) => {
+            // SAFETY: `req <= SMALL_SIZE_MAX`, checked or, without padding,
+            // known (see the constant): the compiler cannot see it.
             unsafe { malloc_small(req, size) }
         }
         Some(req) => malloc_block(req, size),
@@ -213,7 +213,6 @@ pub fn malloc_aligned_fast(size: usize, align: usize) -> *mut u8 {
     if !align.is_power_of_two()
         || align > SIZE_ALIGN_MAX
         || size > SMALL_SIZE_MAX
-        || !SMALL_STAYS_SMALL
         || (harden::ZERO_SIZE_SLOTS && size == 0)
     {
         return ptr::null_mut();
@@ -221,9 +220,13 @@ pub fn malloc_aligned_fast(size: usize, align: usize) -> *mut u8 {
     let Some(req) = request_size(size, align.max(MIN_ALIGN)) else {
         return ptr::null_mut();
     };
+    // Padding can take the last small sizes past the direct table.
+    if !SMALL_STAYS_SMALL && req > SMALL_SIZE_MAX {
+        return ptr::null_mut();
+    }
     let heap = thread::heap();
-    // SAFETY: `req <= SMALL_SIZE_MAX` per `SMALL_STAYS_SMALL`, so the
-    // index is in bounds; the heap is this thread's or the empty one.
+    // SAFETY: `req <= SMALL_SIZE_MAX` (see `SMALL_STAYS_SMALL`, or just
+    // checked) bounds the index; the heap is this thread's or the empty one.
     unsafe { pop_direct(heap, req, size) }
 }
 
@@ -236,19 +239,29 @@ pub fn malloc_aligned_fast(size: usize, align: usize) -> *mut u8 {
 #[inline(always)]
 unsafe fn pop_direct(heap: *mut heap::Heap, req: usize, size: usize) -> *mut u8 {
     // The heap is this thread's, or the static empty one (no free blocks).
+    // Whatever the hardened checks refuse stays on its list for the slow
+    // path, which reports it: nothing here calls out.
     // SAFETY: `wsize_of(req) <= SMALL_WSIZE_MAX` (per the caller) bounds
-    // the index; a non-null `free` is a free block of a page we own.
+    // the index; a non-null `free` is a free block of a small page we own.
     unsafe {
         let page = *(*heap).direct.get_unchecked(wsize_of(req));
-        if !(*page).free.is_null() {
-            let p = heap::pop_block(page);
-            if harden::on_alloc(page, p, size) {
-                stats::bump(&(*heap).counters.mallocs);
-                return p;
-            }
+        let p = (*page).free;
+        if p.is_null() {
+            return ptr::null_mut();
         }
+        let Some(next) = harden::try_link(page, p) else {
+            return ptr::null_mut();
+        };
+        let Some(vetted) = harden::may_take(page, p as *mut u8) else {
+            return ptr::null_mut();
+        };
+        let owned = page::Owned::new(page);
+        owned.set_free(next);
+        owned.taken();
+        harden::taken(vetted, size);
+        stats::bump(&(*heap).counters.mallocs);
+        p as *mut u8
     }
-    ptr::null_mut()
 }
 
 /// A small request rounded up to SIZE_ALIGN_MAX is still small: true

@@ -471,6 +471,7 @@ unsafe fn retire(heap: *mut Heap, page: *mut Page) {
 unsafe fn release_page(heap: *mut Heap, page: *mut Page) {
     // SAFETY: owner access per the caller.
     unsafe {
+        harden::page_emptied(page);
         page_queue::remove(heap, page_queue::queue_index(page), page);
         segment::page_free(heap, page);
     }
@@ -672,6 +673,7 @@ pub unsafe fn adopt_page(heap: *mut Heap, page: *mut Page) -> bool {
         page::set_delayed(page, NO_DELAYED_FREE, true);
         page::collect(page, true);
         if (*page).used == 0 {
+            harden::page_emptied(page);
             return false;
         }
         page_queue::push_front(heap, (*page).bin as usize, page);

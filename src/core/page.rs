@@ -344,7 +344,7 @@ unsafe fn collect_thread_free(page: *mut Page) {
     // shuffled (see `collect`): walking it would chase pointers through
     // blocks last touched on another core, one cache miss after another.
     if harden::UNWALKED_REMOTE_LISTS {
-        if p.free().is_null() && !harden::shuffle_remote_lists() {
+        if p.free().is_null() && !harden::shuffle_freed_lists() {
             // SAFETY: the swapped-out list is the page's free blocks.
             unsafe { p.set_free(head) };
             p.set_free_zero(false);
@@ -369,8 +369,9 @@ unsafe fn collect_thread_free(page: *mut Page) {
 }
 
 /// Folds `thread_free` and `local_free` back into `free` when `free` is empty
-/// (or always, with `force`). The hardened build shuffles what it folds
-/// (see `harden::shuffle`).
+/// (or always, with `force`). The `random-order` build shuffles what it
+/// folds, unless a quarantine already made its order random (see
+/// `harden::shuffle_freed_lists`).
 ///
 /// # Safety
 /// `page` must be in use and owned by the calling thread, its `heap` set
@@ -386,7 +387,7 @@ pub unsafe fn collect(page: *mut Page, force: bool) {
     if local.is_null() || !(force || p.free().is_null()) {
         return;
     }
-    let (head, tail) = if harden::RANDOM {
+    let (head, tail) = if harden::shuffle_freed_lists() {
         // SAFETY: `local` is a list of the page's free blocks; no other
         // reference to the generator is alive.
         let (head, tail, _) = unsafe { harden::shuffle(page, local, p.rng()) };

@@ -47,12 +47,46 @@ unsafe fn key(page: *const Page) -> usize {
     unsafe { (*page).keys[1] }
 }
 
+/// The trailer byte of the slot that ends at `end`, under `key`: the top
+/// byte of a multiply of the keyed address, so every bit of both reaches
+/// it and one slot's trailer tells nothing of its neighbour's without the
+/// key. Its top bit is set, so a write of a NUL or ASCII byte always
+/// shows (others 1 time in 128).
+#[inline(always)]
+fn trailer_at(key: usize, end: usize) -> u8 {
+    (((end ^ key) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8 | 0x80
+}
+
+/// Bytes checked after the request: up to 8, before the tail.
+const CANARY_BYTES: usize = 8;
+
+/// The 8-byte window of a slot of `bsize` bytes holding the canary bytes
+/// of a request of `size` (`[size, end)` with `end` up to 8 bytes on and
+/// before the tail), as its offset and the mask of the canary bytes in it
+/// (little-endian). The window ends at `end`, or in an 8-byte slot covers
+/// the slot whole; no divide.
+#[inline(always)]
+fn window(size: usize, bsize: usize) -> (usize, u64) {
+    if bsize >= 16 {
+        // The window ends where the canary does, `CANARY_BYTES` past the
+        // request or at the tail: `size - at` is 0 to 7, as the request
+        // leaves at least one canary byte before the tail.
+        let at = size.min(bsize - 4 - CANARY_BYTES);
+        (at, u64::MAX << ((size - at) * 8))
+    } else {
+        // An 8-byte slot: `[size, bsize - 4)` within its first 4 bytes.
+        (0, (u64::MAX << (size * 8)) & (u64::MAX >> ((4 + 8 - bsize) * 8)))
+    }
+}
+
 /// The `bsize` bytes of one block's slot at `start`, with its page's key:
 /// the one place that turns a slot into the addresses of its trailer, its
 /// tail and its canary bytes. Making one reads only the key; what may be
-/// read or written in the slot is each accessor's obligation.
+/// read or written in the slot is each accessor's obligation. Held in
+/// registers by the hooks, so each event computes the key, the trailer
+/// and the window once.
 #[derive(Clone, Copy)]
-struct Slot {
+pub struct Slot {
     start: *mut u8,
     bsize: usize,
     key: usize,
@@ -61,9 +95,11 @@ struct Slot {
 impl Slot {
     /// # Safety
     /// `page` must be a readable descriptor, and `[start, start + bsize)`
-    /// a slot of its page with `bsize >= 8`.
+    /// a slot of its page with `bsize >= 8`, of which the caller may use
+    /// all `bsize` bytes (not a large block of the guard build sealed past
+    /// its request: see [`Slot::of_block`]).
     #[inline(always)]
-    unsafe fn new(page: *const Page, start: *mut u8, bsize: usize) -> Slot {
+    pub unsafe fn new(page: *const Page, start: *mut u8, bsize: usize) -> Slot {
         Slot {
             start,
             bsize,
@@ -77,25 +113,29 @@ impl Slot {
     /// # Safety
     /// `p` must be a live (or just taken) block of the in-use `page`.
     #[inline(always)]
-    unsafe fn of_block(page: *const Page, p: *mut u8) -> Slot {
+    pub unsafe fn of_block(page: *const Page, p: *mut u8) -> Slot {
         // SAFETY: `p` is a block of the in-use `page` (this fn's contract),
         // which `block_usable` needs; the bytes it counts are `p`'s slot.
         unsafe { Slot::new(page, p, super::block_usable(page, p)) }
     }
 
-    /// The address one past the slot's last byte.
+    /// The slot's first byte.
     #[inline(always)]
-    fn end(self) -> usize {
-        self.start as usize + self.bsize
+    pub fn start(self) -> *mut u8 {
+        self.start
     }
 
-    /// The trailer byte this slot must end in: top bit set, so a write of
-    /// a NUL or ASCII byte always shows (others 1 time in 128).
+    /// The trailer byte this slot must end in.
     #[inline(always)]
-    fn trailer(self) -> u8 {
-        (((self.key ^ self.end().wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u64 ^ 0x3c3c_3c3c_3c3c_3c3c) >> 56)
-            as u8
-            | 0x80
+    pub fn trailer(self) -> u8 {
+        trailer_at(self.key, self.start as usize + self.bsize)
+    }
+
+    /// The trailer byte the slot right below this one must end in (the
+    /// page's slots are all `bsize` bytes).
+    #[inline(always)]
+    fn trailer_below(self) -> u8 {
+        trailer_at(self.key, self.start as usize)
     }
 
     /// The 8 canary bytes at offset `at` of the slot, as a little-endian
@@ -107,9 +147,8 @@ impl Slot {
     /// tests that write one); other bytes match 1 time in 128.
     #[inline(always)]
     fn canary_word(self, at: usize) -> u64 {
-        ((self.key as u64) ^ 0x5a5a_5a5a_5a5a_5a5a)
+        ((self.key as u64) | 0x8080_8080_8080_8080)
             .rotate_right((((self.start as usize + at) & 7) * 8) as u32)
-            | 0x8080_8080_8080_8080
     }
 
     /// The tail word for a request `delta` bytes short of the slot: the
@@ -143,21 +182,129 @@ impl Slot {
     fn tail(self) -> *mut u32 {
         self.at(self.bsize - 4)
     }
+
+    /// Whether the slot still ends in its trailer.
+    ///
+    /// # Safety
+    /// The slot's last byte must be readable.
+    #[inline(always)]
+    pub unsafe fn trailer_intact(self) -> bool {
+        // SAFETY: the slot's last byte is readable (this fn's contract).
+        unsafe { *self.last_byte() == self.trailer() }
+    }
+
+    /// Writes the slot's trailer.
+    ///
+    /// # Safety
+    /// The slot's last byte must be the caller's to write.
+    #[inline(always)]
+    pub unsafe fn set_trailer(self) {
+        // SAFETY: the slot's last byte is the caller's (this fn's contract).
+        unsafe { *self.last_byte() = self.trailer() };
+    }
+
+    /// Whether the slot right below this one, in the same page, still ends
+    /// in its trailer; if not, it is written again (a slot's trailer byte
+    /// is the allocator's, live or free), so an error handler hears of the
+    /// underflow once.
+    ///
+    /// # Safety
+    /// A slot of `bsize` bytes of the same page must lie right below this
+    /// one.
+    #[inline(always)]
+    pub unsafe fn below_intact_or_mend(self) -> bool {
+        let t = self.trailer_below();
+        let below = self.start.wrapping_sub(1);
+        // SAFETY: `below` is the last byte of the slot below, in the same
+        // page (this fn's contract), whose trailer byte is the allocator's.
+        unsafe {
+            if *below == t {
+                return true;
+            }
+            *below = t;
+        }
+        false
+    }
+
+    /// Writes the slot's last word as zero but for its trailer, in one
+    /// store (the trailer byte never changes, even for a moment: the owner
+    /// of the block above may be reading it from another thread).
+    ///
+    /// # Safety
+    /// The slot's last word must be the caller's to write, and `bsize` a
+    /// multiple of 8 of at least 16.
+    #[inline(always)]
+    pub unsafe fn set_last_word_trailer(self) {
+        let word = (self.trailer() as u64) << 56;
+        // SAFETY: the slot's last word is the caller's to write (this fn's
+        // contract), 8-aligned as slots and `bsize` are multiples of 8.
+        unsafe { core::ptr::write_volatile(self.last_word(), word) };
+    }
+
+    /// Arms the canary of a block handed out for `size` bytes: the canary
+    /// bytes after the request and the tail (which also writes the
+    /// trailer again). With `zeroed` the block is zero past its first
+    /// word, and the canary word is written without being read: a read
+    /// first would map the kernel's shared zero page where the block's
+    /// last OS page was never touched, and the write just after would
+    /// fault again and flush the TLB of every CPU the process runs on.
+    ///
+    /// # Safety
+    /// The slot must be a live block, the caller's to write, with
+    /// `size + EXTRA <= bsize`; with `zeroed`, zero past its first word.
+    #[inline(always)]
+    pub unsafe fn arm(self, size: usize, zeroed: bool) {
+        let (at, mask) = window(size, self.bsize);
+        // The caller's bytes are written back as they were, or are zero.
+        let kept = if zeroed {
+            0
+        } else {
+            // SAFETY: the window lies inside the block (see `window`),
+            // which is the caller's (this fn's contract).
+            unsafe { self.at::<u64>(at).read_unaligned() & !mask }
+        };
+        // SAFETY: as for the read: inside the block, and only the canary
+        // bytes in `[size, bsize - 4)` change.
+        unsafe {
+            self.at::<u64>(at)
+                .write_unaligned(kept | (self.canary_word(at) & mask))
+        };
+        // SAFETY: `size + EXTRA <= bsize` (this fn's contract) leaves the
+        // block's last 4 bytes to the tail.
+        unsafe { self.tail().write_unaligned(self.tail_word(self.bsize - size)) };
+    }
+
+    /// The requested size of the live block in the slot, if its canary
+    /// (and the size its tail records) is intact.
+    ///
+    /// # Safety
+    /// The slot must be a live block armed by [`Slot::arm`].
+    #[inline(always)]
+    pub unsafe fn check(self) -> Option<usize> {
+        // SAFETY: the tail is the block's last 4 bytes, readable as the block
+        // is live (this fn's contract).
+        let tail = unsafe { self.tail().read_unaligned() };
+        let delta = ((tail ^ self.key as u32) & 0x00ff_ffff) as usize;
+        // The trailer (the top byte) is checked apart: `trailer_intact`.
+        if !(EXTRA..=self.bsize).contains(&delta) {
+            return None;
+        }
+        let size = self.bsize - delta;
+        let (at, mask) = window(size, self.bsize);
+        // SAFETY: the window lies inside the live block (see `window`).
+        let w = unsafe { self.at::<u64>(at).read_unaligned() };
+        ((w ^ self.canary_word(at)) & mask == 0).then_some(size)
+    }
 }
 
-/// Whether the slot of `bsize` bytes at `slot` still ends in its trailer.
-///
-/// # Safety
-/// `[slot, slot + bsize)` must be a readable slot of `page`'s page, `page`
-/// a readable descriptor and `bsize >= 8`.
+/// The bytes of a block of `bsize` bytes armed for a request of `size`
+/// that its owner, or an overflow the canary did not catch, can have
+/// changed, short of the slot's last word: the request and its canary
+/// bytes, rounded up to a word. The rest up to the last word is slack that
+/// was zero when the block was handed out (see `zero-on-free`).
 #[inline(always)]
-pub unsafe fn trailer_intact(page: *const Page, slot: *const u8, bsize: usize) -> bool {
-    // SAFETY: `page` is readable and the slot one of its page's (this fn's
-    // contract).
-    let s = unsafe { Slot::new(page, slot as *mut u8, bsize) };
-    // SAFETY: the slot is readable (this fn's contract) and its last byte
-    // inside it.
-    unsafe { *s.last_byte() == s.trailer() }
+pub fn written_below_last_word(size: usize, bsize: usize) -> usize {
+    ((size + CANARY_BYTES + 7) & !7).min(bsize - 8)
 }
 
 /// Writes the trailer of the slot of `bsize` bytes at `slot`.
@@ -167,51 +314,9 @@ pub unsafe fn trailer_intact(page: *const Page, slot: *const u8, bsize: usize) -
 /// is the caller's to write, `page` a readable descriptor and `bsize >= 8`.
 #[inline(always)]
 pub unsafe fn set_trailer(page: *const Page, slot: *mut u8, bsize: usize) {
-    // SAFETY: `page` is readable and the slot one of its page's (this fn's
-    // contract).
-    let s = unsafe { Slot::new(page, slot, bsize) };
-    // SAFETY: the slot's last byte is the caller's to write (this fn's
-    // contract).
-    unsafe { *s.last_byte() = s.trailer() };
-}
-
-/// Writes the last word of the slot of `bsize` bytes at `slot` as zero
-/// but for its trailer, in one store (the trailer byte never changes).
-///
-/// # Safety
-/// `[slot, slot + bsize)` must be a slot of `page`'s page whose last word
-/// is the caller's to write, `page` a readable descriptor and `bsize` a
-/// multiple of 8 of at least 16.
-#[inline(always)]
-pub unsafe fn set_last_word_trailer(page: *const Page, slot: *mut u8, bsize: usize) {
-    // SAFETY: `page` is readable and the slot one of its page's (this fn's
-    // contract).
-    let s = unsafe { Slot::new(page, slot, bsize) };
-    let word = (s.trailer() as u64) << 56;
-    // SAFETY: the slot's last word is the caller's to write (this fn's
-    // contract), 8-aligned as slots and `bsize` are multiples of 8.
-    unsafe { core::ptr::write_volatile(s.last_word(), word) };
-}
-
-/// Bytes checked after the request: up to 8, before the tail.
-const CANARY_BYTES: usize = 8;
-
-#[inline(always)]
-fn canary_end(size: usize, bsize: usize) -> usize {
-    (size + CANARY_BYTES).min(bsize - 4)
-}
-
-/// The 8-byte window of a block holding its canary bytes `[size, end)`,
-/// as its offset and the mask of the canary bytes in it (little-endian).
-/// Blocks are at least 8 bytes, so the window always fits: it ends at
-/// `end`, or covers the block's first 8 bytes when `end` is smaller.
-#[inline(always)]
-fn window(size: usize, end: usize) -> (usize, u64) {
-    let at = end.max(8) - 8;
-    let hi = end - at;
-    let upto = if hi == 8 { u64::MAX } else { (1u64 << (hi * 8)) - 1 };
-    let below = (1u64 << ((size - at) * 8)) - 1;
-    (at, upto & !below)
+    // SAFETY: `page` is readable and the slot one of its page's, its last
+    // byte the caller's (this fn's contract).
+    unsafe { Slot::new(page, slot, bsize).set_trailer() }
 }
 
 /// Writes the canary of a block of `page` handed out for `size` bytes.
@@ -220,47 +325,9 @@ fn window(size: usize, end: usize) -> (usize, u64) {
 /// `p` must be a live block of the in-use `page`, the caller's to write,
 /// with `size + EXTRA <= bsize`.
 pub unsafe fn write(page: *const Page, p: *mut u8, size: usize) {
-    // SAFETY: `arm`'s contract with `keep` true is this fn's.
-    unsafe { arm(page, p, size, true) }
-}
-
-/// [`write()`] for a block being handed out whose bytes are all zero past
-/// its first word, which the caller may find zeroed too (`zero-on-free`
-/// hands out only such blocks). The canary word is written without being
-/// read: a read first would map the kernel's shared zero page where the
-/// block's last OS page was never touched, and the write just after would
-/// fault again and flush the TLB of every CPU the process runs on.
-///
-/// # Safety
-/// As for [`write()`], and the block must be zero past its first word.
-pub unsafe fn write_zeroed(page: *const Page, p: *mut u8, size: usize) {
-    // SAFETY: `arm`'s contract with `keep` false is this fn's: the block
-    // is zero past its first word, which is the caller's to clear.
-    unsafe { arm(page, p, size, false) }
-}
-
-/// # Safety
-/// As for [`write()`]; with `keep` false, the block must also be zero past
-/// its first word.
-#[inline(always)]
-unsafe fn arm(page: *const Page, p: *mut u8, size: usize, keep: bool) {
-    // SAFETY: `p` is a live block of the in-use `page` (this fn's contract).
-    let s = unsafe { Slot::of_block(page, p) };
-    let (at, mask) = window(size, canary_end(size, s.bsize));
-    // The caller's bytes are written back as they were, or are zero.
-    let kept = if keep {
-        // SAFETY: the window lies inside the block (see `window`), which
-        // is the caller's (this fn's contract).
-        unsafe { s.at::<u64>(at).read_unaligned() & !mask }
-    } else {
-        0
-    };
-    // SAFETY: as for the read: inside the block, and only the canary bytes
-    // in `[size, bsize - 4)` change.
-    unsafe { s.at::<u64>(at).write_unaligned(kept | (s.canary_word(at) & mask)) };
-    // SAFETY: `size + EXTRA <= bsize` (this fn's contract) leaves the
-    // block's last 4 bytes to the tail.
-    unsafe { s.tail().write_unaligned(s.tail_word(s.bsize - size)) };
+    // SAFETY: `p` is a live block of the in-use `page`, the caller's, with
+    // room for the canary (this fn's contract).
+    unsafe { Slot::of_block(page, p).arm(size, false) }
 }
 
 /// The requested size of a block of `page`, if its canary is intact.
@@ -268,21 +335,9 @@ unsafe fn arm(page: *const Page, p: *mut u8, size: usize, keep: bool) {
 /// # Safety
 /// `p` must be a live block of the in-use `page`, written by [`write()`].
 pub unsafe fn check(page: *const Page, p: *mut u8) -> Option<usize> {
-    // SAFETY: `p` is a live block of the in-use `page` (this fn's contract).
-    let s = unsafe { Slot::of_block(page, p) };
-    // SAFETY: the tail is the block's last 4 bytes, readable as the block
-    // is live (this fn's contract).
-    let tail = unsafe { s.tail().read_unaligned() };
-    let delta = ((tail ^ s.key as u32) & 0x00ff_ffff) as usize;
-    // The trailer (the top byte) is checked apart: `trailer_intact`.
-    if !(EXTRA..=s.bsize).contains(&delta) {
-        return None;
-    }
-    let size = s.bsize - delta;
-    let (at, mask) = window(size, canary_end(size, s.bsize));
-    // SAFETY: the window lies inside the live block (see `window`).
-    let w = unsafe { s.at::<u64>(at).read_unaligned() };
-    ((w ^ s.canary_word(at)) & mask == 0).then_some(size)
+    // SAFETY: `p` is a live, armed block of the in-use `page` (this fn's
+    // contract).
+    unsafe { Slot::of_block(page, p).check() }
 }
 
 // Only the canary build has the bytes `EXTRA` reserves for it.
@@ -306,7 +361,7 @@ mod tests {
                     let z = zeroed[shift..].as_mut_ptr();
                     // SAFETY: `z` has `bsize` bytes of `zeroed`, all zero.
                     unsafe {
-                        write_zeroed(&page, z, size);
+                        Slot::of_block(&page, z).arm(size, true);
                         assert_eq!(check(&page, z), Some(size), "zeroed: bsize {bsize} size {size}");
                     }
                     assert!(zeroed[shift..shift + size].iter().all(|&b| b == 0), "zeroed kept");
@@ -322,7 +377,7 @@ mod tests {
                         mem[shift..shift + size].iter().all(|&b| b == 0x5a),
                         "caller bytes kept"
                     );
-                    let end = canary_end(size, bsize);
+                    let end = (size + CANARY_BYTES).min(bsize - 4);
                     for i in size..end {
                         let mut bad = mem;
                         bad[shift + i] ^= 0x01;

@@ -105,6 +105,28 @@ pub unsafe fn decode_next(page: *const Page, raw: usize, at: *mut Block) -> *mut
     }
 }
 
+/// The block after `at` on its free list, decoded and checked as by
+/// [`link`], or None where [`link`] would report a corrupted list: for a
+/// fast path that leaves the reporting to its slow path, which reads the
+/// same link again.
+///
+/// # Safety
+/// As for [`link`].
+#[inline(always)]
+pub unsafe fn try_link(page: *const Page, at: *mut Block) -> Option<*mut Block> {
+    // SAFETY: `at` is a free block of the in-use `page` (this fn's
+    // contract), so its first word holds a link the allocator wrote.
+    let raw = unsafe { (*at).next };
+    if !ON {
+        return Some(raw as *mut Block);
+    }
+    // SAFETY: `page` is an in-use descriptor (this fn's contract).
+    let next = unsafe { decode_raw(page, raw, at) };
+    // SAFETY: as for `decode_raw`, as `is_block_start` needs.
+    let ok = next == 0 || unsafe { is_block_start(page, next.wrapping_sub((*page).page_start as usize)) };
+    ok.then_some(next as *mut Block)
+}
+
 /// Decodes a link of the heap's delayed list, read from `at` (a block of
 /// `page`): null, or a block start of any fortalloc page.
 ///

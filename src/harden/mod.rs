@@ -32,7 +32,7 @@ pub use catalogue::{
     UNWALKED_REMOTE_LISTS, ZERO_ON_FREE, ZERO_SIZE_SLOTS,
 };
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
-pub use encode::{decode_delayed, link, set_link};
+pub use encode::{decode_delayed, link, set_link, try_link};
 pub use guard::{
     arena_hint, grow_block, header_guard, open_block, page_guard, page_slot, pick as pick_slot,
     segment_released, segment_taken, Released,
@@ -98,13 +98,14 @@ pub const fn reused_large_zeroed() -> bool {
     large::ZEROED
 }
 
-/// Whether a list of blocks freed by other threads must go to
-/// `local_free`, which is shuffled before reuse, never straight to `free`:
-/// with `random-order`, unless a quarantine is in effect, whose random
-/// departures already made the order in which other threads' frees arrive
-/// a random one.
+/// Whether a list of freed blocks is shuffled before reuse (see
+/// `order::shuffle`), and a list other threads freed goes to `local_free`
+/// for it, never straight to `free`: with `random-order`, unless a
+/// quarantine is in effect, whose random departures already made the
+/// order in which blocks reach their page's lists, from this thread or
+/// any other, a random one.
 #[inline]
-pub fn shuffle_remote_lists() -> bool {
+pub fn shuffle_freed_lists() -> bool {
     order::ON && !(quarantine::ON && quarantine::in_effect())
 }
 /// The size to ask `huge::alloc` for, for a request of `size` bytes: room
@@ -210,12 +211,6 @@ impl Desc {
         guard::ON && !self.is_huge() && self.block_size() > crate::meta::constants::MEDIUM_OBJ_MAX
     }
 
-    /// The page holds large blocks (slots of `large.rs`).
-    #[inline(always)]
-    fn is_large(self) -> bool {
-        !self.is_huge() && self.block_size() > crate::meta::constants::MEDIUM_OBJ_MAX
-    }
-
     /// See [`trailers`].
     #[inline(always)]
     fn trailers(self) -> bool {
@@ -272,24 +267,26 @@ pub unsafe fn resizing(page: *const Page, p: *mut u8, size: usize) {
 /// block must not be handed out.
 ///
 /// # Safety
-/// `p` must be a block of the in-use `page`, just popped, with
-/// `padded(size) <= block_size`.
+/// `page` must be an in-use page of small or medium blocks and `p` a block
+/// of it, just popped, with `padded(size) <= block_size`.
 #[inline(always)]
 pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     if !CHECKS && !encode::ON {
         return true;
     }
     // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
-    let d = unsafe { Desc::new(page) };
-    if d.is_huge() {
-        return true;
-    }
-    let bsize = d.block_size();
-    let trailer = d.trailers();
-    if trailer {
-        // SAFETY: `p` is a block start of the in-use `page` (this fn's
-        // contract), whose slots have trailers.
-        unsafe { check_own_trailer(page, p, bsize) };
+    let bsize = unsafe { Desc::new(page) }.block_size();
+    // SAFETY: `p` is a block of the small or medium `page` (this fn's
+    // contract), all `bsize` bytes of it the allocator's while it is free.
+    let slot = unsafe { canary::Slot::new(page, p, bsize) };
+    let trailer = small_trailers(bsize);
+    // SAFETY: as for the slot: a free block of the page, ours to read, its
+    // trailer byte ours to mend.
+    if trailer && !unsafe { slot.trailer_intact() } {
+        // An underflow of the block after it, reported at that block.
+        error::report(ErrorKind::BufferUnderflow, p as usize + bsize, bsize);
+        // SAFETY: as above.
+        unsafe { slot.set_trailer() };
     }
     // With `trailer`, `bsize >= 16`.
     // SAFETY: `p` is a block of the in-use, non-huge `page`, just popped
@@ -300,8 +297,82 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     }
     // Zero past its first word with zero-on-free: checked, fresh, or wiped.
     // SAFETY: `p` is a free block of `page` (this fn's contract), vetted
-    // just above, with `padded(size) <= block_size`.
-    unsafe { handed_out(page, p, size, true) }
+    // just above, with `padded(size) <= block_size`; `slot` is its slot.
+    unsafe { handed_out(page, p, slot, size, true) }
+}
+
+/// A block that [`may_take`] passed, to be handed to [`taken`] once the
+/// caller has taken it off its list: its slot, whose key and trailer stay
+/// in registers from the checks to the arming.
+#[derive(Clone, Copy)]
+pub struct Vetted(canary::Slot);
+
+/// [`on_alloc`]'s checks for malloc's fast path, before the block is
+/// taken off its list: the block at the head of `page`'s free list, if it
+/// passes them, and then it is marked live. None means something is
+/// wrong and nothing was changed: the caller leaves the block where it is
+/// for the slow path, whose [`on_alloc`] reads it again and reports.
+/// Nothing here calls out, so the fast path needs no stack frame.
+///
+/// # Safety
+/// `page` must be an in-use page of small or medium blocks owned by the
+/// caller and `p` the head of its free list.
+#[inline(always)]
+pub unsafe fn may_take(page: *const Page, p: *mut u8) -> Option<Vetted> {
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    let bsize = unsafe { Desc::new(page) }.block_size();
+    // SAFETY: `p` is a free block of the small or medium `page` (this fn's
+    // contract): all of its slot ours to read.
+    let slot = unsafe { canary::Slot::new(page, p, bsize) };
+    if !CHECKS {
+        return Some(Vetted(slot));
+    }
+    let trailer = small_trailers(bsize);
+    // SAFETY: as for the slot; a block of the non-huge `page` with
+    // `bsize >= 16` where it has a trailer.
+    unsafe {
+        if trailer && !slot.trailer_intact() {
+            return None;
+        }
+        if zero::CHECK && !zero::fresh(page, p) && !zero::still_zero(page, p, bsize, trailer) {
+            return None;
+        }
+        // Live already: the bit stays as it was.
+        if double_free::ON && !double_free::mark_live(p) {
+            return None;
+        }
+    }
+    Some(Vetted(slot))
+}
+
+/// The rest of [`on_alloc`] for a block [`may_take`] passed, now taken:
+/// its first word is cleared and its canary armed for `size` bytes.
+///
+/// # Safety
+/// `block` must come from [`may_take`] for a block the caller then took,
+/// with `padded(size) <= block_size`.
+#[inline(always)]
+pub unsafe fn taken(block: Vetted, size: usize) {
+    let slot = block.0;
+    if encode::ON {
+        // See `handed_out`.
+        // SAFETY: the block is the caller's (this fn's contract), at least
+        // a word.
+        unsafe { (slot.start() as *mut usize).write(0) };
+    }
+    if canary::ON {
+        // SAFETY: the caller's block (vetted or fresh, so zero past its
+        // first word with zero-on-free), small or medium: all of it open.
+        unsafe { slot.arm(size, zero::ON) };
+    }
+}
+
+/// Small and medium slots of the canary build end in a trailer byte,
+/// live or free (see `canary`), so underflows show. Not 8-byte slots: a
+/// free one is all link.
+#[inline(always)]
+const fn small_trailers(bsize: usize) -> bool {
+    canary::ON && bsize >= 16
 }
 
 /// The last steps before a vetted block is handed out for `size` bytes:
@@ -310,10 +381,10 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
 ///
 /// # Safety
 /// `p` must be a free block of `page`, vetted, with `padded(size) <=
-/// block_size`; with `zeroed` in the zero-on-free build, zero past its
-/// first word.
+/// block_size`, and `slot` the bytes of it the caller may use; with
+/// `zeroed` in the zero-on-free build, zero past its first word.
 #[inline(always)]
-unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize, zeroed: bool) -> bool {
+unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: usize, zeroed: bool) -> bool {
     // SAFETY: `p` is a block start of `page` (this fn's contract), in a
     // live segment that has the bitmaps when they are on.
     if double_free::ON && !unsafe { double_free::mark_live(p) } {
@@ -331,17 +402,11 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, size: usize, zeroed: bool) -
         unsafe { (p as *mut usize).write(0) };
     }
     if canary::applies(page) {
-        if zero::ON && zeroed {
-            // Zero past its first word: checked by the caller, or
-            // fresh, or opened from a seal.
-            // SAFETY: `p` is a block of `page` being handed out, zero past
-            // its first word, with room for the canary (this fn's contract).
-            unsafe { canary::write_zeroed(page, p, size) };
-        } else {
-            // SAFETY: `p` is a block of `page` being handed out, with
-            // `padded(size) <= block_size` (this fn's contract).
-            unsafe { canary::write(page, p, size) };
-        }
+        // With `zeroed` and zero-on-free the block is zero past its first
+        // word: checked by the caller, or fresh, or opened from a seal.
+        // SAFETY: `slot` is the block being handed out, with room for the
+        // canary (this fn's contract).
+        unsafe { slot.arm(size, zero::ON && zeroed) };
     }
     true
 }
@@ -365,10 +430,13 @@ pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
         });
         return false;
     }
+    // SAFETY: `p` is a block of the in-use `page`, just taken and opened
+    // for the request: its slot is what is open of it.
+    let slot = unsafe { canary::Slot::of_block(page, p) };
     // Zero past its first word only where zero-on-free zeroes large blocks.
     // SAFETY: `p` is a free block of `page` (this fn's contract), opened
     // for the request and vetted by `large::taken` just above.
-    unsafe { handed_out(page, p, size, large::ZEROED) }
+    unsafe { handed_out(page, p, slot, size, large::ZEROED) }
 }
 
 /// Checks a block about to be freed and wipes it. False (after reporting)
@@ -381,6 +449,82 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
     if !CHECKS && !guard::ON {
         return true;
     }
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    let d = unsafe { Desc::new(page) };
+    let bsize = d.block_size();
+    if d.is_huge() || bsize > crate::meta::constants::MEDIUM_OBJ_MAX {
+        // SAFETY: as this fn's contract.
+        return unsafe { on_free_big(page, p) };
+    }
+    // SAFETY: `p` is a block start of the in-use `page` (this fn's
+    // contract), in a live segment that has the bitmaps when they are on.
+    if double_free::ON && !unsafe { double_free::mark_free(p) } {
+        error::report(ErrorKind::DoubleFree, p as usize, bsize);
+        return false;
+    }
+    if !canary::ON {
+        if zero::ON {
+            // SAFETY: a small or medium block of `bsize` bytes being freed
+            // (this fn's contract): 8-aligned, a multiple of 8 long.
+            unsafe { zero::wipe(p, bsize) };
+        }
+        return true;
+    }
+    // SAFETY: a live (per the bitmaps, when on) small or medium block of
+    // the in-use `page` (this fn's contract): all of its slot open.
+    let slot = unsafe { canary::Slot::new(page, p, bsize) };
+    // SAFETY: the block is live and was armed when handed out.
+    let size = unsafe { slot.check() };
+    if size.is_none() {
+        error::report(ErrorKind::BufferOverflow, p as usize, bsize);
+    }
+    if !small_trailers(bsize) {
+        if zero::ON {
+            // SAFETY: as in the canary-less case above.
+            unsafe { zero::wipe(p, bsize) };
+        }
+        return true;
+    }
+    // SAFETY: the slot is the live block's, its trailer byte the
+    // allocator's to mend.
+    if !unsafe { slot.trailer_intact() } {
+        // An underflow of the block after it, reported at that block.
+        error::report(ErrorKind::BufferUnderflow, p as usize + bsize, bsize);
+        // SAFETY: as above.
+        unsafe { slot.set_trailer() };
+    }
+    // SAFETY: `p` is a block start of the in-use `page` with trailers
+    // (this fn's contract, and `bsize >= 16`).
+    unsafe { check_below(d, slot, p, bsize) };
+    if zero::ON {
+        // The owner wrote at most its request, the canary guards the bytes
+        // after it, and the tail (in the last word) records its size: a
+        // write further on garbles one of them, and then the whole block
+        // is wiped. The slack in between was zero when it was handed out.
+        let len = match size {
+            Some(size) => canary::written_below_last_word(size, bsize),
+            None => bsize - 8,
+        };
+        // The slot's last word is written apart, in one store, so its
+        // trailer is never zero for a moment (the owner of the block above
+        // may be reading it from another thread).
+        // SAFETY: a block of `bsize >= 16` bytes being freed (this fn's
+        // contract), a multiple of 8, `len <= bsize - 8`: all of it ours.
+        unsafe {
+            zero::wipe(p, len);
+            slot.set_last_word_trailer();
+        }
+    }
+    true
+}
+
+/// [`on_free`] of a large or huge block.
+///
+/// # Safety
+/// `page` must be an in-use page of large blocks or a huge block's, and
+/// `p` a block start of it (it passed the free check).
+#[inline(never)]
+unsafe fn on_free_big(page: *const Page, p: *mut u8) -> bool {
     // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
     let d = unsafe { Desc::new(page) };
     // SAFETY: `p` is a block start of the in-use `page` (this fn's
@@ -413,36 +557,11 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
     if canary::applies(page) && unsafe { canary::check(page, p) }.is_none() {
         error::report(ErrorKind::BufferOverflow, p as usize, bsize);
     }
-    let trailer = d.trailers();
-    if trailer {
-        // SAFETY: `p` is a block start of the in-use `page` (this fn's
-        // contract), whose slots have trailers.
-        unsafe {
-            check_own_trailer(page, p, bsize);
-            check_below(page, p, bsize);
-        }
-    }
-    if d.is_large() {
-        // Not wiped: sealed with `seal-freed-large`, else left to be
-        // purged after the delay (see `large`).
-        // SAFETY: `p` is a live block of the large `page` (this fn's
-        // contract; the bitmaps, when on, found it live), freed once.
-        unsafe { large::freed(page, p) };
-    } else if zero::ON {
-        // With a trailer, `bsize` is a multiple of 8 of at least 16.
-        // SAFETY: `p` is a block of `bsize` bytes being freed (this fn's
-        // contract): all of it ours to write.
-        unsafe {
-            if trailer {
-                // Never zero for a moment: the owner of the block above
-                // may be reading it from another thread.
-                zero::wipe(p, bsize - 8);
-                canary::set_last_word_trailer(page, p, bsize);
-            } else {
-                zero::wipe(p, bsize);
-            }
-        }
-    }
+    // A large block: not wiped, but sealed with `seal-freed-large`, else
+    // left to be purged after the delay (see `large`).
+    // SAFETY: `p` is a live block of the large `page` (this fn's contract;
+    // the bitmaps, when on, found it live), freed once.
+    unsafe { large::freed(page, p) };
     true
 }
 
@@ -480,39 +599,64 @@ pub unsafe fn carved(page: *const Page, first: *mut u8, bsize: usize, count: usi
 /// mended, so an error handler hears of it once).
 ///
 /// # Safety
-/// `p` must be a block start of the in-use `page` with trailers.
+/// `p` must be a block start of the in-use page `d` describes, with
+/// trailers, and `slot` its slot of `bsize` bytes.
 #[inline(always)]
-unsafe fn check_below(page: *const Page, p: *mut u8, bsize: usize) {
-    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
-    if p as usize - unsafe { Desc::new(page) }.page_start() as usize >= bsize {
-        // A slot's trailer byte is the allocator's, live or free (see
-        // `canary`), so the one below may be mended.
-        // SAFETY: `p` is a block start `bsize` or more bytes into the in-use
-        // `page` (this fn's contract): the slot below is one of its slots.
-        unsafe {
-            let below = p.sub(bsize);
-            if !canary::trailer_intact(page, below, bsize) {
-                error::report(ErrorKind::BufferUnderflow, p as usize, bsize);
-                canary::set_trailer(page, below, bsize);
-            }
-        }
+unsafe fn check_below(d: Desc, slot: canary::Slot, p: *mut u8, bsize: usize) {
+    // SAFETY: a slot of the page lies below `p` when `p` is `bsize` or
+    // more bytes into it (this fn's contract: `p` is a block start).
+    if p as usize - d.page_start() as usize >= bsize && !unsafe { slot.below_intact_or_mend() } {
+        error::report(ErrorKind::BufferUnderflow, p as usize, bsize);
     }
 }
 
-/// Checks the trailer of block `p`'s own slot: changed, it is an underflow
-/// of the block after it, reported at that block's address (and mended).
+/// A page whose blocks are all free is about to be given back to its
+/// segment (released, or found empty when its segment is adopted): with
+/// `write-after-free-check`, every block of it that was freed is read back
+/// as zero, as it would have been when handed out again. Its memory is
+/// zeroed or purged before it is used again, which would erase a write
+/// after free to a block that never came round (a thread freeing the
+/// blocks of a size in turn empties its pages one after another).
 ///
 /// # Safety
-/// `p` must be a block start of the in-use `page` with trailers.
+/// `page` must be an in-use page, owned by the calling thread, with no
+/// block in use.
 #[inline(always)]
-unsafe fn check_own_trailer(page: *const Page, p: *mut u8, bsize: usize) {
-    // SAFETY: `p` is a block start of the in-use `page` (this fn's
-    // contract), so its slot is readable.
-    if !unsafe { canary::trailer_intact(page, p, bsize) } {
-        error::report(ErrorKind::BufferUnderflow, p as usize + bsize, bsize);
-        // SAFETY: a slot's trailer byte is the allocator's, live or free
-        // (see `canary`).
-        unsafe { canary::set_trailer(page, p, bsize) };
+pub unsafe fn page_emptied(page: *const Page) {
+    if zero::CHECK {
+        // SAFETY: as this fn's contract.
+        unsafe { check_emptied(page) };
+    }
+}
+
+/// [`page_emptied`]'s reads: each block the bitmaps do not call fresh
+/// (all of them without `double-free`).
+///
+/// # Safety
+/// As for [`page_emptied`].
+#[inline(never)]
+unsafe fn check_emptied(page: *const Page) {
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor;
+    // `capacity` is only changed by its owner, the calling thread.
+    let (d, count) = unsafe {
+        (
+            Desc::new(page),
+            (*page).capacity.load(core::sync::atomic::Ordering::Relaxed),
+        )
+    };
+    let bsize = d.block_size();
+    if d.is_huge() || bsize > crate::meta::constants::MEDIUM_OBJ_MAX {
+        return;
+    }
+    let trailer = small_trailers(bsize);
+    for i in 0..count as usize {
+        let p = d.page_start().wrapping_add(i * bsize);
+        // SAFETY: a carved, free block of the in-use small or medium `page`
+        // (this fn's contract): ours to read, `bsize >= 16` with a trailer.
+        let clean = unsafe { zero::fresh(page, p) || zero::still_zero(page, p, bsize, trailer) };
+        if !clean {
+            error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
+        }
     }
 }
 
@@ -576,8 +720,8 @@ pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
     }
     if d.trailers() {
         // SAFETY: `p` is a block start of the in-use `page` (this fn's
-        // contract), whose slots have trailers.
-        unsafe { check_below(page, p, bsize) };
+        // contract), whose slots have trailers and are open whole.
+        unsafe { check_below(d, canary::Slot::new(page, p, bsize), p, bsize) };
     }
     if canary::applies(page) {
         // A sealed block returned above: this one is open past its canary.
@@ -642,14 +786,34 @@ pub unsafe fn live_in_list(page: *const Page, at: *mut crate::meta::page::Block)
 }
 
 /// Re-arms the canary of a live block resized in place to `size` bytes.
+/// A small or medium block that shrank has what lay past its new size
+/// (the owner's old bytes, the old canary) zeroed with `zero-on-free`:
+/// its wipe at free reaches only as far as the request it then records.
 ///
 /// # Safety
-/// `p` must be a live block of `page` with `padded(size) <= block_size`.
+/// `p` must be a live block of the in-use `page` with `padded(size) <=
+/// block_size`, its canary still armed for its size before the resize.
 #[inline(always)]
 pub unsafe fn resized(page: *const Page, p: *mut u8, size: usize) {
-    if canary::applies(page) {
-        // SAFETY: `p` is a live block of `page` with `padded(size) <=
-        // block_size` (this fn's contract).
-        unsafe { canary::write(page, p, size) };
+    if !canary::applies(page) {
+        return;
     }
+    // SAFETY: `p` is a live block of the in-use `page` (this fn's
+    // contract).
+    let slot = unsafe { canary::Slot::of_block(page, p) };
+    // SAFETY: `page` is in use (this fn's contract), so a valid descriptor.
+    let d = unsafe { Desc::new(page) };
+    if zero::ON && !d.is_huge() && d.block_size() <= crate::meta::constants::MEDIUM_OBJ_MAX {
+        // SAFETY: the block is live and armed for its old size (this fn's
+        // contract).
+        if let Some(old) = unsafe { slot.check() }.filter(|&old| old > size) {
+            let end = canary::written_below_last_word(old, d.block_size());
+            // SAFETY: `[size, end)` lies in the live block, before its
+            // last word: the caller's.
+            unsafe { core::ptr::write_bytes(p.add(size), 0, end.max(size) - size) };
+        }
+    }
+    // SAFETY: `p` is a live block of `page`, the caller's, with
+    // `padded(size) <= block_size` (this fn's contract).
+    unsafe { slot.arm(size, false) };
 }

@@ -3,12 +3,12 @@
 //! Plain build: a page's fresh blocks are linked in address order (good for
 //! caches), and freed blocks are reused last-freed first. Hardened: each
 //! batch of fresh blocks is linked in a random permutation, and each list
-//! of blocks the owner freed is shuffled when the page takes it back for
-//! reuse; so the block a malloc returns cannot be predicted from the
-//! previous one or from the owner's last free. Lists freed by other
-//! threads are shuffled the same way unless a quarantine is in effect,
-//! whose random departures already decide their order (see
-//! `shuffle_remote_lists` and `page::collect_thread_free`).
+//! of freed blocks is shuffled when the page takes it back for reuse; so
+//! the block a malloc returns cannot be predicted from the previous one or
+//! from the owner's last free. Where a quarantine is in effect its random
+//! departures already decide the order in which freed blocks reach their
+//! page's lists, and the lists are taken back as they are (see
+//! `shuffle_freed_lists`, `page::collect` and `page::collect_thread_free`).
 //! Freed blocks are still reused before the page grows (growing instead,
 //! at random, cost every thread a page's worth of memory per size class
 //! and the time to fault it in).
