@@ -122,13 +122,14 @@ fn every_defence_has_a_row_and_secure_max_has_them_all() {
 
 /// What `cfg!` says of each defence in this build (the list must name
 /// every defence: checked above against the manifest).
-const IN_THIS_BUILD: [(&str, bool); 9] = [
+const IN_THIS_BUILD: [(&str, bool); 10] = [
     ("guard-pages", cfg!(feature = "guard-pages")),
     ("seal-freed-large", cfg!(feature = "seal-freed-large")),
     ("encoded-freelist", cfg!(feature = "encoded-freelist")),
     ("random-order", cfg!(feature = "random-order")),
     ("double-free", cfg!(feature = "double-free")),
     ("canary", cfg!(feature = "canary")),
+    ("underflow-trailers", cfg!(feature = "underflow-trailers")),
     ("zero-on-free", cfg!(feature = "zero-on-free")),
     ("write-after-free-check", cfg!(feature = "write-after-free-check")),
     ("quarantine", cfg!(feature = "quarantine")),

@@ -6,26 +6,28 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 /// The defences, each a feature of the `fortalloc` crate, in the order of the cumulative ladder.
-pub const DEFENCES: [&str; 9] = [
+pub const DEFENCES: [&str; 10] = [
     "guard-pages",
     "encoded-freelist",
     "random-order",
     "double-free",
     "canary",
     "quarantine",
+    "underflow-trailers",
     "zero-on-free",
     "write-after-free-check",
     "seal-freed-large",
 ];
 
 /// The cumulative ladder: each rung adds these defences to the one before (the first, to plain).
-/// With the sixth rung it holds every defence of `secure`, with the last every one of `secure-max`,
-/// so the marginal counts split both presets' cost by defence.
-pub const LADDER: [&[&str]; 7] = [
+/// With the fourth rung it holds every defence of `secure`, with the last every one of
+/// `secure-max`, so the marginal counts split both presets' cost by defence.
+pub const LADDER: [&[&str]; 8] = [
     &["guard-pages"],
     &["encoded-freelist", "random-order", "double-free"],
     &["canary"],
     &["quarantine"],
+    &["underflow-trailers"],
     &["zero-on-free"],
     &["write-after-free-check"],
     &["seal-freed-large"],

@@ -69,7 +69,7 @@ fn the_ladder_ends_at_both_presets_and_every_build_has_a_measured_base() {
         }
         other => panic!("{other:?}"),
     };
-    assert_eq!(features("up-to-zero-on-free"), features("secure"));
+    assert_eq!(features("up-to-quarantine"), features("secure"));
     assert_eq!(features("up-to-seal-freed-large"), features("secure-max"));
     for b in &all {
         if let Some(base) = &b.base {

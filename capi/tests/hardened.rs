@@ -193,9 +193,11 @@ fn freed_blocks_come_back_late_under_the_secure_library() {
 
 #[test]
 fn underflows() {
-    violation("underflow-1", "heap buffer underflow");
-    violation("underflow-16", "heap buffer underflow");
-    violation("underflow-16-below-free", "heap buffer underflow");
+    // `secure-max` only: `underflow-trailers` (SECURITY.md).
+    let lib = secure_max_library();
+    violation_in(&lib, "underflow-1", "heap buffer underflow");
+    violation_in(&lib, "underflow-16", "heap buffer underflow");
+    violation_in(&lib, "underflow-16-below-free", "heap buffer underflow");
 }
 
 /// `secure-max` only: `secure` wipes freed blocks but does not read them
@@ -337,7 +339,8 @@ fn freed_large_blocks_are_inaccessible() {
 #[test]
 fn a_dangling_reader_sees_zeros() {
     let exe = compile("cc", "violations.c", "violations");
-    let out = run(&exe, "dangling-read", &secure_library());
+    // `zero-on-free`: `secure-max` (SECURITY.md).
+    let out = run(&exe, "dangling-read", &secure_max_library());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.contains("zeroed"), "{stdout}");
     // The plain library leaves the old bytes (past the free-list link).

@@ -14,7 +14,8 @@
 //! the page key chosen by its address, so a run of equal bytes never
 //! matches.
 //!
-//! The trailer, the slot's last byte, is a keyed byte of its address alone,
+//! With `underflow-trailers`, the trailer, the slot's last byte, is a keyed
+//! byte of its address alone,
 //! whatever the slot holds: in small and medium pages every slot has it from
 //! when it is carved, live or free (zero-on-free keeps it), so a write that
 //! ends just before a block (an underflow of 1 byte or more) changes the
@@ -24,6 +25,10 @@
 use crate::meta::page::Page;
 
 pub const ON: bool = cfg!(feature = "canary");
+/// `underflow-trailers` (which turns `canary` on): small and medium slots
+/// end in their trailer byte.
+pub const TRAILERS: bool = cfg!(feature = "underflow-trailers");
+const _: () = assert!(!TRAILERS || ON);
 
 /// Bytes a block needs beyond the request: one canary byte and the tail.
 pub const EXTRA: usize = if ON { 5 } else { 0 };

@@ -21,17 +21,18 @@
 //!    header, after each small/medium page's blocks, between large slots,
 //!    on both sides of a huge block).
 //! 2. **A page is carved** (`batch`, `carved`, `build_free_list`):
-//!    `zero-on-free` zeroes reused memory, `canary` writes every slot's
-//!    trailer, `random-order` permutes the batch, `encoded-freelist`
+//!    `zero-on-free` zeroes reused memory, `underflow-trailers` writes
+//!    every slot's trailer, `random-order` permutes the batch, `encoded-freelist`
 //!    encodes the links it is threaded with.
 //! 3. **A block is handed out** (`on_alloc`, `large_taken`, `huge_taken`):
-//!    `canary` checks the slot trailers around it, `write-after-free-check`
+//!    `underflow-trailers` checks the slot trailers around it,
+//!    `write-after-free-check`
 //!    reads it back as zero, `double-free` marks it live (refusing a block
 //!    that is live already), `encoded-freelist` clears its link word,
 //!    `canary` arms the bytes after the request.
 //! 4. **A block is freed** (`on_free`, then the quarantine): `double-free`
 //!    marks it freed (a second free stops here), `canary` checks its
-//!    overflow bytes and the trailers around it, `seal-freed-large` seals a
+//!    overflow bytes and `underflow-trailers` the trailers around it, `seal-freed-large` seals a
 //!    large block whole (without it a large block is left to be purged
 //!    after the purge delay), `zero-on-free` wipes a small or medium one,
 //!    `quarantine` holds it; when it reaches a free list
@@ -39,9 +40,13 @@
 //! 5. **Blocks are reused** (a free list taken back, `shuffle`,
 //!    `leaving_quarantine`): `quarantine` lets blocks out at random,
 //!    `write-after-free-check` reads a leaving block's link word,
-//!    `random-order` shuffles a list before reuse.
+//!    `random-order` shuffles a list before reuse (not while a quarantine
+//!    is in effect: its random departures already decide the order).
 //!
-//! And **a span is released** (`segment_released`): `guard-pages` leaves
+//! And **a page is given back** (`page_emptied`), its blocks all free:
+//! `write-after-free-check` reads every block of it that was ever freed,
+//! since no later hand-out will. And **a span is released**
+//! (`segment_released`): `guard-pages` leaves
 //! a small or medium segment's page guards for the next segment of its
 //! kind; `seal-freed-large` makes a huge block's span, and a segment of
 //! large slots, inaccessible at once (without it they are left as they
@@ -83,15 +88,21 @@ pub const RANDOM_ORDER: bool = order::ON;
 pub const DOUBLE_FREE: bool = double_free::ON;
 
 /// `canary` — in both presets. Catches overflows of one byte or more past
-/// the requested size (checked at free and realloc) and small underflows
-/// (a keyed trailer at each slot's end). Costs a keyed write at malloc and
-/// a check at free, and 5 bytes per block, usually within the slack.
+/// the requested size (checked at free and realloc). Costs a keyed write at
+/// malloc and a check at free, and 5 bytes per block, usually within the
+/// slack.
 pub const CANARY: bool = canary::ON;
 
-/// `zero-on-free` — in both presets. A freed small or medium block is
+/// `underflow-trailers` — in `secure-max` only (turns on `canary`). Every
+/// small and medium slot ends in a keyed trailer byte, live or free, so a
+/// write just below a block is reported. Costs a keyed write per slot
+/// carved and a check of two trailers at each malloc and free.
+pub const UNDERFLOW_TRAILERS: bool = canary::TRAILERS;
+
+/// `zero-on-free` — in `secure-max` only. A freed small or medium block is
 /// wiped at once, so neither a dangling reader nor a new owner sees old
 /// bytes, and `calloc` need not clear it again. Costs a write of every
-/// freed byte.
+/// freed byte, and the page faults of pages its owner never touched.
 pub const ZERO_ON_FREE: bool = zero::ON;
 
 /// `write-after-free-check` — in `secure-max` only (turns on
@@ -109,19 +120,13 @@ pub const QUARANTINE: bool = quarantine::ON;
 /// Which preset this build is, by its defences: `"plain"`, `"secure"`,
 /// `"secure-max"`, or `"custom"` for any other set of features.
 pub const PRESET: &str = {
-    let secure = GUARD_PAGES
-        && ENCODED_FREELIST
-        && RANDOM_ORDER
-        && DOUBLE_FREE
-        && CANARY
-        && ZERO_ON_FREE
-        && QUARANTINE;
-    let extra = SEAL_FREED_LARGE || WRITE_AFTER_FREE_CHECK;
+    let secure = GUARD_PAGES && ENCODED_FREELIST && RANDOM_ORDER && DOUBLE_FREE && CANARY && QUARANTINE;
+    let extra = SEAL_FREED_LARGE || WRITE_AFTER_FREE_CHECK || UNDERFLOW_TRAILERS || ZERO_ON_FREE;
     if !HARDENED {
         "plain"
     } else if secure && !extra {
         "secure"
-    } else if secure && SEAL_FREED_LARGE && WRITE_AFTER_FREE_CHECK {
+    } else if secure && SEAL_FREED_LARGE && WRITE_AFTER_FREE_CHECK && UNDERFLOW_TRAILERS {
         "secure-max"
     } else {
         "custom"

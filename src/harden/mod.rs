@@ -214,7 +214,7 @@ impl Desc {
     /// See [`trailers`].
     #[inline(always)]
     fn trailers(self) -> bool {
-        canary::ON && {
+        canary::TRAILERS && {
             let bsize = self.block_size();
             !self.is_huge() && (16..=crate::meta::constants::MEDIUM_OBJ_MAX).contains(&bsize)
         }
@@ -367,12 +367,12 @@ pub unsafe fn taken(block: Vetted, size: usize) {
     }
 }
 
-/// Small and medium slots of the canary build end in a trailer byte,
-/// live or free (see `canary`), so underflows show. Not 8-byte slots: a
-/// free one is all link.
+/// Small and medium slots of the `underflow-trailers` build end in a
+/// trailer byte, live or free (see `canary`), so underflows show. Not
+/// 8-byte slots: a free one is all link.
 #[inline(always)]
 const fn small_trailers(bsize: usize) -> bool {
-    canary::ON && bsize >= 16
+    canary::TRAILERS && bsize >= 16
 }
 
 /// The last steps before a vetted block is handed out for `size` bytes:
