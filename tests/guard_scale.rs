@@ -5,6 +5,8 @@
 //! budget, and neither fortalloc's allocations nor the program's own
 //! `mmap` ever fail because of them. Each case runs in a child process
 //! (`common::child`), so its heap is its own.
+//!
+//! Presets: `secure` and `secure-max`.
 
 #![cfg(feature = "guard-pages")]
 

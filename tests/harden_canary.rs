@@ -3,6 +3,9 @@
 //! reallocated, or when its neighbour below is freed or handed out again;
 //! neighbours freed at once by two threads report nothing. Each violation
 //! runs in a child process.
+//!
+//! Presets: the overflow tests run under `secure` and `secure-max`; the
+//! underflow tests under `secure-max` (`underflow-trailers`).
 
 #![cfg(feature = "canary")]
 

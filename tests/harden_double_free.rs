@@ -3,6 +3,8 @@
 //! block), and `realloc` or `usable_size` of a freed block, each aborts
 //! with one line naming the address; a handler sees the report instead and
 //! the program carries on. Each violation runs in a child process.
+//!
+//! Presets: `secure` and `secure-max` both promise every case here.
 
 #![cfg(feature = "double-free")]
 

@@ -3,6 +3,9 @@
 //! every one-bit flip of a freed block's link is reported; the plain build
 //! follows a forged link, which is why the defence exists. The violations
 //! run in child processes.
+//!
+//! Presets: `secure` and `secure-max` refuse forged links; the one-bit
+//! flip sweeps need `secure-max` (`write-after-free-check`).
 
 // The tests of the defence, and the plain build's counterpart.
 #![cfg(any(

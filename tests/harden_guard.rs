@@ -6,6 +6,9 @@
 //! of the request, freed large and huge blocks are inaccessible at once,
 //! large blocks grown in place move their guard, and reused ones read zero
 //! however they were sealed. Each access runs in a child process.
+//!
+//! Presets: the guard tests run under `secure` and `secure-max`; the
+//! sealing tests under `secure-max` (`seal-freed-large`).
 
 #![cfg(feature = "guard-pages")]
 

@@ -3,6 +3,8 @@
 //! next owner. Each test asserts in every build: the plain build must fail
 //! the hardened thresholds. (A write to a quarantined block is the
 //! `zero-on-free` tests' concern.)
+//!
+//! Presets: `secure` and `secure-max` both hold freed blocks.
 
 mod common;
 mod hardened;

@@ -3,6 +3,8 @@
 //! are not reused last-freed-first or in freeing order, and the heap's
 //! layout differs from run to run with ASLR off. Each test asserts in
 //! every build: the plain build must fail the hardened thresholds.
+//!
+//! Presets: `secure` and `secure-max` both randomize.
 
 mod common;
 mod hardened;

@@ -1,6 +1,8 @@
 //! Sized frees: with the right size (and alignment) they free quietly in
 //! every build; with the wrong size the hardened build (any defence on)
 //! aborts with one line naming the address, in a child process.
+//!
+//! Presets: `secure` and `secure-max` (any defence turns the check on).
 
 mod common;
 mod hardened;

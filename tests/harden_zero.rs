@@ -3,6 +3,8 @@
 //! zero; with `write-after-free-check`, a write to a freed block is caught
 //! when the block leaves the quarantine or is handed out again. The
 //! violations run in child processes.
+//!
+//! Presets: `secure-max` only (`zero-on-free`, `write-after-free-check`).
 
 #![cfg(feature = "zero-on-free")]
 
