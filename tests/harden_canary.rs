@@ -22,6 +22,7 @@ static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 /// below the second in the same page (which `b - 48` in the same 64 KiB
 /// window guarantees for small pages), for the underflow cases; the other
 /// blocks allocated to find them stay live.
+#[cfg(feature = "underflow-trailers")]
 fn slot_below_and_block() -> (*mut u8, *mut u8) {
     let blocks: Vec<usize> = (0..512).map(|_| malloc(40) as usize).collect();
     let set: std::collections::HashSet<usize> = blocks.iter().copied().collect();
@@ -37,6 +38,7 @@ fn slot_below_and_block() -> (*mut u8, *mut u8) {
 ///
 /// # Safety
 /// Deliberately out of bounds: the caller's test of an underflow.
+#[cfg(feature = "underflow-trailers")]
 unsafe fn write_below(b: *mut u8, len: usize) {
     for i in 1..=len {
         // SAFETY: per the caller; the bytes lie in the slot below, mapped.

@@ -164,7 +164,12 @@ mod tests {
     #[test]
     fn random_sequences_keep_every_promise() {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(0x0b5);
-        for _ in 0..if cfg!(any(feature = "secure", feature = "secure-max")) { 60 } else { 300 } {
+        let runs = if cfg!(any(feature = "secure", feature = "secure-max")) {
+            60
+        } else {
+            300
+        };
+        for _ in 0..runs {
             let len = rng.gen_range(0..4000);
             let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
             let _ = super::run(&mut arbitrary::Unstructured::new(&data));
