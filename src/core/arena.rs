@@ -9,8 +9,10 @@
 //!   used bitmap: which slices belong to a live segment
 //!   dirty bitmap: free slices whose pages may still be resident
 //!   sealed bitmap: free slices the hardened build made inaccessible
-//!   layout, guards: free slices left open with a small or medium
-//!                   segment's page guards in place (hardened build)
+//!   layout, guards: free slices left open with a segment's guards in
+//!                   place: a small or medium one's page guards, a
+//!                   segment of large slots' slot guards, or the guard
+//!                   ranges of a huge one (hardened build, `Guards`)
 //!   committed: bytes of each free slice counted as committed
 //! ```
 //!
@@ -25,7 +27,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::meta::constants::{SEGMENT_SHIFT, SEGMENT_SIZE};
-use crate::meta::guards::{Guards, Prior};
+use crate::meta::guards::{Guards, Held, Prior, RANGES};
 use crate::os::lock::{Holder, SpinLock};
 use crate::{options, os, stats};
 
@@ -45,10 +47,11 @@ struct Arena {
     /// Slices freed without a seal (the plain build, or the kernel refused
     /// it): their protection is not known.
     unsealed: [u64; WORDS],
-    /// Free slices released open with the page guards of a small or
-    /// medium segment (see [`Guards`]): the layout, 0 for none.
+    /// Free slices released open with the guards of a segment (see
+    /// [`Guards`]): the layout, 0 for none.
     layout: [u8; SLICES],
-    /// Which page slots of such a slice have their guard.
+    /// Which guards of that layout the slice holds; for [`RANGES`], the
+    /// slice's own ranges (`Guards::huge_slice`).
     guards: [u64; SLICES],
     /// Monotonic ms after which a dirty free slice is purged.
     purge_at: [u64; SLICES],
@@ -128,9 +131,12 @@ fn find_run(a: &Arena, n: usize, want: u8) -> Option<usize> {
         // one left with the page guards the caller's segment needs (no
         // `mprotect` at all), then a resident (dirty) one, as the plain
         // build does (fresh ones cost a page fault per page touched).
-        // Then one next to a used slice: filling holes keeps the runs
-        // that huge blocks need whole (picking anywhere broke them up,
-        // and huge blocks then took cold memory that faults in again).
+        // Then one whose guards are known, or none at all, over one
+        // another layout or an unknown user left: taking that one
+        // removes guards over the whole slice, a walk of its page
+        // tables. Then one next to a used slice: filling holes keeps the
+        // runs that huge blocks need whole (picking anywhere broke them
+        // up, and huge blocks then took cold memory that faults in again).
         let edge = |i: usize| {
             let used = |j: usize| j < SLICES && bit(&a.used, j);
             u32::from((i > 0 && used(i - 1)) || used(i + 1))
@@ -139,8 +145,10 @@ fn find_run(a: &Arena, n: usize, want: u8) -> Option<usize> {
             if bit(&a.used, i) {
                 0
             } else {
-                1 + 4 * u32::from(want != 0 && a.layout[i] == want)
-                    + 2 * u32::from(bit(&a.dirty, i))
+                let known = !bit(&a.unsealed, i) && matches!(a.layout[i], 0 | RANGES);
+                1 + 8 * u32::from(want != 0 && a.layout[i] == want)
+                    + 4 * u32::from(bit(&a.dirty, i))
+                    + 2 * u32::from(known)
                     + edge(i)
             }
         };
@@ -204,7 +212,8 @@ pub struct Span {
     pub committed: usize,
     /// How its slices were left by their last user.
     pub prior: Prior,
-    /// With [`Prior::Guarded`]: which page slots have their guard.
+    /// With [`Prior::Guarded`]: which guards of the layout asked for are
+    /// in place (see [`Guards`]).
     pub guards: u64,
 }
 
@@ -261,13 +270,16 @@ pub fn alloc(size: usize, want: u8) -> Option<Span> {
 
 /// Marks slices `[start, start + n)` of `a` used, and says how they come:
 /// all zero (none dirty), their protection, and with [`Prior::Guarded`]
-/// the page slots whose guard is in place.
+/// the guards of the layout asked for that are in place.
 fn take(a: &mut Arena, start: usize, n: usize, want: u8) -> (bool, Prior, u64) {
     let mut zero = true;
     let mut sealed = 0;
     let mut unknown = false;
     let mut guarded = 0;
     let mut guards = 0;
+    // Guard ranges of slices a huge segment left, if they fit.
+    let mut held = Held::default();
+    let mut ranged = false;
     for i in start..start + n {
         set_bit(&mut a.used, i, true);
         if bit(&a.dirty, i) {
@@ -282,15 +294,24 @@ fn take(a: &mut Arena, start: usize, n: usize, want: u8) -> (bool, Prior, u64) {
             set_bit(&mut a.unsealed, i, false);
         }
         if a.layout[i] != 0 {
-            if a.layout[i] == want {
+            let left = Guards {
+                layout: a.layout[i],
+                mask: a.guards[i],
+            };
+            if left.layout == RANGES {
+                ranged = true;
+                unknown |= !held.add_slice(i - start, left.mask);
+            } else if left.layout == want {
                 guarded += 1;
-                guards = a.guards[i];
+                guards = left.mask;
             } else {
                 unknown = true;
             }
             a.layout[i] = 0;
             a.guards[i] = 0;
-            GUARDED_FREE.fetch_sub(1, Ordering::Relaxed);
+            if left.instead_of_seal() {
+                GUARDED_FREE.fetch_sub(1, Ordering::Relaxed);
+            }
         }
         // Assume it will be written: dirty until purged after its next free.
         set_bit(&mut a.dirty, i, true);
@@ -300,6 +321,7 @@ fn take(a: &mut Arena, start: usize, n: usize, want: u8) -> (bool, Prior, u64) {
         _ if unknown => Prior::Mixed,
         0 if guarded == n && n == 1 => Prior::Guarded,
         _ if guarded > 0 => Prior::Mixed,
+        0 if ranged => Prior::Ranges(held),
         0 => Prior::Open,
         s if s == n => Prior::Sealed,
         _ => Prior::Mixed,
@@ -343,15 +365,23 @@ fn release(a: &mut Arena, start: usize, n: usize) -> usize {
 /// Marks slices `[start, start + n)` of `a` free, left as `sealed` and
 /// `guards` say (see [`free`]), to be purged at `due`.
 fn give_back(a: &mut Arena, start: usize, n: usize, sealed: bool, guards: Guards, due: u64) {
-    let known = sealed || (guards.layout != 0 && n == 1);
+    let ranges = guards.layout == RANGES;
+    let known = sealed || (guards.layout != 0 && (n == 1 || ranges));
     for i in start..(start + n).min(SLICES) {
         set_bit(&mut a.used, i, false);
         set_bit(&mut a.sealed, i, sealed);
         set_bit(&mut a.unsealed, i, !known);
         // Purging keeps protections, so the layout outlives it.
         (a.layout[i], a.guards[i]) = if known && !sealed {
-            GUARDED_FREE.fetch_add(1, Ordering::Relaxed);
-            (guards.layout, guards.mask)
+            if guards.instead_of_seal() {
+                GUARDED_FREE.fetch_add(1, Ordering::Relaxed);
+            }
+            let mask = if ranges {
+                guards.huge_slice(i - start)
+            } else {
+                guards.mask
+            };
+            (guards.layout, mask)
         } else {
             (0, 0)
         };

@@ -22,7 +22,9 @@ use core::ptr;
 use crate::core::heap::Heap;
 use crate::core::segment;
 use crate::meta::constants::{MAX_ALLOC, SEGMENT_SIZE, WORD};
-use crate::meta::guards::Prior;
+use core::sync::atomic::Ordering;
+
+use crate::meta::guards::{Guards, Prior};
 use crate::meta::page::Page;
 use crate::meta::segment::{page_at, Segment};
 use crate::meta::segment_map;
@@ -61,7 +63,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     // The hardened build keeps at least one OS page after the block, as a
     // guard.
     let tail = harden::header_guard();
-    let (seg, total, offset, is_zero, in_arena, prior, carried) = if align <= SEGMENT_SIZE {
+    let (seg, total, offset, is_zero, in_arena, prior, carried, header) = if align <= SEGMENT_SIZE {
         let offset = round_up(info, align.max(WORD));
         let total = round_up(offset + size.max(1) + tail, SEGMENT_SIZE);
         let Some(fresh) = segment::os_alloc(total, false, 0) else {
@@ -75,6 +77,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             fresh.in_arena,
             fresh.prior,
             fresh.committed,
+            fresh.header_guarded,
         )
     } else {
         // The block must be `align`-aligned and its segment segment-aligned:
@@ -88,12 +91,12 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         stats::RESERVED.increase(total);
         stats::SEGMENTS.increase(1);
         // SAFETY: the mapping was just made and is ours alone.
-        unsafe { harden::segment_taken(raw, total, info, Prior::Open, false) };
+        let header = unsafe { harden::segment_taken(raw, total, info, Prior::Open, false) };
         // SAFETY: the mapping was just made.
         unsafe { os::advise_huge_pages(raw, total) };
         let seg = raw as *mut Segment;
         segment_map::insert(seg);
-        (seg, total, offset, true, false, Prior::Open, 0)
+        (seg, total, offset, true, false, Prior::Open, 0, header)
     };
     // Usable up to the end of the block's last OS page; past it, in the
     // hardened build, the guard.
@@ -112,8 +115,9 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let block = unsafe { (seg as *mut u8).add(offset) };
     // SAFETY: the area past the header is the segment's, ours alone, and
     // holds the block only.
-    let open = unsafe {
+    let (open, exact) = unsafe {
         harden::open_block(
+            seg as usize,
             seg as usize + info,
             block as usize,
             block as usize + size.max(1),
@@ -121,6 +125,12 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             prior,
         )
     };
+    // Where its guards are, if each was made: the next user of the
+    // span, once the block is freed, then changes only what it needs.
+    if exact && header {
+        // SAFETY: the header was just set up, and nobody else uses it yet.
+        unsafe { keep_guards(seg, total, offset + block_size) };
+    }
     // The header and what is open past it. A span of sealed slices
     // may have the headers of the segments that used them open in its
     // later slices too: counted, on the safe side.
@@ -199,7 +209,32 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
     // SAFETY: the descriptor of the caller's huge block, which only its
     // owner resizes.
     unsafe { (*page).block_size = new };
+    // SAFETY: the header of the caller's live huge segment, whose guard
+    // record only its block's owner writes.
+    if unsafe { (*seg).kept_guards.load(Ordering::Relaxed) } != 0 {
+        // SAFETY: as just above.
+        unsafe { keep_guards(seg, room, offset + new) };
+    }
     true
+}
+
+/// Records where the guards of the huge segment `seg` of `size` bytes
+/// are: after its header, and from `tail` to its end (see
+/// `meta::guards::Guards::huge`), for the arena to keep when it is
+/// released.
+///
+/// # Safety
+/// `seg` must be a huge segment whose guards are all in place, its header
+/// set up and written only by the caller.
+unsafe fn keep_guards(seg: *mut Segment, size: usize, tail: usize) {
+    let info = segment::info_size();
+    let guards = Guards::huge((info - harden::header_guard(), info), tail.min(size));
+    // SAFETY: the header is set up and the caller's to write (this fn's
+    // contract).
+    unsafe {
+        (*seg).guard_layout = harden::huge_layout();
+        (*seg).kept_guards.store(guards.mask, Ordering::Relaxed);
+    }
 }
 
 /// Frees the huge segment `seg` (its block was just freed, from any thread).

@@ -78,6 +78,7 @@ use crate::core::heap::{Heap, EMPTY_HEAP_PTR};
 use crate::core::segment;
 use crate::error::{self, ErrorKind};
 use crate::meta::constants::{MEDIUM_OBJ_MAX, SEGMENT_SIZE};
+use crate::meta::guards::Prior;
 use crate::meta::page::{block_index, Page};
 use crate::meta::segment::{of_block, page_at, Segment};
 use crate::meta::size_class::{bin_of, BLOCK_SIZE, MAX_BIN};
@@ -702,11 +703,14 @@ fn take_slot(class: &mut Class) -> Option<Slot> {
 unsafe fn new_segment(bin: usize, c: usize) -> bool {
     // Taken whole: whatever a released segment left sealed (with
     // `mprotect` or markers) is opened, and guarded or sealed again below
-    // as this segment's layout needs.
+    // as this segment's layout needs; memory the last segment of the
+    // class left (its layout, asked for first) comes with its guards.
     let sealed = harden::freed_large_sealed();
-    let Some(fresh) = segment::os_alloc(SEGMENT_SIZE, true, 0) else {
+    let want = harden::large_layout(c);
+    let Some(fresh) = segment::os_alloc(SEGMENT_SIZE, true, want) else {
         return false;
     };
+    let have = if fresh.prior == Prior::Guarded { fresh.guards } else { 0 };
     let seg = fresh.seg;
     // SAFETY: the segment is fresh from `os_alloc` and ours alone until it
     // is on its class's list; `bin` is a large bin (this fn's contract).
@@ -722,10 +726,16 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
     // SAFETY: a header nobody else can reach yet.
     let info = unsafe { (*seg).info_size };
     let (area_start, area_end) = (seg as usize + info, seg as usize + SEGMENT_SIZE);
-    // Taken whole (above), the area past the header is accessible.
+    // Taken whole (above), the area past the header is accessible but
+    // for the guards `have` names.
     // SAFETY: the page describes the new segment of slots, nobody else's;
-    // its area is fresh, page-aligned and accessible.
-    unsafe { harden::large_slots_made(page, area_start, area_end, !fresh.zero) };
+    // its area is fresh, page-aligned and accessible but for those guards.
+    let kept = unsafe { harden::large_slots_made(page, area_start, area_end, !fresh.zero, have) };
+    // SAFETY: a header nobody else can reach yet.
+    unsafe {
+        (*seg).guard_layout = want;
+        (*seg).kept_guards.store(kept, Ordering::Relaxed);
+    }
     let zero = if fresh.zero { all_slots(count) } else { 0 };
     // SAFETY: a header nobody else can reach yet.
     unsafe { (*seg).slots_zero.store(zero, Ordering::Relaxed) };

@@ -399,6 +399,8 @@ unsafe fn init_header(seg: *mut Segment, heap: *mut Heap, kind: Kind) {
         (*seg).size = SEGMENT_SIZE;
         (*seg).info_size = info;
         (*seg).block_offset = 0;
+        (*seg).guard_layout = 0;
+        (*seg).kept_guards.store(0, Ordering::Relaxed);
     }
     // SAFETY: as just above, `seg` is mapped and ours alone (this fn's
     // contract); it is on no list yet, and no page of it is in use.
@@ -423,8 +425,11 @@ pub struct Fresh {
     pub committed: usize,
     pub in_arena: bool,
     pub prior: Prior,
-    /// With [`Prior::Guarded`]: the page slots whose guard is in place.
+    /// With [`Prior::Guarded`]: which guards of the layout asked for are
+    /// in place (see `Guards`).
     pub guards: u64,
+    /// The guard after its header is in place.
+    pub header_guarded: bool,
 }
 
 /// The guard layout a segment of `kind` leaves behind and looks for (see
@@ -434,9 +439,10 @@ fn layout(kind: Kind) -> u8 {
 }
 
 /// Gets memory for a segment and records it in the segment map. `whole`:
-/// all of it is used at once (small and medium segments), else only its
-/// header until the caller opens its block (see `harden::guard`). `want`:
-/// the guard layout to look for first (see [`layout`]).
+/// all of it is used at once (small, medium and large segments), else
+/// only its header until the caller opens its block (see
+/// `harden::guard`). `want`: the guard layout to look for first (see
+/// [`layout`], `harden::large_layout`).
 pub fn os_alloc(size: usize, whole: bool, want: u8) -> Option<Fresh> {
     let fresh = match arena::alloc(size, want) {
         Some(span) => Fresh {
@@ -446,6 +452,7 @@ pub fn os_alloc(size: usize, whole: bool, want: u8) -> Option<Fresh> {
             in_arena: true,
             prior: span.prior,
             guards: span.guards,
+            header_guarded: false,
         },
         None => {
             let p = os::map_aligned(size, SEGMENT_SIZE);
@@ -462,6 +469,7 @@ pub fn os_alloc(size: usize, whole: bool, want: u8) -> Option<Fresh> {
                 in_arena: false,
                 prior: Prior::Open,
                 guards: 0,
+                header_guarded: false,
             }
         }
     };
@@ -469,8 +477,9 @@ pub fn os_alloc(size: usize, whole: bool, want: u8) -> Option<Fresh> {
         // Stale entries of segments that used this memory before.
         segment_map::remove_range(fresh.seg as usize, size);
     }
+    let mut fresh = fresh;
     // SAFETY: the memory was just taken and is ours alone.
-    unsafe { harden::segment_taken(fresh.seg.cast(), size, info_size(), fresh.prior, whole) };
+    fresh.header_guarded = unsafe { harden::segment_taken(fresh.seg.cast(), size, info_size(), fresh.prior, whole) };
     segment_map::insert(fresh.seg);
     stats::SEGMENTS.increase(1);
     Some(fresh)
@@ -496,12 +505,10 @@ pub unsafe fn os_free(seg: *mut Segment) {
     if s.in_arena() {
         // A small or medium segment leaves its page guards for the next
         // one of its kind (its freed blocks were wiped by zero-on-free;
-        // only large and huge blocks must become inaccessible at free).
-        let guards = if arena::keep_guards() {
-            guards_left(s)
-        } else {
-            Guards::default()
-        };
+        // only large and huge blocks must become inaccessible at free),
+        // and so do large and huge segments whose freed blocks are not
+        // sealed: their guards stay where they are either way.
+        let guards = guards_left(s);
         let released = if guards.layout == 0 {
             // SAFETY: the header is still set up, and nothing uses the
             // segment's blocks any more (this fn's contract).
@@ -533,10 +540,17 @@ pub unsafe fn os_free(seg: *mut Segment) {
 const _: () = assert!(SMALL_PAGES_PER_SEGMENT <= 64, "a slot mask is one u64");
 
 /// What a segment being released (all its pages free) leaves guarded: its
-/// layout, and which of its page slots got their guard.
+/// layout, and which of its guards are in place (small and medium ones
+/// only as long as the arena keeps their guards instead of a seal).
 fn guards_left(seg: Owned) -> Guards {
+    if matches!(seg.kind(), Kind::Large | Kind::Huge) {
+        // SAFETY: the header is live and ours (the handle's invariant).
+        let (layout, mask) = unsafe { ((*seg.ptr()).guard_layout, (*seg.ptr()).kept_guards.load(Ordering::Relaxed)) };
+        let left = Guards { layout, mask };
+        return if left.known() { left } else { Guards::default() };
+    }
     let layout = layout(seg.kind());
-    if layout == 0 {
+    if layout == 0 || !arena::keep_guards() {
         return Guards::default();
     }
     let mut mask = 0u64;

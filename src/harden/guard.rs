@@ -43,6 +43,7 @@
 
 use super::random;
 pub use crate::meta::guards::Prior;
+use crate::meta::guards::Held;
 use crate::meta::page::Page;
 use crate::meta::segment::{Kind, Segment};
 use crate::os;
@@ -73,15 +74,16 @@ pub fn page_guard() -> usize {
 
 /// A segment's memory of `size` bytes with an `info`-byte header (its guard
 /// included) was just taken, protected as `prior` says. With `whole`, all
-/// of it past the header becomes accessible now (small and medium
-/// segments, whose page guards come later); else only the header, and
-/// [`open_block`] opens the block's pages.
+/// of it past the header becomes accessible now (small, medium and large
+/// segments, whose other guards come later); else only the header, and
+/// [`open_block`] opens the block's pages (with [`Prior::Ranges`], it does
+/// all of it). Returns whether the header's guard is in place.
 ///
 /// # Safety
 /// `[seg, seg + size)` must be segment memory nobody else uses.
-pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior, whole: bool) {
+pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior, whole: bool) -> bool {
     if !ON {
-        return;
+        return false;
     }
     let ps = os::page_size();
     match prior {
@@ -89,18 +91,29 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
             // The header's last page is its guard: it holds nothing.
             // SAFETY: it lies in `[seg, seg + size)`, segment memory nobody
             // else uses (this fn's contract).
-            unsafe { os::guard(seg.add(info - ps), ps) };
+            unsafe { os::guard(seg.add(info - ps), ps) }.made()
         }
         Prior::Mixed => {
             // SAFETY: `[seg, seg + size)` is segment memory nobody else
             // uses (this fn's contract); the header's guard holds nothing.
             unsafe {
                 os::unguard(seg, size);
-                os::guard(seg.add(info - ps), ps);
+                os::guard(seg.add(info - ps), ps).made()
             }
         }
         // As the last segment of this layout left it: nothing to do.
-        Prior::Guarded => {}
+        Prior::Guarded => true,
+        // Only the guards held that a new segment does not keep come off,
+        // and the header's is made if it was not there; for a huge
+        // block, only those over its header here, the rest when its
+        // block is opened.
+        Prior::Ranges(held) => {
+            let header = [(info - ps, info)];
+            let (upto, need) = if whole { (size, &header[..]) } else { (info - ps, &[][..]) };
+            // SAFETY: `[seg, seg + size)` is segment memory nobody else
+            // uses (this fn's contract), and `held` names ranges of it.
+            unsafe { reconcile(seg as usize, &held, 0, upto, need) }
+        }
         // Everything past the header's guard is sealed already; the
         // header itself may be too (a slice from the middle of a
         // released huge span), so it is opened either way.
@@ -113,7 +126,59 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
                 // the same segment memory.
                 unsafe { os::unguard(seg.add(info), size - info) };
             }
+            true
         }
+    }
+}
+
+/// Makes `[base + from, base + to)` of a span hold the guards `need`
+/// names (offsets from `base`, ascending, disjoint, page-aligned, within
+/// it) and no other, where the span holds `held` now: only the held
+/// ranges no longer needed come off, and only the needed ones not held are
+/// made, so no page-table walk covers memory whose protection is right
+/// already. True if every needed guard is in place.
+///
+/// # Safety
+/// `[base + from, base + to)` must be segment memory of the caller's that
+/// nobody else uses, and `held` name all its guards.
+unsafe fn reconcile(base: usize, held: &Held, from: usize, to: usize, need: &[(usize, usize)]) -> bool {
+    for (a, b) in held.ranges() {
+        let r = (a.max(from), b.min(to));
+        if r.0 >= r.1 {
+            continue;
+        }
+        minus(r, need.iter().copied(), |a, b| {
+            // SAFETY: part of a held guard range of the caller's memory
+            // (this fn's contract), no longer a guard.
+            unsafe { os::unguard((base + a) as *mut u8, b - a) };
+        });
+    }
+    let mut made = true;
+    for &r in need {
+        minus(r, held.ranges(), |a, b| {
+            // SAFETY: part of a needed range of the caller's memory (this
+            // fn's contract), which holds nothing anyone needs.
+            made &= unsafe { os::guard((base + a) as *mut u8, b - a) }.made();
+        });
+    }
+    made
+}
+
+/// Calls `f` with each piece of `r` that none of `others` (ascending,
+/// disjoint) covers, in order.
+fn minus(r: (usize, usize), others: impl Iterator<Item = (usize, usize)>, mut f: impl FnMut(usize, usize)) {
+    let mut at = r.0;
+    for (a, b) in others {
+        if b <= at || a >= r.1 {
+            continue;
+        }
+        if a > at {
+            f(at, a);
+        }
+        at = at.max(b);
+    }
+    if at < r.1 {
+        f(at, r.1);
     }
 }
 
@@ -184,47 +249,74 @@ pub unsafe fn page_slot(page: *mut Page, area_end: usize) {
 }
 
 /// A single block spans `[start, end)` of an area `[area_start, area_end)`
-/// of a segment taken as `prior` says (see [`segment_taken`]): everything
-/// else in the area, rounded to OS pages, is a guard. Returns how many
-/// bytes of the area are accessible now (all of it when off), for the
-/// count of committed bytes.
+/// of the segment at `seg`, taken as `prior` says (see
+/// [`segment_taken`]): everything else in the area, rounded to OS pages,
+/// is a guard. Returns how many bytes of the area are accessible now (all
+/// of it when off), for the count of committed bytes, and whether every
+/// guard is in place as that says (never after [`Prior::Sealed`], whose
+/// slices past the first may have their first bytes open).
 ///
 /// # Safety
 /// The area must be segment memory of the caller's, holding no other block.
 pub unsafe fn open_block(
+    seg: usize,
     area_start: usize,
     start: usize,
     end: usize,
     area_end: usize,
     prior: Prior,
-) -> usize {
+) -> (usize, bool) {
     if !ON {
-        return area_end - area_start;
+        return (area_end - area_start, false);
     }
     let ps = os::page_size();
     let before = start & !(ps - 1);
     let after = (end + ps - 1) & !(ps - 1);
     let mut open = after - before;
-    if prior == Prior::Sealed {
-        // The guards are sealed already: open only the block (counted
-        // open even if the kernel refused, which is the safe side).
-        // SAFETY: the block's pages lie in the area, the caller's segment
-        // memory (this fn's contract).
-        unsafe { os::unguard(before as *mut u8, after - before) };
-        return open;
+    match prior {
+        Prior::Sealed => {
+            // The guards are sealed already: open only the block (counted
+            // open even if the kernel refused, which is the safe side).
+            // SAFETY: the block's pages lie in the area, the caller's
+            // segment memory (this fn's contract).
+            unsafe { os::unguard(before as *mut u8, after - before) };
+            return (open, false);
+        }
+        Prior::Ranges(held) => {
+            // The header's guard, the pages below the block and those
+            // after it; what the span held elsewhere in the area comes off.
+            // (The header's guard and the pages below the block adjoin;
+            // what lies before it [`segment_taken`] opened.)
+            let o = |x: usize| x - seg;
+            let both = [(o(area_start) - ps, o(before)), (o(after), o(area_end))];
+            let need = if after < area_end { &both[..] } else { &both[..1] };
+            // SAFETY: the area, the header's guard before it and the
+            // held ranges are segment memory of the caller's holding no
+            // other block (this fn's contract).
+            let made = unsafe { reconcile(seg, &held, o(area_start) - ps, o(area_end), need) };
+            if !made {
+                // Which one failed is not known: all counted open.
+                open = area_end - area_start;
+            }
+            return (open, made);
+        }
+        _ => {}
     }
+    let mut made = true;
     // A guard not made leaves its range open.
     // SAFETY: the pages before the block's lie in the area, the caller's
     // segment memory, and hold no block (this fn's contract).
     if before > area_start && !unsafe { os::guard(area_start as *mut u8, before - area_start) }.made() {
         open += before - area_start;
+        made = false;
     }
     // SAFETY: the pages after the block's lie in the area, the caller's
     // segment memory, and hold no block (this fn's contract).
     if after < area_end && !unsafe { os::guard(after as *mut u8, area_end - after) }.made() {
         open += area_end - after;
+        made = false;
     }
-    open
+    (open, made)
 }
 
 /// A huge block grows in place over `len` bytes at `at`, the start of the

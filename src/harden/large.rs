@@ -61,6 +61,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::{guard, order, random, zero};
 use crate::meta::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, SEGMENT_SIZE};
+use crate::meta::guards::{FIRST_LARGE, RANGES, SLACK_BIT};
 use crate::meta::page::{block_index, Page};
 use crate::meta::segment::{of_page, Segment};
 use crate::{os, stats};
@@ -71,6 +72,32 @@ use crate::{os, stats};
 pub const SEAL: bool = super::catalogue::SEAL_FREED_LARGE;
 // The seals are guards: the feature turns on `guard-pages` (Cargo.toml).
 const _: () = assert!(!SEAL || guard::ON);
+
+/// The guard layout a segment of large slots of class `c` leaves behind
+/// and looks for (`meta::guards::Guards`): with `guard-pages` alone its
+/// slot guards stay in place when it is released, so the next segment of
+/// the class takes them as they are; 0 (none) with the seals, which seal
+/// a released segment whole.
+pub fn layout(c: usize) -> u8 {
+    if guard::ON && !SEAL {
+        FIRST_LARGE + c as u8
+    } else {
+        0
+    }
+}
+
+/// The guard layout a huge segment leaves behind: its guard ranges, with
+/// `guard-pages` alone; 0 (none) with the seals.
+pub fn huge_layout() -> u8 {
+    if guard::ON && !SEAL {
+        RANGES
+    } else {
+        0
+    }
+}
+
+// Every class has a layout of its own below `RANGES`.
+const _: () = assert!((FIRST_LARGE as usize) + crate::meta::size_class::MAX_BIN < RANGES as usize);
 
 /// Large and huge blocks handed out read zero: zero-on-free with the
 /// seals, which keep freed ones out of reach until they are zeroed.
@@ -315,38 +342,56 @@ unsafe fn unseal(p: *mut u8, st: State, want: usize) {
 /// header and its guard) `[area_start, area_end)`: the slack below its
 /// first slot and after its last one becomes a guard, and each slot gets
 /// the guard page it ends with (`dirty`: the memory is reused and may hold
-/// an old owner's bytes). With the seals every slot is sealed whole
-/// instead. No-op without `guard-pages`.
+/// an old owner's bytes), but for those `have` names in place already
+/// (the mask of the class's layout, `meta::guards::Guards`: the last
+/// segment of the class in this memory left them). With the seals every
+/// slot is sealed whole instead. Returns the mask of the guards in place
+/// now (0 with the seals, which leave nothing to the next segment).
+/// No-op without `guard-pages`.
 ///
 /// # Safety
 /// `page` must describe the new segment of slots, nobody else's yet, whose
 /// area is fresh, nobody's, page-aligned and accessible memory (its
-/// segment taken whole).
-pub unsafe fn slots_made(page: *const Page, area_start: usize, area_end: usize, dirty: bool) {
+/// segment taken whole) but for the guards `have` names.
+pub unsafe fn slots_made(page: *const Page, area_start: usize, area_end: usize, dirty: bool, have: u64) -> u64 {
     if !guard::ON {
-        return;
+        return 0;
     }
     // SAFETY: `page` describes the new segment (this fn's contract); its
     // geometry is set.
     let geometry = unsafe { ((*page).page_start, (*page).block_size, (*page).reserved) };
     let (start, bsize, count) = (geometry.0, geometry.1, geometry.2 as usize);
     let end = start as usize + count * bsize;
-    // The slack holds no block: a guard below the first slot (beside the
-    // header's) and after the last (below the next segment's header).
-    // SAFETY: both ranges lie in the area, page-aligned (slots start and
-    // end on OS pages), and hold no block (this fn's contract).
-    unsafe {
-        os::guard(area_start as *mut u8, start as usize - area_start);
-        os::guard(end as *mut u8, area_end - end);
+    let slack = 1u64 << SLACK_BIT;
+    let mut kept = have;
+    if have & slack == 0 {
+        // The slack holds no block: a guard below the first slot (beside
+        // the header's) and after the last (below the next segment's
+        // header). An empty one needs none.
+        let mut made = true;
+        for (from, to) in [(area_start, start as usize), (end, area_end)] {
+            // SAFETY: the range lies in the area, page-aligned (slots
+            // start and end on OS pages), and holds no block (this fn's
+            // contract).
+            made &= from == to || unsafe { os::guard(from as *mut u8, to - from) }.made();
+        }
+        if made {
+            kept |= slack;
+        }
     }
     if !SEAL {
         for i in 0..count {
+            if have & 1 << i != 0 {
+                continue;
+            }
             let last = (i + 1) * bsize - guard::BLOCK_GUARD;
             // SAFETY: the last page of slot `i`, one of the `count` in the
             // area: fresh, nobody's, page-aligned; no block reaches it.
-            unsafe { os::guard(start.add(last), guard::BLOCK_GUARD) };
+            if unsafe { os::guard(start.add(last), guard::BLOCK_GUARD) }.made() {
+                kept |= 1 << i;
+            }
         }
-        return;
+        return kept;
     }
     // SAFETY: the slots are fresh, nobody's, page-aligned memory (this
     // fn's contract).
@@ -356,6 +401,7 @@ pub unsafe fn slots_made(page: *const Page, area_start: usize, area_end: usize, 
         // segment, a block of its large page that is ours alone.
         unsafe { Open::of(page, start.add(i * bsize)) }.set_bits(state);
     }
+    0
 }
 
 /// The `count` blocks of `bsize` bytes at `start` of a new segment of

@@ -38,7 +38,8 @@ pub use guard::{
     segment_released, segment_taken, Released,
 };
 pub use large::{
-    drop_free as large_drop_free, pick as pick_large_slot, slots_made as large_slots_made, warm as large_warm,
+    drop_free as large_drop_free, huge_layout, layout as large_layout, pick as pick_large_slot,
+    slots_made as large_slots_made, warm as large_warm,
 };
 pub use order::{batch, build_free_list, shuffle};
 pub use quarantine::{Bounds as QuarantineBounds, Held as QuarantineHeld, Quarantine};

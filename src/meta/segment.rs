@@ -54,6 +54,9 @@ pub struct Segment {
     pub first_page: u32,
     /// Taken from an arena (else mapped on its own).
     pub in_arena: bool,
+    /// Segments of large slots and huge ones of the guard build: the
+    /// layout their guards follow (`meta::guards::Guards`), 0 for none,
+    pub guard_layout: u8,
     /// Bytes mapped from the segment start.
     pub size: usize,
     /// Header bytes, a multiple of the OS page size.
@@ -89,6 +92,11 @@ pub struct Segment {
     /// `core::segment::commit_more`). Atomic: a large block of the guard
     /// build opens and seals its part of a shared segment without a lock.
     pub committed: AtomicUsize,
+    /// and which of that layout's guards are in place (its mask; 0 when
+    /// none is known). Released, the segment leaves them to the next user
+    /// of its memory as they are. Atomic: a slot's guards may be made by
+    /// whichever thread takes it first.
+    pub kept_guards: AtomicU64,
     pub pages: [Page; SMALL_PAGES_PER_SEGMENT + 1],
 }
 
