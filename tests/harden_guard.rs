@@ -691,3 +691,135 @@ fn large_segments_take_memory_released_huge_blocks_left_and_use_it() {
             });
     }
 }
+
+/// Whether the block `p` of `n` bytes has a guard below it and one within
+/// a quarter of the request and two pages past its end, and its first
+/// page is open: probed through the kernel, never touched.
+fn guarded_around(p: *mut u8, n: usize) -> bool {
+    let ps = 4096;
+    // SAFETY: within the block and the 16 bytes below it, probed only.
+    let below = readable(unsafe { p.sub(16) }, 16);
+    let end = (n..n + n / 4 + 2 * ps)
+        .step_by(ps)
+        // SAFETY: as above, probed only.
+        .find(|&i| !readable(unsafe { p.add(i) }, 1));
+    !below && readable(p, 1) && end.is_some()
+}
+
+#[test]
+fn a_segment_of_large_slots_reused_for_its_class_keeps_every_guard() {
+    // Two segments or more of each class, all their blocks freed: the
+    // class releases all but one, and their slices keep its layout. The
+    // next blocks of the class come from those slices (one of their
+    // segments at least) with their guards as they were: below and after
+    // every block.
+    for way in GUARD_WAYS {
+        child("large-reused-for-its-class")
+            .env("FORTALLOC_GUARDS", way)
+            .run(|| {
+                let seg = |p: *mut u8| p as usize & !((4 << 20) - 1);
+                let mut reused = 0;
+                let mut checked = 0;
+                for n in LARGE_SIZES {
+                    let count = 2 * ((4 << 20) / n) + 3;
+                    let first: Vec<*mut u8> = (0..count).map(|_| malloc(n)).collect();
+                    let before: Vec<usize> = first.iter().map(|&p| seg(p)).collect();
+                    for p in first {
+                        // SAFETY: each block is live and freed once.
+                        unsafe { free(p) };
+                    }
+                    let again: Vec<*mut u8> = (0..count).map(|_| malloc(n)).collect();
+                    // Segments taken back: the one the class kept, and
+                    // released ones.
+                    let mut back: Vec<usize> = again.iter().map(|&p| seg(p)).filter(|s| before.contains(s)).collect();
+                    back.sort();
+                    back.dedup();
+                    if back.len() >= 2 {
+                        reused += 1;
+                    }
+                    for &p in &again {
+                        if !guarded_around(p, n) {
+                            println!("{n}-byte block at {p:?} reused without its guards");
+                            return;
+                        }
+                        checked += 1;
+                    }
+                    for p in again {
+                        // SAFETY: each block is live and freed once.
+                        unsafe { free(p) };
+                    }
+                }
+                println!("checked={checked} reused={reused}");
+            })
+            .check(|o| {
+                o.assert_success(way);
+                let reused = common::count_after(o, "reused=");
+                assert!(o.stdout.contains("checked="), "{way}: {}", o.stdout);
+                // Without the seals a released segment's slice is taken
+                // back by its class first (with them it is sealed).
+                if cfg!(not(feature = "seal-freed-large")) {
+                    assert_eq!(reused, LARGE_SIZES.len() as u64, "{way}: {}", o.stdout);
+                }
+            });
+    }
+}
+
+#[test]
+fn memory_large_and_huge_segments_left_guarded_holds_no_guard_where_blocks_go() {
+    // Segments of large slots and huge blocks released with their guards
+    // on record, then the same memory taken by small, medium and large
+    // blocks of other classes and by huge blocks of other sizes: every
+    // byte of every block is written, so a guard left behind where a
+    // block or a header lives kills the child.
+    for way in GUARD_WAYS {
+        child("other-kinds-after-large-and-huge")
+            .env("FORTALLOC_GUARDS", way)
+            .run(|| {
+                let write = |p: *mut u8, n: usize| {
+                    // SAFETY: a live block of `n` bytes.
+                    unsafe { std::ptr::write_bytes(p, 0x5a, n) };
+                };
+                let free_all = |blocks: Vec<(*mut u8, usize)>| {
+                    for (p, _) in blocks {
+                        // SAFETY: each block is live and freed once.
+                        unsafe { free(p) };
+                    }
+                };
+                for round in 0..4usize {
+                    let mut left = Vec::new();
+                    for (i, n) in [65_537, 300_001, 1 << 20].into_iter().enumerate() {
+                        let count = 2 * ((4 << 20) / n) + 2 + i;
+                        left.extend((0..count).map(|_| (malloc(n), n)));
+                    }
+                    left.extend((0..3).map(|i| {
+                        let n = ((3 + i + round) << 20) + 12_345 * i;
+                        (malloc(n), n)
+                    }));
+                    for &(p, n) in &left {
+                        write(p, n);
+                    }
+                    free_all(left);
+                    let mut taken = Vec::new();
+                    for (n, count) in [
+                        (2000, 4000),
+                        (40_000, 200),
+                        (73_729, 60),
+                        (1_900_000, 6),
+                        ((2 + round) << 20, 2),
+                        (9 << 20, 1),
+                    ] {
+                        taken.extend((0..count).map(|_| (malloc(n), n)));
+                    }
+                    for &(p, n) in &taken {
+                        write(p, n);
+                    }
+                    free_all(taken);
+                }
+                println!("written");
+            })
+            .check(|o| {
+                o.assert_success(way);
+                assert!(o.stdout.contains("written"), "{way}: {}", o.stdout);
+            });
+    }
+}
