@@ -731,7 +731,11 @@ fn a_segment_of_large_slots_reused_for_its_class_keeps_every_guard() {
                     let again: Vec<*mut u8> = (0..count).map(|_| malloc(n)).collect();
                     // Segments taken back: the one the class kept, and
                     // released ones.
-                    let mut back: Vec<usize> = again.iter().map(|&p| seg(p)).filter(|s| before.contains(s)).collect();
+                    let mut back: Vec<usize> = again
+                        .iter()
+                        .map(|&p| seg(p))
+                        .filter(|s| before.contains(s))
+                        .collect();
                     back.sort();
                     back.dedup();
                     if back.len() >= 2 {

@@ -14,8 +14,10 @@
 //! header's guard and the padding below the block, the rest of the
 //! segment after its last OS page (`harden::open_block`). A freed huge
 //! block's segment goes back to its arena as it is, to be purged after
-//! the arena's delay, or with `seal-freed-large` sealed at once, its
-//! memory zeroed when a new block takes it with zero-on-free.
+//! the arena's delay, with the record of where its guards are (the next
+//! user of the span changes only the guards that differ), or with
+//! `seal-freed-large` sealed at once, its memory zeroed when a new block
+//! takes it with zero-on-free.
 
 use core::ptr;
 

@@ -68,7 +68,9 @@
 //! could use. The guard build keeps its class's last one, whose guards
 //! (and seals) are made already: releasing and remaking it would make
 //! them all again, a kernel call per slot; its free slots are purged after
-//! the delay all the same.
+//! the delay all the same. Without the seals a released one leaves its
+//! guards in place and on record (the class's guard layout), and the next
+//! segment of the class takes that memory first and makes none of them.
 
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -710,7 +712,11 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
     let Some(fresh) = segment::os_alloc(SEGMENT_SIZE, true, want) else {
         return false;
     };
-    let have = if fresh.prior == Prior::Guarded { fresh.guards } else { 0 };
+    let have = if fresh.prior == Prior::Guarded {
+        fresh.guards
+    } else {
+        0
+    };
     let seg = fresh.seg;
     // SAFETY: the segment is fresh from `os_alloc` and ours alone until it
     // is on its class's list; `bin` is a large bin (this fn's contract).

@@ -479,7 +479,8 @@ pub fn os_alloc(size: usize, whole: bool, want: u8) -> Option<Fresh> {
     }
     let mut fresh = fresh;
     // SAFETY: the memory was just taken and is ours alone.
-    fresh.header_guarded = unsafe { harden::segment_taken(fresh.seg.cast(), size, info_size(), fresh.prior, whole) };
+    fresh.header_guarded =
+        unsafe { harden::segment_taken(fresh.seg.cast(), size, info_size(), fresh.prior, whole) };
     segment_map::insert(fresh.seg);
     stats::SEGMENTS.increase(1);
     Some(fresh)
@@ -545,7 +546,12 @@ const _: () = assert!(SMALL_PAGES_PER_SEGMENT <= 64, "a slot mask is one u64");
 fn guards_left(seg: Owned) -> Guards {
     if matches!(seg.kind(), Kind::Large | Kind::Huge) {
         // SAFETY: the header is live and ours (the handle's invariant).
-        let (layout, mask) = unsafe { ((*seg.ptr()).guard_layout, (*seg.ptr()).kept_guards.load(Ordering::Relaxed)) };
+        let (layout, mask) = unsafe {
+            (
+                (*seg.ptr()).guard_layout,
+                (*seg.ptr()).kept_guards.load(Ordering::Relaxed),
+            )
+        };
         let left = Guards { layout, mask };
         return if left.known() { left } else { Guards::default() };
     }

@@ -42,8 +42,8 @@
 //! `mprotect` within a mapping budget (`os::guard`): see SECURITY.md.
 
 use super::random;
-pub use crate::meta::guards::Prior;
 use crate::meta::guards::Held;
+pub use crate::meta::guards::Prior;
 use crate::meta::page::Page;
 use crate::meta::segment::{Kind, Segment};
 use crate::os;
@@ -109,7 +109,11 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
         // block is opened.
         Prior::Ranges(held) => {
             let header = [(info - ps, info)];
-            let (upto, need) = if whole { (size, &header[..]) } else { (info - ps, &[][..]) };
+            let (upto, need) = if whole {
+                (size, &header[..])
+            } else {
+                (info - ps, &[][..])
+            };
             // SAFETY: `[seg, seg + size)` is segment memory nobody else
             // uses (this fn's contract), and `held` names ranges of it.
             unsafe { reconcile(seg as usize, &held, 0, upto, need) }
@@ -283,10 +287,9 @@ pub unsafe fn open_block(
             return (open, false);
         }
         Prior::Ranges(held) => {
-            // The header's guard, the pages below the block and those
-            // after it; what the span held elsewhere in the area comes off.
-            // (The header's guard and the pages below the block adjoin;
-            // what lies before it [`segment_taken`] opened.)
+            // The header's guard with the pages below the block (they
+            // adjoin) and those after it; what the span held elsewhere
+            // in the area comes off (before it, `segment_taken` did).
             let o = |x: usize| x - seg;
             let both = [(o(area_start) - ps, o(before)), (o(after), o(area_end))];
             let need = if after < area_end { &both[..] } else { &both[..1] };

@@ -353,7 +353,13 @@ unsafe fn unseal(p: *mut u8, st: State, want: usize) {
 /// `page` must describe the new segment of slots, nobody else's yet, whose
 /// area is fresh, nobody's, page-aligned and accessible memory (its
 /// segment taken whole) but for the guards `have` names.
-pub unsafe fn slots_made(page: *const Page, area_start: usize, area_end: usize, dirty: bool, have: u64) -> u64 {
+pub unsafe fn slots_made(
+    page: *const Page,
+    area_start: usize,
+    area_end: usize,
+    dirty: bool,
+    have: u64,
+) -> u64 {
     if !guard::ON {
         return 0;
     }
