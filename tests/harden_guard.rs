@@ -827,3 +827,149 @@ fn memory_large_and_huge_segments_left_guarded_holds_no_guard_where_blocks_go() 
             });
     }
 }
+
+/// The first of the OS pages of `[p, p + n)` (and its last byte) that the
+/// kernel cannot read, probed one byte a page through a pipe, never
+/// touched; None when all are open.
+fn first_closed_page(p: *const u8, n: usize) -> Option<usize> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let mut byte = 0u8;
+    let closed = (0..n).step_by(4096).chain(n.checked_sub(1)).find(|&i| {
+        // A byte written is read back at once: the pipe never fills.
+        // SAFETY: the kernel reports EFAULT instead of faulting; our pipe.
+        unsafe {
+            if libc::write(fds[1], p.add(i).cast(), 1) != 1 {
+                return true;
+            }
+            assert_eq!(libc::read(fds[0], (&mut byte as *mut u8).cast(), 1), 1);
+        }
+        false
+    });
+    // SAFETY: closing the pipe just made.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    closed
+}
+
+/// Takes memory with small, medium, large and huge blocks and checks
+/// that every page of every block, and the start of the header of its
+/// segment, is open; then frees them all. Prints what it found closed and
+/// returns false.
+fn every_kind_takes_memory_open(when: &str) -> bool {
+    let segment = |p: *mut u8| (p as usize & !((4 << 20) - 1)) as *const u8;
+    let mut taken = Vec::new();
+    for (n, count) in [
+        (2000, 2500),
+        (40_000, 120),
+        (73_729, 60),
+        (1_900_000, 6),
+        (3 << 20, 2),
+        (9 << 20, 1),
+    ] {
+        taken.extend((0..count).map(|_| (malloc(n), n)));
+    }
+    let mut clean = true;
+    for &(p, n) in &taken {
+        // SAFETY: a live block.
+        let usable = unsafe { fortalloc::usable_size(p) };
+        if let Some(at) = first_closed_page(p, usable) {
+            println!("{when}: {n}-byte block at {p:?} closed at +{at}");
+            clean = false;
+            break;
+        }
+        if first_closed_page(segment(p), 1).is_some() {
+            println!("{when}: header of the segment of {n}-byte block {p:?} closed");
+            clean = false;
+            break;
+        }
+    }
+    for (p, _) in taken {
+        // SAFETY: each block is live and freed once.
+        unsafe { free(p) };
+    }
+    fortalloc::collect(true);
+    clean
+}
+
+#[test]
+fn memory_over_aligned_and_resized_huge_blocks_left_is_open_where_blocks_go() {
+    // Huge blocks aligned to every power of two up to 1 GiB leave pages
+    // below their block guarded (the padding up to the alignment), and
+    // blocks grown and shrunk by realloc leave their guard after a block
+    // that moved; once they are freed, blocks of every kind that take
+    // that memory find each of their pages and their header open.
+    for way in GUARD_WAYS {
+        child("open-after-aligned-huge")
+            .env("FORTALLOC_GUARDS", way)
+            .run(|| {
+                let mut checked = 0;
+                for shift in 0..=30 {
+                    let align = 1usize << shift;
+                    let mut left = Vec::new();
+                    for size in [1, 4096, align - 1, align, align + 1] {
+                        if size == 0 || size > 1 << 28 {
+                            continue;
+                        }
+                        let p = fortalloc::malloc_aligned(size, align);
+                        assert!(!p.is_null(), "size {size} align {align}");
+                        assert_eq!(p as usize % align, 0);
+                        // SAFETY: a live block of `size` bytes.
+                        unsafe { std::ptr::write_bytes(p, 0x5a, size) };
+                        left.push(p);
+                    }
+                    for p in left {
+                        // SAFETY: each block is live and freed once.
+                        unsafe { free(p) };
+                    }
+                    if !every_kind_takes_memory_open(&format!("after align {align}")) {
+                        return;
+                    }
+                    checked += 1;
+                }
+                for (align, from, to) in [
+                    (0, 5 << 20, 11 << 20),
+                    (0, 11 << 20, 3 << 20),
+                    (1 << 21, 3 << 20, 7 << 20),
+                    (1 << 22, 9 << 20, 3 << 20),
+                    (1 << 23, 3 << 20, 6 << 20),
+                ] {
+                    let p = if align == 0 {
+                        malloc(from)
+                    } else {
+                        fortalloc::malloc_aligned(from, align)
+                    };
+                    assert!(!p.is_null());
+                    // SAFETY: a live block of `from` bytes, resized to `to`
+                    // (its first `from.min(to)` bytes kept), then freed
+                    // once.
+                    unsafe {
+                        std::ptr::write_bytes(p, 0x33, from);
+                        let q = if align == 0 {
+                            fortalloc::realloc(p, to)
+                        } else {
+                            fortalloc::realloc_aligned(p, to, align)
+                        };
+                        assert!(!q.is_null());
+                        std::ptr::write_bytes(q, 0x44, to);
+                        let r = fortalloc::realloc(q, to / 2);
+                        assert!(!r.is_null());
+                        std::ptr::write_bytes(r, 0x55, to / 2);
+                        free(r);
+                    }
+                    if !every_kind_takes_memory_open(&format!("after {from} to {to} aligned {align}")) {
+                        return;
+                    }
+                    checked += 1;
+                }
+                println!("checked={checked}");
+            })
+            .check(|o| {
+                o.assert_success(way);
+                assert_eq!(common::count_after(o, "checked="), 36, "{way}: {}", o.stdout);
+            });
+    }
+}
