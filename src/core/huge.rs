@@ -221,21 +221,26 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
 }
 
 /// Records where the guards of the huge segment `seg` of `size` bytes
-/// are: after its header, and from `tail` to its end (see
-/// `meta::guards::Guards::huge`), for the arena to keep when it is
-/// released.
+/// are: from the header's guard up to its block (the padding an
+/// alignment puts below the block is guarded too), and from `tail` to
+/// its end (see `meta::guards::Guards::huge`), for the arena to keep when
+/// it is released. Where the record cannot hold them, none is kept, and
+/// the release removes guards over the whole segment.
 ///
 /// # Safety
 /// `seg` must be a huge segment whose guards are all in place, its header
-/// set up and written only by the caller.
+/// set up (its block's offset too) and written only by the caller.
 unsafe fn keep_guards(seg: *mut Segment, size: usize, tail: usize) {
     let info = segment::info_size();
-    let guards = Guards::huge((info - harden::header_guard(), info), tail.min(size));
+    // SAFETY: the header is set up and the caller's (this fn's contract).
+    let offset = unsafe { (*seg).block_offset };
+    let guards = Guards::huge((info - harden::header_guard(), offset), tail.min(size));
+    let mask = guards.map_or(0, |g| g.mask);
     // SAFETY: the header is set up and the caller's to write (this fn's
     // contract).
     unsafe {
         (*seg).guard_layout = harden::huge_layout();
-        (*seg).kept_guards.store(guards.mask, Ordering::Relaxed);
+        (*seg).kept_guards.store(mask, Ordering::Relaxed);
     }
 }
 

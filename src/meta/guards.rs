@@ -76,17 +76,23 @@ impl Guards {
         }
     }
 
-    /// A huge segment's guards: `[header.0, header.1)` after its header
-    /// (empty if not made) and its tail, from `tail` to the span's end
-    /// (none if `tail` is the span's size). Offsets from the span's start,
-    /// multiples of the OS page size; the header's guard lies in the
-    /// first slice.
-    pub fn huge(header: (usize, usize), tail: usize) -> Guards {
+    /// A huge segment's guards: `[header.0, header.1)`, the header's
+    /// guard with the padding below the block that adjoins it (empty if
+    /// not made), and its tail, from `tail` to the span's end (none if
+    /// `tail` is the span's size). Offsets from the span's start,
+    /// multiples of the OS page size. None when the record cannot hold
+    /// them: the first range must lie in the first slice, and the tail
+    /// within what the mask's upper half counts; the span's guards are
+    /// then not known, and its next user removes them all.
+    pub fn huge(header: (usize, usize), tail: usize) -> Option<Guards> {
         let u = |x: usize| (x / UNIT) as u64;
-        Guards {
+        let fits = header.0 <= header.1
+            && header.1 as u64 <= SLICE_UNITS * UNIT as u64
+            && u(tail) <= u64::from(u32::MAX);
+        fits.then(|| Guards {
             layout: RANGES,
             mask: u(header.0) | u(header.1) << 16 | u(tail) << 32,
-        }
+        })
     }
 
     /// Of a span of `n` slices left as [`Guards::huge`] says, the guards
@@ -163,7 +169,7 @@ mod tests {
         // Three slices: the header's guard at 72..76 KiB, the tail from
         // 5 MiB + 8 KiB to the end.
         let tail = SEGMENT_SIZE + (1 << 20) + 8192;
-        let g = Guards::huge((72 << 10, 76 << 10), tail);
+        let g = Guards::huge((72 << 10, 76 << 10), tail).unwrap();
         let mut held = Held::default();
         for i in 0..3 {
             assert!(held.add_slice(i, g.huge_slice(i)));
@@ -171,16 +177,34 @@ mod tests {
         let got: std::vec::Vec<_> = held.ranges().collect();
         assert_eq!(got, [(72 << 10, 76 << 10), (tail, 3 * SEGMENT_SIZE)]);
         // No tail, no header guard: nothing held.
-        let g = Guards::huge((0, 0), 2 * SEGMENT_SIZE);
+        let g = Guards::huge((0, 0), 2 * SEGMENT_SIZE).unwrap();
         let mut held = Held::default();
         for i in 0..2 {
             assert!(held.add_slice(i, g.huge_slice(i)));
         }
         assert_eq!(held.ranges().count(), 0);
         // Too many ranges to hold.
-        let g = Guards::huge((4096, 8192), SEGMENT_SIZE - 4096);
+        let g = Guards::huge((4096, 8192), SEGMENT_SIZE - 4096).unwrap();
         let mut held = Held::default();
         let fits = (0..8).all(|i| held.add_slice(2 * i, g.huge_slice(0)));
         assert!(!fits);
+        // A block aligned to a whole slice: the header's guard and the
+        // padding up to the block fill the first slice, the tail the end
+        // of the second.
+        let tail = SEGMENT_SIZE + (2 << 20);
+        let g = Guards::huge((12 << 10, SEGMENT_SIZE), tail).unwrap();
+        let mut held = Held::default();
+        for i in 0..2 {
+            assert!(held.add_slice(i, g.huge_slice(i)));
+        }
+        let got: std::vec::Vec<_> = held.ranges().collect();
+        assert_eq!(got, [(12 << 10, SEGMENT_SIZE), (tail, 2 * SEGMENT_SIZE)]);
+        // Padding past the first slice, or a tail past what the mask
+        // counts: no record.
+        assert_eq!(
+            Guards::huge((12 << 10, SEGMENT_SIZE + 4096), 2 * SEGMENT_SIZE),
+            None
+        );
+        assert_eq!(Guards::huge((12 << 10, 16 << 10), UNIT << 33), None);
     }
 }
