@@ -33,7 +33,8 @@ pub enum Prior {
 ///   the guard page that ends slot i is in place; bit SLACK_BIT, the
 ///   guards over the slack below the first slot and after the last are
 /// layout RANGES (a huge segment, any number of slices): the guard after
-///   its header and the guarded tail, see `Guards::huge`
+///   its header with the padding up to its block, and the guarded tail,
+///   see `Guards::huge`
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Guards {
