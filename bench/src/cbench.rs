@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use crate::driver::stats::{geomean, median};
-use crate::latency::{self, Judged, Latency};
+use crate::latency::{self, Latency};
 
 /// The reference of the hardened presets.
 pub const SECURE_REFERENCE: &str = "mimalloc-secure";
@@ -28,18 +28,6 @@ pub const TARGETS: [Target; 2] = [
         name: "fortalloc-secure-max",
         geomean: 1.50,
         worst: 4.00,
-    },
-];
-
-/// The presets in the latency table: `secure`'s p99 and p99.9 must be at most mimalloc-secure's.
-pub const LATENCY_JUDGED: [Judged<'static>; 2] = [
-    Judged {
-        name: "fortalloc-secure",
-        target: Some(1.0),
-    },
-    Judged {
-        name: "fortalloc-secure-max",
-        target: None,
     },
 ];
 
@@ -316,7 +304,7 @@ pub fn render(jobs: &[Job], libs: &[Lib], cells: &[Vec<Cell>]) -> String {
             job.name,
             &rows,
             SECURE_REFERENCE,
-            &LATENCY_JUDGED,
+            &latency::JUDGED,
         ));
         out.push('\n');
     }
@@ -419,21 +407,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn presets_are_judged_against_mimalloc_secure() {
-        let job = |name| Job {
+    /// A C workload (not a real program) named `name`.
+    fn job(name: &'static str) -> Job {
+        Job {
             name,
             program: false,
             argv: vec![],
             compare_output: false,
             latency: false,
             dir: PathBuf::new(),
-        };
-        let lib = |name| Lib {
+        }
+    }
+
+    /// A library named `name`, found.
+    fn lib(name: &'static str) -> Lib {
+        Lib {
             name,
             path: None,
             missing: false,
-        };
+        }
+    }
+
+    #[test]
+    fn presets_are_judged_against_mimalloc_secure() {
         let jobs = [job("a"), job("b")];
         let libs = [
             lib("mimalloc-secure"),
@@ -472,19 +468,7 @@ mod tests {
 
     #[test]
     fn sections_without_jobs_are_left_out() {
-        let jobs = [Job {
-            name: "w",
-            program: false,
-            argv: vec![],
-            compare_output: false,
-            latency: false,
-            dir: PathBuf::new(),
-        }];
-        let lib = |name| Lib {
-            name,
-            path: None,
-            missing: false,
-        };
+        let jobs = [job("w")];
         let libs = [lib("system"), lib("mimalloc")];
         let t = render(&jobs, &libs, &[vec![cell(&[2.0]), cell(&[1.0])]]);
         assert!(t.contains("| w | 2000 ms (2.00x)"), "{t}");

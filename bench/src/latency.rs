@@ -186,6 +186,19 @@ pub struct Judged<'a> {
     pub target: Option<f64>,
 }
 
+/// The presets the latency tables judge (the Rust harness's and cbench's): `secure`'s p99 and
+/// p99.9 must be at most mimalloc-secure's.
+pub const JUDGED: [Judged<'static>; 2] = [
+    Judged {
+        name: "fortalloc-secure",
+        target: Some(1.0),
+    },
+    Judged {
+        name: "fortalloc-secure-max",
+        target: None,
+    },
+];
+
 /// The markdown percentile table of one latency workload: a row per allocator (median over
 /// runs of each percentile, malloc then free), then each of `judged`'s p99 and p99.9 as a
 /// ratio to `reference`'s, with a verdict where it has a target.

@@ -7,7 +7,7 @@ use super::allocators::{REFERENCE, SECOND_REFERENCE};
 use super::cli::Options;
 use super::runner::{Outcome, Sample};
 use super::stats::{geomean, median};
-use crate::latency::{self, Judged, Latency};
+use crate::latency::{self, Latency};
 
 /// The medians of one workload under one allocator.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -247,7 +247,7 @@ pub fn render(grid: &Grid, options: &Options, left_out: &[(&str, String)]) -> St
                 workload,
                 &rows,
                 LATENCY_REFERENCE,
-                &LATENCY_JUDGED,
+                &latency::JUDGED,
             ));
         }
     }
@@ -259,18 +259,6 @@ pub fn render(grid: &Grid, options: &Options, left_out: &[(&str, String)]) -> St
 
 /// The allocator the hardened presets' latency percentiles are compared with.
 pub const LATENCY_REFERENCE: &str = "mimalloc-secure";
-/// The presets compared with it: `secure`'s p99 and p99.9 must be at most mimalloc-secure's.
-pub const LATENCY_JUDGED: [Judged<'static>; 2] = [
-    Judged {
-        name: "fortalloc-secure",
-        target: Some(1.0),
-    },
-    Judged {
-        name: "fortalloc-secure-max",
-        target: None,
-    },
-];
-
 /// The raw samples as CSV: `run,workload,allocator,time_ns,peak_rss_kb,status`.
 pub fn csv(samples: &[Sample]) -> String {
     let mut out = String::from("run,workload,allocator,time_ns,peak_rss_kb,status\n");
