@@ -613,6 +613,74 @@ fn every_large_block_has_a_guard_below_and_after_it_whichever_slot_it_took() {
 }
 
 #[test]
+fn every_huge_block_in_a_span_another_size_left_has_a_guard_below_and_just_after_it() {
+    // Huge blocks of sizes that go up and down, two live at a time, so
+    // most take a span a block of another size left with its guards on
+    // record (the page after each block moves with its size): the 16
+    // bytes below each block are inaccessible, and so is the first OS
+    // page past its last byte (within a page of its end, as for a fresh
+    // span); every byte of the block is written. Both ways of making
+    // guards.
+    const SIZES: [usize; 8] = [
+        9 << 20,
+        (5 << 20) + 12_345,
+        (12 << 20) + 1,
+        3 << 20,
+        (7 << 20) + 4096 * 3 + 17,
+        (5 << 19) + 999,
+        16 << 20,
+        (2 << 20) + 4096,
+    ];
+    for way in GUARD_WAYS {
+        child("huge-in-reused-spans")
+            .env("FORTALLOC_GUARDS", way)
+            .run(|| {
+                let mut live: Vec<(*mut u8, usize)> = Vec::new();
+                let mut checked = 0;
+                for round in 0..4 {
+                    for (i, &n) in SIZES.iter().enumerate() {
+                        let n = n + round * 8192;
+                        let p = malloc(n);
+                        assert!(!p.is_null(), "malloc({n})");
+                        // SAFETY: a live block of `n` bytes.
+                        unsafe { std::ptr::write_bytes(p, 0x5a, n) };
+                        // SAFETY: below the block and past its end, probed
+                        // only, never touched.
+                        let (below, past) = unsafe { (p.sub(16), p.add(n)) };
+                        let end = past as usize;
+                        // The first page boundary past the request, or
+                        // the next one where the canary's bytes cross it.
+                        let first_after = (end + 4095) & !4095;
+                        let closed = |at: usize| !readable(at as *const u8, 1);
+                        let guarded_after =
+                            closed(first_after) || (first_after - end < 16 && closed(first_after + 4096));
+                        if readable(below, 16) || !guarded_after {
+                            println!("{n}-byte block at {p:?} (round {round}, {i}) not guarded around");
+                            return;
+                        }
+                        checked += 1;
+                        live.push((p, n));
+                        if live.len() > 2 {
+                            let (q, _) = live.remove(0);
+                            // SAFETY: live, freed once.
+                            unsafe { free(q) };
+                        }
+                    }
+                }
+                for (q, _) in live {
+                    // SAFETY: live, freed once.
+                    unsafe { free(q) };
+                }
+                println!("checked={checked}");
+            })
+            .check(|o| {
+                o.assert_success(way);
+                assert!(o.stdout.contains("checked=32"), "{way}: {}", o.stdout);
+            });
+    }
+}
+
+#[test]
 fn an_underflow_below_any_of_nine_1_mib_blocks_faults() {
     // Issue 24's miss: 16 bytes written just below one of nine 1 MiB
     // blocks allocated in a row, all freed and allocated again; a block

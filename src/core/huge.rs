@@ -10,12 +10,13 @@
 //! block's memory is reused by the next big request of any size without
 //! new page faults; larger or over-aligned ones are mapped on their own.
 //!
-//! The guard build guards everything in the segment but the block: the
-//! header's guard and the padding below the block, the rest of the
-//! segment after its last OS page (`harden::open_block`). A freed huge
-//! block's segment goes back to its arena as it is, to be purged after
-//! the arena's delay, with the record of where its guards are (the next
-//! user of the span changes only the guards that differ), or with
+//! The guard build guards the header's guard and the padding below the
+//! block, and the OS page after the block's last one (with
+//! `seal-freed-large`, the rest of the segment): `harden::open_block`. A
+//! freed huge block's segment goes back to its arena as it is, to be
+//! purged after the arena's delay, with the record of where its guards
+//! are (the next user of the span changes only the guards that differ:
+//! a block of another size moves the page after it), or with
 //! `seal-freed-large` sealed at once, its memory zeroed when a new block
 //! takes it with zero-on-free.
 
@@ -117,7 +118,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let block = unsafe { (seg as *mut u8).add(offset) };
     // SAFETY: the area past the header is the segment's, ours alone, and
     // holds the block only.
-    let (open, exact) = unsafe {
+    let (open, tail_end, exact) = unsafe {
         harden::open_block(
             seg as usize,
             seg as usize + info,
@@ -131,7 +132,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     // span, once the block is freed, then changes only what it needs.
     if exact && header {
         // SAFETY: the header was just set up, and nobody else uses it yet.
-        unsafe { keep_guards(seg, total, offset + block_size) };
+        unsafe { keep_guards(seg, offset + block_size, tail_end - seg as usize) };
     }
     // The header and what is open past it. A span of sealed slices
     // may have the headers of the segments that used them open in its
@@ -192,15 +193,27 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
     // SAFETY: `p + old`, the end of the caller's block, lies inside its
     // segment (`offset + old < offset + new < size`).
     let at = unsafe { p.add(old) };
-    // SAFETY: `[at, at + new - old)` is the page-aligned guard after the
-    // caller's block, inside its segment, about to belong to the block.
-    if !unsafe { harden::grow_block(at, new - old) } {
+    // SAFETY: `[at, at + new - old)` is page-aligned memory of the
+    // caller's segment past its block, starting with the guard after it,
+    // about to belong to the block, and a page follows it in the segment
+    // (`offset + new + ps <= room`).
+    let (grown, tail_end) = unsafe { harden::grow_block(at, new - old, seg as usize + room) };
+    if grown == harden::Grown::Refused {
         return false;
     }
-    // Where the guard after the block was never made, these bytes were
-    // counted as open already: an over-count, the safe side.
-    // SAFETY: the segment lives while the caller owns its block.
-    unsafe { stats::commit_more(seg, new - old) };
+    // SAFETY: the header of the caller's live huge segment, whose guard
+    // record only its block's owner writes.
+    let recorded = unsafe { (*seg).kept_guards.load(Ordering::Relaxed) } != 0;
+    // With every guard on record and only a page of guard after the block
+    // (`harden::open_block`), what the block grew over was counted open
+    // already but for that page, and the page after it now a guard is
+    // counted no more: the same count. Otherwise counted whole, which
+    // where the guard after the block was never made is an over-count,
+    // the safe side.
+    if !(recorded && grown == harden::Grown::Guarded && harden::huge_tail_is_one_page()) {
+        // SAFETY: the segment lives while the caller owns its block.
+        unsafe { stats::commit_more(seg, new - old) };
+    }
     if harden::reused_large_zeroed() {
         // The segment's memory past the block may hold an old owner's
         // bytes: it was sealed, not wiped.
@@ -211,30 +224,36 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
     // SAFETY: the descriptor of the caller's huge block, which only its
     // owner resizes.
     unsafe { (*page).block_size = new };
-    // SAFETY: the header of the caller's live huge segment, whose guard
-    // record only its block's owner writes.
-    if unsafe { (*seg).kept_guards.load(Ordering::Relaxed) } != 0 {
-        // SAFETY: as just above.
-        unsafe { keep_guards(seg, room, offset + new) };
+    if recorded {
+        if grown == harden::Grown::Guarded {
+            // SAFETY: as just above.
+            unsafe { keep_guards(seg, offset + new, tail_end - seg as usize) };
+        } else {
+            // The guard after the block is missing: no record, so the
+            // span's next user removes every guard it may hold.
+            // SAFETY: as just above.
+            unsafe { (*seg).kept_guards.store(0, Ordering::Relaxed) };
+        }
     }
     true
 }
 
-/// Records where the guards of the huge segment `seg` of `size` bytes
-/// are: from the header's guard up to its block (the padding an
-/// alignment puts below the block is guarded too), and from `tail` to
-/// its end (see `meta::guards::Guards::huge`), for the arena to keep when
-/// it is released. Where the record cannot hold them, none is kept, and
-/// the release removes guards over the whole segment.
+/// Records where the guards of the huge segment `seg` are: from the
+/// header's guard up to its block (the padding an alignment puts below
+/// the block is guarded too), and from `tail` to `tail_end` after it
+/// (offsets from the segment's start; see `meta::guards::Guards::huge`),
+/// for the arena to keep when it is released. Where the record cannot hold
+/// them, none is kept, and the release removes guards over the whole
+/// segment.
 ///
 /// # Safety
 /// `seg` must be a huge segment whose guards are all in place, its header
 /// set up (its block's offset too) and written only by the caller.
-unsafe fn keep_guards(seg: *mut Segment, size: usize, tail: usize) {
+unsafe fn keep_guards(seg: *mut Segment, tail: usize, tail_end: usize) {
     let info = segment::info_size();
     // SAFETY: the header is set up and the caller's (this fn's contract).
     let offset = unsafe { (*seg).block_offset };
-    let guards = Guards::huge((info - harden::header_guard(), offset), tail.min(size));
+    let guards = Guards::huge((info - harden::header_guard(), offset), (tail, tail_end));
     let mask = guards.map_or(0, |g| g.mask);
     // SAFETY: the header is set up and the caller's to write (this fn's
     // contract).

@@ -10,8 +10,9 @@
 //! as its owner asked, the rest sealed, S, and a free slot sealed whole):
 //! | header | G | GG | block ..... | G | block ..... | G | ... | GGGG |
 //! | header | G | GG | block .. SSS G | SSSSSSSSSSSS G | ...   (sealing)
-//! huge (one block per segment):
-//! | header | G | block | G ... (rest of the segment) ...   |
+//! huge (one block per segment; the rest of the segment is left as its
+//! last user left it, or with `seal-freed-large` guarded too):
+//! | header | G | block | G | rest of the segment ...          |
 //! ```
 //! - one guard page after the header (its descriptors and bitmaps);
 //! - the last OS page of every small and medium page area, so a linear
@@ -23,7 +24,9 @@
 //!   too; with `seal-freed-large`, every large block past what its owner
 //!   asked for, rounded up to an OS page, and all of it once it is freed
 //!   (`harden::large`);
-//! - a huge block's guard at the first page boundary after the request;
+//! - a huge block's guard at the first page boundary after the request,
+//!   one OS page (the rest of its segment with `seal-freed-large`), so a
+//!   span reused by a block of another size moves one page of guard;
 //! - with `seal-freed-large`, when a large or huge segment is released its
 //!   memory past the header becomes inaccessible at once, so its freed
 //!   blocks fault on access (the header stays readable: the double-free
@@ -252,13 +255,36 @@ pub unsafe fn page_slot(page: *mut Page, area_end: usize) {
     }
 }
 
+/// Where the guard after a huge block whose last OS page ends at `after`
+/// ends, in a segment ending at `area_end`: one OS page on, or with
+/// `seal-freed-large` the segment's end. A single page stops a linear
+/// overflow as the rest of the segment would; the rest is left as the
+/// span's last user left it (open, holding nothing of the block), so a
+/// span reused for a block of another size moves one page of guard, not
+/// megabytes of it: installing a guard drops the pages under it, and each
+/// one faulted in again when the next, larger, block took it. With the
+/// seals the rest is sealed too, as what lies there may be a freed
+/// block's, which that build never leaves readable.
+#[inline]
+fn tail_end(after: usize, area_end: usize) -> usize {
+    if super::large::SEAL {
+        area_end
+    } else {
+        (after + os::page_size()).min(area_end)
+    }
+}
+
 /// A single block spans `[start, end)` of an area `[area_start, area_end)`
 /// of the segment at `seg`, taken as `prior` says (see
-/// [`segment_taken`]): everything else in the area, rounded to OS pages,
-/// is a guard. Returns how many bytes of the area are accessible now (all
-/// of it when off), for the count of committed bytes, and whether every
-/// guard is in place as that says (never after [`Prior::Sealed`], whose
-/// slices past the first may have their first bytes open).
+/// [`segment_taken`]): everything below it in the area, rounded to OS
+/// pages, is a guard, and so is what follows it up to [`tail_end`].
+/// Returns how many bytes of the area are accessible now (all of it when
+/// off), for the count of committed bytes (the area past the tail guard,
+/// left open, counts in full: it may hold the pages a previous user left,
+/// as in the plain build), the end of the guard after the block, and
+/// whether every guard is in place as that says (never after
+/// [`Prior::Sealed`], whose slices past the first may have their first
+/// bytes open).
 ///
 /// # Safety
 /// The area must be segment memory of the caller's, holding no other block.
@@ -269,30 +295,32 @@ pub unsafe fn open_block(
     end: usize,
     area_end: usize,
     prior: Prior,
-) -> (usize, bool) {
+) -> (usize, usize, bool) {
     if !ON {
-        return (area_end - area_start, false);
+        return (area_end - area_start, area_end, false);
     }
     let ps = os::page_size();
     let before = start & !(ps - 1);
     let after = (end + ps - 1) & !(ps - 1);
-    let mut open = after - before;
+    let tail = tail_end(after, area_end);
+    let mut open = after - before + (area_end - tail);
     match prior {
         Prior::Sealed => {
             // The guards are sealed already: open only the block (counted
-            // open even if the kernel refused, which is the safe side).
+            // open even if the kernel refused, which is the safe side),
+            // and past the tail guard what was sealed stays so.
             // SAFETY: the block's pages lie in the area, the caller's
             // segment memory (this fn's contract).
             unsafe { os::unguard(before as *mut u8, after - before) };
-            return (open, false);
+            return (after - before, tail, false);
         }
         Prior::Ranges(held) => {
             // The header's guard with the pages below the block (they
             // adjoin) and those after it; what the span held elsewhere
             // in the area comes off (before it, `segment_taken` did).
             let o = |x: usize| x - seg;
-            let both = [(o(area_start) - ps, o(before)), (o(after), o(area_end))];
-            let need = if after < area_end { &both[..] } else { &both[..1] };
+            let both = [(o(area_start) - ps, o(before)), (o(after), o(tail))];
+            let need = if after < tail { &both[..] } else { &both[..1] };
             // SAFETY: the area, the header's guard before it and the
             // held ranges are segment memory of the caller's holding no
             // other block (this fn's contract).
@@ -301,7 +329,7 @@ pub unsafe fn open_block(
                 // Which one failed is not known: all counted open.
                 open = area_end - area_start;
             }
-            return (open, made);
+            return (open, tail, made);
         }
         _ => {}
     }
@@ -315,25 +343,60 @@ pub unsafe fn open_block(
     }
     // SAFETY: the pages after the block's lie in the area, the caller's
     // segment memory, and hold no block (this fn's contract).
-    if after < area_end && !unsafe { os::guard(after as *mut u8, area_end - after) }.made() {
-        open += area_end - after;
+    if after < tail && !unsafe { os::guard(after as *mut u8, tail - after) }.made() {
+        open += tail - after;
         made = false;
     }
-    (open, made)
+    (open, tail, made)
+}
+
+/// What [`grow_block`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Grown {
+    /// The kernel refused to open the memory: the block cannot grow.
+    Refused,
+    /// Grown, and the guard after it lies as [`open_block`] would put it.
+    Guarded,
+    /// Grown, but the guard after it could not be made (the `mprotect`
+    /// way's budget is spent): the memory there is open.
+    Unguarded,
 }
 
 /// A huge block grows in place over `len` bytes at `at`, the start of the
-/// guard that followed it (see `huge::grow_in_place`): they become
-/// accessible, and the rest of its segment stays the guard. False if the
-/// kernel refuses.
+/// guard that followed it, in a segment ending at `area_end` (see
+/// `huge::grow_in_place`): they become accessible, and the guard after
+/// the block moves to follow them ([`tail_end`]). Returns what it did and
+/// where that guard ends.
 ///
 /// # Safety
-/// `[at, at + len)` must be page-aligned guard memory of the caller's huge
-/// segment, about to belong to its block.
-pub unsafe fn grow_block(at: *mut u8, len: usize) -> bool {
+/// `[at, at + len)` must be page-aligned memory of the caller's huge
+/// segment past its block, starting with the guard after it, about to
+/// belong to the block, and at least one OS page must follow it in the
+/// segment.
+pub unsafe fn grow_block(at: *mut u8, len: usize, area_end: usize) -> (Grown, usize) {
+    if !ON {
+        return (Grown::Guarded, area_end);
+    }
+    // Past the old guard the memory may be open or guarded (a sealed span
+    // keeps the rest of the segment sealed): all of it is opened.
     // SAFETY: `[at, at + len)` is page-aligned memory of the caller's huge
     // segment (this fn's contract).
-    !ON || unsafe { os::unguard(at, len) }
+    if !unsafe { os::unguard(at, len) } {
+        return (Grown::Refused, area_end);
+    }
+    let after = at as usize + len;
+    let tail = tail_end(after, area_end);
+    if super::large::SEAL {
+        // The rest of the segment was the guard already.
+        return (Grown::Guarded, tail);
+    }
+    // SAFETY: the page after the grown block lies in the caller's segment
+    // (this fn's contract) and holds nothing: it was past the block.
+    if unsafe { os::guard(after as *mut u8, tail - after) }.made() {
+        (Grown::Guarded, tail)
+    } else {
+        (Grown::Unguarded, tail)
+    }
 }
 
 /// Where to ask the kernel to put a new arena: a random, `align`-aligned

@@ -35,7 +35,7 @@ pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, link, set_link, try_link};
 pub use guard::{
     arena_hint, grow_block, header_guard, open_block, page_guard, page_slot, pick as pick_slot,
-    segment_released, segment_taken, Released,
+    segment_released, segment_taken, Grown, Released,
 };
 pub use large::{
     drop_free as large_drop_free, huge_layout, layout as large_layout, pick as pick_large_slot,
@@ -89,6 +89,13 @@ pub const fn freed_large_sealed() -> bool {
 #[inline(always)]
 pub const fn large_slots_guarded() -> bool {
     guard::ON
+}
+/// Huge blocks: whether the guard after one is a single OS page, the rest
+/// of its segment left open (`guard-pages` without `seal-freed-large`,
+/// which guards all of it; see `guard::open_block`).
+#[inline(always)]
+pub const fn huge_tail_is_one_page() -> bool {
+    guard::ON && !large::SEAL
 }
 /// Large and huge blocks handed out (fresh or reused) read zero, so
 /// `calloc` need not clear them: zero-on-free with `seal-freed-large`.

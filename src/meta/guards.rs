@@ -33,8 +33,8 @@ pub enum Prior {
 ///   the guard page that ends slot i is in place; bit SLACK_BIT, the
 ///   guards over the slack below the first slot and after the last are
 /// layout RANGES (a huge segment, any number of slices): the guard after
-///   its header with the padding up to its block, and the guarded tail,
-///   see `Guards::huge`
+///   its header with the padding up to its block, and the guard after its
+///   block, see `Guards::huge`
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Guards {
@@ -79,20 +79,22 @@ impl Guards {
 
     /// A huge segment's guards: `[header.0, header.1)`, the header's
     /// guard with the padding below the block that adjoins it (empty if
-    /// not made), and its tail, from `tail` to the span's end (none if
-    /// `tail` is the span's size). Offsets from the span's start,
-    /// multiples of the OS page size. None when the record cannot hold
-    /// them: the first range must lie in the first slice, and the tail
-    /// within what the mask's upper half counts; the span's guards are
-    /// then not known, and its next user removes them all.
-    pub fn huge(header: (usize, usize), tail: usize) -> Option<Guards> {
+    /// not made), and `[tail.0, tail.1)` after its block (empty if none).
+    /// Offsets from the span's start, multiples of the OS page size. None
+    /// when the record cannot hold them: the first range must lie in the
+    /// first slice, the tail start within what 20 bits of units count and
+    /// its length within 12; the span's guards are then not known, and its
+    /// next user removes them all.
+    pub fn huge(header: (usize, usize), tail: (usize, usize)) -> Option<Guards> {
         let u = |x: usize| (x / UNIT) as u64;
         let fits = header.0 <= header.1
             && header.1 as u64 <= SLICE_UNITS * UNIT as u64
-            && u(tail) <= u64::from(u32::MAX);
+            && tail.0 <= tail.1
+            && u(tail.0) < 1 << 20
+            && u(tail.1) - u(tail.0) < 1 << 12;
         fits.then(|| Guards {
             layout: RANGES,
-            mask: u(header.0) | u(header.1) << 16 | u(tail) << 32,
+            mask: u(header.0) | u(header.1) << 16 | u(tail.0) << 32 | (u(tail.1) - u(tail.0)) << 52,
         })
     }
 
@@ -100,16 +102,17 @@ impl Guards {
     /// in slice `i`: up to two ranges, in units from the slice's start,
     /// packed as [`Held`] keeps a slice's.
     pub fn huge_slice(self, i: usize) -> u64 {
-        let (h0, h1, tail) = (self.mask & 0xffff, self.mask >> 16 & 0xffff, self.mask >> 32);
+        let (h0, h1) = (self.mask & 0xffff, self.mask >> 16 & 0xffff);
+        let t0 = self.mask >> 32 & 0xf_ffff;
+        let t1 = t0 + (self.mask >> 52);
         let base = i as u64 * SLICE_UNITS;
         let header = if i == 0 && h0 < h1 { pack_range(h0, h1) } else { 0 };
-        let from = tail.clamp(base, base + SLICE_UNITS) - base;
-        let rest = if from < SLICE_UNITS {
-            pack_range(from, SLICE_UNITS)
-        } else {
-            0
-        };
-        header | rest << 32
+        let (from, to) = (
+            t0.clamp(base, base + SLICE_UNITS) - base,
+            t1.clamp(base, base + SLICE_UNITS) - base,
+        );
+        let tail = if from < to { pack_range(from, to) } else { 0 };
+        header | tail << 32
     }
 }
 
@@ -167,45 +170,59 @@ mod tests {
 
     #[test]
     fn a_huge_segments_guards_come_back_slice_by_slice() {
-        // Three slices: the header's guard at 72..76 KiB, the tail from
-        // 5 MiB + 8 KiB to the end.
+        // Three slices: the header's guard at 72..76 KiB, the page after
+        // the block at 5 MiB + 8 KiB.
         let tail = SEGMENT_SIZE + (1 << 20) + 8192;
-        let g = Guards::huge((72 << 10, 76 << 10), tail).unwrap();
+        let g = Guards::huge((72 << 10, 76 << 10), (tail, tail + 4096)).unwrap();
         let mut held = Held::default();
         for i in 0..3 {
             assert!(held.add_slice(i, g.huge_slice(i)));
         }
         let got: std::vec::Vec<_> = held.ranges().collect();
-        assert_eq!(got, [(72 << 10, 76 << 10), (tail, 3 * SEGMENT_SIZE)]);
+        assert_eq!(got, [(72 << 10, 76 << 10), (tail, tail + 4096)]);
+        // Both in a span of one slice, and a tail of several pages that
+        // crosses into the next slice.
+        let g = Guards::huge((72 << 10, 76 << 10), (SEGMENT_SIZE - 8192, SEGMENT_SIZE + 8192)).unwrap();
+        let mut held = Held::default();
+        for i in 0..2 {
+            assert!(held.add_slice(i, g.huge_slice(i)));
+        }
+        let got: std::vec::Vec<_> = held.ranges().collect();
+        assert_eq!(
+            got,
+            [(72 << 10, 76 << 10), (SEGMENT_SIZE - 8192, SEGMENT_SIZE + 8192)]
+        );
         // No tail, no header guard: nothing held.
-        let g = Guards::huge((0, 0), 2 * SEGMENT_SIZE).unwrap();
+        let g = Guards::huge((0, 0), (2 * SEGMENT_SIZE, 2 * SEGMENT_SIZE)).unwrap();
         let mut held = Held::default();
         for i in 0..2 {
             assert!(held.add_slice(i, g.huge_slice(i)));
         }
         assert_eq!(held.ranges().count(), 0);
         // Too many ranges to hold.
-        let g = Guards::huge((4096, 8192), SEGMENT_SIZE - 4096).unwrap();
+        let g = Guards::huge((4096, 8192), (SEGMENT_SIZE - 8192, SEGMENT_SIZE - 4096)).unwrap();
         let mut held = Held::default();
         let fits = (0..8).all(|i| held.add_slice(2 * i, g.huge_slice(0)));
         assert!(!fits);
         // A block aligned to a whole slice: the header's guard and the
-        // padding up to the block fill the first slice, the tail the end
-        // of the second.
+        // padding up to the block fill the first slice, the tail lies in
+        // the second.
         let tail = SEGMENT_SIZE + (2 << 20);
-        let g = Guards::huge((12 << 10, SEGMENT_SIZE), tail).unwrap();
+        let g = Guards::huge((12 << 10, SEGMENT_SIZE), (tail, tail + 16384)).unwrap();
         let mut held = Held::default();
         for i in 0..2 {
             assert!(held.add_slice(i, g.huge_slice(i)));
         }
         let got: std::vec::Vec<_> = held.ranges().collect();
-        assert_eq!(got, [(12 << 10, SEGMENT_SIZE), (tail, 2 * SEGMENT_SIZE)]);
-        // Padding past the first slice, or a tail past what the mask
-        // counts: no record.
+        assert_eq!(got, [(12 << 10, SEGMENT_SIZE), (tail, tail + 16384)]);
+        // Padding past the first slice, a tail past what the mask counts,
+        // or one too long: no record.
+        let end = 2 * SEGMENT_SIZE;
+        assert_eq!(Guards::huge((12 << 10, SEGMENT_SIZE + 4096), (end, end)), None);
         assert_eq!(
-            Guards::huge((12 << 10, SEGMENT_SIZE + 4096), 2 * SEGMENT_SIZE),
+            Guards::huge((12 << 10, 16 << 10), (UNIT << 20, (UNIT << 20) + 4096)),
             None
         );
-        assert_eq!(Guards::huge((12 << 10, 16 << 10), UNIT << 33), None);
+        assert_eq!(Guards::huge((12 << 10, 16 << 10), (0, UNIT << 12)), None);
     }
 }
