@@ -59,7 +59,7 @@
 //! the forking thread's cache (only that thread touches it) and leaks the
 //! others', as it leaks their threads' live blocks. The hardened build has
 //! no cache: its defences each want something of a freed large block that a
-//! cache would undo or have to repeat (see [`CACHE_ON`]), and `secure`
+//! cache would undo or have to repeat (see [`CACHE_ON`]), and `secure-max`
 //! seals freed blocks anyway.
 //!
 //! A segment whose slots are all free is released: the arena hands the
@@ -67,8 +67,10 @@
 //! resident. Keeping one per class held 4 MiB per class that nothing else
 //! could use. The guard build keeps its class's last one, whose guards
 //! (and seals) are made already: releasing and remaking it would make
-//! them all again, a kernel call per slot; its free slots are purged after
-//! the delay all the same. Without the seals a released one leaves its
+//! them all again, a kernel call per slot; once all its slots are free,
+//! they are purged after the arena's delay, as the memory of a released
+//! segment would be (a slot freed while others are in use waits the
+//! purge delay). Without the seals a released one leaves its
 //! guards in place and on record (the class's guard layout), and the next
 //! segment of the class takes that memory first and makes none of them.
 
@@ -919,7 +921,7 @@ unsafe fn free_slot(slot: Slot, p: *mut u8, cached: bool, cache: Option<&mut Cac
         // freed once (checked above, or out of the caller's cache).
         unsafe { seg.set_free_bits(free | bit) };
         if !harden::freed_large_sealed() {
-            freed_open(seg, slot);
+            freed_open(seg, slot, free | bit == all);
         }
         if !seg.listed() {
             // SAFETY: the segment is of class `c`, and not on its list.
@@ -1041,8 +1043,13 @@ pub fn collect() {
 
 /// A slot was just freed (and not sealed): its memory is no longer known
 /// to be zero, and goes back to the OS after the purge delay unless the
-/// slot is taken again first (at once with a delay of 0).
-fn freed_open(seg: Locked, slot: Slot) {
+/// slot is taken again first (at once with a delay of 0). When that left
+/// the segment with no slot in use (`idle`), it waits the arena's delay
+/// instead, as a released segment's memory does: a class keeps its last
+/// segment (with `guard-pages`) where the plain build hands it to the
+/// arena, and a class used now and then found its slots purged every
+/// time.
+fn freed_open(seg: Locked, slot: Slot, idle: bool) {
     slot.forget_zero();
     seg.set_unpurged(seg.unpurged() | slot.bit());
     let delay = options::purge_delay_ms();
@@ -1050,6 +1057,11 @@ fn freed_open(seg: Locked, slot: Slot) {
         purge_slots(seg);
         return;
     }
+    let delay = if idle {
+        options::arena_purge_delay_ms()
+    } else {
+        delay
+    };
     let due = os::recent_ms().saturating_add(delay);
     // Every free pushes the segment's time on, so a segment in active
     // use is not purged a slot at a time while its slots cycle.
