@@ -49,7 +49,7 @@ fn main() {
     drop(tx);
     let total = consumer.join().unwrap();
     println!(
-        "  1M cross-thread frees:         {:7.1} ms ({total} words)",
+        "  1M cross-thread frees:         {:7.1} ms ({total} u64 values received)",
         t.elapsed().as_secs_f64() * 1e3
     );
 

@@ -82,6 +82,34 @@ impl Line {
         self
     }
 
+    /// Appends a byte count as people read it: `512 B`, `64 KiB`,
+    /// `1.5 MiB`, `8 GiB` (one decimal where the unit does not divide it).
+    pub fn bytes(&mut self, v: u64) -> &mut Line {
+        const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+        let mut unit = 0;
+        while unit + 1 < UNITS.len() && v >= 1u64 << (10 * (unit + 1)) {
+            unit += 1;
+        }
+        let scale = 1u64 << (10 * unit);
+        let whole = v / scale;
+        // Tenths, rounded down so `1023.99 KiB` never reads `1024.0 KiB`.
+        let tenths = (v % scale) * 10 / scale;
+        self.dec(whole as usize);
+        if tenths != 0 {
+            self.str(".").dec(tenths as usize);
+        }
+        self.str(" ").str(UNITS[unit])
+    }
+
+    /// Appends a null-terminated string of untrusted text (see
+    /// [`Line::byte_lossy`]).
+    pub fn c_str(&mut self, s: &core::ffi::CStr) -> &mut Line {
+        for &b in s.to_bytes() {
+            self.byte_lossy(b);
+        }
+        self
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
@@ -302,6 +330,24 @@ mod tests {
             .hex(0)
             .dec(0);
         assert_eq!(line.as_bytes(), b"x 0xdeadbeef 4096 0x00");
+    }
+
+    #[test]
+    fn byte_counts_read_in_binary_units() {
+        let reads = |v: u64, want: &str| {
+            let mut line = Line::new();
+            line.bytes(v);
+            assert_eq!(core::str::from_utf8(line.as_bytes()), Ok(want), "{v}");
+        };
+        reads(0, "0 B");
+        reads(1023, "1023 B");
+        reads(1024, "1 KiB");
+        reads(512 << 10, "512 KiB");
+        reads(3 << 19, "1.5 MiB");
+        reads((1 << 20) - 1, "1023.9 KiB");
+        reads(24_009_896, "22.8 MiB");
+        reads(8 << 30, "8 GiB");
+        reads(u64::MAX, "15.9 EiB");
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! fortalloc: a general-purpose allocator following mimalloc's design
-//! (thread-local heaps, free-list sharding, segments of pages).
+//! fortalloc: a general-purpose memory allocator following mimalloc's
+//! design (thread-local heaps, free-list sharding, segments of pages), with
+//! a hardened build whose defences are Cargo features.
+//!
+//! # Use it
 //!
 //! ```
 //! use fortalloc::FortAlloc;
@@ -7,9 +10,42 @@
 //! static GLOBAL: FortAlloc = FortAlloc;
 //! ```
 //!
-//! The core is `no_std`; std supplies only the thread-local slot of the
-//! heap pointer (a const-initialised `thread_local!`, which neither
-//! allocates nor registers a destructor).
+//! Every allocation of the program then comes from fortalloc. The same
+//! allocator is a C library (`capi/`: `LD_PRELOAD=libfortalloc.so` for any
+//! Linux program) and a launcher (`fortalloc -- program`).
+//!
+//! # Pick a build
+//!
+//! - **plain** (the default): the fast build. It reports a free of a
+//!   pointer it never handed out, and an impossible size or alignment.
+//! - **`features = ["secure"]`**: the hardened build recommended to services,
+//!   at about mimalloc's secure mode's cost: guard pages, encoded free lists,
+//!   random allocation order, precise double-free detection, overflow
+//!   canaries and a quarantine of freed blocks.
+//! - **`features = ["secure-max"]`**: every defence, for a larger budget: also
+//!   underflow trailers, wiping freed blocks and checking them at reuse, and
+//!   freed large blocks inaccessible at once.
+//!
+//! Each defence is also a feature of its own. What each catches and costs,
+//! and the threat model: SECURITY.md in the repository.
+//!
+//! # Options and statistics
+//!
+//! `FORTALLOC_*` environment variables are read at start (`FORTALLOC_PURGE_DELAY`,
+//! `FORTALLOC_SHOW_STATS`, `FORTALLOC_VERBOSE`, the quarantine's bounds, ...);
+//! [`set_purge_delay_ms`], [`set_quarantine`] and [`set_huge_pages`] set them
+//! from code. [`stats()`] returns the counters and [`print_stats`] prints them
+//! as a table; docs/USAGE.md lists the variables and explains every row.
+//! [`set_error_handler`] lets a program see a reported misuse before the
+//! process aborts.
+//!
+//! # How it is built
+//!
+//! The crate is `no_std` inside; std supplies only the thread-local slot of
+//! the heap pointer (a const-initialised `thread_local!`, which neither
+//! allocates nor registers a destructor). Nothing in the allocator
+//! allocates, panics or unwinds. The layers and their rules:
+//! docs/ARCHITECTURE.md.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]

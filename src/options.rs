@@ -4,7 +4,8 @@
 //!
 //! | variable | meaning |
 //! |---|---|
-//! | `FORTALLOC_VERBOSE=1` | print what fortalloc does at start and exit (options in effect) |
+//! | `FORTALLOC_VERBOSE=1` | print at start, in every process that loads fortalloc: where it was loaded from, the build, the guard way, the quarantine bounds and the options in effect |
+//! | `FORTALLOC_VERBOSE=pid:<n>` | print it only in the process with id `n` (the launcher's `--verbose`; `--verbose-all` sets `1`) |
 //! | `FORTALLOC_SHOW_STATS=1` | print the statistics table to stderr at exit (the C library), in every process that loads it |
 //! | `FORTALLOC_SHOW_STATS=pid:<n>` | print it only in the process with id `n`, not in the programs it runs or forks (the launcher's `--stats` names the program it `exec`s, which keeps the launcher's pid; `--stats-all` sets `1`) |
 //! | `FORTALLOC_PURGE_DELAY=<ms>` | delay before empty pages and freed large blocks go back to the OS (ten times it for whole free segments); 0 = at once |
@@ -29,11 +30,13 @@ use crate::os;
 pub const DEFAULT_PURGE_DELAY_MS: u64 = 10;
 
 static PURGE_DELAY_MS: AtomicU64 = AtomicU64::new(DEFAULT_PURGE_DELAY_MS);
+/// `FORTALLOC_VERBOSE` and `FORTALLOC_SHOW_STATS`: each on or off, and
+/// the one process `pid:<n>` asked for (0 for all). The variable is
+/// inherited by every program the process runs, and a forked child
+/// inherits these values, so only the pid can tell the process apart.
 static VERBOSE: AtomicBool = AtomicBool::new(false);
+static VERBOSE_PID: AtomicI32 = AtomicI32::new(0);
 static SHOW_STATS: AtomicBool = AtomicBool::new(false);
-/// The one process `FORTALLOC_SHOW_STATS=pid:<n>` asked for; 0 for all. The
-/// variable is inherited by every program the process runs, and a forked
-/// child inherits this value, so only the pid can tell the process apart.
 static SHOW_STATS_PID: AtomicI32 = AtomicI32::new(0);
 
 #[inline]
@@ -136,19 +139,40 @@ pub fn set_quarantine_process(bytes: usize) {
 /// bytes has 40 bits).
 pub const MAX_QUARANTINE_PROCESS_BYTES: usize = (1 << 40) - 1;
 
-/// Whether `FORTALLOC_VERBOSE` asked for messages.
+/// Whether `FORTALLOC_VERBOSE` asked for messages in this process.
 pub fn verbose() -> bool {
-    VERBOSE.load(Ordering::Relaxed)
+    asked_here(&VERBOSE, &VERBOSE_PID)
 }
 
 /// Whether `FORTALLOC_SHOW_STATS` asked for this process's statistics at
 /// exit.
 pub fn show_stats_requested() -> bool {
-    if !SHOW_STATS.load(Ordering::Relaxed) {
+    asked_here(&SHOW_STATS, &SHOW_STATS_PID)
+}
+
+/// Whether an option set to `1` or `pid:<n>` applies to this process.
+fn asked_here(on: &AtomicBool, pid: &AtomicI32) -> bool {
+    if !on.load(Ordering::Relaxed) {
         return false;
     }
-    let pid = SHOW_STATS_PID.load(Ordering::Relaxed);
+    let pid = pid.load(Ordering::Relaxed);
     pid == 0 || pid == os::process_id()
+}
+
+/// Reads `1` (or another truthy word) or `pid:<n>` into `on` and `pid`;
+/// false (and nothing stored) for any other `pid:` value.
+fn set_for_process(on: &AtomicBool, pid: &AtomicI32, value: &[u8]) -> bool {
+    match value.strip_prefix(b"pid:") {
+        None => on.store(truthy(value), Ordering::Relaxed),
+        Some(n) => match parse_u64(n) {
+            Some(n) if n > 0 && n <= i32::MAX as u64 => {
+                pid.store(n as i32, Ordering::Relaxed);
+                on.store(true, Ordering::Relaxed);
+            }
+            _ => return false,
+        },
+    }
+    true
 }
 
 /// The options fortalloc knows, by their name after `FORTALLOC_`.
@@ -220,20 +244,19 @@ fn for_each_var(mut f: impl FnMut(&[u8], &[u8])) {
 
 fn apply(name: &[u8], value: &[u8]) {
     match name {
-        b"VERBOSE" => VERBOSE.store(truthy(value), Ordering::Relaxed),
-        b"SHOW_STATS" => match value.strip_prefix(b"pid:") {
-            None => SHOW_STATS.store(truthy(value), Ordering::Relaxed),
-            Some(pid) => match parse_u64(pid) {
-                Some(n) if n > 0 && n <= i32::MAX as u64 => {
-                    SHOW_STATS_PID.store(n as i32, Ordering::Relaxed);
-                    SHOW_STATS.store(true, Ordering::Relaxed);
-                }
-                _ => warn(
+        b"VERBOSE" => {
+            if !set_for_process(&VERBOSE, &VERBOSE_PID, value) {
+                warn(b"ignoring FORTALLOC_VERBOSE: not 1 or pid:<process id>: ", value);
+            }
+        }
+        b"SHOW_STATS" => {
+            if !set_for_process(&SHOW_STATS, &SHOW_STATS_PID, value) {
+                warn(
                     b"ignoring FORTALLOC_SHOW_STATS: not 1 or pid:<process id>: ",
                     value,
-                ),
-            },
-        },
+                );
+            }
+        }
         b"HUGE_PAGES" => os::set_huge_pages(truthy(value)),
         // The launcher's own variable (where the library is), not an option.
         b"LIB" => {}

@@ -364,7 +364,9 @@ pub struct Sections {
 
 /// Writes `s` as a table to file descriptor `fd`, one `write` per line,
 /// without allocating: a heading with the process id and the program's
-/// name, then a row per counter (and the rows `sections` asks for).
+/// name, then a row per counter (and the rows `sections` asks for). Every
+/// row says what it counts and in which unit; docs/USAGE.md
+/// ("Statistics") explains each, and the line after the heading points there.
 pub fn write_table(fd: i32, s: &Stats, sections: Sections) {
     // Under a shell script many processes print a table to one stderr; the
     // heading tells them apart.
@@ -380,68 +382,105 @@ pub fn write_table(fd: i32, s: &Stats, sections: Sections) {
     }
     heading.str(")\n");
     os::write_fd(fd, heading.as_bytes());
-    let row = |name: &str, v: &[(&str, u64)]| {
+    os::write_fd(fd, LEGEND.as_bytes());
+    let row = |name: &str, fill: &mut dyn FnMut(&mut Line)| {
         let mut line = Line::new();
         line.str("fortalloc: ").str(name);
-        for _ in name.len()..20 {
+        for _ in name.len()..ROW_NAME_WIDTH {
             line.str(" ");
         }
-        for (label, value) in v {
-            if !label.is_empty() {
-                line.str(" ").str(label);
-            }
-            line.str(" ").dec(*value as usize);
-        }
+        line.str(" ");
+        fill(&mut line);
         line.str("\n");
         os::write_fd(fd, line.as_bytes());
     };
-    let gauge = |name: &str, g: GaugeValue| {
-        row(
-            name,
-            &[("current", g.current), ("peak", g.peak), ("total", g.total)],
-        );
+    let count = |line: &mut Line, v: u64| {
+        line.dec(v as usize);
     };
-    row("allocations", &[("", s.allocations)]);
-    row("frees", &[("", s.frees), ("cross-thread", s.cross_thread_frees)]);
-    row("live blocks", &[("", s.live_blocks())]);
-    gauge("bytes in use", s.bytes_in_use);
-    gauge("pages", s.pages);
-    gauge("huge objects", s.huge);
-    gauge("segments", s.segments);
-    gauge("reserved bytes", s.reserved_bytes);
-    row(
-        "resident bytes",
-        &[("current", s.resident_bytes), ("peak", s.peak_resident_bytes)],
-    );
-    row(
-        "committed bytes",
-        &[("current", s.committed_bytes), ("peak", s.peak_committed_bytes)],
-    );
-    row("purges", &[("", s.purges), ("bytes", s.purged_bytes)]);
-    row("protection changes", &[("", s.protect_calls)]);
+    row("allocations", &mut |l| count(l, s.allocations));
+    row("frees", &mut |l| {
+        count(l, s.frees);
+        l.str(", by a thread not the owner ");
+        count(l, s.cross_thread_frees);
+    });
+    row("live blocks", &mut |l| count(l, s.live_blocks()));
+    row("pages holding blocks", &mut |l| {
+        count(l, s.pages.current);
+        l.str(" with room for ")
+            .bytes(s.bytes_in_use.current)
+            .str(" of blocks, peak ");
+        count(l, s.pages.peak);
+        l.str(" with room for ").bytes(s.bytes_in_use.peak);
+    });
+    row("huge blocks (> 2 MiB)", &mut |l| {
+        count(l, s.huge.current);
+        l.str(" of ").bytes(s.huge_bytes.current).str(", peak ");
+        count(l, s.huge.peak);
+        l.str(", ever ");
+        count(l, s.huge.total);
+    });
+    row("segments", &mut |l| {
+        count(l, s.segments.current);
+        l.str(", peak ");
+        count(l, s.segments.peak);
+        l.str(", ever ");
+        count(l, s.segments.total);
+    });
+    row("memory of fortalloc", &mut |l| {
+        l.bytes(s.committed_bytes)
+            .str(", peak ")
+            .bytes(s.peak_committed_bytes)
+            .str(" (committed: may be resident)");
+    });
+    row("process resident", &mut |l| {
+        l.bytes(s.resident_bytes)
+            .str(", peak ")
+            .bytes(s.peak_resident_bytes)
+            .str(" (the whole process's, as the kernel counts it)");
+    });
+    row("address space reserved", &mut |l| {
+        l.bytes(s.reserved_bytes.current)
+            .str(", peak ")
+            .bytes(s.reserved_bytes.peak)
+            .str(" (not memory until used)");
+    });
+    row("returned to the OS", &mut |l| {
+        l.bytes(s.purged_bytes).str(" in ");
+        count(l, s.purges);
+        l.str(" purges (freed memory waits ")
+            .dec(crate::options::purge_delay_ms() as usize)
+            .str(" ms first)");
+    });
+    row("protection changes", &mut |l| count(l, s.protect_calls));
     if sections.guards {
-        row(
-            "guards",
-            &[
-                ("markers", s.guard_markers),
-                ("mprotect", s.guard_protects),
-                ("skipped", s.guards_skipped),
-            ],
-        );
+        row("guard pages", &mut |l| {
+            count(l, s.guard_markers);
+            l.str(" kernel markers, ");
+            count(l, s.guard_protects);
+            l.str(" mprotect, ");
+            count(l, s.guards_skipped);
+            l.str(" not made (mapping limit near)");
+        });
     }
     if sections.quarantine {
-        row(
-            "quarantine",
-            &[
-                ("blocks", s.quarantined_blocks),
-                ("bytes", s.quarantined_bytes),
-                ("evictions", s.quarantine_evictions),
-            ],
-        );
+        row("quarantine", &mut |l| {
+            count(l, s.quarantined_blocks);
+            l.str(" blocks of ").bytes(s.quarantined_bytes).str(" held, ");
+            count(l, s.quarantine_evictions);
+            l.str(" released");
+        });
     }
-    row("threads", &[("", s.threads)]);
-    row(
-        "abandoned segments",
-        &[("", s.abandoned_segments), ("reclaimed", s.reclaimed_segments)],
-    );
+    row("threads", &mut |l| count(l, s.threads));
+    row("segments of exited threads", &mut |l| {
+        count(l, s.abandoned_segments);
+        l.str(", taken over by others ");
+        count(l, s.reclaimed_segments);
+    });
 }
+
+/// The line after the heading: where the rows are explained.
+const LEGEND: &str =
+    "fortalloc: (each row is explained in docs/USAGE.md, \"Statistics\"; 1 KiB = 1024 bytes)\n";
+
+/// The width of the table's row names (the longest, and a space).
+const ROW_NAME_WIDTH: usize = 27;

@@ -148,3 +148,98 @@ fn a_valid_free_is_not_rejected() {
             assert!(!o.stderr.contains("fortalloc:"), "{}", o.stderr);
         });
 }
+
+/// Runs `body` in a child that must abort with exactly one line, `double
+/// free at <the address it printed> (`, in every build: the hardened build
+/// sees it in its bitmaps, the plain build where it costs nothing (see
+/// SECURITY.md, "What the plain build catches").
+#[track_caller]
+fn expect_double_free(case: &str, body: impl FnOnce()) {
+    child(case).run(body).check(|o| {
+        o.assert_signal(libc::SIGABRT, case);
+        let addr = o.printed_addr();
+        let lines: Vec<&str> = o.stderr.lines().filter(|l| l.starts_with("fortalloc:")).collect();
+        assert_eq!(lines.len(), 1, "{case}: one line: {}", o.stderr);
+        let expect = format!("fortalloc: double free at {addr} (");
+        assert!(
+            lines[0].starts_with(&expect),
+            "{case}: wanted `{expect}`: {}",
+            lines[0]
+        );
+    });
+}
+
+/// A block freed twice in a row, beside live blocks of its page: the
+/// second free finds it at the head of its page's free list.
+#[test]
+fn a_block_freed_twice_in_a_row() {
+    expect_double_free("twice-in-a-row", || {
+        let keep: Vec<*mut u8> = (0..8).map(|_| fortalloc::malloc(48)).collect();
+        let p = fortalloc::malloc(48);
+        say_addr(p);
+        // SAFETY: deliberately freed twice: this child must abort at the
+        // second free.
+        unsafe {
+            fortalloc::free(p);
+            fortalloc::free(p);
+        }
+        println!("not reported {}", keep.len());
+    });
+}
+
+/// Every block of a page freed, then one again after others: the page's
+/// count of blocks in use would go below zero.
+#[test]
+fn a_page_freed_below_empty() {
+    expect_double_free("below-empty", || {
+        // A size class of its own, so the page holds only these blocks.
+        let blocks: Vec<*mut u8> = (0..4).map(|_| fortalloc::malloc(3000)).collect();
+        say_addr(blocks[0]);
+        // SAFETY: each freed once, then the first again: this child must
+        // abort at the last free.
+        unsafe {
+            for &b in &blocks {
+                fortalloc::free(b);
+            }
+            fortalloc::free(blocks[0]);
+        }
+        println!("not reported");
+    });
+}
+
+/// Blocks freed by another thread, and one of them again by its owner:
+/// when the owner collects the other thread's frees, its page gets back
+/// more blocks than it has in use.
+#[test]
+fn a_block_freed_by_another_thread_and_again() {
+    child("remote-then-local")
+        .run(|| {
+            let blocks: Vec<usize> = (0..4).map(|_| fortalloc::malloc(3000) as usize).collect();
+            let sent = blocks.clone();
+            std::thread::spawn(move || {
+                for b in sent {
+                    // SAFETY: each block freed once here.
+                    unsafe { fortalloc::free(b as *mut u8) };
+                }
+            })
+            .join()
+            .expect("freeing thread");
+            // SAFETY: deliberately freed a second time: this child must abort
+            // here or when the page collects the other thread's frees.
+            unsafe { fortalloc::free(blocks[0] as *mut u8) };
+            for _ in 0..64 {
+                std::hint::black_box(fortalloc::malloc(3000));
+            }
+            println!("not reported");
+        })
+        .check(|o| {
+            o.assert_signal(libc::SIGABRT, "remote-then-local");
+            let lines: Vec<&str> = o.stderr.lines().filter(|l| l.starts_with("fortalloc:")).collect();
+            assert_eq!(lines.len(), 1, "one line: {}", o.stderr);
+            assert!(
+                lines[0].starts_with("fortalloc: double free at 0x"),
+                "{}",
+                lines[0]
+            );
+        });
+}

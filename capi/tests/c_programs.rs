@@ -196,7 +196,7 @@ fn threads_with_cross_thread_frees_and_churn() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let cross: u64 = stderr
         .lines()
-        .find_map(|l| l.split("cross-thread ").nth(1))
+        .find_map(|l| l.split("by a thread not the owner ").nth(1))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no stats: {stderr}"));
     assert!(cross > 10_000, "frees crossed threads: {cross}");

@@ -13,8 +13,9 @@ keeping any LD_PRELOAD entries already set) and exits with its status.
 options:
   --secure            use the hardened library recommended to services: guard
                       pages, encoded free lists, random order, double-free
-                      detection, overflow canaries, and the defences that
-                      fit mimalloc-secure's cost (see SECURITY.md)
+                      detection, overflow canaries and a quarantine of
+                      freed blocks, at about mimalloc-secure's cost (see
+                      SECURITY.md)
   --secure-max        use the hardened library with every defence: also the
                       write-after-free check and freed large blocks sealed
                       at once (see SECURITY.md)
@@ -24,10 +25,15 @@ options:
   --stats-all         print every process's statistics at exit: the
                       program's and those of all programs it runs, each
                       table headed by its pid and name (FORTALLOC_SHOW_STATS=1)
-  --verbose           print the options in effect at start (FORTALLOC_VERBOSE=1)
+  --verbose           print at the program's start which library it runs on,
+                      its build, guards, quarantine and options
+                      (FORTALLOC_VERBOSE=pid:<the program's pid>)
+  --verbose-all       print that in every process it runs too
+                      (FORTALLOC_VERBOSE=1)
   --purge-delay MS    milliseconds before freed memory goes back to the OS
                       (FORTALLOC_PURGE_DELAY)
   -h, --help          this text
+  -V, --version       the launcher's version
 
 The library is looked for in $FORTALLOC_LIB, next to this executable, in
 ../lib from it, and in the fortalloc workspace it was built from (which it
@@ -39,7 +45,9 @@ pub struct Args {
     pub stats: bool,
     pub stats_all: bool,
     pub verbose: bool,
+    pub verbose_all: bool,
     pub help: bool,
+    pub version: bool,
     pub purge_delay: Option<String>,
     pub program: OsString,
     pub rest: Vec<OsString>,
@@ -56,8 +64,13 @@ pub fn parse(mut it: impl Iterator<Item = OsString>) -> Result<Args, String> {
             Some("--stats") => args.stats = true,
             Some("--stats-all") => args.stats_all = true,
             Some("--verbose") => args.verbose = true,
+            Some("--verbose-all") => args.verbose_all = true,
             Some("-h" | "--help") => {
                 args.help = true;
+                return Ok(args);
+            }
+            Some("-V" | "--version") => {
+                args.version = true;
                 return Ok(args);
             }
             Some("--purge-delay") => {
@@ -104,7 +117,8 @@ mod tests {
     #[test]
     fn program_without_separator_takes_the_rest() {
         let a = p(&["--verbose", "python3", "-c", "print(1)"]).expect("parse");
-        assert!(a.verbose);
+        assert!(a.verbose && !a.verbose_all);
+        assert!(p(&["--verbose-all", "ls"]).expect("parse").verbose_all);
         assert_eq!(a.program, "python3");
         assert_eq!(a.rest, ["-c", "print(1)"]);
     }
@@ -123,5 +137,7 @@ mod tests {
             Some("50")
         );
         assert!(p(&["--help"]).expect("ok").help);
+        assert!(p(&["--version"]).expect("ok").version);
+        assert!(p(&["-V"]).expect("ok").version);
     }
 }

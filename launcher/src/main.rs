@@ -16,12 +16,16 @@ fn main() -> ExitCode {
     let args = match args::parse(std::env::args_os().skip(1)) {
         Ok(a) => a,
         Err(msg) => {
-            eprintln!("fortalloc: {msg}\n\n{}", args::USAGE);
+            eprintln!("fortalloc: {msg}\nfortalloc: `fortalloc --help` shows the usage");
             return ExitCode::from(2);
         }
     };
     if args.help {
         println!("{}", args::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    if args.version {
+        println!("fortalloc {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     let lib = match library::find(args.build) {
@@ -51,8 +55,11 @@ fn command(args: &Args, lib: PathBuf) -> Command {
         // `exec` keeps this pid for the program; what it runs gets others.
         cmd.env("FORTALLOC_SHOW_STATS", format!("pid:{}", std::process::id()));
     }
-    if args.verbose {
+    if args.verbose_all {
         cmd.env("FORTALLOC_VERBOSE", "1");
+    } else if args.verbose {
+        // As for `--stats`: the program keeps this pid.
+        cmd.env("FORTALLOC_VERBOSE", format!("pid:{}", std::process::id()));
     }
     if let Some(ms) = &args.purge_delay {
         cmd.env("FORTALLOC_PURGE_DELAY", ms);

@@ -176,6 +176,46 @@ fn keeps_existing_preloads_and_sets_options() {
     assert!(parts[1].ends_with("libfortalloc.so"), "{stdout}");
 }
 
+/// `--verbose` speaks in the program alone, as `--stats` does; its lines
+/// name the library file and the build. `--verbose-all` speaks in every
+/// process the program runs too.
+#[test]
+fn verbose_is_the_programs_alone_unless_asked_for_all() {
+    let starts = |stderr: &str| stderr.matches("fortalloc: pid ").count();
+    let out = launcher()
+        .arg("--verbose")
+        .arg("--")
+        .args(PARENT)
+        .output()
+        .expect("launcher");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(starts(&stderr), 1, "one process speaks: {stderr}");
+    let first = stderr
+        .lines()
+        .find(|l| l.starts_with("fortalloc: pid "))
+        .expect("start line");
+    assert!(
+        first.contains("libfortalloc.so") && first.ends_with(", build plain"),
+        "names the library and the build: {first}"
+    );
+    assert!(
+        stderr.contains("fortalloc: no defences (the plain build)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fortalloc: options: purge delay "), "{stderr}");
+
+    let out = launcher()
+        .arg("--verbose-all")
+        .arg("--")
+        .args(PARENT)
+        .output()
+        .expect("launcher");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(starts(&stderr), 3, "perl, ls and true speak: {stderr}");
+}
+
 #[test]
 fn help_and_errors() {
     let out = Command::new(env!("CARGO_BIN_EXE_fortalloc"))
@@ -189,6 +229,26 @@ fn help_and_errors() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no program to run"));
+    // A bad option: the error and where the usage is, not the usage.
+    let out = Command::new(env!("CARGO_BIN_EXE_fortalloc"))
+        .args(["--bogus", "true"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr,
+        "fortalloc: unknown option --bogus\nfortalloc: `fortalloc --help` shows the usage\n"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_fortalloc"))
+        .arg("--version")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("fortalloc {}\n", env!("CARGO_PKG_VERSION"))
+    );
     let out = launcher()
         .args(["--", "/nonexistent/program"])
         .output()

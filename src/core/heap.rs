@@ -13,6 +13,7 @@ use crate::core::page;
 use crate::core::page_queue::{self, PageQueue};
 use crate::core::segment::{self, Segments};
 use crate::core::{arena, huge, large, thread};
+use crate::error::{self, ErrorKind};
 use crate::meta::constants::{
     LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, RETIRE_CYCLES, SMALL_OBJ_MAX, SMALL_SIZE_MAX, SMALL_WSIZE_MAX,
 };
@@ -419,14 +420,29 @@ unsafe fn unfull(heap: *mut Heap, page: *mut Page) {
 pub unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
     // SAFETY: in use and this thread's (this fn's contract).
     let p = unsafe { page::Owned::new(page) };
+    // The double frees every build sees for a compare: the block is the
+    // last one freed to its page, or the page had no block in use to give
+    // back (its count goes below zero; a page holds far fewer than 2^31
+    // blocks, so the count read as signed is negative).
+    let local = p.local_free();
+    if block == local {
+        return freed_twice(page, block);
+    }
     // SAFETY: `block` is a block of the page leaving the program's hands,
     // and `local_free` a list of the page's free blocks.
     unsafe {
-        harden::set_link(page, block, p.local_free());
+        harden::set_link(page, block, local);
         p.set_local_free(block);
     }
-    p.returned(1);
-    if p.used() == 0 {
+    let left = p.returned_one();
+    if left <= 0 {
+        if left < 0 {
+            // Undone, so the page is as it was if an error handler returns.
+            // SAFETY: `local` was the page's `local_free` list just now.
+            unsafe { p.set_local_free(local) };
+            p.set_used(0);
+            return freed_twice(page, block);
+        }
         // SAFETY: `page` is `heap`'s, and `heap` this thread's.
         unsafe { retire(heap, page) };
     } else if p.in_full() {
@@ -434,6 +450,16 @@ pub unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
         // thread's.
         unsafe { unfull(heap, page) };
     }
+}
+
+/// Reports `block`, freed to `page` while free, as a double free; with an
+/// error handler that returns, the free is ignored.
+#[cold]
+#[inline(never)]
+fn freed_twice(page: *mut Page, block: *mut Block) {
+    // SAFETY: an in-use page of this thread's heap (the caller's).
+    let bsize = unsafe { (*page).block_size };
+    error::report(ErrorKind::DoubleFree, block as usize, bsize);
 }
 
 /// A page just became empty: keep it a little if it is the only page of its

@@ -27,16 +27,42 @@ extern "C" fn on_load() {
         }
     }
     if options::verbose() {
-        let mut line = Line::new();
-        line.str("fortalloc: options: purge delay ")
-            .dec(options::purge_delay_ms() as usize)
-            .str(" ms, show stats ")
-            .dec(options::show_stats_requested() as usize)
-            .str(", build ")
-            .str(harden::PRESET)
-            .str("\n");
-        os::write_stderr(line.as_bytes());
+        say_what_runs();
     }
+}
+
+/// `FORTALLOC_VERBOSE`: three lines saying which fortalloc this process
+/// runs on — the file it was loaded from and its build, what its defences
+/// do, the options in effect.
+fn say_what_runs() {
+    let mut line = Line::new();
+    line.str("fortalloc: pid ")
+        .dec(os::process_id() as usize)
+        .str(" on ");
+    match os::loaded_from() {
+        Some(path) => line.c_str(path),
+        None => line.str("(file unknown)"),
+    };
+    line.str(", build ").str(harden::PRESET).str("\n");
+    os::write_stderr(line.as_bytes());
+
+    let mut line = Line::new();
+    line.str("fortalloc: ");
+    harden::describe(&mut line);
+    line.str("\n");
+    os::write_stderr(line.as_bytes());
+
+    let mut line = Line::new();
+    line.str("fortalloc: options: purge delay ")
+        .dec(options::purge_delay_ms() as usize)
+        .str(" ms, statistics at exit ")
+        .str(if options::show_stats_requested() {
+            "on"
+        } else {
+            "off"
+        })
+        .str("\n");
+    os::write_stderr(line.as_bytes());
 }
 
 #[used]

@@ -16,6 +16,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::core::heap::{self, Heap};
+use crate::error::{self, ErrorKind};
 use crate::harden;
 use crate::meta::page::{
     Block, Page, COUNT_ONE, COUNT_SHIFT, DELAYED_FREEING, HEAD_MASK, NEVER_DELAYED_FREE, NO_DELAYED_FREE,
@@ -168,6 +169,25 @@ impl Owned {
     pub fn returned(self, n: u32) {
         // SAFETY: owner-only field of our page (the handle's invariant).
         unsafe { (*self.0).used -= n }
+    }
+
+    /// Counts one block back from the program and returns the blocks still
+    /// in use, negative if there were none (a double free: see
+    /// `heap::free_local`).
+    #[inline(always)]
+    pub fn returned_one(self) -> i32 {
+        // SAFETY: owner-only field of our page (the handle's invariant).
+        unsafe {
+            (*self.0).used = (*self.0).used.wrapping_sub(1);
+            (*self.0).used as i32
+        }
+    }
+
+    /// Sets the count of blocks handed out and not collected back.
+    #[inline(always)]
+    pub fn set_used(self, n: u32) {
+        // SAFETY: owner-only field of our page (the handle's invariant).
+        unsafe { (*self.0).used = n }
     }
 
     /// Blocks handed out and not collected back.
@@ -337,6 +357,12 @@ unsafe fn collect_thread_free(page: *mut Page) {
             Err(seen) => cur = seen,
         }
     };
+    if count > p.used() {
+        // More blocks came back than the page has in use: one of them was
+        // freed twice. The list is set aside (its blocks leak) if an error
+        // handler returns.
+        return freed_twice(page, head);
+    }
     // Once swapped out, the list is ours alone: every `set_*` below hangs
     // a list of the page's free blocks.
     // Hung where no tail is needed, unless the build must walk it (see
@@ -360,12 +386,27 @@ unsafe fn collect_thread_free(page: *mut Page) {
     }
     // SAFETY: the swapped-out list starts at `head`, blocks of the page.
     let (tail, count) = unsafe { list_tail(page, head) };
+    if count > p.used() {
+        return freed_twice(page, head);
+    }
     // SAFETY: `tail` ends that list; `local_free` is a list of the page.
     unsafe {
         harden::set_link(page, tail, p.local_free());
         p.set_local_free(head);
     }
     p.returned(count);
+}
+
+/// Reports a list of blocks freed from other threads that gives back more
+/// blocks than `page` has in use: a double free, found when the list is
+/// collected (so the address is the list's first block, which may be
+/// another block of the page than the one freed twice).
+#[cold]
+#[inline(never)]
+fn freed_twice(page: *mut Page, head: *mut Block) {
+    // SAFETY: an in-use page of this thread's heap (the caller's).
+    let bsize = unsafe { (*page).block_size };
+    error::report(ErrorKind::DoubleFree, head as usize, bsize);
 }
 
 /// Folds `thread_free` and `local_free` back into `free` when `free` is empty

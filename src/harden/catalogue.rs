@@ -171,3 +171,36 @@ const _: () = assert!(STALE_SEGMENTS == crate::meta::segment::STALE_HEADERS);
 /// round (every popped link is decoded and checked too). Other hardened
 /// builds walk each list and check its length against forged cycles.
 pub const UNWALKED_REMOTE_LISTS: bool = !HARDENED || DOUBLE_FREE;
+
+/// Appends what the defences of this build do at run time, for
+/// `FORTALLOC_VERBOSE`: how guards are made (kernel guard markers or
+/// `mprotect`) and the quarantine's bounds, or that the build has none.
+pub fn describe(line: &mut crate::error::Line) {
+    if !HARDENED {
+        line.str("no defences (the plain build)");
+        return;
+    }
+    if GUARD_PAGES {
+        line.str(if crate::os::guards_split_mappings() {
+            "guards by mprotect"
+        } else {
+            "guards by kernel markers"
+        });
+    } else {
+        line.str("no guards");
+    }
+    use crate::options::{quarantine_blocks, quarantine_bytes, quarantine_process_bytes};
+    if QUARANTINE && quarantine_bytes() > 0 && quarantine_blocks() > 0 {
+        line.str(", quarantine of at most ")
+            .bytes(quarantine_bytes() as u64)
+            .str(" and ")
+            .dec(quarantine_blocks())
+            .str(" blocks per thread, ")
+            .bytes(quarantine_process_bytes() as u64)
+            .str(" per process");
+    } else if QUARANTINE {
+        line.str(", quarantine turned off by its options");
+    } else {
+        line.str(", no quarantine");
+    }
+}

@@ -26,11 +26,11 @@ mod zero_size;
 use crate::error::{self, ErrorKind};
 use crate::meta::page::{is_huge, Page};
 
-use catalogue::{CHECKS, KEYS};
 pub use catalogue::{
-    GUARDED_SPANS, GUARD_PAGES, HARDENED, PRESET, QUARANTINE, RANDOM, RANDOM_SPANS, STALE_SEGMENTS,
+    describe, GUARDED_SPANS, GUARD_PAGES, HARDENED, PRESET, QUARANTINE, RANDOM, RANDOM_SPANS, STALE_SEGMENTS,
     UNWALKED_REMOTE_LISTS, ZERO_ON_FREE, ZERO_SIZE_SLOTS,
 };
+use catalogue::{CHECKS, KEYS};
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
 pub use encode::{decode_delayed, link, set_link, try_link};
 pub use guard::{

@@ -27,7 +27,8 @@ pub use memory::{
     protect, purge, residency, set_huge_pages, touch_for_write, unmap,
 };
 pub use process::{
-    abort, dup_for_exit, process_id, program_name, resident_bytes, write_fd, write_stderr, yield_now,
+    abort, dup_for_exit, loaded_from, process_id, program_name, resident_bytes, write_fd, write_stderr,
+    yield_now,
 };
 pub use random::random_u64;
 pub use thread::{at_fork_child, thread_key_create, thread_key_set, thread_token};

@@ -55,6 +55,13 @@ pub fn program_name(buf: &mut [u8]) -> usize {
     n
 }
 
+/// The file fortalloc's code was loaded from: `libfortalloc.so` when
+/// preloaded or linked as the C library, the program itself when linked
+/// into a Rust program. None where the dynamic linker cannot say.
+pub fn loaded_from() -> Option<&'static core::ffi::CStr> {
+    sys::object_path_of(loaded_from as *const core::ffi::c_void)
+}
+
 /// The process's resident memory now and at its peak, in bytes, as the
 /// kernel counts it (`/proc/self/statm`, `getrusage`), for the
 /// statistics: what the process costs in memory, fortalloc's and

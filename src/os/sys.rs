@@ -221,6 +221,23 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// The path of the file (the program or a shared library) that holds
+/// `addr`, as the dynamic linker names it; None where it cannot say (a
+/// static program).
+pub fn object_path_of(addr: *const c_void) -> Option<&'static core::ffi::CStr> {
+    // SAFETY: `Dl_info` is plain data; zeroed it is a valid value.
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: dladdr only reads `addr` as a number and writes `info`; the
+    // name it returns points into the linker's list of loaded objects,
+    // which lives as long as the object (here: ours, for the process).
+    unsafe {
+        if libc::dladdr(addr, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        Some(core::ffi::CStr::from_ptr(info.dli_fname))
+    }
+}
+
 /// Ends the process with SIGABRT.
 #[inline]
 pub fn abort() -> ! {
