@@ -8,71 +8,51 @@
 //! may leave slack below the first one. The guard build ends each slot in
 //! a guard page and guards the slack (`harden::large`), so every block
 //! has a guard below it and one after it, whichever slot it takes.
-//! A slot's bit in its segment header says whether it is free (no free
-//! list runs through large blocks), and any thread takes and frees slots
-//! under its class's lock: large blocks are rare enough that mimalloc's
-//! per-thread pages buy nothing here, a remote free needs no owner to
-//! collect it, and one segment per class serves every thread. Per-thread pages of large
-//! blocks kept a 4 MiB page per thread and class, each holding freed
-//! blocks resident, and emptied and refilled whole segments all the time.
 //!
-//! A freed slot's memory is purged after the purge delay (as mimalloc
-//! purges a freed large page), and a block is taken from the lowest free
-//! slot whose memory is still resident, else the lowest free one; with
-//! `guard-pages` or `random-order` from a random one of those. Each slot's
-//! zero bit lets `calloc` skip clearing a block whose memory is fresh or
-//! purged, leaving untouched pages untouched. The guards of a segment of
-//! slots are made once, with the segment, so `malloc` and `free` of a
-//! large block make no kernel call of their own.
+//! **Slots, not pages.** A slot's bit in its segment header says whether it
+//! is free (no free list runs through large blocks), and any thread takes
+//! and frees slots under its class's lock. Large blocks are rare enough
+//! that per-thread pages would buy nothing and hold a 4 MiB page per thread
+//! and class; a remote free needs no owner to collect it, and one segment
+//! per class serves every thread.
 //!
-//! With `seal-freed-large` a freed large block is sealed whole at once
-//! instead (`harden::large`), and the next one comes from a random free
-//! slot of a segment of its class (among those whose pages were kept, if
-//! any).
+//! **Purging and placement.** A freed slot's memory is purged after the
+//! purge delay, and a block is taken from the lowest free slot whose memory
+//! is still resident, else the lowest free one (with `guard-pages` or
+//! `random-order`, a random one of those). Each slot's zero bit lets
+//! `calloc` skip clearing a block whose memory is fresh or purged. With
+//! `seal-freed-large` a freed block is sealed whole at once instead
+//! (`harden::large`), and the next one comes from a random free slot of
+//! its class.
 //!
-//! In front of the slots each thread keeps a small cache of the large
-//! blocks up to 256 KiB it freed (a few per class, 2 MiB in all), and its
-//! next malloc of a class takes the last one it freed there, without the
-//! class's lock: threads churning large buffers took that lock on every
-//! malloc and free, and waited for each other on it. A block is cached by
-//! whichever thread frees it, since no thread owns a slot and any may take
-//! it, but only by a thread that allocates large blocks itself (one that
-//! only frees what others allocate would strand them) and shares a class
-//! with another thread (took its lock after another thread did): a cached
-//! block keeps its segment from being released, which costs a program that
-//! spreads a few blocks over many classes memory and page faults, and buys
-//! a thread alone in its classes nothing, as nobody contends for their
-//! locks. A cached block stays live in its slot and holds its [`tag`] in
-//! its first word (cleared when it leaves the cache): a second free finds
-//! the tag, or the slot's free bit once the cache gave it back, and is
-//! reported. The tag lives in the block, not in a bitmap of its segment,
-//! because two threads churning blocks of one class share its segments: a
-//! bit per slot set and cleared on every cached free and malloc kept one
-//! line of the header moving between their cores, which cost as much as the
-//! lock had. Cached blocks stay resident, which the cache's bound in bytes
-//! keeps in check; a cache no block came into for a purge delay gives its
-//! blocks back to their slots on its thread's next slow path, where they
-//! are purged after the delay as any freed slot is. (Purged at once, they
-//! faulted in again where a freed slot's memory, whose purge every free in
-//! its segment puts off, would have been reused resident.) The cache goes
-//! back to the slots at thread exit and on `collect`; a `fork` child keeps
-//! the forking thread's cache (only that thread touches it) and leaks the
-//! others', as it leaks their threads' live blocks. The hardened build has
-//! no cache: its defences each want something of a freed large block that a
-//! cache would undo or have to repeat (see [`CACHE_ON`]), and `secure-max`
-//! seals freed blocks anyway.
+//! **The per-thread cache.** In front of the slots each thread keeps a few
+//! blocks up to 256 KiB it freed (2 MiB in all), and its next malloc of a
+//! class takes the last one it freed there without the class's lock, on
+//! which threads churning large buffers would otherwise wait. A thread
+//! caches only if it allocates large blocks itself (one that only frees
+//! what others allocate would strand them) and shares the class with
+//! another thread (it took the lock after another did): a cached block
+//! keeps its segment alive, which buys nothing to a thread alone in its
+//! classes. A cached block stays live in its slot and holds its [`tag`] in
+//! its first word, so a second free finds the tag (or the slot's free bit
+//! once the cache gave it back) and is reported; the tag lives in the
+//! block because a bit in the shared header would move one cache line
+//! between the cores of every thread using the class. A cache no block
+//! came into for a purge delay gives its blocks back to their slots on its
+//! thread's next slow path, at thread exit and on `collect`. A `fork` child
+//! keeps the forking thread's cache and leaks the others', as it leaks
+//! their threads' live blocks. The hardened build has no cache (see
+//! [`CACHE_ON`]).
 //!
-//! A segment whose slots are all free is released: the arena hands the
-//! next segment (of any class, or a huge block) the memory it left, still
-//! resident. Keeping one per class held 4 MiB per class that nothing else
-//! could use. The guard build keeps its class's last one, whose guards
-//! (and seals) are made already: releasing and remaking it would make
-//! them all again, a kernel call per slot; once all its slots are free,
-//! they are purged after the arena's delay, as the memory of a released
-//! segment would be (a slot freed while others are in use waits the
-//! purge delay). Without the seals a released one leaves its
-//! guards in place and on record (the class's guard layout), and the next
-//! segment of the class takes that memory first and makes none of them.
+//! **Segments.** A segment whose slots are all free is released, and the
+//! arena hands its memory, still resident, to the next segment of any
+//! class or a huge block. The guard build keeps its class's last one,
+//! whose guards are made already (remaking them is a kernel call per
+//! slot); once all its slots are free they are purged after the arena's
+//! delay, as a released segment's memory would be. Without seals a
+//! released segment leaves its guards in place and on record (the class's
+//! guard layout), and the next segment of the class takes that memory
+//! first and makes none of them.
 
 use core::cell::UnsafeCell;
 use core::ptr;
