@@ -103,7 +103,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     };
     // Usable up to the end of the block's last OS page; past it, in the
     // hardened build, the guard.
-    let block_size = if harden::GUARD_PAGES {
+    let block_size = if harden::HUGE_BLOCKS_GUARDED {
         round_up(offset + size.max(1), os::page_size()) - offset
     } else {
         total - offset
@@ -172,7 +172,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 /// `p` must be the live block of the huge segment `seg`, owned by the
 /// caller, and `page` its descriptor.
 pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size: usize) -> bool {
-    if !harden::GUARD_PAGES {
+    if !harden::HUGE_BLOCKS_GUARDED {
         return false;
     }
     let ps = os::page_size();

@@ -152,6 +152,10 @@ pub const RANDOM: bool = RANDOM_ORDER || QUARANTINE;
 /// Spans carry guards: a small or medium segment's page guards stay in
 /// place when it is released, for the next segment of its kind.
 pub const GUARDED_SPANS: bool = GUARD_PAGES;
+/// A huge block is usable only to the end of the last OS page it needs,
+/// where a guard page follows it, and `realloc` grows it in place by
+/// moving that guard up.
+pub const HUGE_BLOCKS_GUARDED: bool = GUARD_PAGES;
 /// The arena picks a free span at random rather than the lowest, so
 /// segment addresses do not repeat from run to run (the guard build's
 /// randomized segment bases).
