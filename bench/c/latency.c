@@ -7,19 +7,37 @@
  * timed alone and its time stored into an array mapped and written before
  * the first timed call, so timing allocates nothing and takes no page fault.
  *
- * usage: latency [SCALE [untimed]]. SCALE 1 is 2,000,000 steps (one timed
- * free and one timed malloc each) after the untimed fill. It prints
+ * usage: latency [SCALE [untimed | slow=NS]]. SCALE 1 is 2,000,000 steps
+ * (one timed free and one timed malloc each) after the untimed fill. It
+ * prints
  *   latency clock=<rdtsc|clock_gettime> timer_ns=<cost of an empty timing>
  *   malloc_ns=<p50>,<p99>,<p99.9>,<p99.99>,<max> free_ns=<same>
  * on one line. With "untimed" it times nothing and prints nothing: the same
  * calls, with an instruction count that does not depend on the clock (what
  * the instr bin counts under cachegrind).
  *
+ * With "slow=NS" it also prints, before that line, where the slow calls
+ * are: for malloc and for free, a table by the block's requested size
+ * (small <= 1 KiB, <= 8 KiB, medium <= 64 KiB, large <= 2 MiB, huge) of
+ * all calls, the calls slower than NS, than the operation's p99 and than
+ * its p99.9, and the calls slower than NS by time octave (NS..2NS, 2NS..4NS,
+ * ...), with the page faults the calls took. Each call then lies between
+ * two getrusage(RUSAGE_THREAD) readings (outside its timing), which give
+ * its faults and whether the thread was switched out during it: those
+ * calls are left out of the tables (and their percentiles), so the tables
+ * show the allocator's work rather than the machine's other load. Its
+ * lines start with "slow", never with "latency"; the "latency" line after
+ * them is computed as without the option, over all calls. What is known
+ * of each call is stored, like its time, in an array written before the
+ * first timed call.
+ *
  * The clock is the TSC on x86_64 (fenced, so the timed call cannot drift out
  * of the interval), converted to nanoseconds by the ratio of TSC ticks to
  * CLOCK_MONOTONIC nanoseconds over the whole run: no calibration loop, whose
  * length would depend on the clock. Elsewhere it is CLOCK_MONOTONIC. */
+#define _GNU_SOURCE
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include "common.h"
 
 #define LIVE 50000
@@ -95,6 +113,93 @@ static void report(const char *name, uint32_t *a, long count, double ns_per_tick
         printf("%s%.0f", i ? "," : "", rank(a, count, at[i]) * ns_per_tick);
 }
 
+/* What the slow=NS tables know of each call, in one byte: its size
+ * bucket (small <= 1 KiB, <= 8 KiB, medium <= 64 KiB, large <= 2 MiB,
+ * huge), the page faults it took (at most 7 counted) and whether the thread
+ * was switched out during it (then its time says nothing of the allocator;
+ * such calls are left out of the tables and counted apart). */
+#define BUCKETS 5
+static const char *const bucket_name[BUCKETS] = {"<=1K", "<=8K", "<=64K", "<=2M", "huge"};
+#define FAULT_SHIFT 3
+#define SWITCHED 0x80
+
+static uint8_t bucket(size_t size) {
+    if (size <= 1024) return 0;
+    if (size <= 8192) return 1;
+    if (size <= 65536) return 2;
+    if (size <= 2u << 20) return 3;
+    return 4;
+}
+
+/* The call's byte, from getrusage readings taken just outside its timing. */
+static uint8_t call_info(size_t size, const struct rusage *r0, const struct rusage *r1) {
+    long faults = (r1->ru_minflt - r0->ru_minflt) + (r1->ru_majflt - r0->ru_majflt);
+    int switched = r1->ru_nivcsw != r0->ru_nivcsw || r1->ru_nvcsw != r0->ru_nvcsw;
+    return (uint8_t)(bucket(size) | (faults > 7 ? 7 : faults) << FAULT_SHIFT |
+                     (switched ? SWITCHED : 0));
+}
+
+static uint8_t *infos(long count) {
+    uint8_t *a = mmap(NULL, (size_t)count, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (a == MAP_FAILED) exit(2);
+    memset(a, 0xff, (size_t)count);
+    return a;
+}
+
+#define OCTAVES 8
+
+/* The slow=NS table of one operation: its times t (unsorted) and infos b
+ * of count calls. The percentiles here are those of the calls that were
+ * not switched out. */
+static void slow_table(const char *name, const uint32_t *t, const uint8_t *b, long count,
+                       double ns_per_tick, double slow_ns) {
+    uint32_t *sorted = malloc((size_t)count * sizeof *sorted);
+    if (!sorted) exit(2);
+    long kept = 0, switched = 0;
+    for (long i = 0; i < count; i++) {
+        if (b[i] & SWITCHED) switched++;
+        else sorted[kept++] = t[i];
+    }
+    qsort(sorted, (size_t)kept, sizeof *sorted, by_value);
+    uint32_t p99 = rank(sorted, kept, 990000), p999 = rank(sorted, kept, 999000);
+    free(sorted);
+    double slow_ticks = slow_ns / ns_per_tick;
+    long all[BUCKETS] = {0}, slow[BUCKETS] = {0}, over99[BUCKETS] = {0}, over999[BUCKETS] = {0};
+    long faulted[BUCKETS] = {0}, slow_faulted[BUCKETS] = {0}, faults[BUCKETS] = {0};
+    long oct[BUCKETS][OCTAVES] = {{0}};
+    for (long i = 0; i < count; i++) {
+        if (b[i] & SWITCHED) continue;
+        int k = b[i] & 7, f = (b[i] >> FAULT_SHIFT) & 7;
+        all[k]++;
+        faults[k] += f;
+        faulted[k] += f > 0;
+        if (t[i] > p99) over99[k]++;
+        if (t[i] > p999) over999[k]++;
+        if (t[i] > slow_ticks) {
+            slow[k]++;
+            slow_faulted[k] += f > 0;
+            int o = 0;
+            for (double edge = 2 * slow_ticks; o < OCTAVES - 1 && t[i] > edge; edge *= 2) o++;
+            oct[k][o]++;
+        }
+    }
+    printf("slow %s p99=%.0f p99.9=%.0f (ns) of %ld calls, %ld switched out and left out\n",
+           name, p99 * ns_per_tick, p999 * ns_per_tick, kept, switched);
+    printf("slow %-6s %9s %7s %7s %7s %7s %7s %7s |", "size", "calls", "faulted", "faults",
+           ">slow", "+fault", ">p99", ">p99.9");
+    for (int o = 0; o < OCTAVES; o++)
+        printf(o < OCTAVES - 1 ? " <=%6.0f" : "  >%6.0f",
+               slow_ns * (double)(o < OCTAVES - 1 ? 2 << o : 1 << o));
+    printf("\n");
+    for (int k = 0; k < BUCKETS; k++) {
+        printf("slow %-6s %9ld %7ld %7ld %7ld %7ld %7ld %7ld |", bucket_name[k], all[k], faulted[k],
+               faults[k], slow[k], slow_faulted[k], over99[k], over999[k]);
+        for (int o = 0; o < OCTAVES; o++) printf(" %8ld", oct[k][o]);
+        printf("\n");
+    }
+}
+
 static inline uint32_t elapsed(uint64_t t0, uint64_t t1) {
     uint64_t d = t1 - t0;
     return d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
@@ -103,9 +208,12 @@ static inline uint32_t elapsed(uint64_t t0, uint64_t t1) {
 int main(int argc, char **argv) {
     long steps = (long)(2000000 * scale_arg(argc, argv));
     int timed = !(argc > 2 && strcmp(argv[2], "untimed") == 0);
+    double slow_ns = argc > 2 && strncmp(argv[2], "slow=", 5) == 0 ? atof(argv[2] + 5) : 0;
     if (steps < 1) steps = 1;
     uint32_t *t_malloc = timed ? samples(steps) : NULL;
     uint32_t *t_free = timed ? samples(steps) : NULL;
+    uint8_t *b_malloc = slow_ns > 0 ? infos(steps) : NULL;
+    uint8_t *b_free = slow_ns > 0 ? infos(steps) : NULL;
     uint64_t s = 0x2545f4914f6cdd1dull;
     for (int k = 0; k < LIVE; k++) {
         n[k] = pick(&s);
@@ -118,7 +226,24 @@ int main(int argc, char **argv) {
         int k = (int)(rnd(&s) % LIVE);
         size_t size = pick(&s);
         check(p[k], n[k]);
-        if (timed) {
+        if (b_malloc) {
+            /* As below, each call between two getrusage readings. */
+            struct rusage r0, r1, r2;
+            getrusage(RUSAGE_THREAD, &r0);
+            uint64_t a = ticks();
+            free(p[k]);
+            uint64_t b = ticks();
+            getrusage(RUSAGE_THREAD, &r1);
+            uint64_t b2 = ticks();
+            unsigned char *q = malloc(size);
+            uint64_t c = ticks();
+            getrusage(RUSAGE_THREAD, &r2);
+            t_free[i] = elapsed(a, b);
+            t_malloc[i] = elapsed(b2, c);
+            b_free[i] = call_info(n[k], &r0, &r1);
+            b_malloc[i] = call_info(size, &r1, &r2);
+            p[k] = q;
+        } else if (timed) {
             uint64_t a = ticks();
             free(p[k]);
             uint64_t b = ticks();
@@ -143,6 +268,10 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 10000; i++) {
             uint64_t a = ticks(), b = ticks();
             if (elapsed(a, b) < timer) timer = elapsed(a, b);
+        }
+        if (slow_ns > 0) {
+            slow_table("malloc", t_malloc, b_malloc, steps, ns_per_tick, slow_ns);
+            slow_table("free", t_free, b_free, steps, ns_per_tick, slow_ns);
         }
         printf("latency clock=%s timer_ns=%.0f", CLOCK_NAME, timer * ns_per_tick);
         report("malloc_ns", t_malloc, steps, ns_per_tick);

@@ -542,8 +542,9 @@ unsafe fn is_remote(heap: *mut heap::Heap, seg: *mut Segment) -> bool {
     }
 }
 
-/// Puts a freed block in this thread's quarantine (after letting others
-/// out if it is full).
+/// Puts a freed block in this thread's quarantine: in the place of a
+/// random waiting one, which leaves, when it is full, or after a round
+/// that lets some out.
 ///
 /// # Safety
 /// `heap` must be this thread's initialised heap and `p` a checked, live
@@ -557,8 +558,17 @@ unsafe fn quarantine(heap: *mut heap::Heap, page: *mut Page, p: *mut u8, bounds:
         if !bounds.can_hold(size) {
             return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
         }
-        if (*heap).quarantine.needs_room(size, bounds) && !make_room(heap, size, bounds) {
-            return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
+        if (*heap).quarantine.needs_room(size, bounds) {
+            let out = (*heap)
+                .quarantine
+                .exchange(&mut (*heap).rng, p, page, size, bounds);
+            if out.is_some() {
+                quarantine_levels(heap);
+                return leave_quarantine(heap, out, false);
+            }
+            if !make_room(heap, size, bounds) {
+                return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
+            }
         }
         if !(*heap).quarantine.enter(p, page, size, bounds) {
             return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
@@ -568,10 +578,11 @@ unsafe fn quarantine(heap: *mut heap::Heap, page: *mut Page, p: *mut u8, bounds:
 }
 
 /// Runs a round of this thread's full quarantine: claims its share of the
-/// process bound again, and lets random blocks out until there is room for
-/// one of `size` bytes, and some to spare (see `harden::Quarantine::round`).
-/// False if the block still does not fit: it is larger than this thread's
-/// share. Cold: one free in an eighth of the bounds runs it.
+/// process bound again, and lets a bounded number of random blocks out
+/// towards its levels, and until there is room for one of `size` bytes
+/// (see `harden::Quarantine::round`). False if the block still does not
+/// fit: it is larger than this thread's share, or than the room a round
+/// makes. Cold: most frees only store into the array.
 ///
 /// # Safety
 /// `heap` must be this thread's initialised heap.
@@ -589,7 +600,7 @@ unsafe fn make_room(heap: *mut heap::Heap, size: usize, bounds: harden::Quaranti
             }
             leave_quarantine(heap, out, false);
         }
-        !(*heap).quarantine.needs_room(size, bounds)
+        (*heap).quarantine.fits(size, bounds)
     }
 }
 

@@ -2,15 +2,23 @@
 //! its freeing thread's quarantine, an array of `SLOTS` entries bounded by
 //! count and by bytes (options `FORTALLOC_QUARANTINE` and
 //! `FORTALLOC_QUARANTINE_BLOCKS`) and by its share of a process bound (see
-//! below). When a free finds it full, blocks drawn at random from all that
-//! wait leave it until it is an eighth below the count bound and its
-//! share; then the newcomer enters. So neither the last freed block nor
-//! the first comes back first, a block waits at least until the next such
-//! round, and a dangling pointer keeps pointing at a free, wiped block for
-//! a while: an attacker cannot predict when, or as what, it is reused.
-//! Letting blocks out in rounds keeps the common free to a store into the
-//! array, and lets the processor overlap the cache misses of the blocks
-//! leaving (each was freed long ago).
+//! below). Once it is full (at the count bound, or its bytes with the
+//! newcomer's past its *level*, an eighth below its share), each free
+//! *exchanges*: the newcomer takes the place of a waiting block drawn at
+//! random, which leaves, as long as the bytes stay a thirty-second below
+//! the share. So neither
+//! the last freed block nor the first comes back first, and a dangling
+//! pointer keeps pointing at a free, wiped block for a while: an attacker
+//! cannot predict when, or as what, it is reused. Each free lets about as
+//! many blocks out as it puts in, and a bounded number at most: letting
+//! an eighth of the quarantine out at once, as the free that found it
+//! full did, made the slowest frees of a program several times slower
+//! than the rest. A newcomer that would take the bytes past a
+//! thirty-second below the share starts a *round* instead, which lets out
+//! up to [`ROUND`] random blocks towards the level; one that still does
+//! not fit within the bounds makes more leave, up to [`ROUND_MOST`] in
+//! all, if it is no larger than the eighth below the share; a larger one,
+//! or one still without room, is freed at once.
 //!
 //! While a block waits, the `double-free` bitmaps (which this defence turns
 //! on) already say it is free: a second free, a `realloc` or a
@@ -52,6 +60,21 @@ pub const ON: bool = cfg!(feature = "quarantine");
 /// option can only lower it). None without the feature.
 pub const SLOTS: usize = if ON { options::MAX_QUARANTINE_BLOCKS } else { 0 };
 
+/// Most blocks a round lets out to bring the quarantine towards its
+/// levels: the most work a free does for the quarantine, but for room for
+/// its own block (see [`ROUND_MOST`]).
+pub const ROUND: usize = 8;
+
+/// Most blocks a round lets out in all, those past [`ROUND`] only while
+/// the block being freed does not fit within the bounds.
+pub const ROUND_MOST: usize = 32;
+
+/// Blocks entering between two renewals of the claim on the process
+/// bound (a power of two; a round renews it sooner when the newcomer does
+/// not fit the claim): about as many frees as the rounds of a full
+/// quarantine let an eighth of it out in before rounds were bounded.
+const RENEW_EVERY: u32 = 128;
+
 /// The bounds in effect, read once per free.
 #[derive(Clone, Copy)]
 pub struct Bounds {
@@ -84,11 +107,15 @@ impl Bounds {
 }
 
 /// Levels at most which a full quarantine is let out to (see
-/// [`Quarantine::round`]).
+/// [`Quarantine::round`]), and the bounds the newcomer of `size` bytes
+/// must fit within, with the most blocks the round lets out for it.
 #[derive(Clone, Copy)]
 pub struct Room {
     blocks: usize,
     bytes: usize,
+    bound: usize,
+    size: usize,
+    most: usize,
 }
 
 /// The shared counter of the quarantines' claims on the process bound:
@@ -132,16 +159,26 @@ pub fn in_effect() -> bool {
 
 /// A thread's quarantine: the first `len` entries of `held` wait, and
 /// `bytes` is their sum of block sizes, at most `claim`, its claim on the
-/// process bound (after a round has let the blocks over it out); `owed`
-/// is what a round took off the claim that the pool still counts until
-/// then, and `counted` whether the pool counts it among the holders.
+/// process bound, plus `owed`, what a round took off the claim that the
+/// pool still counts until the blocks over it have left; `full` is the
+/// byte level past which a free starts a round instead of an exchange (a
+/// thirty-second below the claim), `level` the one from which it
+/// exchanges and to which a round lets blocks out (an eighth below),
+/// `out` how many blocks the current round let out, `entered` the count
+/// of blocks that entered (wrapping; every [`RENEW_EVERY`]th needs a
+/// round, which renews the claim), and `counted` whether the pool counts
+/// it among the holders.
 #[repr(C)]
 pub struct Quarantine {
     held: [Held; SLOTS],
     len: usize,
     bytes: usize,
+    full: usize,
+    level: usize,
     claim: usize,
     owed: usize,
+    out: usize,
+    entered: u32,
     counted: bool,
 }
 
@@ -189,8 +226,12 @@ impl Quarantine {
             held: [Held::NONE; SLOTS],
             len: 0,
             bytes: 0,
+            full: 0,
+            level: 0,
             claim: 0,
             owed: 0,
+            out: 0,
+            entered: 0,
             counted: false,
         }
     }
@@ -199,6 +240,12 @@ impl Quarantine {
     #[cfg(all(test, feature = "quarantine"))]
     pub fn claim(&self) -> usize {
         self.claim
+    }
+
+    /// What the pool counts for it: its claim and what it still owes.
+    #[cfg(all(test, feature = "quarantine"))]
+    pub fn counted_bytes(&self) -> usize {
+        self.claim + self.owed
     }
 
     /// Blocks waiting.
@@ -219,20 +266,68 @@ impl Quarantine {
         self.bytes = bytes;
     }
 
-    /// Whether a block of `size` bytes needs a [round](Quarantine::round)
-    /// first before it can [enter](Quarantine::enter) within the count
-    /// bound of `b` and the quarantine's claim (which the round renews).
+    /// Whether a block of `size` bytes needs room first, by an
+    /// [exchange](Quarantine::exchange) or else a [round](Quarantine::round):
+    /// the quarantine is at the count bound of `b`, or the block would
+    /// take it past its level, an eighth below its claim. Without it, the
+    /// block [fits](Quarantine::fits).
     #[inline(always)]
     pub fn needs_room(&self, size: usize, b: Bounds) -> bool {
-        self.len >= b.blocks || self.bytes + size > self.claim
+        self.len >= b.blocks || self.bytes + size > self.level
+    }
+
+    /// Puts `block` of `page`, `size` bytes, just freed and [needing
+    /// room](Quarantine::needs_room), in the place of a random waiting
+    /// block, and returns that one (to be freed); none if the quarantine
+    /// cannot exchange now (it is empty, over a lowered count bound of
+    /// `b`, the bytes would pass a thirty-second below the claim, or the
+    /// claim is due for renewal): then the caller starts a
+    /// [round](Quarantine::round).
+    #[inline(always)]
+    pub fn exchange(
+        &mut self,
+        rng: &mut u64,
+        block: *mut u8,
+        page: *mut Page,
+        size: usize,
+        b: Bounds,
+    ) -> Held {
+        let (len, bytes, entered) = (self.len, self.bytes, self.entered);
+        // `len - 1 >= blocks`: empty, or over a lowered count bound.
+        if len.wrapping_sub(1) >= b.blocks || bytes + size > self.full || entered.is_multiple_of(RENEW_EVERY)
+        {
+            return Held::NONE;
+        }
+        let i = random::below(rng, len);
+        // SAFETY: `i < len <= SLOTS`, the length of `held`.
+        let out = unsafe {
+            let e = self.held.get_unchecked_mut(i);
+            let out = *e;
+            *e = Held::new(block, page, size);
+            out
+        };
+        self.entered = entered.wrapping_add(1);
+        self.bytes = bytes + size - out.size();
+        out
+    }
+
+    /// Whether a block of `size` bytes can [enter](Quarantine::enter)
+    /// within the count bound of `b` and the quarantine's claim (after a
+    /// round: else the caller frees it at once).
+    #[inline(always)]
+    pub fn fits(&self, size: usize, b: Bounds) -> bool {
+        self.len < b.blocks && self.bytes + size <= self.claim
     }
 
     /// Starts a round for a newcomer of `size` bytes: claims again from
-    /// the process's pool (see the module's comment) and returns the
-    /// levels to let blocks out down to with [`Quarantine::make_room`], an
-    /// eighth below the count bound and the new claim. If the newcomer is
-    /// larger than the claim, it still [needs room](Quarantine::needs_room)
-    /// afterwards, and the caller frees it at once.
+    /// the process's pool (see the module's comment) every
+    /// [`RENEW_EVERY`] rounds, or when the newcomer does not fit the
+    /// claim, and returns the
+    /// levels to let blocks out towards with [`Quarantine::make_room`], an
+    /// eighth below the count bound and the new claim. If the newcomer
+    /// does not [fit](Quarantine::fits) after the round (it is larger
+    /// than the claim, or than the room [`ROUND_MOST`] blocks leave), the
+    /// caller frees it at once.
     #[inline]
     pub fn round(&mut self, size: usize, b: Bounds) -> Room {
         self.round_in(&POOL, options::quarantine_process_bytes(), size, b)
@@ -240,17 +335,33 @@ impl Quarantine {
 
     /// [`Quarantine::round`] with the pool and process bound given.
     fn round_in(&mut self, pool: &Pool, process: usize, size: usize, b: Bounds) -> Room {
-        self.claim_from(pool, process, b.bytes);
-        let claim = self.claim;
-        let level = claim - claim / 8;
+        if self.entered.is_multiple_of(RENEW_EVERY) || self.bytes + size > self.claim {
+            self.claim_from(pool, process, b.bytes);
+        }
+        self.out = 0;
+        let level = self.level;
         Room {
             blocks: b.blocks - (b.blocks / 8).max(1),
-            bytes: if size <= claim {
-                level.saturating_sub(size)
+            bytes: level.saturating_sub(size),
+            bound: b.blocks,
+            size,
+            // A block over the slack between the level and the claim
+            // would need many blocks to leave; it enters only if it fits
+            // after an ordinary round.
+            most: if size <= self.claim - level {
+                ROUND_MOST
             } else {
-                level
+                ROUND
             },
         }
+    }
+
+    /// Sets the claim, and the levels that go with it.
+    #[inline(always)]
+    fn set_claim(&mut self, claim: usize) {
+        self.claim = claim;
+        self.level = claim - claim / 8;
+        self.full = claim - claim / 32;
     }
 
     /// Sets this quarantine's claim on `pool` to its share: the bytes the
@@ -271,7 +382,7 @@ impl Quarantine {
             let claim = share.min(process.saturating_sub(others));
             if self.counted && claim <= self.claim {
                 self.owed += self.claim - claim;
-                self.claim = claim;
+                self.set_claim(claim);
                 return;
             }
             let next = (holders << BYTES_BITS) | (others + claim) as u64;
@@ -280,7 +391,7 @@ impl Quarantine {
                 .compare_exchange_weak(now, next, Ordering::Relaxed, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    self.claim = claim;
+                    self.set_claim(claim);
                     self.owed = 0;
                     self.counted = true;
                     return;
@@ -305,7 +416,7 @@ impl Quarantine {
         }
         let mine = (1u64 << BYTES_BITS) | (self.claim + self.owed) as u64;
         pool.claims.fetch_sub(mine, Ordering::Relaxed);
-        self.claim = 0;
+        self.set_claim(0);
         self.owed = 0;
         self.counted = false;
     }
@@ -329,9 +440,12 @@ impl Quarantine {
         POOL.claims.store(kept, Ordering::Relaxed);
     }
 
-    /// A random waiting block that must leave to make `room`; none once
-    /// the quarantine is within it (and then the bytes a smaller claim
-    /// freed go back to the process's pool).
+    /// A random waiting block that leaves in this round: while the
+    /// quarantine is above the levels of `room`, up to [`ROUND`] of them,
+    /// and while the newcomer does not fit within the bounds, up to
+    /// [`ROUND_MOST`]. None once the round is over (and then, if the
+    /// quarantine is within its claim, the bytes a smaller claim freed go
+    /// back to the process's pool).
     #[inline(always)]
     pub fn make_room(&mut self, rng: &mut u64, room: Room) -> Held {
         self.make_room_in(&POOL, rng, room)
@@ -340,14 +454,16 @@ impl Quarantine {
     /// [`Quarantine::make_room`] for a quarantine claiming from `pool`.
     #[inline(always)]
     fn make_room_in(&mut self, pool: &Pool, rng: &mut u64, room: Room) -> Held {
-        let (len, bytes) = (self.len, self.bytes);
-        if len == 0 || (len <= room.blocks && bytes <= room.bytes) {
-            if self.owed != 0 {
-                self.pay_back(pool);
-            }
-            return Held::NONE;
+        let (len, bytes, out) = (self.len, self.bytes, self.out);
+        let above = out < ROUND && (len > room.blocks || bytes > room.bytes);
+        if len != 0 && (above || (out < room.most && (len >= room.bound || bytes + room.size > self.claim))) {
+            self.out = out + 1;
+            return self.remove(random::below(rng, len));
         }
-        self.remove(random::below(rng, len))
+        if self.owed != 0 && bytes <= self.claim {
+            self.pay_back(pool);
+        }
+        Held::NONE
     }
 
     /// Takes in `block` of `page`, `size` bytes, just freed, when `b` is
@@ -357,7 +473,7 @@ impl Quarantine {
     /// the block at once).
     #[inline(always)]
     pub fn enter(&mut self, block: *mut u8, page: *mut Page, size: usize, b: Bounds) -> bool {
-        debug_assert!(b.holding() && b.can_hold(size) && !self.needs_room(size, b));
+        debug_assert!(b.holding() && b.can_hold(size) && self.fits(size, b));
         let len = self.len;
         // Without the feature SLOTS is 0 and this always true (never
         // reached: nothing is held).
@@ -367,6 +483,7 @@ impl Quarantine {
         }
         // SAFETY: `len < SLOTS` (checked above), the length of `held`.
         unsafe { *self.held.get_unchecked_mut(len) = Held::new(block, page, size) };
+        self.entered = self.entered.wrapping_add(1);
         self.set_levels(len + 1, self.bytes + size);
         true
     }
@@ -424,7 +541,7 @@ mod tests {
 
     /// [`free`] with quarantines sharing `pool` and the process bound
     /// `process`; the block itself is among those returned if it could
-    /// not enter.
+    /// not enter. No free lets more than `ROUND_MOST` blocks out.
     fn free_in(
         pool: &Pool,
         process: usize,
@@ -439,6 +556,11 @@ mod tests {
             return vec![block(i)];
         }
         if q.needs_room(size, b) {
+            let h = q.exchange(rng, block(i), PAGE, size, b);
+            if h.is_some() {
+                assert_eq!(h.page, PAGE);
+                return vec![h.block];
+            }
             let room = q.round_in(pool, process, size, b);
             loop {
                 let h = q.make_room_in(pool, rng, room);
@@ -448,7 +570,8 @@ mod tests {
                 assert_eq!(h.page, PAGE);
                 out.push(h.block);
             }
-            if q.needs_room(size, b) {
+            assert!(out.len() <= ROUND_MOST, "{} out in one free", out.len());
+            if !q.fits(size, b) {
                 out.push(block(i));
                 return out;
             }
@@ -479,11 +602,13 @@ mod tests {
             for _ in 0..n {
                 free_in(&pool, PROCESS, q, rng, next, 64, b);
                 next += 1;
+                // Over a smaller claim, it still owes the pool the bytes
+                // over it until they have left, a round at a time.
                 assert!(
-                    q.bytes() <= q.claim(),
-                    "{} over its claim {}",
+                    q.bytes() <= q.counted_bytes(),
+                    "{} over what the pool counts for it, {}",
                     q.bytes(),
-                    q.claim()
+                    q.counted_bytes()
                 );
                 assert!(pool.claimed() <= PROCESS, "{} claimed", pool.claimed());
             }
@@ -535,26 +660,34 @@ mod tests {
             free_in(&pool, 1 << 20, &mut q, &mut rng, i, 256, b);
         }
         assert_eq!(q.claim(), 512 * 1024);
-        // The next round (within an eighth of the count bound's frees)
-        // claims 32 KiB and lets all but that out.
+        // A round within RENEW_EVERY rounds (of one in ROUND frees, the
+        // count bound holding) claims 32 KiB, and the rounds after it let
+        // all but that out, ROUND_MOST blocks a free
+        // (which `free_in` checks), while the pool keeps counting the
+        // bytes held over the claim: the process bound holds meanwhile.
         let mut out = 0;
-        for i in 4000..4000 + 256 {
+        let mut frees = 0;
+        for i in 4000.. {
             out += free_in(&pool, 32 * 1024, &mut q, &mut rng, i, 256, b).len();
-            if q.claim() == 32 * 1024 {
+            frees += 1;
+            assert!(
+                pool.claimed() >= q.bytes(),
+                "{} held, {} counted",
+                q.bytes(),
+                pool.claimed()
+            );
+            if q.claim() == 32 * 1024 && q.bytes() <= q.claim() {
                 break;
             }
+            let most = (RENEW_EVERY as usize + 1) * ROUND + 64;
+            assert!(frees < most, "{} held after {frees} frees", q.bytes());
         }
-        assert_eq!(q.claim(), 32 * 1024);
-        assert!(
-            q.bytes() <= 32 * 1024 && out >= 768,
-            "{} held, {out} out",
-            q.bytes()
-        );
+        assert!(out >= 768, "{} held, {out} out", q.bytes());
         assert_eq!(pool.claimed(), 32 * 1024);
     }
 
     #[test]
-    fn nothing_leaves_until_the_count_bound_and_then_random_ones_in_rounds() {
+    fn nothing_leaves_until_the_count_bound_and_then_random_ones_each_free() {
         let mut q = Quarantine::new();
         let mut rng = 99;
         let b = Bounds {
@@ -565,29 +698,38 @@ mod tests {
             assert!(free(&mut q, &mut rng, i, 64, b).is_empty(), "{i}");
         }
         assert_eq!((q.len(), q.bytes()), (1024, 1024 * 64));
-        // The next free lets an eighth out, drawn from all that wait (not
-        // the newcomer); then 127 frees let nothing out.
+        // The next free finds the claim due for renewal (every
+        // RENEW_EVERY entries): a round lets ROUND out, drawn from all
+        // that wait (not the newcomer), and the frees after it enter
+        // until the count bound; from then on each free exchanges: one
+        // random block leaves, and the newcomer takes its place.
         let out = free(&mut q, &mut rng, 1024, 64, b);
-        assert_eq!(out.len(), 128);
+        assert_eq!(out.len(), ROUND);
         assert!(!out.contains(&block(1024)));
-        assert_eq!(q.len(), 1024 - 128 + 1);
-        for i in 1025..1025 + 127 {
+        assert_eq!(q.len(), 1024 - ROUND + 1);
+        for i in 1025..1025 + ROUND - 1 {
             assert!(free(&mut q, &mut rng, i, 64, b).is_empty(), "{i}");
         }
-        // Over many rounds, early and late blocks alike leave.
+        let one = free(&mut q, &mut rng, 1024 + ROUND, 64, b);
+        assert_eq!((one.len(), q.len()), (1, 1024));
+        assert_ne!(one[0], block(1024 + ROUND));
+        // Over many frees, none lets more than ROUND out, and early and
+        // late blocks alike leave.
         let mut left = std::collections::HashSet::new();
-        left.extend(out.iter().map(|&p| p as usize));
-        for i in 1152..1152 + 4096 {
-            left.extend(free(&mut q, &mut rng, i, 64, b).iter().map(|&p| p as usize));
+        left.extend(out.iter().chain(&one).map(|&p| p as usize));
+        for i in 1025 + ROUND..1025 + ROUND + 4096 {
+            let out = free(&mut q, &mut rng, i, 64, b);
+            assert!(out.len() <= ROUND, "{} out", out.len());
+            left.extend(out.iter().map(|&p| p as usize));
         }
         let first_quarter = (0..256).filter(|&i| left.contains(&(block(i) as usize))).count();
         assert!(first_quarter > 128, "{first_quarter} of the first 256 left");
-        let late = (1152..1152 + 256)
+        let late = (1025 + ROUND..1025 + ROUND + 256)
             .filter(|&i| left.contains(&(block(i) as usize)))
             .count();
         assert!(late > 128, "{late} of 256 later ones left");
         let held = q.len();
-        assert!((1024 - 128 + 1..=1024).contains(&held), "{held}");
+        assert!((1024 - ROUND + 1..=1024).contains(&held), "{held}");
         let mut drained = 0;
         while q.drain_one().is_some() {
             drained += 1;
@@ -615,7 +757,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lowered_bound_lets_the_excess_out_at_the_next_free() {
+    fn a_lowered_bound_lets_the_excess_out_a_round_at_a_time_and_holds() {
         let mut q = Quarantine::new();
         let mut rng = 7;
         let b = Bounds {
@@ -630,7 +772,24 @@ mod tests {
             blocks: 16,
             bytes: 1 << 30,
         };
-        let out = free(&mut q, &mut rng, 512, 64, low);
-        assert_eq!((out.len(), q.len()), (512 - 14, 15));
+        // Each free lets ROUND_MOST out while the quarantine is over the
+        // bound (and frees its own block at once, finding no room), until
+        // a round gets it below the bound and that free's block enters;
+        // from then on it stays at the bound, each free exchanging.
+        let mut out = 0;
+        let mut frees = 0;
+        while q.len() > 16 {
+            let o = free(&mut q, &mut rng, 512 + frees, 64, low);
+            frees += 1;
+            assert!(o.len() <= ROUND_MOST + 1, "{}", o.len());
+            out += o.len();
+        }
+        assert!(frees <= (512 - 16) / ROUND_MOST + 1, "{frees} frees");
+        assert_eq!(q.len(), 16);
+        assert_eq!(out, 512 + frees - 16);
+        for i in 0..64 {
+            assert_eq!(free(&mut q, &mut rng, 1024 + i, 64, low).len(), 1);
+            assert_eq!(q.len(), 16);
+        }
     }
 }
