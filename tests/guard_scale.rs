@@ -8,8 +8,6 @@
 //!
 //! Presets: `secure` and `secure-max`.
 
-#![cfg(feature = "guard-pages")]
-
 mod common;
 
 #[global_allocator]
@@ -109,6 +107,7 @@ fn run(case: &str, gib: f64, env: &[(&str, &str)], check: impl FnOnce(&dyn Fn(&s
 /// hold (each 64 KiB page has a guard: 3 GiB is about 50,000 of them, and
 /// two mappings each would pass the default limit of 65,530).
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn three_gib_of_small_blocks_with_every_guard_and_few_mappings() {
     run("3 GiB", 3.0, &[("FORTALLOC_GUARDS", "auto")], |r| {
         assert_eq!(r("program_mmap"), 1);
@@ -127,6 +126,7 @@ fn three_gib_of_small_blocks_with_every_guard_and_few_mappings() {
 /// blocks want about 8,000 guards; the rest are skipped and counted, and
 /// the program can still map memory.
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn the_mprotect_fallback_thins_guards_within_its_budget() {
     run(
         "0.5 GiB",

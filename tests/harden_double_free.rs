@@ -6,8 +6,6 @@
 //!
 //! Presets: `secure` and `secure-max` both promise every case here.
 
-#![cfg(feature = "double-free")]
-
 mod common;
 mod hardened;
 
@@ -18,6 +16,7 @@ use hardened::{expect_detected, free, free_on_another_thread, malloc};
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn immediate() {
     expect_detected("double-free-immediate", "double free", || {
         let p = malloc(48);
@@ -32,6 +31,7 @@ fn immediate() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn a_b_a() {
     expect_detected("double-free-aba", "double free", || {
         let a = malloc(48);
@@ -48,6 +48,7 @@ fn a_b_a() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn after_other_allocations_and_frees() {
     expect_detected("double-free-later", "double free", || {
         let a = malloc(200);
@@ -67,6 +68,7 @@ fn after_other_allocations_and_frees() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn first_free_on_another_thread() {
     expect_detected("double-free-cross-thread", "double free", || {
         let a = malloc(64) as usize;
@@ -81,6 +83,7 @@ fn first_free_on_another_thread() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn both_frees_on_other_threads() {
     expect_detected("double-free-both-remote", "double free", || {
         // Two other threads free it; its owner never looks at it in
@@ -97,6 +100,7 @@ fn both_frees_on_other_threads() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn second_free_on_another_thread() {
     expect_detected("double-free-local-then-remote", "double free", || {
         let a = malloc(64) as usize;
@@ -111,6 +115,7 @@ fn second_free_on_another_thread() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn after_the_owner_took_back_a_remote_free() {
     expect_detected("double-free-remote-collected-then-local", "double free", || {
         // Freed by another thread, then taken off `thread_free` by its
@@ -131,6 +136,7 @@ fn after_the_owner_took_back_a_remote_free() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn of_a_block_realloc_moved() {
     expect_detected("double-free-after-realloc", "double free", || {
         let a = malloc(32);
@@ -147,6 +153,7 @@ fn of_a_block_realloc_moved() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn of_a_large_block() {
     expect_detected("double-free-large", "double free", || {
         let a = malloc(300_000);
@@ -161,6 +168,7 @@ fn of_a_large_block() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn realloc_of_a_freed_block() {
     expect_detected("realloc-of-freed", "invalid pointer (not a live block)", || {
         let p = malloc(64);
@@ -176,6 +184,7 @@ fn realloc_of_a_freed_block() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn usable_size_of_a_freed_block() {
     expect_detected(
         "usable-size-of-freed",
@@ -195,6 +204,7 @@ fn usable_size_of_a_freed_block() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn a_handler_sees_the_detection_and_the_program_carries_on() {
     child("handler")
         .run(|| {

@@ -10,13 +10,10 @@
 //! Presets: the guard tests run under `secure` and `secure-max`; the
 //! sealing tests under `secure-max` (`seal-freed-large`).
 
-#![cfg(feature = "guard-pages")]
-
 mod common;
 mod hardened;
 
 use common::{child, say_addr, Finished};
-#[cfg(feature = "seal-freed-large")]
 use hardened::free_on_another_thread;
 use hardened::{free, malloc};
 
@@ -70,8 +67,11 @@ unsafe fn read_at(p: *const u8) {
     println!("no fault {v}");
 }
 
-#[cfg(feature = "seal-freed-large")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "guard-pages", feature = "seal-freed-large")),
+    ignore = "needs --features guard-pages and seal-freed-large"
+)]
 fn linear_overflow_off_a_large_block_faults_within_a_page() {
     expect_faults("overflow-large-linear", || {
         let p = malloc(100_000);
@@ -80,8 +80,11 @@ fn linear_overflow_off_a_large_block_faults_within_a_page() {
     });
 }
 
-#[cfg(feature = "seal-freed-large")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "guard-pages", feature = "seal-freed-large")),
+    ignore = "needs --features guard-pages and seal-freed-large"
+)]
 fn linear_overflow_faults_within_a_page_of_the_request_for_every_large_size() {
     // Sizes just past size-class boundaries, where a class's slack (up to
     // 12.5%, tens of KiB) used to lie between the request and the guard.
@@ -97,6 +100,7 @@ fn linear_overflow_faults_within_a_page_of_the_request_for_every_large_size() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn underflow_before_a_large_block_faults() {
     expect_faults("underflow-large", || {
         let p = malloc(100_000);
@@ -108,6 +112,7 @@ fn underflow_before_a_large_block_faults() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn linear_overflow_off_a_small_page_faults() {
     expect_faults("overflow-small-linear", || {
         // A fresh size class: its page holds this one block first.
@@ -118,6 +123,7 @@ fn linear_overflow_off_a_small_page_faults() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn page_guards_outlive_their_segment_and_guard_the_next_one() {
     for way in GUARD_WAYS {
         child("overflow-small-linear-reused")
@@ -168,6 +174,7 @@ fn page_guards_outlive_their_segment_and_guard_the_next_one() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn guards_are_markers_where_the_kernel_has_them_and_mprotect_when_forced() {
     for way in GUARD_WAYS {
         child("guard-way")
@@ -195,8 +202,11 @@ fn guards_are_markers_where_the_kernel_has_them_and_mprotect_when_forced() {
     }
 }
 
-#[cfg(feature = "seal-freed-large")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "guard-pages", feature = "seal-freed-large")),
+    ignore = "needs --features guard-pages and seal-freed-large"
+)]
 fn a_large_block_grows_in_place_and_its_guard_moves_with_it() {
     child("overflow-after-growing-a-large-block-in-place")
         .run(|| {
@@ -235,7 +245,6 @@ fn a_large_block_grows_in_place_and_its_guard_moves_with_it() {
 /// way a large block can be sealed: markers (where the kernel has them),
 /// `mprotect`, and `mprotect` past a budget too small for any guard
 /// (blocks stay open, wiped).
-#[cfg(all(feature = "zero-on-free", feature = "seal-freed-large"))]
 #[track_caller]
 fn clean_however_sealed(case: &str, body: impl Fn()) {
     let envs: [&[(&str, &str)]; 3] = [
@@ -251,8 +260,14 @@ fn clean_however_sealed(case: &str, body: impl Fn()) {
     }
 }
 
-#[cfg(all(feature = "zero-on-free", feature = "seal-freed-large"))]
 #[test]
+#[cfg_attr(
+    not(all(
+        feature = "guard-pages",
+        all(feature = "zero-on-free", feature = "seal-freed-large")
+    )),
+    ignore = "needs --features guard-pages and zero-on-free and seal-freed-large"
+)]
 fn reused_large_blocks_read_zero_however_they_were_sealed() {
     clean_however_sealed("large-reused-zero", || {
         // Large blocks of every kind of size, written whole or in their
@@ -279,8 +294,14 @@ fn reused_large_blocks_read_zero_however_they_were_sealed() {
     });
 }
 
-#[cfg(all(feature = "zero-on-free", feature = "seal-freed-large"))]
 #[test]
+#[cfg_attr(
+    not(all(
+        feature = "guard-pages",
+        all(feature = "zero-on-free", feature = "seal-freed-large")
+    )),
+    ignore = "needs --features guard-pages and zero-on-free and seal-freed-large"
+)]
 fn large_blocks_grown_and_shrunk_by_realloc_never_show_old_bytes() {
     clean_however_sealed("large-realloc-reused-zero", || {
         // Large blocks grown by realloc a little at a time (in place and
@@ -339,8 +360,11 @@ fn large_blocks_grown_and_shrunk_by_realloc_never_show_old_bytes() {
     });
 }
 
-#[cfg(feature = "seal-freed-large")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "guard-pages", feature = "seal-freed-large")),
+    ignore = "needs --features guard-pages and seal-freed-large"
+)]
 fn a_large_block_realloc_moved_away_from_faults_at_once() {
     expect_faults("read-after-realloc-move-large", || {
         // The block a growing realloc left behind is sealed at once.
@@ -357,8 +381,11 @@ fn a_large_block_realloc_moved_away_from_faults_at_once() {
     });
 }
 
-#[cfg(feature = "seal-freed-large")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "guard-pages", feature = "seal-freed-large")),
+    ignore = "needs --features guard-pages and seal-freed-large"
+)]
 fn a_reused_large_block_grows_in_place_with_its_guard_after_it() {
     for way in GUARD_WAYS {
         child("overflow-after-growing-a-reused-large-block")
@@ -399,8 +426,14 @@ fn a_reused_large_block_grows_in_place_with_its_guard_after_it() {
     }
 }
 
-#[cfg(all(feature = "write-after-free-check", feature = "seal-freed-large"))]
 #[test]
+#[cfg_attr(
+    not(all(
+        feature = "guard-pages",
+        all(feature = "write-after-free-check", feature = "seal-freed-large")
+    )),
+    ignore = "needs --features guard-pages and write-after-free-check and seal-freed-large"
+)]
 fn a_write_to_a_freed_large_block_left_open_is_caught_at_reuse() {
     child("large-write-after-free-unsealed")
         .envs(&[("FORTALLOC_GUARDS", "mprotect"), ("FORTALLOC_MAP_BUDGET", "8")])
@@ -428,6 +461,7 @@ fn a_write_to_a_freed_large_block_left_open_is_caught_at_reuse() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn linear_overflow_off_a_huge_block_faults_within_a_page() {
     expect_faults("overflow-huge-linear", || {
         let p = malloc(5 << 20);
@@ -437,6 +471,7 @@ fn linear_overflow_off_a_huge_block_faults_within_a_page() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn zero_size_allocations_are_unique_and_inaccessible() {
     expect_faults("zero-size-read", || {
         let a = fortalloc::malloc(0);
@@ -452,6 +487,7 @@ fn zero_size_allocations_are_unique_and_inaccessible() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn zero_size_double_free_is_caught() {
     child("zero-size-double-free")
         .run(|| {
@@ -468,7 +504,6 @@ fn zero_size_double_free_is_caught() {
 }
 
 /// A large or huge block of `n` bytes written, freed and read at once.
-#[cfg(feature = "seal-freed-large")]
 fn read_after_free(n: usize) {
     let p = malloc(n);
     // SAFETY: a live block of `n` bytes, freed once; the read after is the
@@ -480,14 +515,20 @@ fn read_after_free(n: usize) {
     }
 }
 
-#[cfg(feature = "seal-freed-large")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "guard-pages", feature = "seal-freed-large")),
+    ignore = "needs --features guard-pages and seal-freed-large"
+)]
 fn freed_large_blocks_are_inaccessible_at_once() {
     expect_faults("read-after-free-large", || read_after_free(300_000));
 }
 
-#[cfg(feature = "seal-freed-large")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "guard-pages", feature = "seal-freed-large")),
+    ignore = "needs --features guard-pages and seal-freed-large"
+)]
 fn large_blocks_freed_by_another_thread_are_inaccessible_at_once() {
     expect_faults("read-after-remote-free-large", || {
         // Freed by another thread than the one that allocated it, which
@@ -505,8 +546,11 @@ fn large_blocks_freed_by_another_thread_are_inaccessible_at_once() {
     });
 }
 
-#[cfg(feature = "seal-freed-large")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "guard-pages", feature = "seal-freed-large")),
+    ignore = "needs --features guard-pages and seal-freed-large"
+)]
 fn freed_huge_blocks_are_inaccessible_at_once() {
     expect_faults("read-after-free-huge", || read_after_free(8 << 20));
 }
@@ -528,6 +572,7 @@ unsafe fn overflow_to_the_slot_end(p: *mut u8, n: usize) {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn linear_overflow_off_every_large_size_faults_at_its_slot_end() {
     // Without the seals the class's slack is open: the guard page that
     // ends the slot stops the overflow.
@@ -559,6 +604,7 @@ fn readable(p: *const u8, len: usize) -> bool {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn every_large_block_has_a_guard_below_and_after_it_whichever_slot_it_took() {
     // Rounds of blocks of each size, filling every slot of one segment
     // or more, all freed and their segments released (so the next round
@@ -613,6 +659,7 @@ fn every_large_block_has_a_guard_below_and_after_it_whichever_slot_it_took() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn every_huge_block_in_a_span_another_size_left_has_a_guard_below_and_just_after_it() {
     // Huge blocks of sizes that go up and down, two live at a time, so
     // most take a span a block of another size left with its guards on
@@ -681,6 +728,7 @@ fn every_huge_block_in_a_span_another_size_left_has_a_guard_below_and_just_after
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn an_underflow_below_any_of_nine_1_mib_blocks_faults() {
     // Issue 24's miss: 16 bytes written just below one of nine 1 MiB
     // blocks allocated in a row, all freed and allocated again; a block
@@ -708,6 +756,7 @@ fn an_underflow_below_any_of_nine_1_mib_blocks_faults() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn an_underflow_below_a_huge_block_faults() {
     expect_faults("underflow-huge", || {
         let p = malloc(5 << 20);
@@ -719,6 +768,7 @@ fn an_underflow_below_a_huge_block_faults() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn large_segments_take_memory_released_huge_blocks_left_and_use_it() {
     for way in GUARD_WAYS {
         child("large-after-huge")
@@ -775,6 +825,7 @@ fn guarded_around(p: *mut u8, n: usize) -> bool {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn a_segment_of_large_slots_reused_for_its_class_keeps_every_guard() {
     // Two segments or more of each class, all their blocks freed: the
     // class releases all but one, and their slices keep its layout. The
@@ -837,6 +888,7 @@ fn a_segment_of_large_slots_reused_for_its_class_keeps_every_guard() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn memory_large_and_huge_segments_left_guarded_holds_no_guard_where_blocks_go() {
     // Segments of large slots and huge blocks released with their guards
     // on record, then the same memory taken by small, medium and large
@@ -964,6 +1016,7 @@ fn every_kind_takes_memory_open(when: &str) -> bool {
 }
 
 #[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
 fn memory_over_aligned_and_resized_huge_blocks_left_is_open_where_blocks_go() {
     // Huge blocks aligned to every power of two up to 1 GiB leave pages
     // below their block guarded (the padding up to the alignment), and
