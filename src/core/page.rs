@@ -272,7 +272,7 @@ pub unsafe fn extend(page: *mut Page) {
     // SAFETY: `capacity < reserved` (this fn's contract), so the carved
     // blocks lie in the page's reserved area.
     let first = unsafe { start.add(capacity * bsize) };
-    if harden::ZERO_ON_FREE && !zero_start {
+    if harden::FREE_BLOCKS_READ_ZERO && !zero_start {
         // Reused segment memory may hold an old owner's bytes. Fresh
         // blocks are zeroed here rather than trusted to be: a flag saying
         // "fresh, skip the check" in the encoded link could be set by a
@@ -287,7 +287,7 @@ pub unsafe fn extend(page: *mut Page) {
     if p.free().is_null() {
         // Carving writes only the links (and the canary build's slot
         // trailers, past every request).
-        p.set_free_zero(zero_start || harden::ZERO_ON_FREE);
+        p.set_free_zero(zero_start || harden::FREE_BLOCKS_READ_ZERO);
     }
     // SAFETY: the `count` blocks from `first` are nobody's, `free` is a
     // list of the page, and no other reference to the generator is alive.

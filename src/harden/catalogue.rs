@@ -152,6 +152,11 @@ pub const RANDOM: bool = RANDOM_ORDER || QUARANTINE;
 /// Spans carry guards: a small or medium segment's page guards stay in
 /// place when it is released, for the next segment of its kind.
 pub const GUARDED_SPANS: bool = GUARD_PAGES;
+/// A small or medium block on a free list reads zero past its link word:
+/// it was wiped when freed, or zeroed when carved from reused memory, and
+/// a block grown in place zeroes what it gains. `calloc` then clears only
+/// the link word.
+pub const FREE_BLOCKS_READ_ZERO: bool = ZERO_ON_FREE;
 /// A huge block is usable only to the end of the last OS page it needs,
 /// where a guard page follows it, and `realloc` grows it in place by
 /// moving that guard up.
