@@ -256,6 +256,50 @@ fn zeroed_blocks_are_zero_even_after_dirty_reuse() {
 }
 
 #[test]
+fn zeroed_large_blocks_are_zero_after_reuse_of_sparsely_written_ones() {
+    // Large blocks of which the last owner wrote a few scattered pages (a
+    // zeroed buffer with a header, say) and some of which it wrote whole:
+    // a zeroed block taken from the same slots must read zero everywhere,
+    // between the written pages, and in the partial pages at its ends.
+    for size in [70_001usize, 300_000, 1_500_003] {
+        let dirty: Vec<*mut u8> = (0..48).map(|_| fortalloc::malloc(size)).collect();
+        for (n, &p) in dirty.iter().enumerate() {
+            // SAFETY: live blocks of `size` bytes, then freed once.
+            unsafe {
+                if n % 4 == 0 {
+                    std::ptr::write_bytes(p, 0xaa, size);
+                } else {
+                    for at in (n..size).step_by(4096 * (n % 7 + 1)) {
+                        *p.add(at) = 0x55;
+                    }
+                    *p.add(size - 1) = 0x77;
+                }
+                fortalloc::free(p);
+            }
+        }
+        let zeroed: Vec<*mut u8> = (0..48)
+            .map(|n| {
+                if n % 2 == 0 {
+                    fortalloc::zalloc(size)
+                } else {
+                    let layout = Layout::from_size_align(size, 16).expect("a valid layout");
+                    // SAFETY: a layout of non-zero size.
+                    unsafe { GLOBAL.alloc_zeroed(layout) }
+                }
+            })
+            .collect();
+        for &p in &zeroed {
+            assert!(!p.is_null());
+            // SAFETY: live blocks of `size` bytes, freed once.
+            unsafe {
+                assert!((0..size).all(|i| *p.add(i) == 0), "size {size}");
+                fortalloc::free(p);
+            }
+        }
+    }
+}
+
+#[test]
 fn freeing_null_is_a_no_op() {
     // SAFETY: null is always accepted.
     unsafe {

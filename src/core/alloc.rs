@@ -77,8 +77,9 @@ pub fn zalloc(size: usize) -> *mut u8 {
 /// held only blocks carved from fresh or purged memory (`Page::free_zero`);
 /// a large block whose slot was fresh or purged, or any with zero-on-free
 /// and `seal-freed-large` (`large::was_zero`: zero-on-free wipes no large
-/// block without the seals). Huge blocks are cleared whole (huge ones
-/// asked zeroed from `huge::alloc` never come here).
+/// block without the seals). Other large blocks are cleared by
+/// [`clear_large`], huge blocks whole (huge ones asked zeroed from
+/// `huge::alloc` never come here).
 ///
 /// # Safety
 /// `p` must be a block just handed out by this thread, with at least
@@ -92,7 +93,8 @@ unsafe fn clear_new(p: *mut u8, size: usize) {
     unsafe {
         if size > 0 {
             let seg = of_block(p);
-            let known_zero = match (*seg).kind {
+            let kind = (*seg).kind;
+            let known_zero = match kind {
                 Kind::Huge => false,
                 Kind::Large => large::was_zero(seg, p),
                 _ if harden::ZERO_ON_FREE => true,
@@ -102,8 +104,41 @@ unsafe fn clear_new(p: *mut u8, size: usize) {
                 ptr::write_bytes(p, 0, size.min(crate::meta::constants::WORD));
                 return;
             }
+            if kind == Kind::Large {
+                return clear_large(p, size);
+            }
         }
         ptr::write_bytes(p, 0, size);
+    }
+}
+
+/// Zeroes the first `size` bytes of a large block that is not known to be
+/// zero: its whole OS pages by `harden::zero_reused`, which writes only the
+/// pages that are resident and drops the runs that are not, the partial
+/// pages at either end with a memset. A slot's last owner often touched a
+/// few pages of it (a zeroed buffer of which it wrote a header); a memset
+/// of the whole block would fault every other page in, each costing far
+/// more than the `mincore` that finds them.
+///
+/// # Safety
+/// `p` must be a large block just handed out, the caller's, with at least
+/// `size` usable bytes.
+#[cold]
+#[inline(never)]
+unsafe fn clear_large(p: *mut u8, size: usize) {
+    let ps = crate::os::page_size();
+    let (start, end) = ((p as usize).next_multiple_of(ps), (p as usize + size) & !(ps - 1));
+    // SAFETY: `[p, p + size)` is the caller's (this fn's contract); the
+    // page-aligned `[start, end)` lies inside it, mapped, and its old bytes
+    // are nobody's.
+    unsafe {
+        if end <= start {
+            ptr::write_bytes(p, 0, size);
+            return;
+        }
+        ptr::write_bytes(p, 0, start - p as usize);
+        harden::zero_reused(start as *mut u8, end - start);
+        ptr::write_bytes(end as *mut u8, 0, p as usize + size - end);
     }
 }
 

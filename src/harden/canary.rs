@@ -246,22 +246,26 @@ impl Slot {
         unsafe { core::ptr::write_volatile(self.last_word(), word) };
     }
 
-    /// Arms the canary of a block handed out for `size` bytes: the canary
-    /// bytes after the request and the tail (which also writes the
-    /// trailer again). With `zeroed` the block is zero past its first
-    /// word, and the canary word is written without being read: a read
-    /// first would map the kernel's shared zero page where the block's
-    /// last OS page was never touched, and the write just after would
-    /// fault again and flush the TLB of every CPU the process runs on.
+    /// Arms the canary of a block for `size` bytes: the canary bytes
+    /// after the request and the tail (which also writes the trailer
+    /// again). With `fresh` (a block being handed out, whose bytes hold
+    /// nobody's data yet) the canary word is written without being read,
+    /// and what of it lies below the request is zeroed, which keeps a
+    /// block that was zero past its first word so: the read costs a load
+    /// on every `malloc`, and on a block whose OS page there was never
+    /// touched (a fresh large block) it would map the kernel's shared zero
+    /// page, and the write just after would fault again and flush the TLB
+    /// of every CPU the process runs on. Without `fresh` (a live block
+    /// resized in place) the owner's bytes in the word are kept.
     ///
     /// # Safety
     /// The slot must be a live block, the caller's to write, with
-    /// `size + EXTRA <= bsize`; with `zeroed`, zero past its first word.
+    /// `size + EXTRA <= bsize`; with `fresh`, being handed out.
     #[inline(always)]
-    pub unsafe fn arm(self, size: usize, zeroed: bool) {
+    pub unsafe fn arm(self, size: usize, fresh: bool) {
         let (at, mask) = window(size, self.bsize);
-        // The caller's bytes are written back as they were, or are zero.
-        let kept = if zeroed {
+        // The owner's bytes are written back as they were, or zero.
+        let kept = if fresh {
             0
         } else {
             // SAFETY: the window lies inside the block (see `window`),

@@ -302,10 +302,9 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
         error::report(ErrorKind::WriteAfterFree, p as usize, bsize);
         return false;
     }
-    // Zero past its first word with zero-on-free: checked, fresh, or wiped.
     // SAFETY: `p` is a free block of `page` (this fn's contract), vetted
     // just above, with `padded(size) <= block_size`; `slot` is its slot.
-    unsafe { handed_out(page, p, slot, size, true) }
+    unsafe { handed_out(page, p, slot, size) }
 }
 
 /// A block that [`may_take`] passed, to be handed to [`taken`] once the
@@ -368,9 +367,10 @@ pub unsafe fn taken(block: Vetted, size: usize) {
         unsafe { (slot.start() as *mut usize).write(0) };
     }
     if canary::ON {
-        // SAFETY: the caller's block (vetted or fresh, so zero past its
-        // first word with zero-on-free), small or medium: all of it open.
-        unsafe { slot.arm(size, zero::ON) };
+        // SAFETY: the caller's block, being handed out (vetted or fresh,
+        // so zero past its first word with zero-on-free), small or
+        // medium: all of it open.
+        unsafe { slot.arm(size, true) };
     }
 }
 
@@ -388,10 +388,9 @@ const fn small_trailers(bsize: usize) -> bool {
 ///
 /// # Safety
 /// `p` must be a free block of `page`, vetted, with `padded(size) <=
-/// block_size`, and `slot` the bytes of it the caller may use; with
-/// `zeroed` in the zero-on-free build, zero past its first word.
+/// block_size`, and `slot` the bytes of it the caller may use.
 #[inline(always)]
-unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: usize, zeroed: bool) -> bool {
+unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: usize) -> bool {
     // SAFETY: `p` is a block start of `page` (this fn's contract), in a
     // live segment that has the bitmaps when they are on.
     if double_free::ON && !unsafe { double_free::mark_live(p) } {
@@ -409,11 +408,9 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: us
         unsafe { (p as *mut usize).write(0) };
     }
     if canary::applies(page) {
-        // With `zeroed` and zero-on-free the block is zero past its first
-        // word: checked by the caller, or fresh, or opened from a seal.
         // SAFETY: `slot` is the block being handed out, with room for the
         // canary (this fn's contract).
-        unsafe { slot.arm(size, zero::ON && zeroed) };
+        unsafe { slot.arm(size, true) };
     }
     true
 }
@@ -440,10 +437,9 @@ pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
     // SAFETY: `p` is a block of the in-use `page`, just taken and opened
     // for the request: its slot is what is open of it.
     let slot = unsafe { canary::Slot::of_block(page, p) };
-    // Zero past its first word only where zero-on-free zeroes large blocks.
     // SAFETY: `p` is a free block of `page` (this fn's contract), opened
     // for the request and vetted by `large::taken` just above.
-    unsafe { handed_out(page, p, slot, size, large::ZEROED) }
+    unsafe { handed_out(page, p, slot, size) }
 }
 
 /// Checks a block about to be freed and wipes it. False (after reporting)
