@@ -140,3 +140,59 @@ fn the_parser_sees_paths_and_groups() {
         "x "
     );
 }
+
+/// The defence switches of `harden/catalogue.rs`: each constant whose doc
+/// comment opens with its feature's name and a dash (`` /// `canary` — ``).
+fn defence_switches() -> Vec<String> {
+    let catalogue = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/harden/catalogue.rs"))
+        .expect("catalogue");
+    let mut switches = Vec::new();
+    let mut in_defence = false;
+    for line in catalogue.lines() {
+        if line.starts_with("/// `") && line.contains("` — ") {
+            in_defence = true;
+        } else if let Some(rest) = line.strip_prefix("pub const ") {
+            if in_defence {
+                switches.push(rest.split(':').next().expect("name").to_string());
+            }
+            in_defence = false;
+        } else if !line.starts_with("///") {
+            in_defence = false;
+        }
+    }
+    switches
+}
+
+/// The core asks harden what a build does (hooks and properties such as
+/// `FREE_BLOCKS_READ_ZERO`); it never tests a defence's switch or feature
+/// itself (docs/ARCHITECTURE.md), so every defence stays in its own file.
+#[test]
+fn the_core_tests_no_defence_switch() {
+    let switches = defence_switches();
+    assert_eq!(switches.len(), 10, "the catalogue's defences: {switches:?}");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join("core"), &mut files);
+    files.push(src.join("lib.rs"));
+    let mut found = Vec::new();
+    for file in &files {
+        let code = code_of(&fs::read_to_string(file).expect("read"));
+        for switch in &switches {
+            let path = format!("harden::{switch}");
+            let whole_word = code
+                .match_indices(&path)
+                .any(|(i, _)| !code[i + path.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_'));
+            if whole_word {
+                found.push(format!("{} tests {path}", file.display()));
+            }
+        }
+        if code.contains("feature = \"") {
+            found.push(format!("{} tests a Cargo feature", file.display()));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "defence switches in the core:\n{}",
+        found.join("\n")
+    );
+}

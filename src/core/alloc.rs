@@ -97,7 +97,7 @@ unsafe fn clear_new(p: *mut u8, size: usize) {
             let known_zero = match kind {
                 Kind::Huge => false,
                 Kind::Large => large::was_zero(seg, p),
-                _ if harden::ZERO_ON_FREE => true,
+                _ if harden::FREE_BLOCKS_READ_ZERO => true,
                 _ => (*page_of(seg, p)).free_zero,
             };
             if known_zero {
@@ -420,7 +420,7 @@ pub unsafe fn free(p: *mut u8) {
         return;
     }
     let heap = thread::heap();
-    if harden::QUARANTINE {
+    if harden::FREED_BLOCKS_WAIT {
         let bounds = harden::QuarantineBounds::now();
         // SAFETY: the segment is live (found in the map).
         let huge = unsafe { (*seg).kind } == Kind::Huge;
@@ -645,7 +645,7 @@ unsafe fn make_room(heap: *mut heap::Heap, size: usize, bounds: harden::Quaranti
 /// # Safety
 /// `heap` must be this thread's initialised heap.
 pub(crate) unsafe fn empty_quarantine(heap: *mut heap::Heap) {
-    if !harden::QUARANTINE {
+    if !harden::FREED_BLOCKS_WAIT {
         return;
     }
     loop {
@@ -834,7 +834,7 @@ unsafe fn resize_in_place(page: *mut Page, p: *mut u8, usable: usize, new_size: 
     // SAFETY: `p` is the caller's live block and `padded(new_size)` fits
     // it (checked above, or the huge block grew to it).
     unsafe { harden::resizing(page, p, new_size) };
-    if harden::ZERO_ON_FREE && new_size > usable {
+    if harden::FREE_BLOCKS_READ_ZERO && new_size > usable {
         // What lay past the old size (its canary, keyed, and the recorded
         // size) is now the caller's to read: zero, as a moved block's
         // would be. Growth past what was accessible was zeroed as it was

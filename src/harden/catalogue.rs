@@ -157,6 +157,11 @@ pub const GUARDED_SPANS: bool = GUARD_PAGES;
 /// a block grown in place zeroes what it gains. `calloc` then clears only
 /// the link word.
 pub const FREE_BLOCKS_READ_ZERO: bool = ZERO_ON_FREE;
+/// A freed small, medium or large block may wait before it reaches its
+/// page or slot: `free` hands it to harden (`QuarantineBounds`), and a
+/// thread's held blocks are freed when it exits or collects. Huge blocks
+/// never wait.
+pub const FREED_BLOCKS_WAIT: bool = QUARANTINE;
 /// A huge block is usable only to the end of the last OS page it needs,
 /// where a guard page follows it, and `realloc` grows it in place by
 /// moving that guard up.

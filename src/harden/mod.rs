@@ -27,8 +27,8 @@ use crate::error::{self, ErrorKind};
 use crate::meta::page::{is_huge, Page};
 
 pub use catalogue::{
-    describe, FREE_BLOCKS_READ_ZERO, GUARDED_SPANS, HARDENED, HUGE_BLOCKS_GUARDED, PRESET, QUARANTINE,
-    RANDOM, RANDOM_SPANS, STALE_SEGMENTS, UNWALKED_REMOTE_LISTS, ZERO_ON_FREE, ZERO_SIZE_SLOTS,
+    describe, FREED_BLOCKS_WAIT, FREE_BLOCKS_READ_ZERO, GUARDED_SPANS, HARDENED, HUGE_BLOCKS_GUARDED, PRESET,
+    RANDOM, RANDOM_SPANS, STALE_SEGMENTS, UNWALKED_REMOTE_LISTS, ZERO_SIZE_SLOTS,
 };
 use catalogue::{CHECKS, KEYS};
 pub use double_free::{clear_range as clear_live_bits, was_freed, BITMAP_BYTES};
