@@ -7,8 +7,6 @@
 //! Presets: the overflow tests run under `secure` and `secure-max`; the
 //! underflow tests under `secure-max` (`underflow-trailers`).
 
-#![cfg(feature = "canary")]
-
 mod common;
 mod hardened;
 
@@ -22,7 +20,6 @@ static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 /// below the second in the same page (which `b - 48` in the same 64 KiB
 /// window guarantees for small pages), for the underflow cases; the other
 /// blocks allocated to find them stay live.
-#[cfg(feature = "underflow-trailers")]
 fn slot_below_and_block() -> (*mut u8, *mut u8) {
     let blocks: Vec<usize> = (0..512).map(|_| malloc(40) as usize).collect();
     let set: std::collections::HashSet<usize> = blocks.iter().copied().collect();
@@ -38,7 +35,6 @@ fn slot_below_and_block() -> (*mut u8, *mut u8) {
 ///
 /// # Safety
 /// Deliberately out of bounds: the caller's test of an underflow.
-#[cfg(feature = "underflow-trailers")]
 unsafe fn write_below(b: *mut u8, len: usize) {
     for i in 1..=len {
         // SAFETY: per the caller; the bytes lie in the slot below, mapped.
@@ -47,6 +43,7 @@ unsafe fn write_below(b: *mut u8, len: usize) {
 }
 
 #[test]
+#[cfg_attr(not(feature = "canary"), ignore = "needs --features canary")]
 fn every_nul_byte_overflow_is_caught() {
     child("nul-overflows")
         .run(|| {
@@ -92,8 +89,11 @@ fn every_nul_byte_overflow_is_caught() {
 /// of that block when it is freed or reallocated, with the slot below it
 /// live or free, and when the slot below is freed or handed out again
 /// (`underflow-trailers`: `secure-max`).
-#[cfg(feature = "underflow-trailers")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "canary", feature = "underflow-trailers")),
+    ignore = "needs --features canary and underflow-trailers"
+)]
 fn underflows_below_a_small_block() {
     // (case, bytes written below, slot below freed first, then realloc
     // rather than free)
@@ -161,8 +161,11 @@ fn underflows_below_a_small_block() {
 
 /// Neighbours freed at once by two threads: the wipe of one never shows
 /// the other a changed trailer.
-#[cfg(feature = "underflow-trailers")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "canary", feature = "underflow-trailers")),
+    ignore = "needs --features canary and underflow-trailers"
+)]
 fn neighbours_freed_by_two_threads_report_nothing() {
     child("neighbours-freed-by-two-threads")
         .run(|| {
@@ -194,6 +197,7 @@ fn neighbours_freed_by_two_threads_report_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "canary"), ignore = "needs --features canary")]
 fn one_byte_overflow_of_a_small_block() {
     expect_detected("overflow-1-small", "heap buffer overflow", || {
         let p = malloc(20);
@@ -208,6 +212,7 @@ fn one_byte_overflow_of_a_small_block() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "canary"), ignore = "needs --features canary")]
 fn eight_byte_overflow_of_a_small_block() {
     expect_detected("overflow-8-small", "heap buffer overflow", || {
         let p = malloc(24);
@@ -222,6 +227,7 @@ fn eight_byte_overflow_of_a_small_block() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "canary"), ignore = "needs --features canary")]
 fn one_byte_overflow_after_a_growing_realloc() {
     expect_detected("overflow-after-growing-realloc", "heap buffer overflow", || {
         // realloc grows with headroom: the canary must still sit right
@@ -241,6 +247,7 @@ fn one_byte_overflow_after_a_growing_realloc() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "canary"), ignore = "needs --features canary")]
 fn one_byte_overflow_of_a_large_block() {
     expect_detected("overflow-1-large", "heap buffer overflow", || {
         let p = malloc(100_000);
@@ -255,6 +262,7 @@ fn one_byte_overflow_of_a_large_block() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "canary"), ignore = "needs --features canary")]
 fn eight_byte_overflow_of_a_large_block() {
     expect_detected("overflow-8-large", "heap buffer overflow", || {
         let p = malloc(100_000);
@@ -269,6 +277,7 @@ fn eight_byte_overflow_of_a_large_block() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "canary"), ignore = "needs --features canary")]
 fn overflow_caught_by_realloc() {
     expect_detected("overflow-on-realloc", "heap buffer overflow", || {
         let p = malloc(40);

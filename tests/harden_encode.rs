@@ -7,18 +7,6 @@
 //! Presets: `secure` and `secure-max` refuse forged links; the one-bit
 //! flip sweeps need `secure-max` (`write-after-free-check`).
 
-// The tests of the defence, and the plain build's counterpart.
-#![cfg(any(
-    feature = "encoded-freelist",
-    not(any(
-        feature = "double-free",
-        feature = "canary",
-        feature = "zero-on-free",
-        feature = "random-order",
-        feature = "guard-pages"
-    ))
-))]
-
 mod common;
 mod hardened;
 
@@ -72,7 +60,6 @@ fn follow_a_forged_link(safe_linking: bool) {
 ///
 /// # Safety
 /// Corrupts freed blocks on purpose: for the child process only.
-#[cfg(all(feature = "encoded-freelist", feature = "write-after-free-check"))]
 unsafe fn link_bit_flips(remote: bool) {
     use hardened::free_on_another_thread;
     static REPORTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -123,9 +110,11 @@ unsafe fn link_bit_flips(remote: bool) {
     println!("silent flips: {silent:?}");
 }
 
-#[cfg(feature = "encoded-freelist")]
-#[cfg(feature = "write-after-free-check")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "encoded-freelist", feature = "write-after-free-check")),
+    ignore = "needs --features encoded-freelist and write-after-free-check"
+)]
 fn a_one_bit_flip_of_a_freed_link_is_always_reported() {
     common::child("link-bit-flips")
         .run(|| {
@@ -145,9 +134,11 @@ fn a_one_bit_flip_of_a_freed_link_is_always_reported() {
 /// grid, which is all the encoding can check. Alone, `encoded-freelist`
 /// left a flip silent in CI's per-feature run; what catches every
 /// one is the write into the block, checked when it is handed out.
-#[cfg(feature = "encoded-freelist")]
-#[cfg(feature = "write-after-free-check")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "encoded-freelist", feature = "write-after-free-check")),
+    ignore = "needs --features encoded-freelist and write-after-free-check"
+)]
 fn a_one_bit_flip_of_a_link_freed_by_another_thread_is_always_reported() {
     common::child("link-bit-flips-remote")
         // SAFETY: this is the child process.
@@ -158,24 +149,33 @@ fn a_one_bit_flip_of_a_link_freed_by_another_thread_is_always_reported() {
         });
 }
 
-#[cfg(feature = "encoded-freelist")]
 #[test]
+#[cfg_attr(
+    not(feature = "encoded-freelist"),
+    ignore = "needs --features encoded-freelist"
+)]
 fn forged_link_raw_is_refused() {
     hardened::expect_detected("poison-raw", "corrupted free list", || {
         follow_a_forged_link(false)
     });
 }
 
-#[cfg(feature = "encoded-freelist")]
 #[test]
+#[cfg_attr(
+    not(feature = "encoded-freelist"),
+    ignore = "needs --features encoded-freelist"
+)]
 fn forged_link_in_safe_linking_form_is_refused() {
     hardened::expect_detected("poison-safe-linking", "corrupted free list", || {
         follow_a_forged_link(true)
     });
 }
 
-#[cfg(feature = "encoded-freelist")]
 #[test]
+#[cfg_attr(
+    not(feature = "encoded-freelist"),
+    ignore = "needs --features encoded-freelist"
+)]
 fn freed_blocks_hold_no_plain_heap_address() {
     // SAFETY: `a` and `b` are fortalloc blocks; the first word of `a` is
     // read after its free, as a use-after-free reader would.
@@ -198,15 +198,18 @@ fn freed_blocks_hold_no_plain_heap_address() {
 
 /// The plain build promises none of the above: a forged free-list link is
 /// followed, which is why the hardened build exists.
-#[cfg(not(any(
-    feature = "encoded-freelist",
-    feature = "double-free",
-    feature = "canary",
-    feature = "zero-on-free",
-    feature = "random-order",
-    feature = "guard-pages"
-)))]
 #[test]
+#[cfg_attr(
+    any(
+        feature = "encoded-freelist",
+        feature = "double-free",
+        feature = "canary",
+        feature = "zero-on-free",
+        feature = "random-order",
+        feature = "guard-pages"
+    ),
+    ignore = "the plain build's behaviour: needs a build without the hardening features"
+)]
 fn plain_build_follows_a_forged_link() {
     common::child("poison-raw")
         .run(|| follow_a_forged_link(false))

@@ -6,8 +6,6 @@
 //!
 //! Presets: `secure-max` only (`zero-on-free`, `write-after-free-check`).
 
-#![cfg(feature = "zero-on-free")]
-
 mod common;
 mod hardened;
 
@@ -16,8 +14,11 @@ use hardened::{free, malloc};
 #[global_allocator]
 static GLOBAL: fortalloc::FortAlloc = fortalloc::FortAlloc;
 
-#[cfg(feature = "write-after-free-check")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "zero-on-free", feature = "write-after-free-check")),
+    ignore = "needs --features zero-on-free and write-after-free-check"
+)]
 fn write_after_free_is_caught_when_the_block_is_reused() {
     hardened::expect_detected("write-after-free", "write after free", || {
         let p = malloc(64);
@@ -49,8 +50,11 @@ fn write_after_free_is_caught_when_the_block_is_reused() {
 /// round again). Reported in every one of many rounds, each with a block
 /// of its own, whether the block is handed out again first or its page is
 /// released first.
-#[cfg(feature = "write-after-free-check")]
 #[test]
+#[cfg_attr(
+    not(all(feature = "zero-on-free", feature = "write-after-free-check")),
+    ignore = "needs --features zero-on-free and write-after-free-check"
+)]
 fn a_write_after_free_is_caught_in_every_round_of_churn() {
     const ROUNDS: usize = 8;
     const CHURN: usize = 139_000;
@@ -105,8 +109,14 @@ fn a_write_after_free_is_caught_in_every_round_of_churn() {
 /// all of it when the quarantine is emptied (`collect`, thread exit), its
 /// first word when later frees push it out (the rest when it is handed out
 /// again, the test above).
-#[cfg(all(feature = "quarantine", feature = "write-after-free-check"))]
 #[test]
+#[cfg_attr(
+    not(all(
+        feature = "zero-on-free",
+        all(feature = "quarantine", feature = "write-after-free-check")
+    )),
+    ignore = "needs --features zero-on-free and quarantine and write-after-free-check"
+)]
 fn a_write_while_quarantined_is_caught_as_the_block_leaves() {
     hardened::expect_detected("quarantined-write-then-collect", "write after free", || {
         let p = malloc(64);
@@ -145,6 +155,7 @@ fn a_write_while_quarantined_is_caught_as_the_block_leaves() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "zero-on-free"), ignore = "needs --features zero-on-free")]
 fn a_dangling_reader_sees_zeros() {
     let p = malloc(256);
     // Reading it after the free is what a dangling pointer does.
@@ -161,6 +172,7 @@ fn a_dangling_reader_sees_zeros() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "zero-on-free"), ignore = "needs --features zero-on-free")]
 fn a_block_grown_in_place_shows_zeros_past_its_old_size() {
     // Past the old size lay its canary and recorded size; a block grown in
     // place must show zeros there, as a moved one would.
@@ -183,6 +195,7 @@ fn a_block_grown_in_place_shows_zeros_past_its_old_size() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "zero-on-free"), ignore = "needs --features zero-on-free")]
 fn a_block_shrunk_in_place_keeps_no_old_bytes_once_freed() {
     // A small or medium block shrunk in place and then freed: the wipe
     // covers what its new size says its owner could write, so what lay
@@ -261,11 +274,13 @@ fn churn(zeroed: bool) {
 }
 
 #[test]
+#[cfg_attr(not(feature = "zero-on-free"), ignore = "needs --features zero-on-free")]
 fn new_owners_of_reused_memory_see_zeros() {
     churn(false);
 }
 
 #[test]
+#[cfg_attr(not(feature = "zero-on-free"), ignore = "needs --features zero-on-free")]
 fn zeroed_allocations_are_zero_after_reuse() {
     churn(true);
 }

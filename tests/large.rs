@@ -244,8 +244,8 @@ fn a_second_free_of_a_large_block_is_reported_in_every_build() {
         });
 }
 
-#[cfg(feature = "double-free")]
 #[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
 fn a_second_free_of_a_huge_block_is_reported() {
     child("huge-double-free")
         .limit(LIMIT)
