@@ -265,6 +265,10 @@ pub struct ErrorInfo {
     pub address: usize,
     /// Size of the block's size class, 0 if unknown.
     pub block_size: usize,
+    /// The size the program asked for when it got the block, where the
+    /// build records it (the `canary` defence) and it is still readable;
+    /// 0 if unknown.
+    pub requested_size: usize,
 }
 
 /// Called instead of aborting. It must not allocate through fortalloc's
@@ -287,6 +291,17 @@ pub fn set_error_handler(handler: Option<ErrorHandler>) {
 #[cold]
 #[inline(never)]
 pub fn report(kind: ErrorKind, address: usize, block_size: usize) {
+    report_sized(kind, address, block_size, 0)
+}
+
+/// [`report`], naming the size the program asked for (`requested`, 0 if
+/// unknown) rather than the size class: `(48-byte block)` for a request
+/// of 48 bytes in a 56-byte class. An overflow also names the class's
+/// size where it differs, since the bytes between decide what the canary
+/// saw: `(48-byte block in a 56-byte slot)`.
+#[cold]
+#[inline(never)]
+pub fn report_sized(kind: ErrorKind, address: usize, block_size: usize, requested: usize) {
     let h = HANDLER.load(Ordering::Acquire);
     if h != 0 {
         // SAFETY: only `set_error_handler` stores here, and it stores a
@@ -296,6 +311,7 @@ pub fn report(kind: ErrorKind, address: usize, block_size: usize) {
             kind,
             address,
             block_size,
+            requested_size: requested,
         });
         return;
     }
@@ -304,15 +320,29 @@ pub fn report(kind: ErrorKind, address: usize, block_size: usize) {
         .str(kind.message())
         .str(" at ")
         .hex(address);
-    if block_size != 0 {
+    describe_block(&mut line, kind, block_size, requested);
+    line.str("\n");
+    os::write_stderr(line.as_bytes());
+    os::abort()
+}
+
+/// The parenthesis after a report's address.
+fn describe_block(line: &mut Line, kind: ErrorKind, block_size: usize, requested: usize) {
+    let overflow = matches!(kind, ErrorKind::BufferOverflow | ErrorKind::BufferUnderflow);
+    if requested != 0 && overflow && requested != block_size && block_size != 0 {
+        line.str(" (")
+            .dec(requested)
+            .str("-byte block in a ")
+            .dec(block_size)
+            .str("-byte slot)");
+    } else if requested != 0 {
+        line.str(" (").dec(requested).str("-byte block)");
+    } else if block_size != 0 {
         line.str(" (").dec(block_size).str("-byte block)");
     } else {
         // The block's page was freed and reused since: its size is gone.
         line.str(" (block of a freed page)");
     }
-    line.str("\n");
-    os::write_stderr(line.as_bytes());
-    os::abort()
 }
 
 #[cfg(test)]
@@ -348,6 +378,25 @@ mod tests {
         reads(24_009_896, "22.8 MiB");
         reads(8 << 30, "8 GiB");
         reads(u64::MAX, "15.9 EiB");
+    }
+
+    #[test]
+    fn reports_name_the_requested_size_and_the_slot_where_it_matters() {
+        let reads = |kind, bsize, requested, want: &str| {
+            let mut line = Line::new();
+            describe_block(&mut line, kind, bsize, requested);
+            assert_eq!(core::str::from_utf8(line.as_bytes()), Ok(want));
+        };
+        reads(ErrorKind::DoubleFree, 56, 48, " (48-byte block)");
+        reads(ErrorKind::DoubleFree, 56, 0, " (56-byte block)");
+        reads(
+            ErrorKind::BufferOverflow,
+            56,
+            48,
+            " (48-byte block in a 56-byte slot)",
+        );
+        reads(ErrorKind::BufferOverflow, 48, 48, " (48-byte block)");
+        reads(ErrorKind::WriteAfterFree, 0, 0, " (block of a freed page)");
     }
 
     #[test]

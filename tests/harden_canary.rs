@@ -290,3 +290,34 @@ fn overflow_caught_by_realloc() {
         }
     });
 }
+
+/// An overflow report names the size asked for and, where the canary's
+/// slot is larger, the slot: the bytes between are what the canary
+/// watched.
+#[test]
+#[cfg_attr(not(feature = "canary"), ignore = "needs --features canary")]
+fn the_overflow_report_names_the_request_and_its_slot() {
+    common::child("overflow-size")
+        .run(|| {
+            let p = malloc(20);
+            say_addr(p);
+            // SAFETY: one byte past a 20-byte block: the violation under
+            // test, in a child expected to abort.
+            unsafe {
+                *p.add(20) = 0;
+                free(p);
+            }
+        })
+        .check(|o| {
+            o.assert_reported("heap buffer overflow");
+            let line = o
+                .stderr
+                .lines()
+                .find(|l| l.starts_with("fortalloc: heap buffer overflow"))
+                .expect("report");
+            assert!(
+                line.contains("(20-byte block in a ") && line.ends_with("-byte slot)"),
+                "{line}"
+            );
+        });
+}

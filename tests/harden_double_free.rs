@@ -247,3 +247,37 @@ fn a_handler_sees_the_detection_and_the_program_carries_on() {
             );
         });
 }
+
+/// The report names the size the program asked for, not the size class
+/// the canary build rounded it up to (48 bytes and its canary take a
+/// 56-byte block); a build that wipes freed blocks, or keeps no canary,
+/// names the class.
+#[test]
+#[cfg_attr(not(feature = "double-free"), ignore = "needs --features double-free")]
+fn the_report_names_the_requested_size() {
+    let want = if cfg!(feature = "canary") && !cfg!(feature = "zero-on-free") {
+        "(48-byte block)"
+    } else {
+        "-byte block)"
+    };
+    common::child("double-free-size")
+        .run(|| {
+            let p = malloc(48);
+            say_addr(p);
+            // SAFETY: the second free is the violation under test, in a
+            // child expected to abort.
+            unsafe {
+                free(p);
+                free(p);
+            }
+        })
+        .check(|o| {
+            o.assert_reported("double free");
+            let line = o
+                .stderr
+                .lines()
+                .find(|l| l.starts_with("fortalloc: double free"))
+                .expect("report");
+            assert!(line.ends_with(want), "{line}");
+        });
+}

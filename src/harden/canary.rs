@@ -283,6 +283,23 @@ impl Slot {
         unsafe { self.tail().write_unaligned(self.tail_word(self.bsize - size)) };
     }
 
+    /// The size the slot's tail records, if it reads as one, for a report
+    /// (see `error::report_sized`): the canary bytes are not checked, so
+    /// an overflow that spared the tail still names its block's request.
+    /// Never a size larger than the slot, but a tail written over (or a
+    /// freed block's, wiped) may read as a wrong size.
+    ///
+    /// # Safety
+    /// The slot's bytes must be readable.
+    #[inline]
+    pub unsafe fn recorded_size(self) -> Option<usize> {
+        // SAFETY: the tail is the slot's last 4 bytes, readable (this fn's
+        // contract).
+        let tail = unsafe { self.tail().read_unaligned() };
+        let delta = ((tail ^ self.key as u32) & 0x00ff_ffff) as usize;
+        (EXTRA..=self.bsize).contains(&delta).then(|| self.bsize - delta)
+    }
+
     /// The requested size of the live block in the slot, if its canary
     /// (and the size its tail records) is intact.
     ///

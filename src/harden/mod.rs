@@ -462,7 +462,9 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
     // SAFETY: `p` is a block start of the in-use `page` (this fn's
     // contract), in a live segment that has the bitmaps when they are on.
     if double_free::ON && !unsafe { double_free::mark_free(p) } {
-        error::report(ErrorKind::DoubleFree, p as usize, bsize);
+        // SAFETY: a small or medium block of the in-use `page`: readable.
+        let requested = unsafe { freed_request(page, p, bsize) };
+        error::report_sized(ErrorKind::DoubleFree, p as usize, bsize, requested);
         return false;
     }
     if !canary::ON {
@@ -479,7 +481,9 @@ pub unsafe fn on_free(page: *const Page, p: *mut u8) -> bool {
     // SAFETY: the block is live and was armed when handed out.
     let size = unsafe { slot.check() };
     if size.is_none() {
-        error::report(ErrorKind::BufferOverflow, p as usize, bsize);
+        // SAFETY: as for `check`.
+        let requested = unsafe { slot.recorded_size() }.unwrap_or(0);
+        error::report_sized(ErrorKind::BufferOverflow, p as usize, bsize, requested);
     }
     if !small_trailers(bsize) {
         if zero::ON {
@@ -538,7 +542,9 @@ unsafe fn on_free_big(page: *const Page, p: *mut u8) -> bool {
         // SAFETY: `p` is the block of the in-use huge `page` (this fn's
         // contract), its canary inside it.
         if canary::ON && unsafe { canary::check(page, p) }.is_none() {
-            error::report(ErrorKind::BufferOverflow, p as usize, bsize);
+            // SAFETY: the block is open past its canary (checked just now).
+            let requested = unsafe { canary::Slot::of_block(page, p).recorded_size() }.unwrap_or(0);
+            error::report_sized(ErrorKind::BufferOverflow, p as usize, bsize, requested);
         }
         return true;
     }
@@ -558,7 +564,9 @@ unsafe fn on_free_big(page: *const Page, p: *mut u8) -> bool {
     // SAFETY: `p` is a block start of the in-use `page` (this fn's
     // contract), open as far as its canary (a sealed one returned above).
     if canary::applies(page) && unsafe { canary::check(page, p) }.is_none() {
-        error::report(ErrorKind::BufferOverflow, p as usize, bsize);
+        // SAFETY: the block is open past its canary (checked just now).
+        let requested = unsafe { canary::Slot::of_block(page, p).recorded_size() }.unwrap_or(0);
+        error::report_sized(ErrorKind::BufferOverflow, p as usize, bsize, requested);
     }
     // A large block: not wiped, but sealed with `seal-freed-large`, else
     // left to be purged after the delay (see `large`).
@@ -732,7 +740,9 @@ pub unsafe fn usable(page: *const Page, p: *mut u8) -> Option<usize> {
         // contract).
         let size = unsafe { canary::check(page, p) };
         if size.is_none() {
-            error::report(ErrorKind::BufferOverflow, p as usize, bsize);
+            // SAFETY: the block is open past its canary (checked just now).
+            let requested = unsafe { canary::Slot::of_block(page, p).recorded_size() }.unwrap_or(0);
+            error::report_sized(ErrorKind::BufferOverflow, p as usize, bsize, requested);
         }
         return size;
     }
@@ -752,6 +762,22 @@ pub unsafe fn requested_size(page: *const Page, p: *mut u8) -> Option<usize> {
     } else {
         None
     }
+}
+
+/// The size a freed small or medium block was asked for, for a report of
+/// a second free: what its canary's tail still records, 0 where the build
+/// keeps none or wiped it at the first free.
+///
+/// # Safety
+/// `p` must be a small or medium block of the in-use `page`, `bsize` its
+/// size.
+unsafe fn freed_request(page: *const Page, p: *mut u8, bsize: usize) -> usize {
+    if !canary::ON || zero::ON {
+        return 0;
+    }
+    // SAFETY: the whole slot of a small or medium block is readable (this
+    // fn's contract).
+    unsafe { canary::Slot::new(page, p, bsize).recorded_size() }.unwrap_or(0)
 }
 
 /// A free list of `page` is longer than its capacity (a cycle), or leads

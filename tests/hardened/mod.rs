@@ -46,7 +46,9 @@ pub fn assert_detected(o: &Finished, what: &str) {
         .find(|l| l.starts_with("fortalloc:"))
         .expect("message line");
     assert!(
-        line.ends_with("-byte block)") || line.ends_with("(block of a freed page)"),
+        line.ends_with("-byte block)")
+            || line.ends_with("-byte slot)")
+            || line.ends_with("(block of a freed page)"),
         "one line naming the block size: {line}"
     );
 }
