@@ -305,7 +305,7 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     // Zero past its first word with zero-on-free: checked, fresh, or wiped.
     // SAFETY: `p` is a free block of `page` (this fn's contract), vetted
     // just above, with `padded(size) <= block_size`; `slot` is its slot.
-    unsafe { handed_out(page, p, slot, size, true) }
+    unsafe { handed_out(page, p, slot, size, true, false) }
 }
 
 /// A block that [`may_take`] passed, to be handed to [`taken`] once the
@@ -386,12 +386,25 @@ const fn small_trailers(bsize: usize) -> bool {
 /// it is marked live, its first word cleared and its canary armed. False
 /// (after reporting) if the bitmaps say it is live already.
 ///
+/// With `fresh` the block reads zero throughout (a large slot fresh or
+/// purged): its first word is left alone and its canary written without
+/// a read, so handing it out faults in at most the canary's OS pages, and
+/// only for writing.
+///
 /// # Safety
 /// `p` must be a free block of `page`, vetted, with `padded(size) <=
 /// block_size`, and `slot` the bytes of it the caller may use; with
-/// `zeroed` in the zero-on-free build, zero past its first word.
+/// `zeroed` in the zero-on-free build, zero past its first word; with
+/// `fresh`, zero throughout.
 #[inline(always)]
-unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: usize, zeroed: bool) -> bool {
+unsafe fn handed_out(
+    page: *const Page,
+    p: *mut u8,
+    slot: canary::Slot,
+    size: usize,
+    zeroed: bool,
+    fresh: bool,
+) -> bool {
     // SAFETY: `p` is a block start of `page` (this fn's contract), in a
     // live segment that has the bitmaps when they are on.
     if double_free::ON && !unsafe { double_free::mark_live(p) } {
@@ -401,7 +414,11 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: us
         });
         return false;
     }
-    if encode::ON {
+    if fresh {
+        // SAFETY: as for `mark_live` above.
+        unsafe { double_free::touch_freed(p) };
+    }
+    if encode::ON && !fresh {
         // The link left in the block would tell its new owner an
         // encoding of known addresses, which gives away key bits.
         // SAFETY: `p` is a free block (this fn's contract), ours to write
@@ -413,7 +430,7 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: us
         // word: checked by the caller, or fresh, or opened from a seal.
         // SAFETY: `slot` is the block being handed out, with room for the
         // canary (this fn's contract).
-        unsafe { slot.arm(size, zero::ON && zeroed) };
+        unsafe { slot.arm(size, (zero::ON && zeroed) || fresh) };
     }
     true
 }
@@ -424,10 +441,13 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: us
 /// marked live and its canary armed. False (after reporting) means it must
 /// not be handed out.
 ///
+/// `fresh`: the block reads zero throughout (its slot fresh or purged,
+/// and not sealed), so nothing of it is read or cleared.
+///
 /// # Safety
 /// `p` must be a free block of the large `page`, just taken by the caller,
-/// with `padded(size) <= block_size`.
-pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
+/// with `padded(size) <= block_size`; with `fresh`, zero throughout.
+pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize, fresh: bool) -> bool {
     // SAFETY: `p` is a free block of the large `page`, just taken by the
     // caller, with `padded(size) <= block_size` (this fn's contract).
     if guard::ON && !unsafe { large::taken(page, p, size) } {
@@ -443,7 +463,7 @@ pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
     // Zero past its first word only where zero-on-free zeroes large blocks.
     // SAFETY: `p` is a free block of `page` (this fn's contract), opened
     // for the request and vetted by `large::taken` just above.
-    unsafe { handed_out(page, p, slot, size, large::ZEROED) }
+    unsafe { handed_out(page, p, slot, size, large::ZEROED, fresh && !large::SEAL) }
 }
 
 /// Checks a block about to be freed and wipes it. False (after reporting)
@@ -548,7 +568,7 @@ unsafe fn on_free_big(page: *const Page, p: *mut u8) -> bool {
     }
     // SAFETY: `p` is a block start of the in-use `page` (this fn's
     // contract), in a live segment that has the bitmaps when they are on.
-    if double_free::ON && !unsafe { double_free::mark_free(p) } {
+    if double_free::ON && !unsafe { double_free::mark_free_big(p) } {
         error::report(ErrorKind::DoubleFree, p as usize, bsize);
         return false;
     }
