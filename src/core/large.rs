@@ -667,6 +667,10 @@ fn take_slot(class: &mut Class) -> Option<Slot> {
     }
     // `index` is a set bit of `free`, so below the slot count.
     let slot = Slot { seg: slots, index };
+    // SAFETY: the page describes the live segment of slots, whose guard
+    // mask this is; `index` is below its slot count; the class's lock is
+    // held (`&mut Class` stands for it).
+    unsafe { harden::large_slot_taken(slots.page(), &(*slots.seg()).kept_guards, index) };
     // SAFETY: only the slot taken leaves the free bits, whose others stay
     // as they were.
     unsafe { seg.set_free_bits(free & !slot.bit()) };

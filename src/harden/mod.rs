@@ -39,7 +39,7 @@ pub use guard::{
 };
 pub use large::{
     drop_free as large_drop_free, huge_layout, layout as large_layout, pick as pick_large_slot,
-    slots_made as large_slots_made, warm as large_warm,
+    slot_taken as large_slot_taken, slots_made as large_slots_made, warm as large_warm,
 };
 pub use order::{batch, build_free_list, shuffle};
 pub use quarantine::{Bounds as QuarantineBounds, Held as QuarantineHeld, Quarantine};
