@@ -584,7 +584,7 @@ pub unsafe fn alloc_cached(heap: *mut Heap, bin: usize, size: usize) -> Option<*
     unsafe { (p as *mut usize).write(0) };
     // SAFETY: `p` was free in the cache and is ours alone; `bin`, its
     // class, is that of `size` (this fn's contract).
-    Some(unsafe { hand_out(seg, p, size) })
+    Some(unsafe { hand_out(seg, p, size, false) })
 }
 
 /// Allocates a large block of bin `bin` for a request of `size` bytes
@@ -614,23 +614,28 @@ pub unsafe fn alloc(heap: *mut Heap, bin: usize, size: usize) -> *mut u8 {
             return ptr::null_mut();
         }
     };
+    // Its zero bit stays as `take_slot` found it while the block is live.
+    let fresh = !harden::freed_large_sealed() && slot.is_zero();
     // SAFETY: the slot was free and `take_slot` made it ours alone; its
-    // class is `bin`, that of `size` (this fn's contract).
-    unsafe { hand_out(slot.segment(), slot.block(), size) }
+    // class is `bin`, that of `size` (this fn's contract); with `fresh`
+    // its memory, fresh or purged, reads zero.
+    unsafe { hand_out(slot.segment(), slot.block(), size, fresh) }
 }
 
 /// Vets the block `p` of `seg`, just taken from its slot or a cache, and
 /// hands it out for a request of `size` bytes. Null if it was written
-/// after its free (reported; the slot is left taken).
+/// after its free (reported; the slot is left taken). `fresh`: its memory
+/// reads zero throughout, and is left untouched but for the canary.
 ///
 /// # Safety
 /// `p` must be a block of `seg` that was free (in its slot or a cache)
 /// and is now the caller's alone, and `size`, padded by the hardened
-/// build, must fit it.
-unsafe fn hand_out(seg: Slots, p: *mut u8, size: usize) -> *mut u8 {
+/// build, must fit it; with `fresh`, it reads zero throughout.
+unsafe fn hand_out(seg: Slots, p: *mut u8, size: usize, fresh: bool) -> *mut u8 {
     // SAFETY: `p` is a free block of the large page, just taken by the
-    // caller, which `size`, padded, fits (this fn's contract).
-    if !unsafe { harden::large_taken(seg.page(), p, size) } {
+    // caller, which `size`, padded, fits (this fn's contract), zero
+    // throughout with `fresh`.
+    if !unsafe { harden::large_taken(seg.page(), p, size, fresh) } {
         return ptr::null_mut();
     }
     p
@@ -662,6 +667,10 @@ fn take_slot(class: &mut Class) -> Option<Slot> {
     }
     // `index` is a set bit of `free`, so below the slot count.
     let slot = Slot { seg: slots, index };
+    // SAFETY: the page describes the live segment of slots, whose guard
+    // mask this is; `index` is below its slot count; the class's lock is
+    // held (`&mut Class` stands for it).
+    unsafe { harden::large_slot_taken(slots.page(), &(*slots.seg()).kept_guards, index) };
     // SAFETY: only the slot taken leaves the free bits, whose others stay
     // as they were.
     unsafe { seg.set_free_bits(free & !slot.bit()) };
@@ -704,7 +713,7 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
     // is on its class's list; `bin` is a large bin (this fn's contract).
     let (start, count) = unsafe {
         (*seg).in_arena = fresh.in_arena;
-        segment::init_slots(seg, bin)
+        segment::init_slots(seg, bin, fresh.zero)
     };
     // SAFETY: set up as a segment of slots just now, and on no list yet:
     // nobody else can reach it.
@@ -1034,7 +1043,7 @@ fn freed_open(seg: Locked, slot: Slot, idle: bool) {
     seg.set_unpurged(seg.unpurged() | slot.bit());
     let delay = options::purge_delay_ms();
     if delay == 0 {
-        purge_slots(seg);
+        purge_slots(seg, usize::MAX);
         return;
     }
     let delay = if idle {
@@ -1050,16 +1059,21 @@ fn freed_open(seg: Locked, slot: Slot, idle: bool) {
 }
 
 /// Purges the free slots of `seg` (whose freed slots are not sealed)
-/// still resident, one `madvise` per run of adjacent slots; they read as
-/// zero after. A slot's guard page is purged with it, and stays a guard.
-fn purge_slots(seg: Locked) {
+/// still resident, one `madvise` per run of adjacent slots, until `budget`
+/// bytes are purged (at least one slot); they read as zero after. Those
+/// left stay due. A slot's guard page is purged with it, and stays a
+/// guard. Returns the bytes purged.
+fn purge_slots(seg: Locked, budget: usize) -> usize {
     let slots = seg.slots();
     let bsize = slots.block_size();
     let mut bits = seg.unpurged() & slots.free_bits();
     let mut purged = 0;
-    while bits != 0 {
+    let mut newly = 0;
+    while bits != 0 && purged < budget {
         let first = bits.trailing_zeros() as usize;
-        let run = (bits >> first).trailing_ones() as usize;
+        let whole = (bits >> first).trailing_ones() as usize;
+        // The run cut to the budget left, one slot at least.
+        let run = whole.min((budget - purged).div_ceil(bsize)).max(1);
         // SAFETY: the run's slots are free under the lock held, so their
         // blocks, which lie in the segment, are nobody's.
         unsafe { os::purge(slots.start().add(first * bsize), run * bsize) };
@@ -1069,24 +1083,37 @@ fn purge_slots(seg: Locked) {
             ((1u64 << run) - 1) << first
         };
         bits &= !mask;
+        purged += run * bsize;
         // Atomic: a free into a cache clears another slot's bit
         // without the lock.
         // SAFETY: an atomic of the live header (the handle's invariant).
         let was = unsafe { (*slots.seg()).slots_zero.fetch_or(mask, Ordering::Relaxed) };
         // A free slot is counted as committed while its zero bit is
         // clear.
-        purged += (mask & !was).count_ones() as usize * bsize;
+        newly += (mask & !was).count_ones() as usize * bsize;
     }
     // SAFETY: the segment is live under its class's lock, held.
-    unsafe { stats::commit_less(slots.seg(), purged) };
-    seg.set_unpurged(0);
-    seg.set_purge_at(0);
+    unsafe { stats::commit_less(slots.seg(), newly) };
+    seg.set_unpurged(bits);
+    if bits == 0 {
+        seg.set_purge_at(0);
+    }
+    purged
 }
 
+/// Bytes one call of [`purge`] gives back at most (one slot at least)
+/// unless forced: `madvise` takes time in proportion to the resident
+/// pages it drops, under the class's lock, on the slow path of whichever
+/// call of any size found the purge due; the rest stays due and goes on
+/// the next slow paths.
+const PURGE_BUDGET: usize = 1 << 20;
+
 /// Purges the free slots whose delay has passed (all of them with
-/// `force`), and records when the next fall due.
+/// `force`), up to [`PURGE_BUDGET`] bytes unless forced, and records when
+/// the next fall due (at once if the budget left some).
 fn purge(now: u64, force: bool) {
     let mut next_due = 0u64;
+    let mut budget = if force { usize::MAX } else { PURGE_BUDGET };
     for (c, lock) in LOCKS.iter().enumerate() {
         let _g = lock.lock();
         // SAFETY: class `c`'s lock is held, just taken.
@@ -1094,9 +1121,10 @@ fn purge(now: u64, force: bool) {
         while let Some(seg) = at {
             let due = seg.purge_at();
             if seg.unpurged() != 0 {
-                if force || due <= now {
-                    purge_slots(seg);
-                } else if next_due == 0 || due < next_due {
+                if (force || due <= now) && budget > 0 {
+                    budget = budget.saturating_sub(purge_slots(seg, budget));
+                }
+                if seg.unpurged() != 0 && (next_due == 0 || due < next_due) {
                     next_due = due;
                 }
             }
@@ -1104,7 +1132,7 @@ fn purge(now: u64, force: bool) {
         }
     }
     if next_due != 0 {
-        schedule(next_due);
+        schedule(next_due.max(1));
     }
 }
 

@@ -994,10 +994,13 @@ fn purge_marked_pages(seg: Owned) {
 
 /// Writes the header of a segment of slots (`large.rs`) for blocks of bin
 /// `bin`, all free, and returns where they start and how many there are.
+/// `zero`: its memory reads zero, bitmaps included, and they are left
+/// untouched (clearing them wrote up to 32 OS pages nothing reads).
 ///
 /// # Safety
-/// `seg` must be a fresh segment from [`os_alloc`] nobody else uses.
-pub unsafe fn init_slots(seg: *mut Segment, bin: usize) -> (*mut u8, usize) {
+/// `seg` must be a fresh segment from [`os_alloc`] nobody else uses; with
+/// `zero`, reading zero past its header's fields.
+pub unsafe fn init_slots(seg: *mut Segment, bin: usize, zero: bool) -> (*mut u8, usize) {
     let bsize = size_class::BLOCK_SIZE[bin];
     // SAFETY: `seg` is fresh from `os_alloc`, mapped, and nobody else's
     // (this fn's contract).
@@ -1018,9 +1021,11 @@ pub unsafe fn init_slots(seg: *mut Segment, bin: usize) -> (*mut u8, usize) {
         0
     };
     let page = slot.page();
-    // SAFETY: the slots lie in the area of our fresh segment, where no
-    // block is live yet.
-    unsafe { harden::clear_live_bits(start, start + count * bsize) };
+    if !zero {
+        // SAFETY: the slots lie in the area of our fresh segment, where no
+        // block is live yet.
+        unsafe { harden::clear_live_bits(start, start + count * bsize) };
+    }
     // SAFETY: the fresh segment's descriptor is ours alone, and the
     // `count` slots lie in its area.
     unsafe { page::init(page, ptr::null_mut(), bin as u8, bsize, start as *mut u8, count) };

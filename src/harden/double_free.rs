@@ -110,6 +110,44 @@ pub unsafe fn mark_free(p: *mut u8) -> bool {
     live.fetch_and(!b.bit, Ordering::Relaxed) & b.bit != 0
 }
 
+/// As [`mark_free`], for a large or huge block: its "ever freed" bit is
+/// written without being read first. Such frees are rare, and their bits
+/// often lie on an OS page of the bitmap nothing touched yet (a fresh
+/// segment's is not cleared): a read first would map the kernel's shared
+/// zero page, and the write after it fault again.
+///
+/// # Safety
+/// As for [`mark_live`].
+#[inline(always)]
+pub unsafe fn mark_free_big(p: *mut u8) -> bool {
+    if !ON {
+        return true;
+    }
+    let b = Bits::of(p as usize);
+    // SAFETY: `p` is a block start in a live segment with the bitmaps
+    // (this fn's contract).
+    let (live, freed) = unsafe { (b.live(), b.freed()) };
+    freed.fetch_or(b.bit, Ordering::Relaxed);
+    live.fetch_and(!b.bit, Ordering::Relaxed) & b.bit != 0
+}
+
+/// Touches for writing the word of `p`'s "ever freed" bit, which its
+/// free writes: a block handed out from fresh memory is faulting in its
+/// OS pages anyway, and its free then faults no more.
+///
+/// # Safety
+/// As for [`mark_live`].
+#[inline(always)]
+pub unsafe fn touch_freed(p: *mut u8) {
+    if !ON {
+        return;
+    }
+    let b = Bits::of(p as usize);
+    // SAFETY: `p` is a block start in a live segment with the bitmaps
+    // (this fn's contract), so its word is a valid, aligned, writable one.
+    unsafe { crate::os::touch_for_write(b.freed().as_ptr()) };
+}
+
 /// True if a block that started at `p` was freed at some time (false when
 /// the defence is off).
 ///

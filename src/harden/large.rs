@@ -57,7 +57,7 @@
 //! (see SECURITY.md).
 
 use core::ptr;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::{guard, order, random, zero};
 use crate::meta::constants::{LARGE_OBJ_MAX, MEDIUM_OBJ_MAX, SEGMENT_SIZE};
@@ -340,9 +340,9 @@ unsafe fn unseal(p: *mut u8, st: State, want: usize) {
 
 /// A new segment of slots of the large `page` is made, its area (past the
 /// header and its guard) `[area_start, area_end)`: the slack below its
-/// first slot and after its last one becomes a guard, and each slot gets
-/// the guard page it ends with (`dirty`: the memory is reused and may hold
-/// an old owner's bytes), but for those `have` names in place already
+/// first slot and after its last one becomes a guard (each slot gets the
+/// guard page it ends with when first taken, see [`slot_taken`]), but for
+/// those `have` names in place already
 /// (the mask of the class's layout, `meta::guards::Guards`: the last
 /// segment of the class in this memory left them). With the seals every
 /// slot is sealed whole instead. Returns the mask of the guards in place
@@ -386,17 +386,10 @@ pub unsafe fn slots_made(
         }
     }
     if !SEAL {
-        for i in 0..count {
-            if have & 1 << i != 0 {
-                continue;
-            }
-            let last = (i + 1) * bsize - guard::BLOCK_GUARD;
-            // SAFETY: the last page of slot `i`, one of the `count` in the
-            // area: fresh, nobody's, page-aligned; no block reaches it.
-            if unsafe { os::guard(start.add(last), guard::BLOCK_GUARD) }.made() {
-                kept |= 1 << i;
-            }
-        }
+        // Each slot's guard is made when the slot is first taken
+        // ([`slot_taken`]): a kernel call a slot, for slots most of which
+        // a segment of a small class may never hand out, all in the
+        // malloc that made the segment.
         return kept;
     }
     // SAFETY: the slots are fresh, nobody's, page-aligned memory (this
@@ -408,6 +401,47 @@ pub unsafe fn slots_made(
         unsafe { Open::of(page, start.add(i * bsize)) }.set_bits(state);
     }
     0
+}
+
+/// Slot `index` of the segment of slots of the large `page` is being
+/// taken: the guard page it ends with (after its block) and the one the
+/// slot below ends with (below its block; the slack's guard below slot 0
+/// is made with the segment) are made where `kept`, the mask of the
+/// guards in place, says they are not, and `kept` records those made. A
+/// slot never taken costs no kernel call. No-op without `guard-pages` or
+/// with the seals (which seal every slot with the segment).
+///
+/// # Safety
+/// `page` must describe a live segment of slots whose `kept` this is,
+/// `index` below its slot count, and the caller must hold the class's
+/// lock (no block reaches the last page of its slot, live or free).
+pub unsafe fn slot_taken(page: *const Page, kept: &AtomicU64, index: usize) {
+    if !guard::ON || SEAL {
+        return;
+    }
+    let have = kept.load(Ordering::Relaxed);
+    let want = if index == 0 { 1u64 } else { 3u64 << (index - 1) };
+    let mut missing = want & !have;
+    if missing == 0 {
+        return;
+    }
+    // SAFETY: `page` describes a live segment of slots (this fn's
+    // contract); its geometry is set.
+    let (start, bsize) = unsafe { ((*page).page_start, (*page).block_size) };
+    let mut made = 0u64;
+    while missing != 0 {
+        let i = missing.trailing_zeros() as usize;
+        missing &= missing - 1;
+        let last = (i + 1) * bsize - guard::BLOCK_GUARD;
+        // SAFETY: the last page of slot `i` of the segment (`i` is `index`
+        // or the slot below it): page-aligned, and no block reaches it.
+        if unsafe { os::guard(start.add(last), guard::BLOCK_GUARD) }.made() {
+            made |= 1 << i;
+        }
+    }
+    if made != 0 {
+        kept.fetch_or(made, Ordering::Relaxed);
+    }
 }
 
 /// The `count` blocks of `bsize` bytes at `start` of a new segment of

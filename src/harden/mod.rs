@@ -39,7 +39,7 @@ pub use guard::{
 };
 pub use large::{
     drop_free as large_drop_free, huge_layout, layout as large_layout, pick as pick_large_slot,
-    slots_made as large_slots_made, warm as large_warm,
+    slot_taken as large_slot_taken, slots_made as large_slots_made, warm as large_warm,
 };
 pub use order::{batch, build_free_list, shuffle};
 pub use quarantine::{Bounds as QuarantineBounds, Held as QuarantineHeld, Quarantine};
@@ -304,7 +304,7 @@ pub unsafe fn on_alloc(page: *const Page, p: *mut u8, size: usize) -> bool {
     }
     // SAFETY: `p` is a free block of `page` (this fn's contract), vetted
     // just above, with `padded(size) <= block_size`; `slot` is its slot.
-    unsafe { handed_out(page, p, slot, size) }
+    unsafe { handed_out(page, p, slot, size, false) }
 }
 
 /// A block that [`may_take`] passed, to be handed to [`taken`] once the
@@ -386,11 +386,17 @@ const fn small_trailers(bsize: usize) -> bool {
 /// it is marked live, its first word cleared and its canary armed. False
 /// (after reporting) if the bitmaps say it is live already.
 ///
+/// With `fresh` the block reads zero throughout (a large slot fresh or
+/// purged): its first word is left alone and its freed-bit word touched
+/// for writing, so handing it out faults in at most the canary's OS pages,
+/// and only for writing (the canary is always written without a read).
+///
 /// # Safety
 /// `p` must be a free block of `page`, vetted, with `padded(size) <=
-/// block_size`, and `slot` the bytes of it the caller may use.
+/// block_size`, and `slot` the bytes of it the caller may use; with
+/// `fresh`, zero throughout.
 #[inline(always)]
-unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: usize) -> bool {
+unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: usize, fresh: bool) -> bool {
     // SAFETY: `p` is a block start of `page` (this fn's contract), in a
     // live segment that has the bitmaps when they are on.
     if double_free::ON && !unsafe { double_free::mark_live(p) } {
@@ -400,7 +406,11 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: us
         });
         return false;
     }
-    if encode::ON {
+    if fresh {
+        // SAFETY: as for `mark_live` above.
+        unsafe { double_free::touch_freed(p) };
+    }
+    if encode::ON && !fresh {
         // The link left in the block would tell its new owner an
         // encoding of known addresses, which gives away key bits.
         // SAFETY: `p` is a free block (this fn's contract), ours to write
@@ -421,10 +431,13 @@ unsafe fn handed_out(page: *const Page, p: *mut u8, slot: canary::Slot, size: us
 /// marked live and its canary armed. False (after reporting) means it must
 /// not be handed out.
 ///
+/// `fresh`: the block reads zero throughout (its slot fresh or purged,
+/// and not sealed), so nothing of it is read or cleared.
+///
 /// # Safety
 /// `p` must be a free block of the large `page`, just taken by the caller,
-/// with `padded(size) <= block_size`.
-pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
+/// with `padded(size) <= block_size`; with `fresh`, zero throughout.
+pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize, fresh: bool) -> bool {
     // SAFETY: `p` is a free block of the large `page`, just taken by the
     // caller, with `padded(size) <= block_size` (this fn's contract).
     if guard::ON && !unsafe { large::taken(page, p, size) } {
@@ -439,7 +452,7 @@ pub unsafe fn large_taken(page: *const Page, p: *mut u8, size: usize) -> bool {
     let slot = unsafe { canary::Slot::of_block(page, p) };
     // SAFETY: `p` is a free block of `page` (this fn's contract), opened
     // for the request and vetted by `large::taken` just above.
-    unsafe { handed_out(page, p, slot, size) }
+    unsafe { handed_out(page, p, slot, size, fresh && !large::SEAL) }
 }
 
 /// Checks a block about to be freed and wipes it. False (after reporting)
@@ -550,7 +563,7 @@ unsafe fn on_free_big(page: *const Page, p: *mut u8) -> bool {
     }
     // SAFETY: `p` is a block start of the in-use `page` (this fn's
     // contract), in a live segment that has the bitmaps when they are on.
-    if double_free::ON && !unsafe { double_free::mark_free(p) } {
+    if double_free::ON && !unsafe { double_free::mark_free_big(p) } {
         error::report(ErrorKind::DoubleFree, p as usize, bsize);
         return false;
     }
