@@ -82,10 +82,13 @@ fn frees_keep_errno(lib: &Path) {
             eprintln!("{}: {stdout}", lib.display());
             return;
         }
+        // The exit status says which signal, if any: the program prints
+        // nothing before its last line unless a free fails.
         assert!(
             out.status.success(),
-            "{} (guards {guards}): {stdout}{stderr}",
-            lib.display()
+            "{} (guards {guards}): {}: {stdout}{stderr}",
+            lib.display(),
+            out.status
         );
         let checked: u32 = stdout
             .strip_prefix("ok ")
