@@ -94,7 +94,8 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
         stats::RESERVED.increase(total);
         stats::SEGMENTS.increase(1);
         // SAFETY: the mapping was just made and is ours alone.
-        let header = unsafe { harden::segment_taken(raw, total, info, Prior::Open, false) };
+        // (Fresh memory has nothing to open: never None.)
+        let header = unsafe { harden::segment_taken(raw, total, info, Prior::Open, false) }.unwrap_or(false);
         // SAFETY: the mapping was just made.
         unsafe { os::advise_huge_pages(raw, total) };
         let seg = raw as *mut Segment;

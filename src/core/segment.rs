@@ -479,8 +479,17 @@ pub fn os_alloc(size: usize, whole: bool, want: u8) -> Option<Fresh> {
     }
     let mut fresh = fresh;
     // SAFETY: the memory was just taken and is ours alone.
-    fresh.header_guarded =
-        unsafe { harden::segment_taken(fresh.seg.cast(), size, info_size(), fresh.prior, whole) };
+    let taken = unsafe { harden::segment_taken(fresh.seg.cast(), size, info_size(), fresh.prior, whole) };
+    let Some(header_guarded) = taken else {
+        // Its seals or guards could not come off (the process is at its
+        // mapping limit): the span goes back, its protection unknown, and
+        // this allocation fails.
+        // SAFETY: the span came from its arena just now (only arena spans
+        // have guards to remove) and nothing uses it.
+        unsafe { arena::free(fresh.seg.cast(), size, false, Guards::default(), fresh.committed) };
+        return None;
+    };
+    fresh.header_guarded = header_guarded;
     segment_map::insert(fresh.seg);
     stats::SEGMENTS.increase(1);
     Some(fresh)

@@ -80,13 +80,22 @@ pub fn page_guard() -> usize {
 /// of it past the header becomes accessible now (small, medium and large
 /// segments, whose other guards come later); else only the header, and
 /// [`open_block`] opens the block's pages (with [`Prior::Ranges`], it does
-/// all of it). Returns whether the header's guard is in place.
+/// all of it). Returns whether the header's guard is in place, or None if
+/// what must become accessible could not be opened (near the mapping
+/// limit, an `mprotect` that would split a seal fails): the caller must
+/// not use the memory.
 ///
 /// # Safety
 /// `[seg, seg + size)` must be segment memory nobody else uses.
-pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior, whole: bool) -> bool {
+pub unsafe fn segment_taken(
+    seg: *mut u8,
+    size: usize,
+    info: usize,
+    prior: Prior,
+    whole: bool,
+) -> Option<bool> {
     if !ON {
-        return false;
+        return Some(false);
     }
     let ps = os::page_size();
     match prior {
@@ -94,18 +103,20 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
             // The header's last page is its guard: it holds nothing.
             // SAFETY: it lies in `[seg, seg + size)`, segment memory nobody
             // else uses (this fn's contract).
-            unsafe { os::guard(seg.add(info - ps), ps) }.made()
+            Some(unsafe { os::guard(seg.add(info - ps), ps) }.made())
         }
         Prior::Mixed => {
             // SAFETY: `[seg, seg + size)` is segment memory nobody else
             // uses (this fn's contract); the header's guard holds nothing.
             unsafe {
-                os::unguard(seg, size);
-                os::guard(seg.add(info - ps), ps).made()
+                if !os::unguard(seg, size) {
+                    return None;
+                }
+                Some(os::guard(seg.add(info - ps), ps).made())
             }
         }
         // As the last segment of this layout left it: nothing to do.
-        Prior::Guarded => true,
+        Prior::Guarded => Some(true),
         // Only the guards held that a new segment does not keep come off,
         // and the header's is made if it was not there; for a huge
         // block, only those over its header here, the rest when its
@@ -127,13 +138,15 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
         Prior::Sealed => {
             // SAFETY: the header before its guard lies in the segment
             // memory nobody else uses (this fn's contract).
-            unsafe { os::unguard(seg, info - ps) };
-            if whole {
-                // SAFETY: the memory past the header, to `seg + size`, is
-                // the same segment memory.
-                unsafe { os::unguard(seg.add(info), size - info) };
+            if !unsafe { os::unguard(seg, info - ps) } {
+                return None;
             }
-            true
+            // SAFETY: the memory past the header, to `seg + size`, is the
+            // same segment memory.
+            if whole && !unsafe { os::unguard(seg.add(info), size - info) } {
+                return None;
+            }
+            Some(true)
         }
     }
 }
@@ -143,12 +156,20 @@ pub unsafe fn segment_taken(seg: *mut u8, size: usize, info: usize, prior: Prior
 /// it) and no other, where the span holds `held` now: only the held
 /// ranges no longer needed come off, and only the needed ones not held are
 /// made, so no page-table walk covers memory whose protection is right
-/// already. True if every needed guard is in place.
+/// already. Some(true) if every needed guard is in place; None if a held
+/// range could not come off (the memory must not be used).
 ///
 /// # Safety
 /// `[base + from, base + to)` must be segment memory of the caller's that
 /// nobody else uses, and `held` name all its guards.
-unsafe fn reconcile(base: usize, held: &Held, from: usize, to: usize, need: &[(usize, usize)]) -> bool {
+unsafe fn reconcile(
+    base: usize,
+    held: &Held,
+    from: usize,
+    to: usize,
+    need: &[(usize, usize)],
+) -> Option<bool> {
+    let mut opened = true;
     for (a, b) in held.ranges() {
         let r = (a.max(from), b.min(to));
         if r.0 >= r.1 {
@@ -157,8 +178,11 @@ unsafe fn reconcile(base: usize, held: &Held, from: usize, to: usize, need: &[(u
         minus(r, need.iter().copied(), |a, b| {
             // SAFETY: part of a held guard range of the caller's memory
             // (this fn's contract), no longer a guard.
-            unsafe { os::unguard((base + a) as *mut u8, b - a) };
+            opened &= unsafe { os::unguard((base + a) as *mut u8, b - a) };
         });
+    }
+    if !opened {
+        return None;
     }
     let mut made = true;
     for &r in need {
@@ -168,7 +192,7 @@ unsafe fn reconcile(base: usize, held: &Held, from: usize, to: usize, need: &[(u
             made &= unsafe { os::guard((base + a) as *mut u8, b - a) }.made();
         });
     }
-    made
+    Some(made)
 }
 
 /// Calls `f` with each piece of `r` that none of `others` (ascending,
@@ -311,7 +335,11 @@ pub unsafe fn open_block(
             // and past the tail guard what was sealed stays so.
             // SAFETY: the block's pages lie in the area, the caller's
             // segment memory (this fn's contract).
-            unsafe { os::unguard(before as *mut u8, after - before) };
+            if !unsafe { os::unguard(before as *mut u8, after - before) } {
+                // Near the mapping limit `mprotect` cannot split the seal:
+                // a block left sealed would fault in its owner's hands.
+                crate::error::kernel_refused("open", before, after - before);
+            }
             return (after - before, tail, false);
         }
         Prior::Ranges(held) => {
@@ -324,7 +352,11 @@ pub unsafe fn open_block(
             // SAFETY: the area, the header's guard before it and the
             // held ranges are segment memory of the caller's holding no
             // other block (this fn's contract).
-            let made = unsafe { reconcile(seg, &held, o(area_start) - ps, o(area_end), need) };
+            let Some(made) = (unsafe { reconcile(seg, &held, o(area_start) - ps, o(area_end), need) }) else {
+                // A guard inside the block could not come off: it would
+                // fault in its owner's hands.
+                crate::error::kernel_refused("open", before, after - before);
+            };
             if !made {
                 // Which one failed is not known: all counted open.
                 open = area_end - area_start;
