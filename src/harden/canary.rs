@@ -345,18 +345,15 @@ pub unsafe fn set_trailer(page: *const Page, slot: *mut u8, bsize: usize) {
     unsafe { Slot::new(page, slot, bsize).set_trailer() }
 }
 
-/// Writes the canary of a block of `page` being handed out for `size`
-/// bytes, without reading it first (see [`Slot::arm`]): a huge block's
-/// canary page is usually untouched, and a read there would map the zero
-/// page only for the write to fault again.
+/// Writes the canary of a block of `page` handed out for `size` bytes.
 ///
 /// # Safety
-/// `p` must be a block of the in-use `page` being handed out, the
-/// caller's to write, with `size + EXTRA <= bsize`.
+/// `p` must be a live block of the in-use `page`, the caller's to write,
+/// with `size + EXTRA <= bsize`.
 pub unsafe fn write(page: *const Page, p: *mut u8, size: usize) {
-    // SAFETY: `p` is a block of the in-use `page` being handed out, the
-    // caller's, with room for the canary (this fn's contract).
-    unsafe { Slot::of_block(page, p).arm(size, true) }
+    // SAFETY: `p` is a live block of the in-use `page`, the caller's, with
+    // room for the canary (this fn's contract).
+    unsafe { Slot::of_block(page, p).arm(size, false) }
 }
 
 /// The requested size of a block of `page`, if its canary is intact.
