@@ -47,7 +47,8 @@ pub unsafe fn alloc_for(heap: *mut Heap, size: usize, align: usize, zero: bool) 
     let p = alloc(harden::huge_padded(size), align, zero);
     if !p.is_null() {
         // SAFETY: `heap` is this thread's initialised heap (this fn's
-        // contract); `p` a huge block of `huge_padded(size)` bytes.
+        // contract); `p` a huge block of `huge_padded(size)` bytes, just
+        // made and not yet handed out.
         unsafe {
             stats::bump(&(*heap).counters.mallocs);
             harden::huge_taken(p, size);
