@@ -120,7 +120,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let block = unsafe { (seg as *mut u8).add(offset) };
     // SAFETY: the area past the header is the segment's, ours alone, and
     // holds the block only.
-    let (open, tail_end, exact) = unsafe {
+    let opened = unsafe {
         harden::open_block(
             seg as usize,
             seg as usize + info,
@@ -129,6 +129,16 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             seg as usize + total,
             prior,
         )
+    };
+    let Some((open, tail_end, exact)) = opened else {
+        // The block's own pages could not be opened (the process is at
+        // its mapping limit; only a span from an arena, sealed or
+        // guarded by its last user, has any to open): the span goes back,
+        // its protection unknown, and this allocation fails.
+        // SAFETY: the segment came from its arena just now (`os_alloc`),
+        // and nothing uses it: its block was never handed out.
+        unsafe { segment::os_give_back(seg, total, carried) };
+        return ptr::null_mut();
     };
     // Where its guards are, if each was made: the next user of the
     // span, once the block is freed, then changes only what it needs.
