@@ -52,8 +52,9 @@
 //! arena hands its memory, still resident, to the next segment of any
 //! class or a huge block. The guard build keeps its class's last one,
 //! whose guards are made already (remaking them is a kernel call per
-//! slot); once all its slots are free they are purged after the purge
-//! delay, as a live segment's are. Without seals a
+//! slot); once all its slots are free they are purged after the arena's
+//! delay, as a released segment's memory would be (but for the others
+//! past [`IDLE_KEPT`], at once). Without seals a
 //! released segment leaves its guards in place and on record (the class's
 //! guard layout), and the next segment of the class takes that memory
 //! first and makes none of them.
@@ -1044,12 +1045,15 @@ const IDLE_KEPT: usize = 1 << 20;
 /// A slot was just freed (and not sealed): its memory is no longer known
 /// to be zero, and goes back to the OS after the purge delay unless the
 /// slot is taken again first (at once with a delay of 0). When that left
-/// the segment with no slot in use (`idle`), the other free slots still
-/// resident go back at once if they hold more than [`IDLE_KEPT`] bytes,
-/// and the one just freed after the purge delay: a class keeps its last
-/// segment (with `guard-pages`), and these segments, one per class a
-/// program used lately, each held its last blocks resident for the
-/// arena's longer delay, memory that no other class could use.
+/// the segment with no slot in use (`idle`), it waits the arena's delay
+/// instead, as a released segment's memory does: a class keeps its last
+/// segment (with `guard-pages`) where the plain build hands it to the
+/// arena, and a class used now and then found its slots purged every
+/// time (a shorter wait doubled the faults of a program using many
+/// classes now and then). The other free slots still resident then go
+/// back at once if they hold more than [`IDLE_KEPT`] bytes: these
+/// segments, one per class a program used lately, each held the blocks
+/// it last freed for that delay, memory no other class could use.
 fn freed_open(seg: Locked, slot: Slot, idle: bool) {
     slot.forget_zero();
     let slots = seg.slots();
@@ -1068,6 +1072,11 @@ fn freed_open(seg: Locked, slot: Slot, idle: bool) {
         purge_slots(seg, usize::MAX);
         seg.set_unpurged(unpurged & !others);
     }
+    let delay = if idle {
+        options::arena_purge_delay_ms()
+    } else {
+        delay
+    };
     let due = os::recent_ms().saturating_add(delay);
     // Every free pushes the segment's time on, so a segment in active
     // use is not purged a slot at a time while its slots cycle.
