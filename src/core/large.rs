@@ -1049,8 +1049,8 @@ const IDLE_KEPT: usize = 1 << 20;
 /// instead, as a released segment's memory does: a class keeps its last
 /// segment (with `guard-pages`) where the plain build hands it to the
 /// arena, and a class used now and then found its slots purged every
-/// time (a shorter wait doubled the faults of a program using many
-/// classes now and then). The other free slots still resident then go
+/// time (with the purge delay, a program using many classes now and then
+/// spent its time faulting their slots in again). The other free slots still resident then go
 /// back at once if they hold more than [`IDLE_KEPT`] bytes: these
 /// segments, one per class a program used lately, each held the blocks
 /// it last freed for that delay, memory no other class could use.
