@@ -205,10 +205,9 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
     // SAFETY: `p + old`, the end of the caller's block, lies inside its
     // segment (`offset + old < offset + new < size`).
     let at = unsafe { p.add(old) };
-    // SAFETY: `[at, at + new - old)` is page-aligned memory of the
-    // caller's segment past its block, starting with the guard after it,
-    // about to belong to the block, and a page follows it in the segment
-    // (`offset + new + ps <= room`).
+    // SAFETY: `[at, at + new - old)`, page-aligned, lies in the caller's
+    // segment past its block (from the guard after it) and is about to be
+    // the block's; a page follows it (`offset + new + ps <= room`).
     let (grown, tail_end) = unsafe { harden::grow_block(at, new - old, seg as usize + room) };
     if grown == harden::Grown::Refused {
         return false;
