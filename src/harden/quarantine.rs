@@ -52,6 +52,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::random;
 use crate::meta::page::Page;
+use crate::meta::segment;
 use crate::options;
 
 pub const ON: bool = cfg!(feature = "quarantine");
@@ -157,7 +158,8 @@ pub fn in_effect() -> bool {
     Bounds::now().holding()
 }
 
-/// A thread's quarantine: the first `len` entries of `held` wait, and
+/// A thread's quarantine: the blocks at the first `len` entries of `held`
+/// wait (their addresses alone: see [`Find`]), and
 /// `bytes` is their sum of block sizes, at most `claim`, its claim on the
 /// process bound, plus `owed`, what a round took off the claim that the
 /// pool still counts until the blocks over it have left; `full` is the
@@ -170,7 +172,7 @@ pub fn in_effect() -> bool {
 /// it among the holders.
 #[repr(C)]
 pub struct Quarantine {
-    held: [Held; SLOTS],
+    held: [*mut u8; SLOTS],
     len: usize,
     bytes: usize,
     full: usize,
@@ -182,9 +184,8 @@ pub struct Quarantine {
     counted: bool,
 }
 
-/// A waiting block with its page, kept so that leaving costs no second
-/// lookup of the page (whose segment header is likely out of cache by
-/// then); `block` is null for "none".
+/// A block leaving the quarantine (or freed as if it left one) with its
+/// page and size; `block` is null for "none".
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct Held {
@@ -220,10 +221,44 @@ impl Held {
     }
 }
 
+/// How a waiting block's page and size are found as it leaves. The
+/// quarantine keeps only block addresses: an entry of 8 bytes, where the
+/// block with its page and size took 24, keeps the array a third the size
+/// (8 KiB at 1,024 blocks), so that drawing a random entry finds it in
+/// cache more often; the segment header and the page descriptor that
+/// finding them reads are read by freeing the block anyway.
+pub trait Find {
+    /// The page and size of `block`.
+    ///
+    /// # Safety
+    /// `block` must be waiting in a quarantine, having entered it as a
+    /// freed block of an in-use page that is not huge.
+    unsafe fn held(&self, block: *mut u8) -> Held;
+}
+
+/// [`Find`] in the allocator's own memory: the block's segment, its page
+/// there and that page's block size.
+#[derive(Clone, Copy)]
+pub struct InPage;
+
+impl Find for InPage {
+    #[inline(always)]
+    unsafe fn held(&self, block: *mut u8) -> Held {
+        // SAFETY: a waiting block is still taken in its in-use page (this
+        // fn's contract), so its segment is live and the header and the
+        // page's descriptor are readable.
+        unsafe {
+            let seg = segment::of_block(block);
+            let page = segment::page_of(seg, block);
+            Held::new(block, page, (*page).block_size)
+        }
+    }
+}
+
 impl Quarantine {
     pub const fn new() -> Quarantine {
         Quarantine {
-            held: [Held::NONE; SLOTS],
+            held: [core::ptr::null_mut(); SLOTS],
             len: 0,
             bytes: 0,
             full: 0,
@@ -276,21 +311,25 @@ impl Quarantine {
         self.len >= b.blocks || self.bytes + size > self.level
     }
 
-    /// Puts `block` of `page`, `size` bytes, just freed and [needing
+    /// Puts `block`, `size` bytes, just freed and [needing
     /// room](Quarantine::needs_room), in the place of a random waiting
-    /// block, and returns that one (to be freed); none if the quarantine
-    /// cannot exchange now (it is empty, over a lowered count bound of
-    /// `b`, the bytes would pass a thirty-second below the claim, or the
-    /// claim is due for renewal): then the caller starts a
+    /// block, and returns that one (to be freed) as `find` finds it; none
+    /// if the quarantine cannot exchange now (it is empty, over a lowered
+    /// count bound of `b`, the bytes would pass a thirty-second below the
+    /// claim, or the claim is due for renewal): then the caller starts a
     /// [round](Quarantine::round).
+    ///
+    /// # Safety
+    /// `block` and every block waiting must be blocks `find` can find
+    /// (see [`Find::held`]).
     #[inline(always)]
-    pub fn exchange(
+    pub unsafe fn exchange(
         &mut self,
         rng: &mut u64,
         block: *mut u8,
-        page: *mut Page,
         size: usize,
         b: Bounds,
+        find: &impl Find,
     ) -> Held {
         let (len, bytes, entered) = (self.len, self.bytes, self.entered);
         // `len - 1 >= blocks`: empty, or over a lowered count bound.
@@ -299,12 +338,13 @@ impl Quarantine {
             return Held::NONE;
         }
         let i = random::below(rng, len);
-        // SAFETY: `i < len <= SLOTS`, the length of `held`.
+        // SAFETY: `i < len <= SLOTS`, the length of `held`; the block
+        // there waits, so `find` finds it (this fn's contract).
         let out = unsafe {
             let e = self.held.get_unchecked_mut(i);
             let out = *e;
-            *e = Held::new(block, page, size);
-            out
+            *e = block;
+            find.held(out)
         };
         self.entered = entered.wrapping_add(1);
         self.bytes = bytes + size - out.size();
@@ -446,19 +486,27 @@ impl Quarantine {
     /// [`ROUND_MOST`]. None once the round is over (and then, if the
     /// quarantine is within its claim, the bytes a smaller claim freed go
     /// back to the process's pool).
+    ///
+    /// # Safety
+    /// As for [`Quarantine::exchange`].
     #[inline(always)]
-    pub fn make_room(&mut self, rng: &mut u64, room: Room) -> Held {
-        self.make_room_in(&POOL, rng, room)
+    pub unsafe fn make_room(&mut self, rng: &mut u64, room: Room, find: &impl Find) -> Held {
+        // SAFETY: forwarded (this fn's contract).
+        unsafe { self.make_room_in(&POOL, rng, room, find) }
     }
 
     /// [`Quarantine::make_room`] for a quarantine claiming from `pool`.
+    ///
+    /// # Safety
+    /// As for [`Quarantine::exchange`].
     #[inline(always)]
-    fn make_room_in(&mut self, pool: &Pool, rng: &mut u64, room: Room) -> Held {
+    unsafe fn make_room_in(&mut self, pool: &Pool, rng: &mut u64, room: Room, find: &impl Find) -> Held {
         let (len, bytes, out) = (self.len, self.bytes, self.out);
         let above = out < ROUND && (len > room.blocks || bytes > room.bytes);
         if len != 0 && (above || (out < room.most && (len >= room.bound || bytes + room.size > self.claim))) {
             self.out = out + 1;
-            return self.remove(random::below(rng, len));
+            // SAFETY: forwarded (this fn's contract).
+            return unsafe { self.remove(random::below(rng, len), find) };
         }
         if self.owed != 0 && bytes <= self.claim {
             self.pay_back(pool);
@@ -466,13 +514,13 @@ impl Quarantine {
         Held::NONE
     }
 
-    /// Takes in `block` of `page`, `size` bytes, just freed, when `b` is
+    /// Takes in `block`, `size` bytes, just freed, when `b` is
     /// [holding](Bounds::holding) and [can hold](Bounds::can_hold) it and
     /// it does not [need room](Quarantine::needs_room) (or no longer, after
     /// a round). False if there was no room after all (the caller frees
     /// the block at once).
     #[inline(always)]
-    pub fn enter(&mut self, block: *mut u8, page: *mut Page, size: usize, b: Bounds) -> bool {
+    pub fn enter(&mut self, block: *mut u8, size: usize, b: Bounds) -> bool {
         debug_assert!(b.holding() && b.can_hold(size) && self.fits(size, b));
         let len = self.len;
         // Without the feature SLOTS is 0 and this always true (never
@@ -482,33 +530,41 @@ impl Quarantine {
             return false;
         }
         // SAFETY: `len < SLOTS` (checked above), the length of `held`.
-        unsafe { *self.held.get_unchecked_mut(len) = Held::new(block, page, size) };
+        unsafe { *self.held.get_unchecked_mut(len) = block };
         self.entered = self.entered.wrapping_add(1);
         self.set_levels(len + 1, self.bytes + size);
         true
     }
 
     /// Any one block, for emptying the quarantine; none once it is empty.
-    pub fn drain_one(&mut self) -> Held {
+    ///
+    /// # Safety
+    /// As for [`Quarantine::exchange`].
+    pub unsafe fn drain_one(&mut self, find: &impl Find) -> Held {
         match self.len {
             0 => Held::NONE,
-            len => self.remove(len - 1),
+            // SAFETY: forwarded (this fn's contract).
+            len => unsafe { self.remove(len - 1, find) },
         }
     }
 
     /// Takes out entry `i` (none if it is past the last).
-    fn remove(&mut self, i: usize) -> Held {
+    ///
+    /// # Safety
+    /// As for [`Quarantine::exchange`].
+    unsafe fn remove(&mut self, i: usize, find: &impl Find) -> Held {
         let (len, bytes) = (self.len, self.bytes);
         if i >= len {
             return Held::NONE;
         }
         let last = len - 1;
         // SAFETY: i <= last < len <= SLOTS: entries are only added below
-        // SLOTS (see `enter`).
+        // SLOTS (see `enter`); the block at `i` waits, so `find` finds it
+        // (this fn's contract).
         let out = unsafe {
             let out = *self.held.get_unchecked(i);
             *self.held.get_unchecked_mut(i) = *self.held.get_unchecked(last);
-            out
+            find.held(out)
         };
         self.set_levels(last, bytes - out.size);
         out
@@ -526,6 +582,23 @@ mod tests {
 
     fn block(i: usize) -> *mut u8 {
         (0x10_0000 + i * 64) as *mut u8
+    }
+
+    std::thread_local! {
+        /// The size each test block was freed with, by address.
+        static SIZES: core::cell::RefCell<std::collections::HashMap<usize, usize>> =
+            core::cell::RefCell::new(std::collections::HashMap::new());
+    }
+
+    /// Finds a test block's size where [`free_in`] recorded it; reads no
+    /// memory of the block.
+    struct Sizes;
+
+    impl Find for Sizes {
+        unsafe fn held(&self, block: *mut u8) -> Held {
+            let size = SIZES.with(|m| m.borrow()[&(block as usize)]);
+            Held::new(block, PAGE, size)
+        }
     }
 
     /// A pool for the tests that do not look at the process bound, with
@@ -552,18 +625,21 @@ mod tests {
         b: Bounds,
     ) -> Vec<*mut u8> {
         let mut out = Vec::new();
+        SIZES.with(|m| m.borrow_mut().insert(block(i) as usize, size));
         if !b.can_hold(size) {
             return vec![block(i)];
         }
         if q.needs_room(size, b) {
-            let h = q.exchange(rng, block(i), PAGE, size, b);
+            // SAFETY: `Sizes` finds every block `free_in` took in.
+            let h = unsafe { q.exchange(rng, block(i), size, b, &Sizes) };
             if h.is_some() {
                 assert_eq!(h.page, PAGE);
                 return vec![h.block];
             }
             let room = q.round_in(pool, process, size, b);
             loop {
-                let h = q.make_room_in(pool, rng, room);
+                // SAFETY: as above.
+                let h = unsafe { q.make_room_in(pool, rng, room, &Sizes) };
                 if !h.is_some() {
                     break;
                 }
@@ -576,13 +652,14 @@ mod tests {
                 return out;
             }
         }
-        assert!(q.enter(block(i), PAGE, size, b));
+        assert!(q.enter(block(i), size, b));
         out
     }
 
     /// Empties `q` as a thread's exit does, giving its claim back.
     fn empty(pool: &Pool, q: &mut Quarantine) {
-        while q.drain_one().is_some() {}
+        // SAFETY: `Sizes` finds every block `free_in` took in.
+        while unsafe { q.drain_one(&Sizes) }.is_some() {}
         q.release_to(pool);
     }
 
@@ -731,7 +808,8 @@ mod tests {
         let held = q.len();
         assert!((1024 - ROUND + 1..=1024).contains(&held), "{held}");
         let mut drained = 0;
-        while q.drain_one().is_some() {
+        // SAFETY: `Sizes` finds every block `free_in` took in.
+        while unsafe { q.drain_one(&Sizes) }.is_some() {
             drained += 1;
         }
         assert_eq!((drained, q.len(), q.bytes()), (held, 0, 0));
