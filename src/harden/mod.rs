@@ -42,7 +42,9 @@ pub use large::{
     slot_taken as large_slot_taken, slots_made as large_slots_made, warm as large_warm,
 };
 pub use order::{batch, build_free_list, shuffle};
-pub use quarantine::{Bounds as QuarantineBounds, Held as QuarantineHeld, Quarantine};
+pub use quarantine::{
+    Bounds as QuarantineBounds, Held as QuarantineHeld, InPage as QuarantineInPage, Quarantine,
+};
 pub use random::seed;
 #[cfg(test)]
 pub use random::{draws_between, shared_next, shared_state};
