@@ -46,10 +46,14 @@
 //!
 //! **Segments.** A segment whose slots are all free is released, and the
 //! arena hands its memory, still resident, to the next segment of any
-//! class or a huge block. The guard build keeps its class's last one,
-//! whose guards are made already (remaking them is a kernel call per
-//! slot); once all its slots are free they are purged after the arena's
-//! delay, as a released segment's memory would be. Without seals a
+//! class or a huge block. The guard build keeps one such segment per
+//! class, whose guards and header are made already: a class of a few
+//! slots a segment empties one at almost every free and needs one at
+//! almost every malloc, and remaking it took a kernel call per slot, the
+//! slack's guard and faults on its header's bitmaps, a call slower than
+//! the 99.9th percentile of a mixed-size workload each time. Once all its
+//! slots are free they are purged after the arena's delay, as a released
+//! segment's memory would be. Without seals a
 //! released segment leaves its guards in place and on record (the class's
 //! guard layout), and the next segment of the class takes that memory
 //! first and makes none of them.
@@ -159,6 +163,8 @@ struct Class {
     open: *mut Segment,
     /// Segments of the class.
     count: usize,
+    /// Segments of the class with no slot in use (on its list).
+    idle: usize,
     /// The cache (so the thread) that took the lock last with one, 0 if
     /// none did.
     user: usize,
@@ -168,6 +174,7 @@ impl Class {
     const EMPTY: Class = Class {
         open: ptr::null_mut(),
         count: 0,
+        idle: 0,
         user: 0,
     };
 
@@ -681,6 +688,9 @@ fn take_slot(class: &mut Class) -> Option<Slot> {
         // SAFETY: the segment is live under its class's lock, held.
         unsafe { stats::commit_more(slots.seg(), slots.block_size()) };
     }
+    if free == slots.all() {
+        class.idle = class.idle.saturating_sub(1);
+    }
     if free & !slot.bit() == 0 {
         class.open = seg.link();
         seg.set_unlisted();
@@ -778,6 +788,7 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
     // list yet.
     unsafe { class.push(slots) };
     class.count += 1;
+    class.idle += 1;
     true
 }
 
@@ -916,7 +927,13 @@ unsafe fn free_slot(slot: Slot, p: *mut u8, cached: bool, cache: Option<&mut Cac
             // SAFETY: the segment is of class `c`, and not on its list.
             unsafe { class.push(seg) };
         }
-        let empty = free | bit == all && (class.count > 1 || !harden::large_slots_guarded());
+        let idle = free | bit == all;
+        // The guard build keeps one segment with no slot in use per class
+        // (see the module doc).
+        let empty = idle && (class.idle > 0 || !harden::large_slots_guarded());
+        if idle && !empty {
+            class.idle += 1;
+        }
         if empty {
             class.unlink(seg);
             // Saturating: in a fork child a set-aside class (see
@@ -1206,6 +1223,7 @@ fn take_empty(class: &mut Class) -> Option<Slots> {
         if slots.free_bits() == slots.all() {
             class.unlink(seg);
             class.count = class.count.saturating_sub(1);
+            class.idle = class.idle.saturating_sub(1);
             return Some(slots);
         }
         at = seg.next();
