@@ -165,6 +165,10 @@ struct Class {
     count: usize,
     /// Segments of the class with no slot in use (on its list).
     idle: usize,
+    /// No segment of the class has a slot due for purging before this (ms
+    /// on the coarse clock); 0 if none has one. [`purge`] passes over a
+    /// class not due without reading its segments' headers.
+    due: u64,
     /// The cache (so the thread) that took the lock last with one, 0 if
     /// none did.
     user: usize,
@@ -175,6 +179,7 @@ impl Class {
         open: ptr::null_mut(),
         count: 0,
         idle: 0,
+        due: 0,
         user: 0,
     };
 
@@ -921,7 +926,10 @@ unsafe fn free_slot(slot: Slot, p: *mut u8, cached: bool, cache: Option<&mut Cac
         // freed once (checked above, or out of the caller's cache).
         unsafe { seg.set_free_bits(free | bit) };
         if !harden::freed_large_sealed() {
-            freed_open(seg, slot, free | bit == all);
+            let due = freed_open(seg, slot, free | bit == all);
+            if due != 0 && (class.due == 0 || due < class.due) {
+                class.due = due;
+            }
         }
         if !seg.listed() {
             // SAFETY: the segment is of class `c`, and not on its list.
@@ -1055,13 +1063,13 @@ pub fn collect() {
 /// segment (with `guard-pages`) where the plain build hands it to the
 /// arena, and a class used now and then found its slots purged every
 /// time.
-fn freed_open(seg: Locked, slot: Slot, idle: bool) {
+fn freed_open(seg: Locked, slot: Slot, idle: bool) -> u64 {
     slot.forget_zero();
     seg.set_unpurged(seg.unpurged() | slot.bit());
     let delay = options::purge_delay_ms();
     if delay == 0 {
         purge_slots(seg, usize::MAX);
-        return;
+        return 0;
     }
     let delay = if idle {
         options::arena_purge_delay_ms()
@@ -1073,6 +1081,7 @@ fn freed_open(seg: Locked, slot: Slot, idle: bool) {
     // use is not purged a slot at a time while its slots cycle.
     seg.set_purge_at(due);
     schedule(due);
+    due
 }
 
 /// Purges the free slots of `seg` (whose freed slots are not sealed)
@@ -1134,18 +1143,31 @@ fn purge(now: u64, force: bool) {
     for (c, lock) in LOCKS.iter().enumerate() {
         let _g = lock.lock();
         // SAFETY: class `c`'s lock is held, just taken.
-        let mut at = unsafe { class(c) }.first();
+        let class = unsafe { class(c) };
+        if !force && (class.due == 0 || class.due > now) {
+            // A walk of a big class's segments was most of a purge's time.
+            if class.due != 0 && (next_due == 0 || class.due < next_due) {
+                next_due = class.due;
+            }
+            continue;
+        }
+        let mut class_due = 0u64;
+        let mut at = class.first();
         while let Some(seg) = at {
             let due = seg.purge_at();
             if seg.unpurged() != 0 {
                 if (force || due <= now) && budget > 0 {
                     budget = budget.saturating_sub(purge_slots(seg, budget));
                 }
-                if seg.unpurged() != 0 && (next_due == 0 || due < next_due) {
-                    next_due = due;
+                if seg.unpurged() != 0 && (class_due == 0 || due < class_due) {
+                    class_due = due;
                 }
             }
             at = seg.next();
+        }
+        class.due = class_due;
+        if class_due != 0 && (next_due == 0 || class_due < next_due) {
+            next_due = class_due;
         }
     }
     if next_due != 0 {
