@@ -173,7 +173,7 @@ fn malloc_slow(mut heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
         }
     }
     // SAFETY: as for `alloc_cached`: this thread's initialised heap.
-    unsafe { deferred_work(heap) };
+    unsafe { deferred_work(heap, req > MEDIUM_OBJ_MAX) };
     if large {
         // SAFETY: this thread's initialised heap, and the class of `req`
         // (`size` padded).
@@ -262,11 +262,12 @@ unsafe fn take_collected(heap: *mut Heap, req: usize, size: usize) -> *mut u8 {
 }
 
 /// Work that piles up between slow paths: delayed frees from other
-/// threads and due purges.
+/// threads and due purges. `big`: the slow path is a large or huge
+/// malloc's, which takes large slots' purges (see `large::maybe_purge`).
 ///
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
-unsafe fn deferred_work(heap: *mut Heap) {
+unsafe fn deferred_work(heap: *mut Heap, big: bool) {
     // SAFETY: `heap` is this thread's initialised heap (this fn's
     // contract), as every call below requires.
     unsafe { drain_delayed(heap) };
@@ -291,7 +292,7 @@ unsafe fn deferred_work(heap: *mut Heap) {
         }
         arena::maybe_purge(now);
         // SAFETY: this thread's initialised heap.
-        unsafe { large::maybe_purge(heap, now) };
+        unsafe { large::maybe_purge(heap, now, big) };
     }
 }
 

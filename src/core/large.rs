@@ -50,11 +50,15 @@
 //!
 //! **Segments.** A segment whose slots are all free is released, and the
 //! arena hands its memory, still resident, to the next segment of any
-//! class or a huge block. The guard build keeps its class's last one,
-//! whose guards are made already (remaking them is a kernel call per
-//! slot); once all its slots are free they are purged after the arena's
-//! delay, as a released segment's memory would be (but for the others
-//! past [`IDLE_KEPT`], at once). Without seals a
+//! class or a huge block. The guard build keeps one such segment per
+//! class, whose guards and header are made already: a class of a few
+//! slots a segment empties one at almost every free and needs one at
+//! almost every malloc, and remaking it took a kernel call per slot, the
+//! slack's guard and faults on its header's bitmaps, a call slower than
+//! the 99.9th percentile of a mixed-size workload each time. Once all its
+//! slots are free they are purged after the arena's delay, as a released
+//! segment's memory would be (but for the others past [`IDLE_KEPT`], at
+//! once). Without seals a
 //! released segment leaves its guards in place and on record (the class's
 //! guard layout), and the next segment of the class takes that memory
 //! first and makes none of them.
@@ -164,6 +168,12 @@ struct Class {
     open: *mut Segment,
     /// Segments of the class.
     count: usize,
+    /// Segments of the class with no slot in use (on its list).
+    idle: usize,
+    /// No segment of the class has a slot due for purging before this (ms
+    /// on the coarse clock); 0 if none has one. [`purge`] passes over a
+    /// class not due without reading its segments' headers.
+    due: u64,
     /// The cache (so the thread) that took the lock last with one, 0 if
     /// none did.
     user: usize,
@@ -173,6 +183,8 @@ impl Class {
     const EMPTY: Class = Class {
         open: ptr::null_mut(),
         count: 0,
+        idle: 0,
+        due: 0,
         user: 0,
     };
 
@@ -686,6 +698,9 @@ fn take_slot(class: &mut Class) -> Option<Slot> {
         // SAFETY: the segment is live under its class's lock, held.
         unsafe { stats::commit_more(slots.seg(), slots.block_size()) };
     }
+    if free == slots.all() {
+        class.idle = class.idle.saturating_sub(1);
+    }
     if free & !slot.bit() == 0 {
         class.open = seg.link();
         seg.set_unlisted();
@@ -783,6 +798,7 @@ unsafe fn new_segment(bin: usize, c: usize) -> bool {
     // list yet.
     unsafe { class.push(slots) };
     class.count += 1;
+    class.idle += 1;
     true
 }
 
@@ -915,13 +931,22 @@ unsafe fn free_slot(slot: Slot, p: *mut u8, cached: bool, cache: Option<&mut Cac
         // freed once (checked above, or out of the caller's cache).
         unsafe { seg.set_free_bits(free | bit) };
         if !harden::freed_large_sealed() {
-            freed_open(seg, slot, free | bit == all);
+            let due = freed_open(seg, slot, free | bit == all);
+            if due != 0 && (class.due == 0 || due < class.due) {
+                class.due = due;
+            }
         }
         if !seg.listed() {
             // SAFETY: the segment is of class `c`, and not on its list.
             unsafe { class.push(seg) };
         }
-        let empty = free | bit == all && (class.count > 1 || !harden::large_slots_guarded());
+        let idle = free | bit == all;
+        // The guard build keeps one segment with no slot in use per class
+        // (see the module doc).
+        let empty = idle && (class.idle > 0 || !harden::large_slots_guarded());
+        if idle && !empty {
+            class.idle += 1;
+        }
         if empty {
             class.unlink(seg);
             // Saturating: in a fork child a set-aside class (see
@@ -1050,11 +1075,12 @@ const IDLE_KEPT: usize = 1 << 20;
 /// segment (with `guard-pages`) where the plain build hands it to the
 /// arena, and a class used now and then found its slots purged every
 /// time (with the purge delay, a program using many classes now and then
-/// spent its time faulting their slots in again). The other free slots still resident then go
-/// back at once if they hold more than [`IDLE_KEPT`] bytes: these
-/// segments, one per class a program used lately, each held the blocks
-/// it last freed for that delay, memory no other class could use.
-fn freed_open(seg: Locked, slot: Slot, idle: bool) {
+/// spent its time faulting their slots in again). The other free slots
+/// still resident then go back at once if they hold more than
+/// [`IDLE_KEPT`] bytes: these segments, one per class a program used
+/// lately, each held the blocks it last freed for that delay, memory no
+/// other class could use. Returns when the slot falls due.
+fn freed_open(seg: Locked, slot: Slot, idle: bool) -> u64 {
     slot.forget_zero();
     let slots = seg.slots();
     let others = seg.unpurged() & slots.free_bits() & !slot.bit();
@@ -1062,7 +1088,7 @@ fn freed_open(seg: Locked, slot: Slot, idle: bool) {
     let delay = options::purge_delay_ms();
     if delay == 0 {
         purge_slots(seg, usize::MAX);
-        return;
+        return 0;
     }
     if idle && others.count_ones() as usize * slots.block_size() > IDLE_KEPT {
         // `purge_slots` purges the free slots marked unpurged: only the
@@ -1082,6 +1108,7 @@ fn freed_open(seg: Locked, slot: Slot, idle: bool) {
     // use is not purged a slot at a time while its slots cycle.
     seg.set_purge_at(due);
     schedule(due);
+    due
 }
 
 /// Purges the free slots of `seg` (whose freed slots are not sealed)
@@ -1129,9 +1156,9 @@ fn purge_slots(seg: Locked, budget: usize) -> usize {
 
 /// Bytes one call of [`purge`] gives back at most (one slot at least)
 /// unless forced: `madvise` takes time in proportion to the resident
-/// pages it drops, under the class's lock, on the slow path of whichever
-/// call of any size found the purge due; the rest stays due and goes on
-/// the next slow paths.
+/// pages it drops, under the class's lock, on the slow path of the malloc
+/// that found the purge due (see [`maybe_purge`]); the rest stays due and
+/// goes on the next ones.
 const PURGE_BUDGET: usize = 1 << 20;
 
 /// Purges the free slots whose delay has passed (all of them with
@@ -1143,18 +1170,31 @@ fn purge(now: u64, force: bool) {
     for (c, lock) in LOCKS.iter().enumerate() {
         let _g = lock.lock();
         // SAFETY: class `c`'s lock is held, just taken.
-        let mut at = unsafe { class(c) }.first();
+        let class = unsafe { class(c) };
+        if !force && (class.due == 0 || class.due > now) {
+            // A walk of a big class's segments was most of a purge's time.
+            if class.due != 0 && (next_due == 0 || class.due < next_due) {
+                next_due = class.due;
+            }
+            continue;
+        }
+        let mut class_due = 0u64;
+        let mut at = class.first();
         while let Some(seg) = at {
             let due = seg.purge_at();
             if seg.unpurged() != 0 {
                 if (force || due <= now) && budget > 0 {
                     budget = budget.saturating_sub(purge_slots(seg, budget));
                 }
-                if seg.unpurged() != 0 && (next_due == 0 || due < next_due) {
-                    next_due = due;
+                if seg.unpurged() != 0 && (class_due == 0 || due < class_due) {
+                    class_due = due;
                 }
             }
             at = seg.next();
+        }
+        class.due = class_due;
+        if class_due != 0 && (next_due == 0 || class_due < next_due) {
+            next_due = class_due;
         }
     }
     if next_due != 0 {
@@ -1177,10 +1217,23 @@ pub unsafe fn purge_due(heap: *mut Heap) -> u64 {
 /// thread does it while the others carry on), and the calling thread's
 /// cache if it is due.
 ///
+/// The purge waits for the slow path of a large or huge malloc (`big`),
+/// which pays for a page fault or a kernel call already, unless it is a
+/// whole purge delay late: on a small or medium malloc's slow path, a
+/// call that otherwise takes a fraction of a microsecond, each purge was
+/// one more call slower than the 99th percentile of a mixed-size
+/// workload. A program that frees large blocks without allocating more
+/// still gets their memory back, a delay later.
+///
 /// # Safety
 /// `heap` must be the calling thread's initialised heap.
-pub unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
-    if os::claim_due(&PURGE_DUE, now) {
+pub unsafe fn maybe_purge(heap: *mut Heap, now: u64, big: bool) {
+    let late = if big {
+        now
+    } else {
+        now.saturating_sub(options::purge_delay_ms())
+    };
+    if os::claim_due(&PURGE_DUE, late) {
         purge(now, false);
     }
     // SAFETY: `heap` is the calling thread's initialised heap (this fn's
@@ -1219,6 +1272,7 @@ fn take_empty(class: &mut Class) -> Option<Slots> {
         if slots.free_bits() == slots.all() {
             class.unlink(seg);
             class.count = class.count.saturating_sub(1);
+            class.idle = class.idle.saturating_sub(1);
             return Some(slots);
         }
         at = seg.next();
@@ -1347,9 +1401,9 @@ mod tests {
             free(p);
             let due = (*heap).large.due;
             assert_ne!(due, 0);
-            maybe_purge(heap, due - 1);
+            maybe_purge(heap, due - 1, true);
             assert_eq!((*heap).large.bytes, bin_size(size), "not due yet");
-            maybe_purge(heap, due);
+            maybe_purge(heap, due, true);
             assert_eq!((*heap).large.bytes, 0);
             let (slot, is_free, zero) = bits(p);
             assert!(is_free && !zero, "back in its slot, not purged yet");

@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::core::arena;
 use crate::core::heap::Heap;
 use crate::core::page;
-use crate::meta::constants::{SEGMENT_SIZE, SMALL_PAGES_PER_SEGMENT};
+use crate::meta::constants::{MIN_ALIGN, SEGMENT_SIZE, SMALL_PAGES_PER_SEGMENT};
 use crate::meta::guards::{Guards, Prior};
 use crate::meta::list::List;
 use crate::meta::page::Page;
@@ -1051,9 +1051,16 @@ pub unsafe fn init_slots(seg: *mut Segment, bin: usize, zero: bool) -> (*mut u8,
     };
     let page = slot.page();
     if !zero {
-        // SAFETY: the slots lie in the area of our fresh segment, where no
-        // block is live yet.
-        unsafe { harden::clear_live_bits(start, start + count * bsize) };
+        // Only a slot's first granule is ever a block start, so only its
+        // bit is cleared: clearing the bits of the whole area wrote 64 KiB
+        // of a header whose bitmap pages the last user of the memory
+        // mostly left untouched, so they faulted in one by one.
+        for i in 0..count {
+            let at = start + i * bsize;
+            // SAFETY: the slot's first granule lies in the area of our
+            // fresh segment, where no block is live yet.
+            unsafe { harden::clear_live_bits(at, at + MIN_ALIGN) };
+        }
     }
     // SAFETY: the fresh segment's descriptor is ours alone, and the
     // `count` slots lie in its area.
