@@ -594,9 +594,12 @@ unsafe fn quarantine(heap: *mut heap::Heap, page: *mut Page, p: *mut u8, bounds:
             return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
         }
         if (*heap).quarantine.needs_room(size, bounds) {
-            let out = (*heap)
-                .quarantine
-                .exchange(&mut (*heap).rng, p, page, size, bounds);
+            // Every block waiting entered here, a checked live block of an
+            // in-use page that is not huge, as `p` is.
+            let out =
+                (*heap)
+                    .quarantine
+                    .exchange(&mut (*heap).rng, p, size, bounds, &harden::QuarantineInPage);
             if out.is_some() {
                 quarantine_levels(heap);
                 return leave_quarantine(heap, out, false);
@@ -605,7 +608,7 @@ unsafe fn quarantine(heap: *mut heap::Heap, page: *mut Page, p: *mut u8, bounds:
                 return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
             }
         }
-        if !(*heap).quarantine.enter(p, page, size, bounds) {
+        if !(*heap).quarantine.enter(p, size, bounds) {
             return leave_quarantine(heap, harden::QuarantineHeld::new(p, page, size), false);
         }
         quarantine_levels(heap);
@@ -629,7 +632,9 @@ unsafe fn make_room(heap: *mut heap::Heap, size: usize, bounds: harden::Quaranti
     unsafe {
         let room = (*heap).quarantine.round(size, bounds);
         loop {
-            let out = (*heap).quarantine.make_room(&mut (*heap).rng, room);
+            let out = (*heap)
+                .quarantine
+                .make_room(&mut (*heap).rng, room, &harden::QuarantineInPage);
             if !out.is_some() {
                 break;
             }
@@ -650,8 +655,9 @@ pub(crate) unsafe fn empty_quarantine(heap: *mut heap::Heap) {
     }
     loop {
         // SAFETY: `heap` is this thread's initialised heap (this fn's
-        // contract); only this thread touches its quarantine.
-        let held = unsafe { (*heap).quarantine.drain_one() };
+        // contract); only this thread touches its quarantine, whose blocks
+        // entered in `quarantine`, live blocks of in-use pages, not huge.
+        let held = unsafe { (*heap).quarantine.drain_one(&harden::QuarantineInPage) };
         if !held.is_some() {
             break;
         }

@@ -47,7 +47,8 @@ pub unsafe fn alloc_for(heap: *mut Heap, size: usize, align: usize, zero: bool) 
     let p = alloc(harden::huge_padded(size), align, zero);
     if !p.is_null() {
         // SAFETY: `heap` is this thread's initialised heap (this fn's
-        // contract); `p` a huge block of `huge_padded(size)` bytes.
+        // contract); `p` a huge block of `huge_padded(size)` bytes, just
+        // made and not yet handed out.
         unsafe {
             stats::bump(&(*heap).counters.mallocs);
             harden::huge_taken(p, size);
@@ -119,7 +120,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     let block = unsafe { (seg as *mut u8).add(offset) };
     // SAFETY: the area past the header is the segment's, ours alone, and
     // holds the block only.
-    let (open, tail_end, exact) = unsafe {
+    let opened = unsafe {
         harden::open_block(
             seg as usize,
             seg as usize + info,
@@ -128,6 +129,16 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             seg as usize + total,
             prior,
         )
+    };
+    let Some((open, tail_end, exact)) = opened else {
+        // The block's own pages could not be opened (the process is at
+        // its mapping limit; only a span from an arena, sealed or
+        // guarded by its last user, has any to open): the span goes back,
+        // its protection unknown, and this allocation fails.
+        // SAFETY: the segment came from its arena just now (`os_alloc`),
+        // and nothing uses it: its block was never handed out.
+        unsafe { segment::os_give_back(seg, total, carried) };
+        return ptr::null_mut();
     };
     // Where its guards are, if each was made: the next user of the
     // span, once the block is freed, then changes only what it needs.
@@ -194,10 +205,9 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
     // SAFETY: `p + old`, the end of the caller's block, lies inside its
     // segment (`offset + old < offset + new < size`).
     let at = unsafe { p.add(old) };
-    // SAFETY: `[at, at + new - old)` is page-aligned memory of the
-    // caller's segment past its block, starting with the guard after it,
-    // about to belong to the block, and a page follows it in the segment
-    // (`offset + new + ps <= room`).
+    // SAFETY: `[at, at + new - old)`, page-aligned, lies in the caller's
+    // segment past its block (from the guard after it) and is about to be
+    // the block's; a page follows it (`offset + new + ps <= room`).
     let (grown, tail_end) = unsafe { harden::grow_block(at, new - old, seg as usize + room) };
     if grown == harden::Grown::Refused {
         return false;

@@ -19,7 +19,11 @@
 //! **Purging and placement.** A freed slot's memory is purged after the
 //! purge delay, and a block is taken from the lowest free slot whose memory
 //! is still resident, else the lowest free one (with `guard-pages` or
-//! `random-order`, a random one of those). Each slot's zero bit lets
+//! `random-order`, a random one of those). A segment left with no slot
+//! in use keeps at most [`IDLE_KEPT`] bytes of other free slots resident
+//! besides the one just freed: a class's free slots serve no other class,
+//! and a program using many classes now and then held a few of each.
+//! Each slot's zero bit lets
 //! `calloc` skip clearing a block whose memory is fresh or purged. With
 //! `seal-freed-large` a freed block is sealed whole at once instead
 //! (`harden::large`), and the next one comes from a random free slot of
@@ -49,7 +53,8 @@
 //! class or a huge block. The guard build keeps its class's last one,
 //! whose guards are made already (remaking them is a kernel call per
 //! slot); once all its slots are free they are purged after the arena's
-//! delay, as a released segment's memory would be. Without seals a
+//! delay, as a released segment's memory would be (but for the others
+//! past [`IDLE_KEPT`], at once). Without seals a
 //! released segment leaves its guards in place and on record (the class's
 //! guard layout), and the next segment of the class takes that memory
 //! first and makes none of them.
@@ -1030,6 +1035,13 @@ pub fn collect() {
     }
 }
 
+/// Bytes of free slots besides the one just freed that a segment left
+/// with no slot in use keeps resident until the purge delay: enough for a
+/// class of small large blocks churning through several (their slots are
+/// cheap to keep and, touched sparsely, faulted in again on each use), a
+/// slot or none of the largest classes.
+const IDLE_KEPT: usize = 1 << 20;
+
 /// A slot was just freed (and not sealed): its memory is no longer known
 /// to be zero, and goes back to the OS after the purge delay unless the
 /// slot is taken again first (at once with a delay of 0). When that left
@@ -1037,14 +1049,28 @@ pub fn collect() {
 /// instead, as a released segment's memory does: a class keeps its last
 /// segment (with `guard-pages`) where the plain build hands it to the
 /// arena, and a class used now and then found its slots purged every
-/// time.
+/// time (with the purge delay, a program using many classes now and then
+/// spent its time faulting their slots in again). The other free slots still resident then go
+/// back at once if they hold more than [`IDLE_KEPT`] bytes: these
+/// segments, one per class a program used lately, each held the blocks
+/// it last freed for that delay, memory no other class could use.
 fn freed_open(seg: Locked, slot: Slot, idle: bool) {
     slot.forget_zero();
+    let slots = seg.slots();
+    let others = seg.unpurged() & slots.free_bits() & !slot.bit();
     seg.set_unpurged(seg.unpurged() | slot.bit());
     let delay = options::purge_delay_ms();
     if delay == 0 {
         purge_slots(seg, usize::MAX);
         return;
+    }
+    if idle && others.count_ones() as usize * slots.block_size() > IDLE_KEPT {
+        // `purge_slots` purges the free slots marked unpurged: only the
+        // others are, for that call.
+        let unpurged = seg.unpurged();
+        seg.set_unpurged(others);
+        purge_slots(seg, usize::MAX);
+        seg.set_unpurged(unpurged & !others);
     }
     let delay = if idle {
         options::arena_purge_delay_ms()

@@ -495,6 +495,26 @@ pub fn os_alloc(size: usize, whole: bool, want: u8) -> Option<Fresh> {
     Some(fresh)
 }
 
+/// Forgets the segment `seg` of `size` bytes that [`os_alloc`] just took
+/// from an arena, whose block could not be opened (the process is at its
+/// mapping limit), and gives its span back with its protection unknown,
+/// so its next user removes every guard it may hold. `committed`: the
+/// bytes of it counted as committed when it was taken
+/// ([`Fresh::committed`]), which the arena counts again.
+///
+/// # Safety
+/// `seg` must be a segment from [`os_alloc`] taken from an arena, of `size`
+/// bytes, that nothing uses: none of its blocks was handed out.
+pub unsafe fn os_give_back(seg: *mut Segment, size: usize, committed: usize) {
+    // Out of the map first, so no pointer into it passes a free's check
+    // while its header, set up, sits in the arena.
+    segment_map::remove(seg);
+    stats::SEGMENTS.decrease(1);
+    // SAFETY: a span of `size` bytes from an arena that nothing uses
+    // (this fn's contract).
+    unsafe { arena::free(seg.cast(), size, false, Guards::default(), committed) };
+}
+
 /// Forgets a segment and gives its memory back (to its arena, whose pages
 /// are purged after the delay, or to the OS).
 ///

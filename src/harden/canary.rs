@@ -345,7 +345,24 @@ pub unsafe fn set_trailer(page: *const Page, slot: *mut u8, bsize: usize) {
     unsafe { Slot::new(page, slot, bsize).set_trailer() }
 }
 
-/// Writes the canary of a block of `page` handed out for `size` bytes.
+/// Writes the canary of a block of `page` being handed out for `size`
+/// bytes, which holds nothing of its new owner's yet: without reading it
+/// first (see [`Slot::arm`]), so what of the canary's word lies below the
+/// request is zeroed. A huge block's canary lies on the OS page of its
+/// request's end, usually untouched: a read there would map the kernel's
+/// zero page only for the write to fault again.
+///
+/// # Safety
+/// `p` must be a block of the in-use `page` being handed out, the
+/// caller's to write, with `size + EXTRA <= bsize`.
+pub unsafe fn write_fresh(page: *const Page, p: *mut u8, size: usize) {
+    // SAFETY: `p` is a block of the in-use `page` being handed out, the
+    // caller's, with room for the canary (this fn's contract).
+    unsafe { Slot::of_block(page, p).arm(size, true) }
+}
+
+/// Writes the canary of a live block of `page` for `size` bytes (a block
+/// resized in place), keeping its owner's bytes below the request.
 ///
 /// # Safety
 /// `p` must be a live block of the in-use `page`, the caller's to write,
@@ -359,7 +376,8 @@ pub unsafe fn write(page: *const Page, p: *mut u8, size: usize) {
 /// The requested size of a block of `page`, if its canary is intact.
 ///
 /// # Safety
-/// `p` must be a live block of the in-use `page`, written by [`write()`].
+/// `p` must be a live block of the in-use `page`, written by [`write()`]
+/// or [`write_fresh`].
 pub unsafe fn check(page: *const Page, p: *mut u8) -> Option<usize> {
     // SAFETY: `p` is a live, armed block of the in-use `page` (this fn's
     // contract).
@@ -391,6 +409,26 @@ mod tests {
                         assert_eq!(check(&page, z), Some(size), "zeroed: bsize {bsize} size {size}");
                     }
                     assert!(zeroed[shift..shift + size].iter().all(|&b| b == 0), "zeroed kept");
+                    // A block handed out fresh over old bytes: armed
+                    // without a read, what of the canary's word lies
+                    // below the request zeroed, the rest left alone.
+                    let mut old = [0x5au8; 192];
+                    let o = old[shift..].as_mut_ptr();
+                    // SAFETY: `o` has `bsize` bytes of `old`; the page is
+                    // the local descriptor.
+                    unsafe {
+                        write_fresh(&page, o, size);
+                        assert_eq!(check(&page, o), Some(size), "fresh: bsize {bsize} size {size}");
+                    }
+                    let (at, _) = window(size, bsize);
+                    assert!(
+                        old[shift..shift + at].iter().all(|&b| b == 0x5a),
+                        "fresh: below the window"
+                    );
+                    assert!(
+                        old[shift + at..shift + size].iter().all(|&b| b == 0),
+                        "fresh: window zeroed"
+                    );
                     let mut mem = [0x5au8; 192];
                     let p = mem[shift..].as_mut_ptr();
                     // SAFETY: `p` has `bsize` bytes of `mem`; the page is

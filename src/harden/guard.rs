@@ -308,7 +308,10 @@ fn tail_end(after: usize, area_end: usize) -> usize {
 /// as in the plain build), the end of the guard after the block, and
 /// whether every guard is in place as that says (never after
 /// [`Prior::Sealed`], whose slices past the first may have their first
-/// bytes open).
+/// bytes open). None if the block's own pages could not be opened (near
+/// the mapping limit `mprotect` cannot split a seal or a guard): it would
+/// fault in its owner's hands, so it must not be handed out, and what
+/// the area's protection is now is not known.
 ///
 /// # Safety
 /// The area must be segment memory of the caller's, holding no other block.
@@ -319,9 +322,9 @@ pub unsafe fn open_block(
     end: usize,
     area_end: usize,
     prior: Prior,
-) -> (usize, usize, bool) {
+) -> Option<(usize, usize, bool)> {
     if !ON {
-        return (area_end - area_start, area_end, false);
+        return Some((area_end - area_start, area_end, false));
     }
     let ps = os::page_size();
     let before = start & !(ps - 1);
@@ -338,9 +341,9 @@ pub unsafe fn open_block(
             if !unsafe { os::unguard(before as *mut u8, after - before) } {
                 // Near the mapping limit `mprotect` cannot split the seal:
                 // a block left sealed would fault in its owner's hands.
-                crate::error::kernel_refused("open", before, after - before);
+                return None;
             }
-            return (after - before, tail, false);
+            return Some((after - before, tail, false));
         }
         Prior::Ranges(held) => {
             // The header's guard with the pages below the block (they
@@ -349,19 +352,17 @@ pub unsafe fn open_block(
             let o = |x: usize| x - seg;
             let both = [(o(area_start) - ps, o(before)), (o(after), o(tail))];
             let need = if after < tail { &both[..] } else { &both[..1] };
+            // A guard inside the block that cannot come off would fault
+            // in its owner's hands: None.
             // SAFETY: the area, the header's guard before it and the
             // held ranges are segment memory of the caller's holding no
             // other block (this fn's contract).
-            let Some(made) = (unsafe { reconcile(seg, &held, o(area_start) - ps, o(area_end), need) }) else {
-                // A guard inside the block could not come off: it would
-                // fault in its owner's hands.
-                crate::error::kernel_refused("open", before, after - before);
-            };
+            let made = unsafe { reconcile(seg, &held, o(area_start) - ps, o(area_end), need) }?;
             if !made {
                 // Which one failed is not known: all counted open.
                 open = area_end - area_start;
             }
-            return (open, tail, made);
+            return Some((open, tail, made));
         }
         _ => {}
     }
@@ -379,7 +380,7 @@ pub unsafe fn open_block(
         open += tail - after;
         made = false;
     }
-    (open, tail, made)
+    Some((open, tail, made))
 }
 
 /// What [`grow_block`] did.

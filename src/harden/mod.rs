@@ -42,7 +42,9 @@ pub use large::{
     slot_taken as large_slot_taken, slots_made as large_slots_made, warm as large_warm,
 };
 pub use order::{batch, build_free_list, shuffle};
-pub use quarantine::{Bounds as QuarantineBounds, Held as QuarantineHeld, Quarantine};
+pub use quarantine::{
+    Bounds as QuarantineBounds, Held as QuarantineHeld, InPage as QuarantineInPage, Quarantine,
+};
 pub use random::seed;
 #[cfg(test)]
 pub use random::{draws_between, shared_next, shared_state};
@@ -123,17 +125,20 @@ pub const fn huge_padded(size: usize) -> usize {
 }
 
 /// Arms the canary of a huge block just made for a request of `size`
-/// bytes (the block holds `padded(size)`).
+/// bytes (the block holds `padded(size)`), being handed out: nothing in
+/// it is its owner's yet, so the canary is written without a read.
 ///
 /// # Safety
-/// `p` must be a live huge block of at least `padded(size)` bytes.
+/// `p` must be a huge block just made, not yet handed out, of at least
+/// `padded(size)` bytes.
 pub unsafe fn huge_taken(p: *mut u8, size: usize) {
     if canary::ON {
-        // SAFETY: `p` is a live huge block of `padded(size)` bytes (this
-        // fn's contract), so its header is mapped and it holds the canary.
+        // SAFETY: `p` is a huge block of `padded(size)` bytes being handed
+        // out (this fn's contract), so its header is mapped and it holds
+        // the canary.
         unsafe {
             let seg = crate::meta::segment::of_block(p);
-            canary::write(crate::meta::segment::page_of(seg, p), p, size);
+            canary::write_fresh(crate::meta::segment::page_of(seg, p), p, size);
         }
     }
 }
@@ -856,7 +861,7 @@ pub unsafe fn resized(page: *const Page, p: *mut u8, size: usize) {
             unsafe { core::ptr::write_bytes(p.add(size), 0, end.max(size) - size) };
         }
     }
-    // SAFETY: `p` is a live block of `page`, the caller's, with
-    // `padded(size) <= block_size` (this fn's contract).
-    unsafe { slot.arm(size, false) };
+    // SAFETY: `p` is a live block of the in-use `page`, the caller's,
+    // with `padded(size) <= block_size` (this fn's contract).
+    unsafe { canary::write(page, p, size) };
 }

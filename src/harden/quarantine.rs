@@ -52,6 +52,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::random;
 use crate::meta::page::Page;
+use crate::meta::segment;
 use crate::options;
 
 pub const ON: bool = cfg!(feature = "quarantine");
@@ -62,12 +63,16 @@ pub const SLOTS: usize = if ON { options::MAX_QUARANTINE_BLOCKS } else { 0 };
 
 /// Most blocks a round lets out to bring the quarantine towards its
 /// levels: the most work a free does for the quarantine, but for room for
-/// its own block (see [`ROUND_MOST`]).
-pub const ROUND: usize = 8;
+/// its own block (see [`ROUND_MOST`]). A block leaving is seldom in cache
+/// (its link and its page's list are written), so the blocks a round lets
+/// out make the slowest frees: with two, a round costs about what an
+/// exchange does, and the quarantine comes down to its level over a few
+/// frees rather than in one.
+pub const ROUND: usize = 2;
 
 /// Most blocks a round lets out in all, those past [`ROUND`] only while
 /// the block being freed does not fit within the bounds.
-pub const ROUND_MOST: usize = 32;
+pub const ROUND_MOST: usize = 8;
 
 /// Blocks entering between two renewals of the claim on the process
 /// bound (a power of two; a round renews it sooner when the newcomer does
@@ -157,7 +162,8 @@ pub fn in_effect() -> bool {
     Bounds::now().holding()
 }
 
-/// A thread's quarantine: the first `len` entries of `held` wait, and
+/// A thread's quarantine: the blocks at the first `len` entries of `held`
+/// wait (their addresses alone: see [`Find`]), and
 /// `bytes` is their sum of block sizes, at most `claim`, its claim on the
 /// process bound, plus `owed`, what a round took off the claim that the
 /// pool still counts until the blocks over it have left; `full` is the
@@ -170,7 +176,7 @@ pub fn in_effect() -> bool {
 /// it among the holders.
 #[repr(C)]
 pub struct Quarantine {
-    held: [Held; SLOTS],
+    held: [*mut u8; SLOTS],
     len: usize,
     bytes: usize,
     full: usize,
@@ -182,9 +188,8 @@ pub struct Quarantine {
     counted: bool,
 }
 
-/// A waiting block with its page, kept so that leaving costs no second
-/// lookup of the page (whose segment header is likely out of cache by
-/// then); `block` is null for "none".
+/// A block leaving the quarantine (or freed as if it left one) with its
+/// page and size; `block` is null for "none".
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct Held {
@@ -220,10 +225,44 @@ impl Held {
     }
 }
 
+/// How a waiting block's page and size are found as it leaves. The
+/// quarantine keeps only block addresses: an entry of 8 bytes, where the
+/// block with its page and size took 24, keeps the array a third the size
+/// (8 KiB at 1,024 blocks), so that drawing a random entry finds it in
+/// cache more often; the segment header and the page descriptor that
+/// finding them reads are read by freeing the block anyway.
+pub trait Find {
+    /// The page and size of `block`.
+    ///
+    /// # Safety
+    /// `block` must be waiting in a quarantine, having entered it as a
+    /// freed block of an in-use page that is not huge.
+    unsafe fn held(&self, block: *mut u8) -> Held;
+}
+
+/// [`Find`] in the allocator's own memory: the block's segment, its page
+/// there and that page's block size.
+#[derive(Clone, Copy)]
+pub struct InPage;
+
+impl Find for InPage {
+    #[inline(always)]
+    unsafe fn held(&self, block: *mut u8) -> Held {
+        // SAFETY: a waiting block is still taken in its in-use page (this
+        // fn's contract), so its segment is live and the header and the
+        // page's descriptor are readable.
+        unsafe {
+            let seg = segment::of_block(block);
+            let page = segment::page_of(seg, block);
+            Held::new(block, page, (*page).block_size)
+        }
+    }
+}
+
 impl Quarantine {
     pub const fn new() -> Quarantine {
         Quarantine {
-            held: [Held::NONE; SLOTS],
+            held: [core::ptr::null_mut(); SLOTS],
             len: 0,
             bytes: 0,
             full: 0,
@@ -276,21 +315,25 @@ impl Quarantine {
         self.len >= b.blocks || self.bytes + size > self.level
     }
 
-    /// Puts `block` of `page`, `size` bytes, just freed and [needing
+    /// Puts `block`, `size` bytes, just freed and [needing
     /// room](Quarantine::needs_room), in the place of a random waiting
-    /// block, and returns that one (to be freed); none if the quarantine
-    /// cannot exchange now (it is empty, over a lowered count bound of
-    /// `b`, the bytes would pass a thirty-second below the claim, or the
-    /// claim is due for renewal): then the caller starts a
+    /// block, and returns that one (to be freed) as `find` finds it; none
+    /// if the quarantine cannot exchange now (it is empty, over a lowered
+    /// count bound of `b`, the bytes would pass a thirty-second below the
+    /// claim, or the claim is due for renewal): then the caller starts a
     /// [round](Quarantine::round).
+    ///
+    /// # Safety
+    /// `block` and every block waiting must be blocks `find` can find
+    /// (see [`Find::held`]).
     #[inline(always)]
-    pub fn exchange(
+    pub unsafe fn exchange(
         &mut self,
         rng: &mut u64,
         block: *mut u8,
-        page: *mut Page,
         size: usize,
         b: Bounds,
+        find: &impl Find,
     ) -> Held {
         let (len, bytes, entered) = (self.len, self.bytes, self.entered);
         // `len - 1 >= blocks`: empty, or over a lowered count bound.
@@ -299,12 +342,13 @@ impl Quarantine {
             return Held::NONE;
         }
         let i = random::below(rng, len);
-        // SAFETY: `i < len <= SLOTS`, the length of `held`.
+        // SAFETY: `i < len <= SLOTS`, the length of `held`; the block
+        // there waits, so `find` finds it (this fn's contract).
         let out = unsafe {
             let e = self.held.get_unchecked_mut(i);
             let out = *e;
-            *e = Held::new(block, page, size);
-            out
+            *e = block;
+            find.held(out)
         };
         self.entered = entered.wrapping_add(1);
         self.bytes = bytes + size - out.size();
@@ -446,19 +490,27 @@ impl Quarantine {
     /// [`ROUND_MOST`]. None once the round is over (and then, if the
     /// quarantine is within its claim, the bytes a smaller claim freed go
     /// back to the process's pool).
+    ///
+    /// # Safety
+    /// As for [`Quarantine::exchange`].
     #[inline(always)]
-    pub fn make_room(&mut self, rng: &mut u64, room: Room) -> Held {
-        self.make_room_in(&POOL, rng, room)
+    pub unsafe fn make_room(&mut self, rng: &mut u64, room: Room, find: &impl Find) -> Held {
+        // SAFETY: forwarded (this fn's contract).
+        unsafe { self.make_room_in(&POOL, rng, room, find) }
     }
 
     /// [`Quarantine::make_room`] for a quarantine claiming from `pool`.
+    ///
+    /// # Safety
+    /// As for [`Quarantine::exchange`].
     #[inline(always)]
-    fn make_room_in(&mut self, pool: &Pool, rng: &mut u64, room: Room) -> Held {
+    unsafe fn make_room_in(&mut self, pool: &Pool, rng: &mut u64, room: Room, find: &impl Find) -> Held {
         let (len, bytes, out) = (self.len, self.bytes, self.out);
         let above = out < ROUND && (len > room.blocks || bytes > room.bytes);
         if len != 0 && (above || (out < room.most && (len >= room.bound || bytes + room.size > self.claim))) {
             self.out = out + 1;
-            return self.remove(random::below(rng, len));
+            // SAFETY: forwarded (this fn's contract).
+            return unsafe { self.remove(random::below(rng, len), find) };
         }
         if self.owed != 0 && bytes <= self.claim {
             self.pay_back(pool);
@@ -466,13 +518,13 @@ impl Quarantine {
         Held::NONE
     }
 
-    /// Takes in `block` of `page`, `size` bytes, just freed, when `b` is
+    /// Takes in `block`, `size` bytes, just freed, when `b` is
     /// [holding](Bounds::holding) and [can hold](Bounds::can_hold) it and
     /// it does not [need room](Quarantine::needs_room) (or no longer, after
     /// a round). False if there was no room after all (the caller frees
     /// the block at once).
     #[inline(always)]
-    pub fn enter(&mut self, block: *mut u8, page: *mut Page, size: usize, b: Bounds) -> bool {
+    pub fn enter(&mut self, block: *mut u8, size: usize, b: Bounds) -> bool {
         debug_assert!(b.holding() && b.can_hold(size) && self.fits(size, b));
         let len = self.len;
         // Without the feature SLOTS is 0 and this always true (never
@@ -482,33 +534,41 @@ impl Quarantine {
             return false;
         }
         // SAFETY: `len < SLOTS` (checked above), the length of `held`.
-        unsafe { *self.held.get_unchecked_mut(len) = Held::new(block, page, size) };
+        unsafe { *self.held.get_unchecked_mut(len) = block };
         self.entered = self.entered.wrapping_add(1);
         self.set_levels(len + 1, self.bytes + size);
         true
     }
 
     /// Any one block, for emptying the quarantine; none once it is empty.
-    pub fn drain_one(&mut self) -> Held {
+    ///
+    /// # Safety
+    /// As for [`Quarantine::exchange`].
+    pub unsafe fn drain_one(&mut self, find: &impl Find) -> Held {
         match self.len {
             0 => Held::NONE,
-            len => self.remove(len - 1),
+            // SAFETY: forwarded (this fn's contract).
+            len => unsafe { self.remove(len - 1, find) },
         }
     }
 
     /// Takes out entry `i` (none if it is past the last).
-    fn remove(&mut self, i: usize) -> Held {
+    ///
+    /// # Safety
+    /// As for [`Quarantine::exchange`].
+    unsafe fn remove(&mut self, i: usize, find: &impl Find) -> Held {
         let (len, bytes) = (self.len, self.bytes);
         if i >= len {
             return Held::NONE;
         }
         let last = len - 1;
         // SAFETY: i <= last < len <= SLOTS: entries are only added below
-        // SLOTS (see `enter`).
+        // SLOTS (see `enter`); the block at `i` waits, so `find` finds it
+        // (this fn's contract).
         let out = unsafe {
             let out = *self.held.get_unchecked(i);
             *self.held.get_unchecked_mut(i) = *self.held.get_unchecked(last);
-            out
+            find.held(out)
         };
         self.set_levels(last, bytes - out.size);
         out
@@ -526,6 +586,23 @@ mod tests {
 
     fn block(i: usize) -> *mut u8 {
         (0x10_0000 + i * 64) as *mut u8
+    }
+
+    std::thread_local! {
+        /// The size each test block was freed with, by address.
+        static SIZES: core::cell::RefCell<std::collections::HashMap<usize, usize>> =
+            core::cell::RefCell::new(std::collections::HashMap::new());
+    }
+
+    /// Finds a test block's size where [`free_in`] recorded it; reads no
+    /// memory of the block.
+    struct Sizes;
+
+    impl Find for Sizes {
+        unsafe fn held(&self, block: *mut u8) -> Held {
+            let size = SIZES.with(|m| m.borrow()[&(block as usize)]);
+            Held::new(block, PAGE, size)
+        }
     }
 
     /// A pool for the tests that do not look at the process bound, with
@@ -552,18 +629,21 @@ mod tests {
         b: Bounds,
     ) -> Vec<*mut u8> {
         let mut out = Vec::new();
+        SIZES.with(|m| m.borrow_mut().insert(block(i) as usize, size));
         if !b.can_hold(size) {
             return vec![block(i)];
         }
         if q.needs_room(size, b) {
-            let h = q.exchange(rng, block(i), PAGE, size, b);
+            // SAFETY: `Sizes` finds every block `free_in` took in.
+            let h = unsafe { q.exchange(rng, block(i), size, b, &Sizes) };
             if h.is_some() {
                 assert_eq!(h.page, PAGE);
                 return vec![h.block];
             }
             let room = q.round_in(pool, process, size, b);
             loop {
-                let h = q.make_room_in(pool, rng, room);
+                // SAFETY: as above.
+                let h = unsafe { q.make_room_in(pool, rng, room, &Sizes) };
                 if !h.is_some() {
                     break;
                 }
@@ -576,13 +656,14 @@ mod tests {
                 return out;
             }
         }
-        assert!(q.enter(block(i), PAGE, size, b));
+        assert!(q.enter(block(i), size, b));
         out
     }
 
     /// Empties `q` as a thread's exit does, giving its claim back.
     fn empty(pool: &Pool, q: &mut Quarantine) {
-        while q.drain_one().is_some() {}
+        // SAFETY: `Sizes` finds every block `free_in` took in.
+        while unsafe { q.drain_one(&Sizes) }.is_some() {}
         q.release_to(pool);
     }
 
@@ -731,7 +812,8 @@ mod tests {
         let held = q.len();
         assert!((1024 - ROUND + 1..=1024).contains(&held), "{held}");
         let mut drained = 0;
-        while q.drain_one().is_some() {
+        // SAFETY: `Sizes` finds every block `free_in` took in.
+        while unsafe { q.drain_one(&Sizes) }.is_some() {
             drained += 1;
         }
         assert_eq!((drained, q.len(), q.bytes()), (held, 0, 0));
@@ -775,7 +857,11 @@ mod tests {
         // Each free lets ROUND_MOST out while the quarantine is over the
         // bound (and frees its own block at once, finding no room), until
         // a round gets it below the bound and that free's block enters;
-        // from then on it stays at the bound, each free exchanging.
+        // from then on it stays at the bound, each free exchanging, but
+        // for the free whose block is the RENEW_EVERY-th to enter: that one
+        // renews the claim in a round, which lets up to ROUND out towards
+        // the level (an eighth below the bound), and the frees after it
+        // enter until the bound.
         let mut out = 0;
         let mut frees = 0;
         while q.len() > 16 {
@@ -787,9 +873,21 @@ mod tests {
         assert!(frees <= (512 - 16) / ROUND_MOST + 1, "{frees} frees");
         assert_eq!(q.len(), 16);
         assert_eq!(out, 512 + frees - 16);
-        for i in 0..64 {
-            assert_eq!(free(&mut q, &mut rng, 1024 + i, 64, low).len(), 1);
-            assert_eq!(q.len(), 16);
+        let mut renewed = 0;
+        for i in 0..2 * RENEW_EVERY as usize {
+            let (held, renews) = (q.len(), q.entered.is_multiple_of(RENEW_EVERY));
+            let o = free(&mut q, &mut rng, 1024 + i, 64, low);
+            if renews {
+                renewed += 1;
+                assert!((1..=ROUND).contains(&o.len()), "{} out", o.len());
+                assert_eq!(q.len(), held + 1 - o.len());
+            } else if held == 16 {
+                assert_eq!((o.len(), q.len()), (1, 16));
+            } else {
+                assert_eq!((o.len(), q.len()), (0, held + 1));
+            }
+            assert!(q.len() > 16 - ROUND, "{}", q.len());
         }
+        assert!(renewed >= 1);
     }
 }
