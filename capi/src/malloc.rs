@@ -10,8 +10,9 @@ use crate::errno::enomem;
 /// x86_64. C only requires it for blocks of more than 8 bytes (mimalloc
 /// and jemalloc give 8-byte blocks 8), but programs built against glibc
 /// may rely on it; it costs tiny blocks their 8-byte size class
-/// (docs/PERFORMANCE.md has the measurement). fortalloc's Rust API keeps
-/// 8: `Layout` says what each allocation needs.
+/// (docs/PERFORMANCE.md, "16-byte alignment for every C block", has the
+/// measurement). fortalloc's Rust API keeps 8: `Layout` says what each
+/// allocation needs.
 pub const C_ALIGN: usize = 16;
 
 /// C `malloc`: `malloc(0)` returns a unique pointer that can be freed.

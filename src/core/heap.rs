@@ -275,7 +275,8 @@ unsafe fn deferred_work(heap: *mut Heap, big: bool) {
     // wait: reclaiming only when a bin ran dry let the abandoned list (and
     // the memory freed into it, which nobody purges) grow without bound
     // when threads come and go faster than pages are needed; reclaiming on
-    // every slow path cost larson dearly (docs/PERFORMANCE.md).
+    // every slow path cost larson dearly (docs/PERFORMANCE.md, "Reclaiming
+    // abandoned segments").
     if thread::abandoned_count() > ABANDONED_SLACK {
         // SAFETY: this thread's initialised heap.
         unsafe { thread::reclaim_one(heap, None) };
@@ -654,8 +655,8 @@ pub unsafe fn abandon_pages(heap: *mut Heap) {
     // Purges are not forced: with threads that live a few milliseconds,
     // purging their pages at exit made the next thread fault the same
     // memory back in, many times over what mimalloc did
-    // (docs/PERFORMANCE.md). Due purges run on the reclaiming thread, or
-    // at `collect(true)`.
+    // (docs/PERFORMANCE.md, "No purge at thread exit"). Due purges run on
+    // the reclaiming thread, or at `collect(true)`.
     // SAFETY: this thread's initialised heap (this fn's contract).
     unsafe {
         drain_delayed(heap);

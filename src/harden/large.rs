@@ -42,7 +42,8 @@
 //! mostly whole is sealed with `mprotect` within the mapping budget
 //! (markers past it), which keeps its pages: dropping them would make the
 //! next owner fault every one in again, far dearer than zeroing them
-//! (docs/PERFORMANCE.md).
+//! (docs/PERFORMANCE.md, "Sealing freed big blocks with `mprotect` or
+//! markers").
 //!
 //! A block sealed with `mprotect` keeps its old bytes, unreadable, until
 //! they are opened again: zero-on-free wipes them then, not at free, and

@@ -694,9 +694,10 @@ unsafe fn check_emptied(page: *const Page) {
 /// only its first word is read, which the free-list link is about to cover:
 /// the rest is checked, as for every freed block, when it is handed out
 /// again (reading it all here too doubled the zero check; see
-/// docs/PERFORMANCE.md). With `whole` (the quarantine being emptied, at
-/// thread exit or `collect`, where a block may never be handed out again)
-/// all of it is read. False (after reporting a write after free) means it
+/// docs/PERFORMANCE.md, "The quarantine reads a leaving block's first word
+/// only"). With `whole` (the quarantine being emptied, at thread exit or
+/// `collect`, where a block may never be handed out again) all of it is
+/// read. False (after reporting a write after free) means it
 /// must not be freed: it is left out of every free list.
 ///
 /// # Safety

@@ -5,7 +5,8 @@
 //! is looked up here before any header is read, so a wild pointer is
 //! reported instead of dereferenced. Bytes rather than bits: the lookup is
 //! on every free, and a byte test is three instructions fewer than a bit
-//! test, which showed on a free-heavy workload (docs/PERFORMANCE.md).
+//! test, which showed on a free-heavy workload (docs/PERFORMANCE.md, "A
+//! byte per granule in the segment map").
 //!
 //! A block's segment is `(p - 1) & !SEGMENT_MASK`: no block starts at a
 //! segment's first byte (the header lives there), and the `- 1` lets a huge

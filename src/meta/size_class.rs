@@ -9,7 +9,8 @@
 //! (up to 2 MiB) go back to four per power of two: each class lives in
 //! 4 MiB segments of slots holding a few blocks each (`large.rs`), so every
 //! extra class costs a mostly empty segment, more than the slack it saves
-//! (measured when those segments were per thread: docs/PERFORMANCE.md).
+//! (measured when those segments were per thread: docs/PERFORMANCE.md,
+//! "Four large size classes per power of two").
 //! In the guard-pages build a large request is padded by the guard page
 //! its block ends with (`harden::padded`).
 //! Bins above [`MAX_BIN`] do not exist: such requests are huge and get

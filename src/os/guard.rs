@@ -212,8 +212,9 @@ unsafe fn protect_within_budget(p: *mut u8, len: usize) -> bool {
 /// for memory that will be used again (a freed huge block's segment),
 /// where dropping the pages, as a marker does, would cost a page fault per
 /// page at the next use, far more than zeroing resident pages (figures in
-/// docs/PERFORMANCE.md). So `mprotect` first, within the mapping budget,
-/// then a marker; the contents may be gone either way.
+/// docs/PERFORMANCE.md, "Sealing freed big blocks with `mprotect` or
+/// markers"). So `mprotect` first, within the mapping budget, then a
+/// marker; the contents may be gone either way.
 ///
 /// # Safety
 /// As for [`guard`].

@@ -11,7 +11,8 @@
 //! in assembly and reached with the initial-exec model, one load of its
 //! offset from the GOT plus one `fs:` load, as glibc does for its own
 //! malloc state. Measured through `LD_PRELOAD` on a malloc/free loop of
-//! 16-128 byte blocks: see docs/PERFORMANCE.md.
+//! 16-128 byte blocks: see docs/PERFORMANCE.md, "Initial-exec TLS in the C
+//! library".
 //!
 //! Initial-exec TLS is what a preloaded or linked library gets anyway; a
 //! library `dlopen`ed later takes it from glibc's reserve of static TLS
