@@ -2,8 +2,10 @@
 //! huge blocks fault, with guards made either way (the kernel's page-table
 //! markers, or `mprotect`): below and after every large block, whichever
 //! slot of its segment it took; zero-size allocations are inaccessible.
-//! With `seal-freed-large`, overflows off large blocks fault within a page
-//! of the request, freed large and huge blocks are inaccessible at once,
+//! With `seal-freed-large`, overflows off large and huge blocks fault
+//! within a page of the request (without it, off a huge block at its
+//! segment's end, and the canary reports one that stops short of it),
+//! freed large and huge blocks are inaccessible at once,
 //! large blocks grown in place move their guard, and reused ones read zero
 //! however they were sealed. Each access runs in a child process.
 //!
@@ -461,13 +463,58 @@ fn a_write_to_a_freed_large_block_left_open_is_caught_at_reuse() {
 }
 
 #[test]
-#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
+#[cfg_attr(
+    not(all(feature = "guard-pages", feature = "seal-freed-large")),
+    ignore = "needs --features guard-pages and seal-freed-large"
+)]
 fn linear_overflow_off_a_huge_block_faults_within_a_page() {
     expect_faults("overflow-huge-linear", || {
         let p = malloc(5 << 20);
         // SAFETY: the overflow under test, in a child expected to fault.
         unsafe { write_from(p, 5 << 20, (5 << 20) + 8192) };
     });
+}
+
+#[test]
+#[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
+fn linear_overflow_off_a_huge_block_faults_within_its_segment() {
+    // The guard after a huge block is its segment's last OS page (right
+    // after the request's last page with `seal-freed-large`), and the
+    // segment ends within a slice of the request's end.
+    expect_faults("overflow-huge-to-segment-end", || {
+        let p = malloc(5 << 20);
+        // SAFETY: the overflow under test, in a child expected to fault.
+        unsafe { write_from(p, 5 << 20, (5 << 20) + (4 << 20) + 4096) };
+    });
+}
+
+#[test]
+#[cfg_attr(
+    any(
+        not(all(feature = "guard-pages", feature = "canary")),
+        feature = "seal-freed-large"
+    ),
+    ignore = "needs --features guard-pages and canary, without seal-freed-large"
+)]
+fn an_overflow_into_a_huge_blocks_slack_is_reported_at_free() {
+    // Without the seals what lies between a huge block and the guard at
+    // its segment's end is open: an overflow that stops there faults
+    // nowhere, and the canary after the request reports it at free.
+    for n in [5 << 20, (3 << 20) + 12_345] {
+        child("overflow-huge-slack")
+            .run(move || {
+                let p = malloc(n);
+                say_addr(p);
+                // SAFETY: the overflow under test, 64 KiB past the
+                // request, short of the guard (more than 512 KiB past it
+                // for both sizes), in a child expected to abort.
+                unsafe {
+                    write_from(p, n, n + (64 << 10));
+                    free(p);
+                }
+            })
+            .check(|o| o.assert_reported("heap buffer overflow"));
+    }
 }
 
 #[test]
@@ -660,13 +707,15 @@ fn every_large_block_has_a_guard_below_and_after_it_whichever_slot_it_took() {
 
 #[test]
 #[cfg_attr(not(feature = "guard-pages"), ignore = "needs --features guard-pages")]
-fn every_huge_block_in_a_span_another_size_left_has_a_guard_below_and_just_after_it() {
+fn every_huge_block_in_a_span_another_size_left_has_a_guard_below_and_after_it() {
     // Huge blocks of sizes that go up and down, two live at a time, so
     // most take a span a block of another size left with its guards on
-    // record (the page after each block moves with its size): the 16
-    // bytes below each block are inaccessible, and so is the first OS
-    // page past its last byte (within a page of its end, as for a fresh
-    // span); every byte of the block is written. Both ways of making
+    // record: the 16 bytes below each block are inaccessible, and so is,
+    // with `seal-freed-large`, the first OS page past its last byte
+    // (within a page of its end, as for a fresh span), without it the
+    // last OS page of its segment (the first slice boundary past the
+    // request and its canary), whatever size of block the span held
+    // before; every byte of the block is written. Both ways of making
     // guards.
     const SIZES: [usize; 8] = [
         9 << 20,
@@ -699,8 +748,17 @@ fn every_huge_block_in_a_span_another_size_left_has_a_guard_below_and_just_after
                         // the next one where the canary's bytes cross it.
                         let first_after = (end + 4095) & !4095;
                         let closed = |at: usize| !readable(at as *const u8, 1);
-                        let guarded_after =
-                            closed(first_after) || (first_after - end < 16 && closed(first_after + 4096));
+                        let guarded_after = if cfg!(feature = "seal-freed-large") {
+                            closed(first_after) || (first_after - end < 16 && closed(first_after + 4096))
+                        } else {
+                            // The segment's last page: that of the slice
+                            // the request ends in, or of the next one
+                            // where the canary and a page do not fit.
+                            let slice = 4 << 20;
+                            let boundary = (end + slice - 1) & !(slice - 1);
+                            closed(boundary - 4096)
+                                || (boundary - end < 4096 + 16 && closed(boundary + slice - 4096))
+                        };
                         if readable(below, 16) || !guarded_after {
                             println!("{n}-byte block at {p:?} (round {round}, {i}) not guarded around");
                             return;

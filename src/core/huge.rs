@@ -11,12 +11,12 @@
 //! new page faults; larger or over-aligned ones are mapped on their own.
 //!
 //! The guard build guards the header's guard and the padding below the
-//! block, and the OS page after the block's last one (with
-//! `seal-freed-large`, the rest of the segment): `harden::open_block`. A
-//! freed huge block's segment goes back to its arena as it is, to be
-//! purged after the arena's delay, with the record of where its guards
-//! are (the next user of the span changes only the guards that differ:
-//! a block of another size moves the page after it), or with
+//! block, and the segment's last OS page (with `seal-freed-large`, all of
+//! it past the block's last OS page): `harden::open_block`. A freed huge
+//! block's segment goes back to its arena as it is, to be purged after
+//! the arena's delay, with the record of where its guards are (the next
+//! user of the span changes only the guards that differ: none, for a
+//! huge block of any size in a span of as many slices), or with
 //! `seal-freed-large` sealed at once, its memory zeroed when a new block
 //! takes it with zero-on-free.
 
@@ -130,7 +130,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
             prior,
         )
     };
-    let Some((open, tail_end, exact)) = opened else {
+    let Some((open, after, exact)) = opened else {
         // The block's own pages could not be opened (the process is at
         // its mapping limit; only a span from an arena, sealed or
         // guarded by its last user, has any to open): the span goes back,
@@ -144,7 +144,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
     // span, once the block is freed, then changes only what it needs.
     if exact && header {
         // SAFETY: the header was just set up, and nobody else uses it yet.
-        unsafe { keep_guards(seg, offset + block_size, tail_end - seg as usize) };
+        unsafe { keep_guards(seg, after.0 - seg as usize, after.1 - seg as usize) };
     }
     // The header and what is open past it. A span of sealed slices
     // may have the headers of the segments that used them open in its
@@ -173,7 +173,7 @@ pub fn alloc(size: usize, align: usize, zero: bool) -> *mut u8 {
 }
 
 /// Grows the huge block `p` of `seg` in place to hold `size` bytes, if its
-/// segment has room for that and a guard page after it. Only the guard
+/// segment has room for that and the guard page at its end. Only the guard
 /// build needs this: its huge blocks end at the first page boundary after
 /// the request, where the plain build's run to the end of their segment
 /// (which `realloc` uses in place), so without it every growth of a big
@@ -188,7 +188,7 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
         return false;
     }
     let ps = os::page_size();
-    // The segment keeps at least one guard page after the grown block.
+    // The segment keeps its last OS page, at least, as the guard.
     // SAFETY: `seg` is the live huge segment of the caller's block and
     // `page` its descriptor (this fn's contract): its geometry is ours.
     let (offset, old, room) = unsafe { ((*seg).block_offset, (*page).block_size, (*seg).size) };
@@ -205,23 +205,21 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
     // SAFETY: `p + old`, the end of the caller's block, lies inside its
     // segment (`offset + old < offset + new < size`).
     let at = unsafe { p.add(old) };
-    // SAFETY: `[at, at + new - old)`, page-aligned, lies in the caller's
-    // segment past its block (from the guard after it) and is about to be
-    // the block's; a page follows it (`offset + new + ps <= room`).
-    let (grown, tail_end) = unsafe { harden::grow_block(at, new - old, seg as usize + room) };
-    if grown == harden::Grown::Refused {
-        return false;
-    }
     // SAFETY: the header of the caller's live huge segment, whose guard
     // record only its block's owner writes.
     let recorded = unsafe { (*seg).kept_guards.load(Ordering::Relaxed) } != 0;
-    // With every guard on record and only a page of guard after the block
-    // (`harden::open_block`), what the block grew over was counted open
-    // already but for that page, and the page after it now a guard is
-    // counted no more: the same count. Otherwise counted whole, which
-    // where the guard after the block was never made is an over-count,
-    // the safe side.
-    if !(recorded && grown == harden::Grown::Guarded && harden::huge_tail_is_one_page()) {
+    // SAFETY: `[at, at + new - old)`, page-aligned, lies in the caller's
+    // segment past its block, from its end, and is about to be the
+    // block's; a page follows it (`offset + new + ps <= room`).
+    let (grown, tail) = unsafe { harden::grow_block(at, new - old, seg as usize + room, recorded) };
+    if grown == harden::Grown::Refused {
+        return false;
+    }
+    // With every guard on record and the guard after the block at the
+    // span's end (`harden::open_block`), what the block grew over was
+    // counted open already: the same count. Otherwise counted whole,
+    // which where it was open already is an over-count, the safe side.
+    if !(recorded && grown == harden::Grown::Guarded && harden::huge_guard_at_span_end()) {
         // SAFETY: the segment lives while the caller owns its block.
         unsafe { stats::commit_more(seg, new - old) };
     }
@@ -238,7 +236,7 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
     if recorded {
         if grown == harden::Grown::Guarded {
             // SAFETY: as just above.
-            unsafe { keep_guards(seg, offset + new, tail_end - seg as usize) };
+            unsafe { keep_guards(seg, tail.0 - seg as usize, tail.1 - seg as usize) };
         } else {
             // The guard after the block is missing: no record, so the
             // span's next user removes every guard it may hold.
@@ -251,7 +249,7 @@ pub unsafe fn grow_in_place(seg: *mut Segment, page: *mut Page, p: *mut u8, size
 
 /// Records where the guards of the huge segment `seg` are: from the
 /// header's guard up to its block (the padding an alignment puts below
-/// the block is guarded too), and from `tail` to `tail_end` after it
+/// the block is guarded too), and from `tail` to `tail_end` past it
 /// (offsets from the segment's start; see `meta::guards::Guards::huge`),
 /// for the arena to keep when it is released. Where the record cannot hold
 /// them, none is kept, and the release removes guards over the whole

@@ -34,8 +34,9 @@ const _: () = assert!(!TRAILERS || ON);
 pub const EXTRA: usize = if ON { 5 } else { 0 };
 
 /// Whether blocks of this page carry a canary: all of them, huge ones
-/// too (their guard page lies past the end of the request's last OS page,
-/// so a short overflow stays within it).
+/// too (past the request's last OS page lies open slack up to the guard
+/// at the segment's end, or with `seal-freed-large` the guard: an
+/// overflow short of it faults nowhere, and the canary reports it).
 #[inline(always)]
 pub fn applies(_page: *const Page) -> bool {
     ON

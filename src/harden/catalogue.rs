@@ -162,9 +162,9 @@ pub const FREE_BLOCKS_READ_ZERO: bool = ZERO_ON_FREE;
 /// thread's held blocks are freed when it exits or collects. Huge blocks
 /// never wait.
 pub const FREED_BLOCKS_WAIT: bool = QUARANTINE;
-/// A huge block is usable only to the end of the last OS page it needs,
-/// where a guard page follows it, and `realloc` grows it in place by
-/// moving that guard up.
+/// A huge block is usable only to the end of the last OS page it needs
+/// (the guard lies at its segment's end, or with `seal-freed-large`
+/// right after it), and `realloc` grows it in place up to that guard.
 pub const HUGE_BLOCKS_GUARDED: bool = GUARD_PAGES;
 /// The arena picks a free span at random rather than the lowest, so
 /// segment addresses do not repeat from run to run (the guard build's

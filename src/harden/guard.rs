@@ -10,9 +10,10 @@
 //! as its owner asked, the rest sealed, S, and a free slot sealed whole):
 //! | header | G | GG | block ..... | G | block ..... | G | ... | GGGG |
 //! | header | G | GG | block .. SSS G | SSSSSSSSSSSS G | ...   (sealing)
-//! huge (one block per segment; the rest of the segment is left as its
-//! last user left it, or with `seal-freed-large` guarded too):
-//! | header | G | block | G | rest of the segment ...          |
+//! huge (one block per segment; the guard after it is the segment's last
+//! page, what lies between open, or with `seal-freed-large` guarded too):
+//! | header | G | block | open ............................. | G |
+//! | header | G | block | SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS | (sealing)
 //! ```
 //! - one guard page after the header (its descriptors and bitmaps);
 //! - the last OS page of every small and medium page area, so a linear
@@ -24,9 +25,10 @@
 //!   too; with `seal-freed-large`, every large block past what its owner
 //!   asked for, rounded up to an OS page, and all of it once it is freed
 //!   (`harden::large`);
-//! - a huge block's guard at the first page boundary after the request,
-//!   one OS page (the rest of its segment with `seal-freed-large`), so a
-//!   span reused by a block of another size moves one page of guard;
+//! - the last OS page of a huge block's segment (with `seal-freed-large`
+//!   everything past the request's last OS page), so a span reused by a
+//!   block of another size changes no guard; the canary after the request
+//!   catches an overflow into what lies between;
 //! - with `seal-freed-large`, when a large or huge segment is released its
 //!   memory past the header becomes inaccessible at once, so its freed
 //!   blocks fault on access (the header stays readable: the double-free
@@ -279,39 +281,42 @@ pub unsafe fn page_slot(page: *mut Page, area_end: usize) {
     }
 }
 
-/// Where the guard after a huge block whose last OS page ends at `after`
-/// ends, in a segment ending at `area_end`: one OS page on, or with
-/// `seal-freed-large` the segment's end. A single page stops a linear
-/// overflow as the rest of the segment would; the rest is left as the
-/// span's last user left it (open, holding nothing of the block), so a
-/// span reused for a block of another size moves one page of guard, not
-/// megabytes of it: installing a guard drops the pages under it, and each
-/// one faulted in again when the next, larger, block took it. With the
-/// seals the rest is sealed too, as what lies there may be a freed
+/// The guard after a huge block whose last OS page ends at `after`, in a
+/// segment ending at `area_end`: the segment's last OS page, or with
+/// `seal-freed-large` everything from `after` to the segment's end.
+/// Without the seals the guard stays where it is whatever the block's
+/// size, so a span reused by a block of another size (or a block grown in
+/// place) changes no guard at all: a guard that followed the request's
+/// last page moved at every such reuse, a marker removed and one
+/// installed, each a walk of the page tables under the process's mapping
+/// lock, in the huge `malloc`. What lies between the block and the guard
+/// is open and holds nothing: a linear overflow passes the block's canary
+/// first, which reports it at free, and faults at the span's end. With
+/// the seals all of it is guarded, as what lies there may be a freed
 /// block's, which that build never leaves readable.
 #[inline]
-fn tail_end(after: usize, area_end: usize) -> usize {
+fn tail_guard(after: usize, area_end: usize) -> (usize, usize) {
     if super::large::SEAL {
-        area_end
+        (after, area_end)
     } else {
-        (after + os::page_size()).min(area_end)
+        ((area_end - os::page_size()).max(after), area_end)
     }
 }
 
 /// A single block spans `[start, end)` of an area `[area_start, area_end)`
 /// of the segment at `seg`, taken as `prior` says (see
 /// [`segment_taken`]): everything below it in the area, rounded to OS
-/// pages, is a guard, and so is what follows it up to [`tail_end`].
+/// pages, is a guard, and so is [`tail_guard`] after it.
 /// Returns how many bytes of the area are accessible now (all of it when
-/// off), for the count of committed bytes (the area past the tail guard,
-/// left open, counts in full: it may hold the pages a previous user left,
-/// as in the plain build), the end of the guard after the block, and
-/// whether every guard is in place as that says (never after
-/// [`Prior::Sealed`], whose slices past the first may have their first
-/// bytes open). None if the block's own pages could not be opened (near
-/// the mapping limit `mprotect` cannot split a seal or a guard): it would
-/// fault in its owner's hands, so it must not be handed out, and what
-/// the area's protection is now is not known.
+/// off), for the count of committed bytes (what lies between the block
+/// and the guard after it counts in full: it may hold the pages a
+/// previous user left, as in the plain build), where the guard after the
+/// block starts and ends, and whether every guard is in place as that
+/// says (never after [`Prior::Sealed`], whose slices past the first may
+/// have their first bytes open). None if the block's own pages could not
+/// be opened (near the mapping limit `mprotect` cannot split a seal or a
+/// guard): it would fault in its owner's hands, so it must not be handed
+/// out, and what the area's protection is now is not known.
 ///
 /// # Safety
 /// The area must be segment memory of the caller's, holding no other block.
@@ -322,20 +327,20 @@ pub unsafe fn open_block(
     end: usize,
     area_end: usize,
     prior: Prior,
-) -> Option<(usize, usize, bool)> {
+) -> Option<(usize, (usize, usize), bool)> {
     if !ON {
-        return Some((area_end - area_start, area_end, false));
+        return Some((area_end - area_start, (area_end, area_end), false));
     }
     let ps = os::page_size();
     let before = start & !(ps - 1);
     let after = (end + ps - 1) & !(ps - 1);
-    let tail = tail_end(after, area_end);
-    let mut open = after - before + (area_end - tail);
+    let tail = tail_guard(after, area_end);
+    let mut open = tail.0 - before + (area_end - tail.1);
     match prior {
         Prior::Sealed => {
             // The guards are sealed already: open only the block (counted
             // open even if the kernel refused, which is the safe side),
-            // and past the tail guard what was sealed stays so.
+            // and past it what was sealed stays so, the guard after it.
             // SAFETY: the block's pages lie in the area, the caller's
             // segment memory (this fn's contract).
             if !unsafe { os::unguard(before as *mut u8, after - before) } {
@@ -343,15 +348,17 @@ pub unsafe fn open_block(
                 // a block left sealed would fault in its owner's hands.
                 return None;
             }
-            return Some((after - before, tail, false));
+            return Some((after - before, (after, area_end), false));
         }
         Prior::Ranges(held) => {
             // The header's guard with the pages below the block (they
-            // adjoin) and those after it; what the span held elsewhere
+            // adjoin) and the one after it; what the span held elsewhere
             // in the area comes off (before it, `segment_taken` did).
+            // A span a huge block left holds these already, whatever the
+            // size of that block: nothing changes.
             let o = |x: usize| x - seg;
-            let both = [(o(area_start) - ps, o(before)), (o(after), o(tail))];
-            let need = if after < tail { &both[..] } else { &both[..1] };
+            let both = [(o(area_start) - ps, o(before)), (o(tail.0), o(tail.1))];
+            let need = if tail.0 < tail.1 { &both[..] } else { &both[..1] };
             // A guard inside the block that cannot come off would fault
             // in its owner's hands: None.
             // SAFETY: the area, the header's guard before it and the
@@ -374,10 +381,10 @@ pub unsafe fn open_block(
         open += before - area_start;
         made = false;
     }
-    // SAFETY: the pages after the block's lie in the area, the caller's
-    // segment memory, and hold no block (this fn's contract).
-    if after < tail && !unsafe { os::guard(after as *mut u8, tail - after) }.made() {
-        open += tail - after;
+    // SAFETY: the guard's pages lie in the area past the block's, the
+    // caller's segment memory, and hold no block (this fn's contract).
+    if tail.0 < tail.1 && !unsafe { os::guard(tail.0 as *mut u8, tail.1 - tail.0) }.made() {
+        open += tail.1 - tail.0;
         made = false;
     }
     Some((open, tail, made))
@@ -395,37 +402,47 @@ pub enum Grown {
     Unguarded,
 }
 
-/// A huge block grows in place over `len` bytes at `at`, the start of the
-/// guard that followed it, in a segment ending at `area_end` (see
-/// `huge::grow_in_place`): they become accessible, and the guard after
-/// the block moves to follow them ([`tail_end`]). Returns what it did and
-/// where that guard ends.
+/// A huge block grows in place over `len` bytes at `at`, its end, in a
+/// segment ending at `area_end` (see `huge::grow_in_place`): they become
+/// accessible, and the guard after the block lies as [`tail_guard`] puts
+/// it. `recorded`: the segment's guards are on record as [`open_block`]
+/// made them, so without the seals what it grows over is open already,
+/// the guard at the span's end stays, and no kernel call is made. Returns
+/// what it did and where the guard after the block starts and ends.
 ///
 /// # Safety
 /// `[at, at + len)` must be page-aligned memory of the caller's huge
-/// segment past its block, starting with the guard after it, about to
-/// belong to the block, and at least one OS page must follow it in the
-/// segment.
-pub unsafe fn grow_block(at: *mut u8, len: usize, area_end: usize) -> (Grown, usize) {
+/// segment past its block, from the block's end, about to belong to the
+/// block, and at least one OS page must follow it in the segment.
+pub unsafe fn grow_block(
+    at: *mut u8,
+    len: usize,
+    area_end: usize,
+    recorded: bool,
+) -> (Grown, (usize, usize)) {
     if !ON {
-        return (Grown::Guarded, area_end);
+        return (Grown::Guarded, (area_end, area_end));
     }
-    // Past the old guard the memory may be open or guarded (a sealed span
-    // keeps the rest of the segment sealed): all of it is opened.
+    let after = at as usize + len;
+    let tail = tail_guard(after, area_end);
+    if recorded && !super::large::SEAL {
+        return (Grown::Guarded, tail);
+    }
+    // Past the block the memory may be open or guarded (a sealed span
+    // keeps the rest of the segment sealed): all it grows over is opened.
     // SAFETY: `[at, at + len)` is page-aligned memory of the caller's huge
     // segment (this fn's contract).
     if !unsafe { os::unguard(at, len) } {
-        return (Grown::Refused, area_end);
+        return (Grown::Refused, tail);
     }
-    let after = at as usize + len;
-    let tail = tail_end(after, area_end);
     if super::large::SEAL {
         // The rest of the segment was the guard already.
         return (Grown::Guarded, tail);
     }
-    // SAFETY: the page after the grown block lies in the caller's segment
-    // (this fn's contract) and holds nothing: it was past the block.
-    if unsafe { os::guard(after as *mut u8, tail - after) }.made() {
+    // Where the guard after the block is not known to be, it is made.
+    // SAFETY: the guard's pages lie in the caller's segment past the grown
+    // block (this fn's contract) and hold nothing.
+    if unsafe { os::guard(tail.0 as *mut u8, tail.1 - tail.0) }.made() {
         (Grown::Guarded, tail)
     } else {
         (Grown::Unguarded, tail)

@@ -92,11 +92,11 @@ pub const fn freed_large_sealed() -> bool {
 pub const fn large_slots_guarded() -> bool {
     guard::ON
 }
-/// Huge blocks: whether the guard after one is a single OS page, the rest
-/// of its segment left open (`guard-pages` without `seal-freed-large`,
+/// Huge blocks: whether the guard after one is its segment's last OS page,
+/// what lies between open (`guard-pages` without `seal-freed-large`,
 /// which guards all of it; see `guard::open_block`).
 #[inline(always)]
-pub const fn huge_tail_is_one_page() -> bool {
+pub const fn huge_guard_at_span_end() -> bool {
     guard::ON && !large::SEAL
 }
 /// Large and huge blocks handed out (fresh or reused) read zero, so
@@ -118,7 +118,7 @@ pub fn shuffle_freed_lists() -> bool {
     order::ON && !(quarantine::ON && quarantine::in_effect())
 }
 /// The size to ask `huge::alloc` for, for a request of `size` bytes: room
-/// for the canary (the guard follows the block there).
+/// for the canary (past it lies open slack or the guard).
 #[inline(always)]
 pub const fn huge_padded(size: usize) -> usize {
     size.saturating_add(canary::EXTRA)
