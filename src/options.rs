@@ -77,8 +77,9 @@ pub const DEFAULT_QUARANTINE_BLOCKS: usize = MAX_QUARANTINE_BLOCKS;
 pub const DEFAULT_QUARANTINE_PROCESS_BYTES: usize = 8 * 1024 * 1024;
 
 /// The per-thread byte bound in effect: the one asked for, at most the
-/// process's (a thread could never claim more), 0 if either is 0. The free
-/// path reads only this; the bounds as asked for are kept beside it.
+/// process's (a thread could never claim more), 0 if either is 0 or the
+/// block bound is. The free path reads only this to know whether freed
+/// blocks wait; the bounds as asked for are kept beside it.
 static QUARANTINE_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_QUARANTINE_BYTES);
 static QUARANTINE_BLOCKS: AtomicUsize = AtomicUsize::new(DEFAULT_QUARANTINE_BLOCKS);
 static QUARANTINE_THREAD_ASKED: AtomicUsize = AtomicUsize::new(DEFAULT_QUARANTINE_BYTES);
@@ -98,11 +99,26 @@ pub fn quarantine_process_bytes() -> usize {
     QUARANTINE_PROCESS_BYTES.load(Ordering::Relaxed)
 }
 
-/// Sets the per-thread byte bound in effect from the two asked for.
+/// Sets the per-thread byte bound in effect from the two asked for and
+/// the block bound.
 fn settle_quarantine_bytes() {
-    let thread = QUARANTINE_THREAD_ASKED.load(Ordering::Relaxed);
-    let process = QUARANTINE_PROCESS_BYTES.load(Ordering::Relaxed);
-    QUARANTINE_BYTES.store(thread.min(process), Ordering::Relaxed);
+    let bytes = quarantine_bytes_in_effect(
+        QUARANTINE_THREAD_ASKED.load(Ordering::Relaxed),
+        QUARANTINE_PROCESS_BYTES.load(Ordering::Relaxed),
+        QUARANTINE_BLOCKS.load(Ordering::Relaxed),
+    );
+    QUARANTINE_BYTES.store(bytes, Ordering::Relaxed);
+}
+
+/// The per-thread byte bound in effect for the bounds asked for: `thread`
+/// at most `process`, and 0 without blocks, so that it alone says whether
+/// freed blocks wait (see `harden::quarantine::Bounds::holding`).
+fn quarantine_bytes_in_effect(thread: usize, process: usize, blocks: usize) -> usize {
+    if blocks == 0 {
+        0
+    } else {
+        thread.min(process)
+    }
 }
 
 /// The bound on the blocks a thread's quarantine holds.
@@ -118,9 +134,9 @@ pub fn quarantine_blocks() -> usize {
 /// bound, at its next round (the next free that finds its quarantine
 /// full). The block bound is capped at 1024.
 pub fn set_quarantine(bytes: usize, blocks: usize) {
+    QUARANTINE_BLOCKS.store(blocks.min(MAX_QUARANTINE_BLOCKS), Ordering::Relaxed);
     QUARANTINE_THREAD_ASKED.store(bytes, Ordering::Relaxed);
     settle_quarantine_bytes();
-    QUARANTINE_BLOCKS.store(blocks.min(MAX_QUARANTINE_BLOCKS), Ordering::Relaxed);
 }
 
 /// Sets the bound on the bytes all threads' quarantines hold together
@@ -284,7 +300,10 @@ fn apply(name: &[u8], value: &[u8]) {
             ),
         },
         b"QUARANTINE_BLOCKS" => match parse_u64(value) {
-            Some(n) => QUARANTINE_BLOCKS.store((n as usize).min(MAX_QUARANTINE_BLOCKS), Ordering::Relaxed),
+            Some(n) => {
+                QUARANTINE_BLOCKS.store((n as usize).min(MAX_QUARANTINE_BLOCKS), Ordering::Relaxed);
+                settle_quarantine_bytes();
+            }
             None => warn(b"ignoring FORTALLOC_QUARANTINE_BLOCKS: not a number: ", value),
         },
         b"PURGE_DELAY" => match parse_u64(value) {
@@ -330,6 +349,15 @@ fn warn(what: &[u8], detail: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_byte_bound_in_effect_is_zero_when_any_bound_is() {
+        assert_eq!(quarantine_bytes_in_effect(512 << 10, 8 << 20, 1024), 512 << 10);
+        assert_eq!(quarantine_bytes_in_effect(512 << 10, 64 << 10, 1024), 64 << 10);
+        assert_eq!(quarantine_bytes_in_effect(0, 8 << 20, 1024), 0);
+        assert_eq!(quarantine_bytes_in_effect(512 << 10, 0, 1024), 0);
+        assert_eq!(quarantine_bytes_in_effect(512 << 10, 8 << 20, 0), 0);
+    }
 
     #[test]
     fn numbers_parse_strictly() {

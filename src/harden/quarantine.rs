@@ -97,10 +97,14 @@ impl Bounds {
         }
     }
 
-    /// Whether freed blocks are held (both bounds above zero).
+    /// Whether freed blocks are held (both bounds above zero): the byte
+    /// bound in effect is zero when the block bound is (see
+    /// `options::quarantine_bytes`), so one test says it, the one a free
+    /// makes without a quarantine in effect. (Read apart from a change of
+    /// the block bound to zero, a free finds no room and frees at once.)
     #[inline(always)]
     pub fn holding(self) -> bool {
-        self.blocks.min(self.bytes) > 0
+        self.bytes > 0
     }
 
     /// Whether a block of `size` bytes can be held (it is not alone over
